@@ -1,0 +1,72 @@
+"""Sphinx configuration. The config reference and the CLI help are generated from
+the package itself at build time, so the docs cannot drift from the code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import flask_redispool  # noqa: E402
+
+project = "flask-redispool"
+copyright = "2026, the flask-redispool authors"
+release = version = flask_redispool.__version__
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx"]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+exclude_patterns = ["_build", "_generated"]
+html_theme = "alabaster"
+intersphinx_mapping: dict[str, Any] = {}
+nitpicky = False
+
+
+def _config_table() -> str:
+    from flask_redispool.config import CONFIG_KEYS, REQUIRED
+
+    lines = [
+        ".. list-table::",
+        "   :header-rows: 1",
+        "   :widths: 28 14 58",
+        "",
+        "   * - Key",
+        "     - Default",
+        "     - Meaning",
+    ]
+    for key in CONFIG_KEYS:
+        default = "*required*" if key.default is REQUIRED else f"``{key.default!r}``"
+        if key.name == "CLIENT_NAME":
+            default = "*from the app*"
+        lines += [f"   * - ``REDIS_{key.name}``", f"     - {default}", f"     - {key.doc}"]
+    return "\n".join(lines) + "\n"
+
+
+def _cli_help() -> str:
+    from flask import Flask
+
+    from flask_redispool import RedisPool
+
+    app = Flask("yourapp")
+    app.config["REDIS_URL"] = "fakeredis://"
+    RedisPool(app)
+    runner = app.test_cli_runner()
+    parts = []
+    for command in ("redis-stats", "redis-ping"):
+        output = runner.invoke(args=[command, "--help"], prog_name="flask").output
+        parts += [f"``flask {command} --help``:", "", ".. code-block:: text", ""]
+        parts += ["   " + line if line else "" for line in output.splitlines()] + [""]
+    return "\n".join(parts)
+
+
+def _generate(_app: object) -> None:
+    out = HERE / "_generated"
+    out.mkdir(exist_ok=True)
+    (out / "config_keys.rst").write_text(_config_table())
+    (out / "cli_help.rst").write_text(_cli_help())
+
+
+def setup(app: Any) -> None:
+    app.connect("builder-inited", _generate)

@@ -1,0 +1,384 @@
+"""The config keys of flask-redispool, declared once.
+
+Each :class:`ConfigKey` carries its name, parser, default and one line of
+documentation. :func:`load_settings` (validation), the error messages, the typo
+detector and the docs' config reference all read this one table, so they cannot
+drift apart.
+
+Keys are read with the extension's prefix: ``REDIS_URL`` for the default prefix,
+``CACHE_REDIS_URL`` for ``RedisPool(config_prefix="CACHE_REDIS")``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .errors import ConfigError, ConfigWarning
+
+__all__ = [
+    "BACKOFF_BASE",
+    "BACKOFF_CAP",
+    "CONFIG_KEYS",
+    "SCHEMES",
+    "ConfigKey",
+    "Settings",
+    "load_settings",
+    "redact_url",
+]
+
+#: URL schemes ``<PREFIX>_URL`` accepts. ``fakeredis://`` is an in-process fakeredis
+#: server behind the same pool (``pip install flask-redispool[fakeredis]``).
+SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis")
+
+#: Retries back off exponentially with jitter, from ``BACKOFF_BASE`` up to
+#: ``BACKOFF_CAP`` seconds (redis-py's :class:`~redis.backoff.ExponentialWithJitterBackoff`).
+BACKOFF_BASE: Final = 0.01
+BACKOFF_CAP: Final = 0.05
+
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_INT_RE: Final = re.compile(r"[0-9]+")
+_FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
+_NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
+
+
+class _Required:
+    """Marks a key that has no default."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Final = _Required()
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    """One config key: ``<PREFIX>_<name>``.
+
+    :param name: the key without its prefix, e.g. ``"MAX_CONNECTIONS"``.
+    :param parse: turns a raw config value into the setting, or raises
+        :class:`ValueError` whose text says what was expected ("an integer >= 1").
+    :param default: the value used when the key is unset, or ``REQUIRED``.
+    :param doc: one line for the config reference.
+    :param redis_option: the redis-py connection/pool keyword argument this key sets;
+        the same option given through ``<PREFIX>_OPTIONS`` or the URL is a conflict.
+    :param secret: the raw value may hold a password; error messages redact it.
+    """
+
+    name: str
+    parse: Callable[[object], Any]
+    default: object
+    doc: str
+    redis_option: str | None = None
+    secret: bool = False
+
+    def key(self, prefix: str) -> str:
+        """The full config key for ``prefix``."""
+        return f"{prefix}_{self.name}"
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _integer(minimum: int) -> Callable[[object], int]:
+    def parse(value: object) -> int:
+        if isinstance(value, str) and _INT_RE.fullmatch(value):
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"an integer >= {minimum}")
+        return value
+
+    return parse
+
+
+def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
+    expected = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+
+    def parse(value: object) -> float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(expected)
+        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+            raise ValueError(expected)
+        return float(value)
+
+    return parse
+
+
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+        return value.lower() in _TRUE
+    raise ValueError("a boolean (True/False, or one of 1/0, true/false, yes/no, on/off)")
+
+
+def _client_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
+        raise ValueError("a non-empty string of printable characters without spaces")
+    return value
+
+
+def _url(value: object) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
+    scheme = value.partition("://")[0].lower()
+    if scheme not in SCHEMES:
+        raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
+    return value
+
+
+def _options(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError("a dict of redis-py keyword arguments with string keys")
+    return dict(value)
+
+
+#: Every key flask-redispool reads, in documentation order.
+CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
+    ConfigKey(
+        "URL",
+        _url,
+        REQUIRED,
+        "Where Redis is: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS), "
+        "``unix:///path/to.sock?db=0``, or ``fakeredis://`` (an in-process fake server for tests).",
+        secret=True,
+    ),
+    ConfigKey(
+        "MAX_CONNECTIONS",
+        _integer(1),
+        10,
+        "Most connections one process may hold. Size it to the threads serving requests in "
+        "one worker process (gunicorn ``--threads``) plus one per long-lived pubsub.",
+        redis_option="max_connections",
+    ),
+    ConfigKey(
+        "POOL_BLOCKING",
+        _boolean,
+        True,
+        "When every connection is in use, wait up to ``POOL_TIMEOUT`` for one (true) or fail at once (false).",
+    ),
+    ConfigKey(
+        "POOL_TIMEOUT",
+        _seconds(allow_zero=True),
+        1.0,
+        "Seconds to wait for a free connection before raising PoolExhaustedError.",
+        redis_option="timeout",
+    ),
+    ConfigKey(
+        "SOCKET_TIMEOUT",
+        _seconds(allow_zero=False),
+        0.5,
+        "Seconds a command may wait for its reply (redis-py's default is 5).",
+        redis_option="socket_timeout",
+    ),
+    ConfigKey(
+        "SOCKET_CONNECT_TIMEOUT",
+        _seconds(allow_zero=False),
+        0.2,
+        "Seconds to establish a connection (redis-py's default is 5).",
+        redis_option="socket_connect_timeout",
+    ),
+    ConfigKey(
+        "RETRIES",
+        _integer(0),
+        1,
+        "Times a command is retried after a connection error or timeout, with jittered "
+        f"exponential backoff of at most {BACKOFF_CAP} s.",
+        redis_option="retry",
+    ),
+    ConfigKey(
+        "HEALTH_CHECK_INTERVAL",
+        _seconds(allow_zero=True),
+        0.0,
+        "Send a PING before a command on a connection idle longer than this many seconds (0: off).",
+        redis_option="health_check_interval",
+    ),
+    ConfigKey(
+        "DECODE_RESPONSES",
+        _boolean,
+        False,
+        "Return ``str`` instead of ``bytes``. Leave false to share the pool with libraries "
+        "that store bytes (Flask-Session, RQ).",
+        redis_option="decode_responses",
+    ),
+    ConfigKey(
+        "CLIENT_NAME",
+        _client_name,
+        None,
+        "Name every connection gives itself (CLIENT SETNAME), followed by ``:host:pid``. "
+        "Default: the app's import name, plus the prefix when it is not ``REDIS``.",
+        redis_option="client_name",
+    ),
+    ConfigKey(
+        "OPTIONS",
+        _options,
+        {},
+        "Further keyword arguments for redis-py's connection pool (e.g. ``socket_keepalive``). "
+        "Options that have a key of their own above are refused here.",
+    ),
+)
+
+_BY_NAME: Final = {k.name: k for k in CONFIG_KEYS}
+_RESERVED_OPTIONS: Final = {
+    "connection_pool": "it is created by flask-redispool",
+    "connection_class": "it follows from the URL scheme",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one :class:`~flask_redispool.RedisPool` on one app."""
+
+    prefix: str
+    url: str = field(repr=False)
+    max_connections: int
+    pool_blocking: bool
+    pool_timeout: float
+    socket_timeout: float
+    socket_connect_timeout: float
+    retries: int
+    health_check_interval: float
+    decode_responses: bool
+    client_name: str
+    options: dict[str, Any] = field(repr=False)
+
+    def key(self, name: str) -> str:
+        """The full config key of ``name``: ``settings.key("URL") == "REDIS_URL"``."""
+        return _BY_NAME[name].key(self.prefix)
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL with its password replaced by ``***``."""
+        return redact_url(self.url)
+
+    @property
+    def worst_case_seconds(self) -> float:
+        """Upper bound of one command's time when Redis does not answer.
+
+        One attempt may connect (with its own retries) and then wait for a reply;
+        a command makes ``RETRIES + 1`` attempts with a backoff between them. A health
+        check, when due, is one more such command. Waiting for a free connection
+        (at most ``POOL_TIMEOUT``, only when all are busy) comes on top.
+        """
+        tries = self.retries + 1
+        connect = tries * self.socket_connect_timeout + self.retries * BACKOFF_CAP
+        command = tries * (connect + self.socket_timeout) + self.retries * BACKOFF_CAP
+        return round(command * (2 if self.health_check_interval else 1), 3)
+
+
+def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: str) -> Settings:
+    """Read and validate every ``<prefix>_*`` key of ``config``.
+
+    :raises ConfigError: a value is missing, of the wrong type or out of range.
+    :warns ConfigWarning: a ``<prefix>_`` key is close to, but not, one of ours.
+    """
+    _warn_unknown_keys(config, prefix)
+    values: dict[str, Any] = {}
+    for key in CONFIG_KEYS:
+        full = key.key(prefix)
+        if full not in config:
+            if key.default is REQUIRED:
+                raise ConfigError(
+                    f"{full} is not set: give the Redis server's URL, e.g. "
+                    f"'redis://localhost:6379/0', or 'fakeredis://' for an in-process fake."
+                )
+            values[key.name.lower()] = key.default
+            continue
+        raw = config[full]
+        try:
+            values[key.name.lower()] = key.parse(raw)
+        except ValueError as exc:
+            shown = redact_url(raw) if key.secret and isinstance(raw, str) else _describe(raw)
+            if key.secret and not isinstance(raw, str):
+                shown = f"a {type(raw).__name__}"
+            raise ConfigError(f"{full} must be {exc}, got {shown}") from None
+    if values["client_name"] is None:
+        values["client_name"] = default_client_name
+    settings = Settings(prefix=prefix, **values)
+    _check_option_conflicts(settings)
+    return settings
+
+
+def _check_option_conflicts(settings: Settings) -> None:
+    dedicated = {k.redis_option: k for k in CONFIG_KEYS if k.redis_option}
+    for option in settings.options:
+        where = f"{settings.key('OPTIONS')}[{option!r}]"
+        if option in dedicated:
+            raise ConfigError(
+                f"{where} conflicts with {dedicated[option].key(settings.prefix)}: "
+                f"set {dedicated[option].key(settings.prefix)} instead."
+            )
+        if option in _RESERVED_OPTIONS:
+            raise ConfigError(f"{where} cannot be set: {_RESERVED_OPTIONS[option]}.")
+
+
+def url_query_conflicts(settings: Settings, url_options: Mapping[str, Any]) -> None:
+    """Refuse URL query arguments that a dedicated key or ``OPTIONS`` also sets."""
+    dedicated = {k.redis_option: k for k in CONFIG_KEYS if k.redis_option}
+    for option in url_options:
+        owner = dedicated.get(option)
+        if owner is not None:
+            raise ConfigError(
+                f"{settings.key('URL')} query argument {option!r} conflicts with "
+                f"{owner.key(settings.prefix)}: set {owner.key(settings.prefix)} instead."
+            )
+        if option in settings.options:
+            raise ConfigError(
+                f"{settings.key('URL')} query argument {option!r} is also given in "
+                f"{settings.key('OPTIONS')}: give it once."
+            )
+
+
+def _warn_unknown_keys(config: Mapping[str, Any], prefix: str) -> None:
+    ours = [k.key(prefix) for k in CONFIG_KEYS]
+    for name in config:
+        if not isinstance(name, str) or not name.startswith(prefix + "_") or name in ours:
+            continue
+        # CACHE_REDIS_URL seen with prefix CACHE: another instance's key, not a typo.
+        if any(name.endswith("_" + k.name) for k in CONFIG_KEYS):
+            continue
+        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
+        if close:
+            warnings.warn(
+                f"{name} is not a flask-redispool setting; did you mean {close[0]}?",
+                ConfigWarning,
+                stacklevel=4,
+            )
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any password replaced by ``***``.
+
+    Covers ``user:password@`` in the authority and a ``password=`` query argument.
+    A lone userinfo (``redis://secret@host``) is redacted too, since some write the
+    password there.
+
+    >>> redact_url("redis://:hunter2@localhost:6379/0")
+    'redis://:***@localhost:6379/0'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***"
+    end = len(rest)
+    for stop in "/?#":
+        found = rest.find(stop, rest.rfind("@") + 1 if "@" in rest else 0)
+        if found != -1:
+            end = min(end, found)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in authority:
+        userinfo, _, host = authority.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        authority = f"{user}:***@{host}" if colon else f"***@{host}"
+    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
+    return f"{scheme}://{authority}{tail}"

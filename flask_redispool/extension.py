@@ -1,0 +1,218 @@
+"""The :class:`RedisPool` Flask extension."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, cast
+
+from flask import Flask, current_app, g
+from flask.globals import app_ctx
+from redis import Redis
+from redis.client import Pipeline
+from redis.connection import Connection
+
+from .client import ContextClient, release_holder
+from .config import Settings, load_settings
+from .pool import CountedPool, create_pool
+
+if TYPE_CHECKING:
+    from .stats import PoolStats
+
+__all__ = ["EXTENSION_KEY", "RedisPool"]
+
+#: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
+EXTENSION_KEY: Final = "redispool"
+_PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class AppState:
+    """One app's pool for one config prefix, kept in ``app.extensions``."""
+
+    extension: RedisPool
+    settings: Settings
+    pool: CountedPool
+    client: ContextClient  # prepared once; each context gets a cheap copy
+
+
+def app_states(app: Flask) -> list[AppState]:
+    """Every :class:`RedisPool` registered on ``app``, in registration order."""
+    return list(app.extensions.get(EXTENSION_KEY, {}).values())
+
+
+class RedisPool:
+    """One bounded, counted Redis connection pool per Flask app.
+
+    .. code-block:: python
+
+        redis_pool = RedisPool()
+
+        def create_app():
+            app = Flask(__name__)
+            app.config["REDIS_URL"] = "redis://localhost:6379/0"
+            redis_pool.init_app(app)
+            return app
+
+        @bp.get("/hits")
+        def hits():
+            return {"hits": redis_pool.client.incr("hits")}
+
+    One ``RedisPool`` may serve many apps; its per-app state lives in
+    ``app.extensions["redispool"]``. One app may have several, each with its own
+    ``config_prefix`` (``RedisPool(app, config_prefix="CACHE_REDIS")`` reads
+    ``CACHE_REDIS_URL``, ...).
+
+    :param app: call :meth:`init_app` on this app now.
+    :param config_prefix: the prefix of this instance's config keys.
+    """
+
+    def __init__(self, app: Flask | None = None, *, config_prefix: str = "REDIS") -> None:
+        if not isinstance(config_prefix, str) or not _PREFIX_RE.fullmatch(config_prefix):
+            raise ValueError(
+                f"config_prefix must be an upper-case config key prefix such as 'REDIS' "
+                f"or 'CACHE_REDIS', got {config_prefix!r}"
+            )
+        self.config_prefix = config_prefix
+        self._g_key = f"_redispool_{config_prefix}"
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<RedisPool config_prefix={self.config_prefix!r}>"
+
+    def init_app(self, app: Flask) -> None:
+        """Validate the config, create this app's pool and register teardown and CLI.
+
+        Does no network I/O: the first connection is made by the first command.
+
+        :raises ConfigError: a config value is missing or invalid.
+        :raises RuntimeError: this prefix is already registered on ``app``.
+        """
+        from .cli import register_commands
+
+        states = app.extensions.setdefault(EXTENSION_KEY, {})
+        if self.config_prefix in states:
+            raise RuntimeError(
+                f"A RedisPool with config_prefix {self.config_prefix!r} is already registered "
+                f"on app {app.name!r}. Call init_app once per app, or give the second "
+                f"RedisPool another config_prefix."
+            )
+        settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
+        pool = create_pool(settings)
+        states[self.config_prefix] = AppState(self, settings, pool, ContextClient(connection_pool=pool))
+        app.teardown_appcontext(self._teardown)
+        register_commands(app)
+
+    def _state(self, app: Flask | None = None) -> AppState:
+        if app is None:
+            try:
+                app = current_app._get_current_object()  # type: ignore[attr-defined]
+            except RuntimeError:
+                raise self._outside_context() from None
+        state: AppState | None = app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
+        if state is None or state.extension is not self:
+            raise RuntimeError(f"{self!r} is not registered on app {app.name!r}: call init_app(app) first.")
+        return state
+
+    @property
+    def client(self) -> Redis:
+        """The Redis client of the current app context.
+
+        The same object for the whole context and a new one for the next, sharing the
+        app's pool. Every connection it takes, through commands, pipelines, pubsub or
+        :meth:`connection`, is back in the pool when the context ends.
+
+        :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
+        """
+        # Every request runs this, so it stays flat: one hop through the context proxy, then
+        # plain dict access (each proxied operation or extra Python call costs microseconds).
+        try:
+            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            raise self._outside_context() from None
+        namespace = ctx.g.__dict__
+        client: ContextClient | None = namespace.get(self._g_key)
+        if client is None:
+            state = ctx.app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
+            if state is None or state.extension is not self:
+                state = self._state(ctx.app)  # raises the explanatory error
+            client = namespace[self._g_key] = state.client.for_context()
+        return client
+
+    def get_pool(self, app: Flask | None = None) -> CountedPool:
+        """The redis-py connection pool of ``app`` (default: the current app)."""
+        return self._state(app).pool
+
+    def settings(self, app: Flask | None = None) -> Settings:
+        """The validated settings of ``app`` (default: the current app)."""
+        return self._state(app).settings
+
+    def stats(self, app: Flask | None = None) -> PoolStats:
+        """A JSON-ready snapshot of this process's pool for ``app``; no network I/O.
+
+        ``in_use`` is 0 between requests. See :class:`~flask_redispool.stats.PoolStats`.
+        """
+        return self._state(app).pool.snapshot()
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        """Check a raw connection out of the pool for the ``with`` block.
+
+        .. code-block:: python
+
+            with redis_pool.connection() as conn:
+                conn.send_command("PING")
+                conn.read_response()
+
+        Always released. If the block raises, the connection is disconnected first, so
+        a reply it left unread never reaches the next borrower.
+        """
+        checkout = self._context_client().checkout()
+        try:
+            yield checkout.connection  # type: ignore[misc]
+        except BaseException:
+            release_holder(checkout)
+            raise
+        connection, checkout.connection = checkout.connection, None
+        if connection is not None:
+            checkout.connection_pool.release(connection)
+
+    @contextmanager
+    def pipeline(self, transaction: bool = True) -> Iterator[Pipeline]:
+        """A pipeline for the ``with`` block, reset and released on exit.
+
+        .. code-block:: python
+
+            with redis_pool.pipeline() as pipe:
+                pipe.incr("hits").expire("hits", 60)
+                hits, _ = pipe.execute()
+        """
+        pipe = self._context_client().pipeline(transaction=transaction)
+        try:
+            yield pipe
+        except BaseException:
+            release_holder(pipe)
+            raise
+        pipe.reset()
+
+    def _context_client(self) -> ContextClient:
+        return cast(ContextClient, self.client)
+
+    def _outside_context(self) -> RuntimeError:
+        return RuntimeError(
+            f"{self!r} was used outside an application context. Use it in a view or inside "
+            "'with app.app_context():', or pass app= to get_pool(), settings() or stats()."
+        )
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        client: ContextClient | None = g._get_current_object().__dict__.pop(self._g_key, None)
+        if client is not None and client.holds_any:
+            client.release_all()
+
+
+def _default_client_name(app: Flask, prefix: str) -> str:
+    name = re.sub(r"[^!-~]", "-", app.import_name)
+    return name if prefix == "REDIS" else f"{name}.{prefix.lower()}"

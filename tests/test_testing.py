@@ -1,0 +1,42 @@
+"""The throwaway redis-server helper that the tests and the demo rely on."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError
+
+from flask_redispool.testing import RedisServer, find_redis_server
+
+
+def test_redis_server_env_var_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    binary = tmp_path / "redis-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.setenv("REDIS_SERVER", str(binary))
+    assert find_redis_server() == str(binary)
+
+
+def test_server_starts_on_loopback_and_stops_by_pid(redis_server: RedisServer) -> None:
+    server = RedisServer(find_redis_server()).start()
+    pid, client = server.pid, Redis.from_url(server.url)
+    try:
+        assert server.url.startswith("redis://127.0.0.1:")
+        assert client.ping() is True
+        assert int(client.info("server")["process_id"]) == pid
+    finally:
+        server.stop()
+        client.close()
+    assert server.pid is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        Redis.from_url(server.url, socket_connect_timeout=0.5).ping()
+
+
+def test_a_server_that_cannot_start_says_why(redis_server: RedisServer) -> None:
+    with pytest.raises(RuntimeError, match="redis-server exited with"):
+        RedisServer(args=("--no-such-option", "1")).start()

@@ -44,6 +44,12 @@ class _Checkout:
     def reset(self) -> None:
         """Nothing to reset beyond the connection, which :func:`release_holder` drops."""
 
+    def give_back(self) -> None:
+        """Return the connection as it is: its ``with`` block ended normally."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            self.connection_pool.release(connection)
+
 
 class ContextClient(Redis):
     """A :class:`redis.Redis` for one app context that can give back every connection.
@@ -95,12 +101,13 @@ class ContextClient(Redis):
         self._hold(pubsub)
         return pubsub
 
-    def checkout(self) -> _Checkout:
-        """Take a raw connection from the pool, remembered until released."""
+    def checkout(self) -> tuple[_Checkout, Connection]:
+        """Take a raw connection from the pool, remembered until given back."""
         pool = self.connection_pool
-        checkout = _Checkout(pool, pool.get_connection())
+        connection = pool.get_connection()
+        checkout = _Checkout(pool, connection)
         self._hold(checkout)
-        return checkout
+        return checkout, connection
 
     def release_all(self) -> int:
         """Give back every connection still held through this client; returns how many.

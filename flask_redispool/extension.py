@@ -170,15 +170,13 @@ class RedisPool:
         Always released. If the block raises, the connection is disconnected first, so
         a reply it left unread never reaches the next borrower.
         """
-        checkout = self._context_client().checkout()
+        checkout, connection = self._context_client().checkout()
         try:
-            yield checkout.connection  # type: ignore[misc]
+            yield connection
         except BaseException:
             release_holder(checkout)
             raise
-        connection, checkout.connection = checkout.connection, None
-        if connection is not None:
-            checkout.connection_pool.release(connection)
+        checkout.give_back()
 
     @contextmanager
     def pipeline(self, transaction: bool = True) -> Iterator[Pipeline]:

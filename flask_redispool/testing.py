@@ -13,8 +13,10 @@ The binary is looked up in ``$REDIS_SERVER``, then on ``PATH``, then inside the
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -29,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-__all__ = ["RedisServer", "find_redis_server"]
+__all__ = ["RedisServer", "find_redis_server", "server_version"]
 
 
 def find_redis_server() -> str | None:
@@ -44,6 +46,14 @@ def find_redis_server() -> str | None:
     return None
 
 
+@functools.cache
+def server_version(binary: str) -> tuple[int, ...]:
+    """``(7, 0, 15)`` for a redis-server 7.0.15 binary."""
+    output = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"v=(\d+(?:\.\d+)*)", output)
+    return tuple(int(part) for part in match.group(1).split(".")) if match else (0,)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -53,6 +63,9 @@ def _free_port() -> int:
 
 class RedisServer:
     """A ``redis-server`` child process on 127.0.0.1, without persistence.
+
+    ``DEBUG`` is enabled on servers that switch it off by default (7.0 and later), so
+    tests can simulate a slow server with ``DEBUG SLEEP``.
 
     :param binary: the server binary; default :func:`find_redis_server`.
     :param port: the port; default a free one.
@@ -77,6 +90,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
+    def version(self) -> tuple[int, ...]:
+        """The server's version, e.g. ``(7, 0, 15)``."""
+        return server_version(self.binary)
+
+    @property
     def pid(self) -> int | None:
         """The server's pid while it runs."""
         return self.process.pid if self.process else None
@@ -84,7 +102,10 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and return once it answers PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--daemonize", "no", *self.args]  # fmt: skip
+                   "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
+        if self.version >= (7,):
+            command += ["--enable-debug-command", "yes"]
+        command += self.args
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         try:
@@ -121,11 +142,15 @@ class RedisServer:
         finally:
             probe.close()
 
-    def stop(self) -> None:
+    def kill(self) -> None:
+        """Kill the server abruptly (SIGKILL, by its pid), as a crash would; ``start()`` revives it."""
+        self.stop(kill=True)
+
+    def stop(self, *, kill: bool = False) -> None:
         """Stop the server (by its pid) and wait for it to exit."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.kill() if kill else process.terminate()
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

@@ -1,0 +1,251 @@
+"""Faults against real redis-servers: restarts, raising views, exhaustion, slow and
+forgetful servers, forks. Each leaves nothing lost and nothing leaked.
+
+All traffic goes to servers these tests start on 127.0.0.1; every loop is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.exceptions import RedisError, TimeoutError
+
+from flask_redispool import RedisPool
+from flask_redispool.testing import RedisServer
+
+from .conftest import our_connections
+from .test_extension import Boom
+
+
+@pytest.fixture
+def own_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A server of this test's own, free to be killed, paused or reconfigured; stopped by pid."""
+    server = RedisServer(redis_server.binary).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_app(make_app: Callable[..., Flask], own_server: RedisServer) -> tuple[Flask, RedisPool]:
+    app = make_app(REDIS_URL=own_server.url)
+    return app, RedisPool(app)
+
+
+def assert_pool_is_clean(app: Flask, redis_pool: RedisPool, observer: Redis) -> None:
+    """Nothing checked out, no more connections than allowed, and none owes a reply."""
+    stats = redis_pool.stats(app)
+    assert stats["in_use"] == 0
+    assert len(our_connections(observer, app.import_name)) <= stats["max_connections"]
+    pool = redis_pool.get_pool(app)
+    lent = [pool.get_connection() for _ in range(stats["idle"])]
+    try:
+        for number, connection in enumerate(lent):
+            connection.send_command("ECHO", f"probe-{number}")
+            assert connection.read_response() == f"probe-{number}".encode()
+    finally:
+        for connection in lent:
+            pool.release(connection)
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    error: str | None
+
+
+def test_redis_killed_and_restarted_under_load(own_app: tuple[Flask, RedisPool], own_server: RedisServer) -> None:
+    app, redis_pool = own_app
+    worst_case = redis_pool.settings(app).worst_case_seconds
+
+    @app.get("/incr")
+    def incr() -> tuple[str, int]:
+        try:
+            return str(redis_pool.client.incr("n")), 200
+        except RedisError as exc:
+            return type(exc).__name__, 503
+
+    outcomes: list[Outcome] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        client = app.test_client()
+        deadline = time.monotonic() + 20  # bounded even if the test body fails
+        while not stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            response = client.get("/incr")
+            error = None if response.status_code == 200 else response.text
+            outcomes.append(Outcome(started, time.monotonic(), error))
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # load before the crash
+    killed = time.monotonic()
+    own_server.kill()
+    time.sleep(1.0)  # load while Redis is down
+    own_server.start()  # same port; returns once it answers PING
+    back = time.monotonic()
+    time.sleep(1.5)  # load after it is back
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    failures = [o for o in outcomes if o.error]
+    assert failures, "the crash was not noticed"
+    assert {o.error for o in failures} <= {"ConnectionError", "TimeoutError"}
+    assert all(o.started >= killed - worst_case for o in failures)
+    assert max(o.ended - o.started for o in failures) <= min(worst_case, 2.0)
+    recovered = [o for o in outcomes if o.started >= back + 1.0]
+    assert recovered
+    assert all(o.error is None for o in recovered)
+    assert_pool_is_clean(app, redis_pool, Redis.from_url(own_server.url))
+
+
+def _raise_in_a_transaction(redis_pool: RedisPool) -> None:
+    pipe = redis_pool.client.pipeline()
+    pipe.watch("n")
+    pipe.multi()
+    pipe.incr("n")
+    raise Boom
+
+
+def _raise_while_subscribed(redis_pool: RedisPool) -> None:
+    pubsub = redis_pool.client.pubsub()
+    pubsub.subscribe("news")
+    raise Boom
+
+
+def _raise_with_a_reply_unread(redis_pool: RedisPool) -> None:
+    with redis_pool.connection() as connection:
+        connection.send_command("ECHO", "half-read")
+        raise Boom
+
+
+def _raise_after_a_command(redis_pool: RedisPool) -> None:
+    redis_pool.client.incr("n")
+    raise Boom
+
+
+@pytest.mark.parametrize(
+    "view", [_raise_in_a_transaction, _raise_while_subscribed, _raise_with_a_reply_unread, _raise_after_a_command]
+)
+def test_2500_raising_requests_of_each_kind_leave_a_clean_pool(
+    app: Flask, redis_pool: RedisPool, server: Redis, view: Callable[[RedisPool], None]
+) -> None:
+    """Four kinds x 2,500 requests: the 10,000 raising requests of the hardening plan."""
+    app.add_url_rule("/raise", "raise", lambda: view(redis_pool) or "")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    client = app.test_client()
+    statuses = {client.get("/raise").status_code for _ in range(2500)}
+    assert statuses == {500}
+    assert_pool_is_clean(app, redis_pool, server)
+    assert server.pubsub_numsub("news") == [(b"news", 0)]
+
+
+def test_waiting_for_a_connection_succeeds_when_the_timeout_allows(
+    make_app: Callable[..., Flask], own_server: RedisServer
+) -> None:
+    app = make_app(REDIS_URL=own_server.url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=5)
+    redis_pool = RedisPool(app)
+    results: list[object] = []
+
+    def sleepy() -> None:
+        with app.app_context():
+            results.append(redis_pool.client.execute_command("DEBUG", "SLEEP", "0.2"))
+
+    threads = [threading.Thread(target=sleepy) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [b"OK"] * 10
+    stats = redis_pool.stats(app)
+    assert (stats["timeouts"], stats["created"], stats["in_use"]) == (0, 2, 0)
+    assert stats["waits"] >= 1
+
+
+def test_socket_timeout_is_honoured_and_the_timed_out_connection_is_not_reused(
+    make_app: Callable[..., Flask], own_server: RedisServer
+) -> None:
+    app = make_app(REDIS_URL=own_server.url, REDIS_SOCKET_TIMEOUT=0.5, REDIS_RETRIES=0)
+    redis_pool = RedisPool(app)
+    pauser = Redis.from_url(own_server.url)
+    with app.app_context():
+        client = redis_pool.client
+        client.set("k", "before")
+        first_id = client.client_id()
+        pauser.execute_command("CLIENT", "PAUSE", "1500")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.get("k")
+        elapsed = time.monotonic() - started
+        pauser.execute_command("CLIENT", "UNPAUSE")
+        assert 0.5 <= elapsed <= 0.55
+        client.set("k", "after")
+        assert client.get("k") == b"after"  # not the reply the timed-out GET left behind
+        assert client.client_id() != first_id
+    assert redis_pool.stats(app)["in_use"] == 0
+    pauser.close()
+
+
+def _server_closes_idle_clients(server: Redis, name: str) -> None:
+    server.config_set("timeout", 1)
+    deadline = time.monotonic() + 10
+    while our_connections(server, name) and time.monotonic() < deadline:
+        time.sleep(0.1)  # the server's own clock decides when the idle timeout strikes
+    server.config_set("timeout", 0)
+
+
+def _kill_normal_clients(server: Redis, name: str) -> None:
+    server.client_kill_filter(_type="normal", skipme=True)
+
+
+@pytest.mark.parametrize("drop", [_server_closes_idle_clients, _kill_normal_clients])
+def test_a_connection_dropped_while_idle_is_replaced_unseen(
+    own_app: tuple[Flask, RedisPool], own_server: RedisServer, drop: Callable[[Redis, str], None]
+) -> None:
+    app, redis_pool = own_app
+    app.add_url_rule("/", "incr", lambda: str(redis_pool.client.incr("n")))
+    client = app.test_client()
+    assert client.get("/").text == "1"
+    observer = Redis.from_url(own_server.url)
+    assert len(our_connections(observer, app.import_name)) == 1
+    drop(observer, app.import_name)
+    assert our_connections(observer, app.import_name) == []
+    assert client.get("/").text == "2"  # no "Connection closed by server" for the user
+    assert redis_pool.stats(app)["in_use"] == 0
+    observer.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_parent_and_forked_child_share_no_socket(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    with app.app_context():
+        parent_id = redis_pool.client.client_id()  # the pool holds a connection before the fork
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through Redis
+        try:
+            with app.app_context():
+                client = redis_pool.client
+                for _ in range(1000):
+                    client.incr("total")
+                client.set("child-id", client.client_id())
+        finally:
+            os._exit(0)
+    with app.app_context():
+        client = redis_pool.client
+        for _ in range(1000):
+            client.incr("total")
+        own_id = client.client_id()
+    assert os.waitpid(pid, 0)[1] == 0
+    assert server.get("total") == b"2000"
+    assert int(server.get("child-id") or 0) not in (parent_id, own_id, 0)
+    assert own_id == parent_id  # the parent's connection survived the fork and the child
+    assert_pool_is_clean(app, redis_pool, server)

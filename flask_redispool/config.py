@@ -12,6 +12,7 @@ Keys are read with the extension's prefix: ``REDIS_URL`` for the default prefix,
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -44,7 +45,8 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _INT_RE: Final = re.compile(r"[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
-_NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
+_NAME_RE: Final = re.compile(r"[!-~]+")
+_CERT_REQS: Final = ("required", "optional", "none")  # printable ASCII, no spaces: what CLIENT SETNAME takes
 
 
 class _Required:
@@ -138,6 +140,20 @@ def _url(value: object) -> str:
     return value
 
 
+def _existing_file(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str | os.PathLike) or not os.path.isfile(value):
+        raise ValueError("the path of an existing, readable file")
+    return os.fspath(value)
+
+
+def _cert_reqs(value: object) -> str:
+    if not isinstance(value, str) or value.lower() not in _CERT_REQS:
+        raise ValueError(f"one of {', '.join(repr(v) for v in _CERT_REQS)}")
+    return value.lower()
+
+
 def _options(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValueError("a dict of redis-py keyword arguments with string keys")
@@ -221,6 +237,36 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         redis_option="client_name",
     ),
     ConfigKey(
+        "SSL_CA_CERTS",
+        _existing_file,
+        None,
+        "``rediss://`` only: CA bundle (PEM) to verify the server's certificate against. "
+        "Default: the system's trusted CAs.",
+        redis_option="ssl_ca_certs",
+    ),
+    ConfigKey(
+        "SSL_CERTFILE",
+        _existing_file,
+        None,
+        "``rediss://`` only: client certificate (PEM), for servers that require one.",
+        redis_option="ssl_certfile",
+    ),
+    ConfigKey(
+        "SSL_KEYFILE",
+        _existing_file,
+        None,
+        "``rediss://`` only: the client certificate's private key (PEM).",
+        redis_option="ssl_keyfile",
+    ),
+    ConfigKey(
+        "SSL_CERT_REQS",
+        _cert_reqs,
+        "required",
+        "``rediss://`` only: verify the server's certificate and host name (``required``), "
+        "only a certificate it presents (``optional``), or nothing (``none``: test servers only).",
+        redis_option="ssl_cert_reqs",
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -251,7 +297,25 @@ class Settings:
     health_check_interval: float
     decode_responses: bool
     client_name: str
+    ssl_ca_certs: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_cert_reqs: str
     options: dict[str, Any] = field(repr=False)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the URL asks for TLS (``rediss://``)."""
+        return self.url.lower().startswith("rediss://")
+
+    @property
+    def ssl_options(self) -> dict[str, Any]:
+        """The redis-py ``ssl_*`` keyword arguments these settings give (empty without TLS)."""
+        if not self.tls:
+            return {}
+        options = {"ssl_cert_reqs": self.ssl_cert_reqs, "ssl_ca_certs": self.ssl_ca_certs}
+        options.update(ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+        return {name: value for name, value in options.items() if value is not None}
 
     def key(self, name: str) -> str:
         """The full config key of ``name``: ``settings.key("URL") == "REDIS_URL"``."""
@@ -307,7 +371,20 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
         values["client_name"] = default_client_name
     settings = Settings(prefix=prefix, **values)
     _check_option_conflicts(settings)
+    _check_tls(settings, config)
     return settings
+
+
+def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
+    given = [key.key(settings.prefix) for key in CONFIG_KEYS if key.name.startswith("SSL_")]
+    given = [name for name in given if name in config]
+    if given and not settings.tls:
+        raise ConfigError(
+            f"{', '.join(given)} only apply to TLS connections, but {settings.key('URL')} is not "
+            f"rediss:// ({settings.redacted_url}): use rediss:// or remove them."
+        )
+    if settings.ssl_keyfile and not settings.ssl_certfile:
+        raise ConfigError(f"{settings.key('SSL_KEYFILE')} is set without {settings.key('SSL_CERTFILE')}.")
 
 
 def _check_option_conflicts(settings: Settings) -> None:

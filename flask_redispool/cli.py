@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
+from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .extension import AppState, app_states
@@ -100,8 +101,15 @@ def ping_command() -> None:
             started = time.perf_counter()
             client.ping()
             elapsed_ms = (time.perf_counter() - started) * 1000
-            version = client.info("server").get("redis_version", "?")
+            version = _server_version(client)
         except RedisError as exc:
             raise _unreachable(state, exc) from None
         settings = state.settings
         click.echo(f"{settings.prefix}  {settings.redacted_url}  PONG in {elapsed_ms:.2f} ms, Redis {version}")
+
+
+def _server_version(client: Redis) -> str:
+    try:
+        return str(client.info("server").get("redis_version", "?"))
+    except ResponseError:  # INFO not allowed for this ACL user: the server still answered
+        return "? (INFO not permitted)"

@@ -20,7 +20,7 @@ from redis import Redis
 from redis.client import Pipeline, PubSub
 from redis.connection import Connection, ConnectionPool
 
-__all__ = ["ContextClient"]
+__all__ = ["ContextClient", "PinnedClient"]
 
 
 class _Holder(Protocol):
@@ -75,11 +75,10 @@ class ContextClient(Redis):
         return client
 
     def __del__(self) -> None:
-        """Nothing to do: the pool is shared, and :meth:`release_all` returns what is held.
-
-        (``redis.Redis.__del__`` would call ``close()``, which for a client on a shared pool
-        does nothing either, at the cost of two calls per request.)
-        """
+        # A client per context holds no connection: redis.Redis.__del__ (close()) would cost
+        # two calls per request for nothing. A pinned client gives its connection back.
+        if self.connection is not None:
+            self.close()
 
     @property
     def holds_any(self) -> bool:
@@ -101,6 +100,13 @@ class ContextClient(Redis):
         self._hold(pubsub)
         return pubsub
 
+    def pinned(self, wait: float) -> PinnedClient:
+        """A client locked to one connection, whose socket timeout is raised by ``wait`` seconds."""
+        client = PinnedClient(connection_pool=self.connection_pool, single_connection_client=True)
+        client.raise_timeout(wait)
+        self._hold(client)
+        return client
+
     def checkout(self) -> tuple[_Checkout, Connection]:
         """Take a raw connection from the pool, remembered until given back."""
         pool = self.connection_pool
@@ -119,21 +125,52 @@ class ContextClient(Redis):
         return sum(release_holder(holder) for holder in list(holders or ()))
 
 
-def release_holder(holder: _Holder) -> int:
+class PinnedClient(ContextClient):
+    """A client locked to one pooled connection, for commands that wait on the server.
+
+    Its connection's socket timeout is raised for as long as it is held; ``close()``
+    puts the short timeout back and returns the connection, whichever way it ends.
+    """
+
+    _short_timeout: float | None = None
+
+    def raise_timeout(self, wait: float) -> None:
+        connection = self.connection
+        if connection is not None:
+            self._short_timeout = connection.socket_timeout
+            set_socket_timeout(connection, wait + (self._short_timeout or 0))
+
+    def close(self) -> None:
+        connection = self.connection
+        if connection is not None:
+            set_socket_timeout(connection, self._short_timeout)
+        super().close()
+
+
+def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
+    """Change a connection's socket timeout now and for any reconnect (redis-py >= 8 API)."""
+    connection.socket_timeout = seconds
+    connection.update_current_socket_timeout(seconds)
+
+
+def release_holder(holder: _Holder | Redis) -> int:
     """Return ``holder``'s connection to its pool, disconnected; returns 1 if it held one.
 
     The holder was abandoned mid-use: the server may still owe the connection a reply,
-    or keep a ``WATCH`` or a subscription for it. Disconnecting drops all of that, so
-    the next borrower starts clean (the pool reconnects it on checkout).
+    or keep a ``WATCH``, a subscription or a longer timeout for it. Disconnecting drops
+    all of that, so the next borrower starts clean (the pool reconnects it on checkout).
     """
-    connection = holder.connection
+    connection: Connection | None = holder.connection
     if connection is None:
         return 0
     if isinstance(holder, PubSub):
         holder.reset()  # disconnects, drops its connect callback and releases
-        return 1
-    holder.connection = None
-    holder.reset()  # without a connection: resets state, no UNWATCH round trip
-    connection.disconnect()  # type: ignore[no-untyped-call]
-    holder.connection_pool.release(connection)
+    elif isinstance(holder, Redis) and not isinstance(holder, Pipeline):  # pinned to one connection
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        holder.close()  # releases it
+    else:
+        holder.connection = None
+        holder.reset()  # without a connection: resets state, no UNWATCH round trip
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        holder.connection_pool.release(connection)
     return 1

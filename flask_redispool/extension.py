@@ -196,6 +196,33 @@ class RedisPool:
             raise
         pipe.reset()
 
+    @contextmanager
+    def blocking(self, seconds: float) -> Iterator[Redis]:
+        """A client for commands that wait on the server on purpose, for up to ``seconds``.
+
+        ``REDIS_SOCKET_TIMEOUT`` is short, so that a request gives up quickly when Redis
+        stops answering; it would also cut off ``BLPOP key 10``. Inside this block the
+        client's one connection waits ``seconds`` plus ``REDIS_SOCKET_TIMEOUT``; the
+        short timeout is back when the block ends.
+
+        .. code-block:: python
+
+            with redis_pool.blocking(10) as client:
+                item = client.blpop("jobs", timeout=10)
+
+        For a quiet pubsub, use ``pubsub.get_message(timeout=...)``: it waits with
+        ``select`` and is not bound by the socket timeout (``listen()`` is).
+        """
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        pinned = self._context_client().pinned(wait=seconds)
+        try:
+            yield pinned
+        except BaseException:
+            release_holder(pinned)
+            raise
+        pinned.close()
+
     def _context_client(self) -> ContextClient:
         return cast(ContextClient, self.client)
 

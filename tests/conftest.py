@@ -47,6 +47,14 @@ def auth_server(request: pytest.FixtureRequest) -> RedisServer:
 
 
 @pytest.fixture
+def own_server(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A server of this test's own, free to be killed, paused or reconfigured; stopped by pid."""
+    server = RedisServer(redis_server.binary).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def server(redis_server: RedisServer) -> Iterator[Redis]:
     """A plain client to watch the session server; the data is wiped before each test."""
     client = Redis.from_url(redis_server.url)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from redis import Redis
 from redis.client import Pipeline
+from redis.exceptions import TimeoutError
 
 from flask_redispool import RedisPool
 
@@ -228,3 +230,61 @@ def test_stats_are_json_ready_and_complete(app: Flask, redis_pool: RedisPool) ->
         "client_name",
     }
     assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (0, 1, 1)
+
+
+def test_blocking_lets_a_long_blpop_return_normally(app: Flask, redis_pool: RedisPool) -> None:
+    """BLPOP with a 10 s server-side timeout outlives REDIS_SOCKET_TIMEOUT (0.5 s) in blocking()."""
+    with app.app_context():
+        started = time.monotonic()
+        with redis_pool.blocking(10) as client:
+            assert client.blpop(["empty"], timeout=10) is None
+        assert time.monotonic() - started >= 10
+        assert redis_pool.stats()["in_use"] == 0
+
+
+def test_ordinary_commands_keep_the_short_timeout_after_blocking(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        with redis_pool.blocking(1) as client:
+            client.rpush("jobs", "a")
+            assert client.blpop(["jobs"], timeout=1) == (b"jobs", b"a")
+        (connection,) = redis_pool.get_pool()._get_free_connections()
+        assert connection.socket_timeout == 0.5
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            redis_pool.client.blpop(["empty"], timeout=5)
+        assert time.monotonic() - started < redis_pool.settings().worst_case_seconds
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_an_abandoned_blocking_block_is_released_at_teardown(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        manager = redis_pool.blocking(5)
+        manager.__enter__().rpush("jobs", "x")  # never exited, as a crashed view would
+        assert redis_pool.stats()["in_use"] == 1
+    assert redis_pool.stats(app)["in_use"] == 0
+    pool = redis_pool.get_pool(app)
+    assert all(c.socket_timeout == 0.5 for c in pool._get_free_connections())
+
+
+def test_a_quiet_pubsub_waits_with_get_message(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """pubsub.get_message(timeout=...) waits past REDIS_SOCKET_TIMEOUT without an error."""
+    with app.app_context():
+        pubsub = redis_pool.client.pubsub()
+        pubsub.subscribe("news")
+        confirmation = pubsub.get_message(timeout=1)
+        assert confirmation is not None
+        assert confirmation["type"] == "subscribe"
+        started = time.monotonic()
+        assert pubsub.get_message(timeout=1.5) is None
+        assert time.monotonic() - started >= 1.5
+        server.publish("news", "hello")
+        message = pubsub.get_message(timeout=1.5)
+        assert message is not None
+        assert message["data"] == b"hello"
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+@pytest.mark.parametrize("seconds", [-1, "10", True])
+def test_blocking_refuses_a_bad_duration(app: Flask, redis_pool: RedisPool, seconds: object) -> None:
+    with app.app_context(), pytest.raises(ValueError, match="seconds must be a number >= 0"):
+        redis_pool.blocking(seconds).__enter__()  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
@@ -22,14 +22,6 @@ from flask_redispool.testing import RedisServer
 
 from .conftest import our_connections
 from .test_extension import Boom
-
-
-@pytest.fixture
-def own_server(redis_server: RedisServer) -> Iterator[RedisServer]:
-    """A server of this test's own, free to be killed, paused or reconfigured; stopped by pid."""
-    server = RedisServer(redis_server.binary).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from redis.exceptions import RedisError
+from redis import Redis
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
@@ -78,3 +80,54 @@ def test_errors_for_a_wrong_password_or_a_dead_server_hide_it(
     assert "invalid" in texts[0].lower() or "auth" in texts[0].lower()
     texts += [record.getMessage() for record in caplog.records]
     assert all(PASSWORD not in text for text in texts)
+
+
+def test_an_acl_user_with_restricted_commands(make_app: Callable[..., Flask], own_server: RedisServer) -> None:
+    admin = Redis.from_url(own_server.url)
+    admin.acl_setuser(
+        "web",
+        enabled=True,
+        passwords=[f"+{PASSWORD}"],
+        keys=["app:*"],
+        # All of CLIENT is in @connection: keep what a connection needs, refuse CLIENT LIST.
+        commands=["+@read", "+@write", "+@connection", "-client", "+client|setname", "+client|getname"],
+    )
+    app = make_app(REDIS_URL=f"redis://web:{PASSWORD}@127.0.0.1:{own_server.port}/0")
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        client = redis_pool.client
+        assert client.incr("app:hits") == 1
+        assert client.client_getname().startswith(app.import_name + ":")
+        with pytest.raises(NoPermissionError):
+            client.get("other:key")
+        with pytest.raises(NoPermissionError):
+            client.config_get("maxmemory")  # @admin: not granted
+    runner = app.test_cli_runner()
+    ping = runner.invoke(args=["redis-ping"])
+    assert ping.exit_code == 0, ping.output
+    assert ping.output.endswith("Redis ? (INFO not permitted)\n")
+    stats = runner.invoke(args=["redis-stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    (report,) = json.loads(stats.output)["pools"]
+    assert report["server"] is None
+    assert "permission" in report["server_error"].lower()
+    assert all(PASSWORD not in text for text in (ping.output, stats.output))
+    assert redis_pool.stats(app)["in_use"] == 0
+    admin.close()
+
+
+def test_a_wrong_acl_password_is_a_clear_error(make_app: Callable[..., Flask], own_server: RedisServer) -> None:
+    admin = Redis.from_url(own_server.url)
+    admin.acl_setuser("web", enabled=True, passwords=[f"+{PASSWORD}"], keys=["*"], commands=["+@all"])
+    app = make_app(REDIS_URL=f"redis://web:not-{PASSWORD}@127.0.0.1:{own_server.port}/0")
+    redis_pool = RedisPool(app)
+    with app.app_context(), pytest.raises(AuthenticationError) as info:
+        redis_pool.client.ping()
+    assert "invalid username-password pair" in str(info.value)
+    assert PASSWORD not in str(info.value)
+    result = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert result.exit_code == 1
+    assert "invalid username-password pair" in result.output
+    assert PASSWORD not in result.output
+    assert redis_pool.stats(app)["in_use"] == 0
+    admin.close()

@@ -16,7 +16,7 @@ from redis.connection import Connection
 
 from .client import ContextClient, release_holder
 from .config import Settings, load_settings
-from .pool import CountedPool, create_pool
+from .pool import CountedConnectionPool, create_pool
 
 if TYPE_CHECKING:
     from .stats import PoolStats
@@ -34,7 +34,7 @@ class AppState:
 
     extension: RedisPool
     settings: Settings
-    pool: CountedPool
+    pool: CountedConnectionPool
     client: ContextClient  # prepared once; each context gets a cheap copy
 
 
@@ -142,7 +142,7 @@ class RedisPool:
             client = namespace[self._g_key] = state.client.for_context()
         return client
 
-    def get_pool(self, app: Flask | None = None) -> CountedPool:
+    def get_pool(self, app: Flask | None = None) -> CountedConnectionPool:
         """The redis-py connection pool of ``app`` (default: the current app)."""
         return self._state(app).pool
 

@@ -1,13 +1,17 @@
-"""redis-py connection pools that count, name their connections, and explain exhaustion.
+"""A redis-py connection pool that counts, waits cheaply, names its connections.
 
-:func:`create_pool` turns validated :class:`~flask_redispool.config.Settings` into one
-of redis-py's own pools (:class:`~redis.BlockingConnectionPool` by default), extended
-only where redis-py offers nothing:
+:func:`create_pool` turns validated :class:`~flask_redispool.config.Settings` into
+redis-py's own :class:`~redis.ConnectionPool`, extended only where redis-py offers
+nothing:
 
+- waiting for a free connection (``POOL_BLOCKING``) as a slow path only. redis-py's
+  :class:`~redis.BlockingConnectionPool` passes every checkout through a queue and a
+  condition variable, which cost a quarter of the throughput of a gunicorn worker with
+  8 threads (``bench/bench_load.py``); here the checkout is redis-py's plain one, and a
+  release notifies only while somebody waits;
 - counters for :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts,
   connections made), one uncontended lock section per checkout;
-- :class:`~flask_redispool.PoolExhaustedError`, naming the config keys, instead of
-  redis-py's bare "No connection available.";
+- :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
 - connection names ``<client name>:<host>:<pid>`` computed when each connection is
   made, so ``CLIENT LIST`` tells processes apart, also after a fork.
 """
@@ -18,81 +22,100 @@ import functools
 import os
 import re
 import socket
-from typing import TYPE_CHECKING, Any, Final
+import threading
+import time
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import (
-    BlockingConnectionPool,
-    Connection,
-    ConnectionPool,
-    parse_url,
-)
-from redis.exceptions import ConnectionError, MaxConnectionsError, RedisError
+from redis.connection import Connection, ConnectionPool, parse_url
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.retry import Retry
 
 from .config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from .errors import ConfigError, PoolExhaustedError
 from .stats import PoolCounters, PoolStats
 
-__all__ = ["CountedBlockingConnectionPool", "CountedConnectionPool", "CountedPool", "create_pool"]
+__all__ = ["CountedConnectionPool", "create_pool"]
 
 #: The host part of every connection name: CLIENT SETNAME takes no spaces or colons here.
 HOST: Final = re.sub(r"[^!-9;-~]", "-", socket.gethostname()) or "unknown"
 
-# redis-py's BlockingConnectionPool says this, and only this, when its wait times out.
-_BLOCKING_TIMEOUT_MESSAGE: Final = "No connection available."
 # parse_url's keys that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
 # redis-py reads a non-numeric path ("/zero") silently as db 0; we refuse it.
 _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
-if TYPE_CHECKING:
-    _PoolBase = ConnectionPool
-else:
-    _PoolBase = object
 
+class CountedConnectionPool(ConnectionPool):
+    """redis-py's :class:`~redis.ConnectionPool` with counters and an optional wait.
 
-class _CountedPool(_PoolBase):
-    """Counting for both redis-py pool classes.
-
-    The checkout path pays one uncontended lock section. ``in_use`` and ``idle`` are
-    read from redis-py's public ``get_connection_count()`` when a snapshot is taken,
-    and the peak needs no counting at all: both redis-py pools make a connection only
-    when none is idle, and never drop one, so the number made is the most in use at
-    once.
+    The peak needs no counting: redis-py makes a connection only when none is idle, and
+    never drops one, so the number made is the most in use at once. ``in_use`` and
+    ``idle`` come from redis-py's public ``get_connection_count()`` when a snapshot is
+    taken.
     """
 
     settings: Settings
     counters: PoolCounters
 
-    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
-        super().__init__(*args, **kwargs)
+        super().__init__(max_connections=settings.max_connections, **kwargs)
 
     def reset(self) -> None:
-        # redis-py calls reset() from __init__ and in a forked child: stats are per process.
+        # redis-py calls reset() from __init__ and in a forked child, where another thread's
+        # lock may be held forever: each process starts with fresh counters and condition.
         self.counters = PoolCounters()
+        self._freed = threading.Condition(threading.Lock())
+        self._waiters = 0
+        self._releases = 0
         super().reset()
 
-    def _all_busy(self) -> bool:
-        """Whether a checkout now would have to wait for a connection."""
-        return False
-
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        if self._all_busy():
-            self.counters.waited()
         try:
             connection: Connection = super().get_connection(*args, **kwargs)
-        except ConnectionError as exc:
-            if not _is_exhausted(exc):
-                raise
-            self.counters.timed_out()
-            raise PoolExhaustedError(self._exhausted_message()) from None
+        except MaxConnectionsError:
+            connection = self._wait_for_connection(*args, **kwargs)
         counters = self.counters  # read after super(): a forked child has just reset them
         with counters.lock:
             counters.checkouts += 1
         return connection
+
+    def release(self, connection: Connection) -> None:  # type: ignore[override]
+        super().release(connection)
+        if self._waiters:  # the common case pays one attribute check
+            with self._freed:
+                self._releases += 1
+                self._freed.notify()
+
+    def _wait_for_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        """Every connection is out: wait up to ``POOL_TIMEOUT`` for a release, if allowed."""
+        settings = self.settings
+        if not settings.pool_blocking:
+            raise self._exhausted()
+        self.counters.waited()
+        deadline = time.monotonic() + settings.pool_timeout
+        with self._freed:
+            self._waiters += 1
+        try:
+            while True:
+                with self._freed:
+                    seen = self._releases
+                try:
+                    connection: Connection = super().get_connection(*args, **kwargs)
+                    return connection
+                except MaxConnectionsError:
+                    pass
+                with self._freed:  # a release since `seen` means: try again at once
+                    while self._releases == seen:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise self._exhausted()
+                        self._freed.wait(remaining)
+        finally:
+            with self._freed:
+                self._waiters -= 1
 
     def make_connection(self) -> Connection:
         connection: Connection = super().make_connection()  # type: ignore[assignment]
@@ -130,38 +153,19 @@ class _CountedPool(_PoolBase):
             client_name=settings.client_name,
         )
 
-    def _exhausted_message(self) -> str:
+    def _exhausted(self) -> PoolExhaustedError:
+        self.counters.timed_out()
         settings = self.settings
         in_use = self.connection_counts()[0]
         if settings.pool_blocking:
             how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"
         else:
             how = f"{settings.key('POOL_BLOCKING')} is false, so no wait"
-        return (
+        return PoolExhaustedError(
             f"No free Redis connection: {in_use} in use of the {self.max_connections} allowed by "
             f"{settings.key('MAX_CONNECTIONS')}, and {how}. Raise "
             f"{settings.key('MAX_CONNECTIONS')}, or run 'flask redis-stats' to see who holds them."
         )
-
-
-class CountedConnectionPool(_CountedPool, ConnectionPool):
-    """redis-py's :class:`~redis.ConnectionPool` with counters (``POOL_BLOCKING=False``)."""
-
-
-class CountedBlockingConnectionPool(_CountedPool, BlockingConnectionPool):
-    """redis-py's :class:`~redis.BlockingConnectionPool` with counters (the default)."""
-
-    def _all_busy(self) -> bool:
-        # The LIFO queue holds idle connections and free slots; empty means every one is out.
-        return not self.pool.queue
-
-
-#: Either pool class; what :meth:`RedisPool.get_pool() <flask_redispool.RedisPool.get_pool>` returns.
-CountedPool = CountedConnectionPool | CountedBlockingConnectionPool
-
-
-def _is_exhausted(exc: ConnectionError) -> bool:
-    return isinstance(exc, MaxConnectionsError) or exc.args == (_BLOCKING_TIMEOUT_MESSAGE,)
 
 
 class _NamedConnection:
@@ -184,7 +188,7 @@ def named(connection_class: type[Any]) -> type[Any]:
     return type(name, (_NamedConnection, connection_class), {"__module__": __name__})
 
 
-def create_pool(settings: Settings) -> CountedPool:
+def create_pool(settings: Settings) -> CountedConnectionPool:
     """Build the one pool of an app and prefix. Does no network I/O.
 
     :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
@@ -203,14 +207,7 @@ def create_pool(settings: Settings) -> CountedPool:
     connection_class = kwargs.pop("connection_class", Connection)
     _check_connection_kwargs(settings, connection_class, kwargs)
     kwargs["connection_class"] = named(connection_class)
-    if settings.pool_blocking:
-        return CountedBlockingConnectionPool(
-            settings=settings,
-            max_connections=settings.max_connections,
-            timeout=settings.pool_timeout,
-            **kwargs,
-        )
-    return CountedConnectionPool(settings=settings, max_connections=settings.max_connections, **kwargs)
+    return CountedConnectionPool(settings=settings, **kwargs)
 
 
 def _url_kwargs(settings: Settings) -> dict[str, Any]:

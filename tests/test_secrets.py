@@ -24,7 +24,10 @@ def _outputs_of(app: Flask, redis_pool: RedisPool) -> list[str]:
         client.set("k", "v")
         with redis_pool.pipeline() as pipe, redis_pool.connection() as connection:
             seen = [repr(pipe), repr(connection), repr(client.pubsub())]
+        with redis_pool.blocking(1) as pinned:
+            seen.append(repr(pinned))
         seen += [repr(client), repr(redis_pool.get_pool()), repr(redis_pool.settings()), str(redis_pool.stats())]
+        seen.append(repr(app.extensions))  # our per-app state: settings, pool, prepared client
     runner = app.test_cli_runner()
     for args in (["redis-stats"], ["redis-stats", "--json"], ["redis-ping"]):
         result = runner.invoke(args=args)

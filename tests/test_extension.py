@@ -16,10 +16,7 @@ from redis.exceptions import TimeoutError
 from flask_redispool import RedisPool
 
 from .conftest import our_connections
-
-
-class Boom(Exception):
-    """Raised by test views after they took a connection."""
+from .views import LEAKY_VIEWS
 
 
 def test_client_is_per_context_and_shares_the_pool(app: Flask, redis_pool: RedisPool) -> None:
@@ -91,60 +88,6 @@ def test_two_prefixes_on_one_app(make_app: Callable[..., Flask], redis_url: str,
     assert (cache.stats(app)["max_connections"], cache.stats(app)["client_name"]) == (2, f"{app.name}.cache_redis")
     names = {c["name"].split(":")[0] for c in server.client_list() if c["name"].startswith(app.name)}
     assert names == {app.name, f"{app.name}.cache_redis"}
-
-
-def _leave_a_watch(redis_pool: RedisPool) -> None:
-    pipe = redis_pool.client.pipeline()
-    pipe.watch("guarded")
-    raise Boom
-
-
-def _leave_a_subscription(redis_pool: RedisPool) -> None:
-    pubsub = redis_pool.client.pubsub()
-    pubsub.subscribe("news")
-    raise Boom
-
-
-def _leave_a_raw_connection(redis_pool: RedisPool) -> None:
-    manager = redis_pool.connection()
-    connection = manager.__enter__()  # never exited, as a crashed view would
-    connection.send_command("GET", "guarded")  # its reply is never read
-    raise Boom
-
-
-def _raise_in_a_connection_block(redis_pool: RedisPool) -> None:
-    with redis_pool.connection() as connection:
-        connection.send_command("GET", "guarded")
-        raise Boom
-
-
-def _raise_in_a_pipeline_block(redis_pool: RedisPool) -> None:
-    with redis_pool.pipeline() as pipe:
-        pipe.watch("guarded")
-        pipe.multi()
-        pipe.set("guarded", "from the failed view")
-        raise Boom
-
-
-def _raise_after_a_command(redis_pool: RedisPool) -> None:
-    redis_pool.client.incr("counter")
-    raise Boom
-
-
-def _leave_an_open_pipeline_without_raising(redis_pool: RedisPool) -> None:
-    pipe = redis_pool.client.pipeline()
-    pipe.watch("guarded")
-
-
-LEAKY_VIEWS = [
-    _leave_a_watch,
-    _leave_a_subscription,
-    _leave_a_raw_connection,
-    _raise_in_a_connection_block,
-    _raise_in_a_pipeline_block,
-    _raise_after_a_command,
-    _leave_an_open_pipeline_without_raising,
-]
 
 
 @pytest.mark.parametrize("view", LEAKY_VIEWS)

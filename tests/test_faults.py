@@ -21,7 +21,7 @@ from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
 from .conftest import our_connections
-from .test_extension import Boom
+from .views import leave_a_subscription, leave_a_transaction, raise_after_a_command, raise_in_a_connection_block
 
 
 @pytest.fixture
@@ -101,33 +101,8 @@ def test_redis_killed_and_restarted_under_load(own_app: tuple[Flask, RedisPool],
     assert_pool_is_clean(app, redis_pool, Redis.from_url(own_server.url))
 
 
-def _raise_in_a_transaction(redis_pool: RedisPool) -> None:
-    pipe = redis_pool.client.pipeline()
-    pipe.watch("n")
-    pipe.multi()
-    pipe.incr("n")
-    raise Boom
-
-
-def _raise_while_subscribed(redis_pool: RedisPool) -> None:
-    pubsub = redis_pool.client.pubsub()
-    pubsub.subscribe("news")
-    raise Boom
-
-
-def _raise_with_a_reply_unread(redis_pool: RedisPool) -> None:
-    with redis_pool.connection() as connection:
-        connection.send_command("ECHO", "half-read")
-        raise Boom
-
-
-def _raise_after_a_command(redis_pool: RedisPool) -> None:
-    redis_pool.client.incr("n")
-    raise Boom
-
-
 @pytest.mark.parametrize(
-    "view", [_raise_in_a_transaction, _raise_while_subscribed, _raise_with_a_reply_unread, _raise_after_a_command]
+    "view", [leave_a_transaction, leave_a_subscription, raise_in_a_connection_block, raise_after_a_command]
 )
 def test_2500_raising_requests_of_each_kind_leave_a_clean_pool(
     app: Flask, redis_pool: RedisPool, server: Redis, view: Callable[[RedisPool], None]
@@ -140,6 +115,7 @@ def test_2500_raising_requests_of_each_kind_leave_a_clean_pool(
     assert statuses == {500}
     assert_pool_is_clean(app, redis_pool, server)
     assert server.pubsub_numsub("news") == [(b"news", 0)]
+    assert server.get("guarded-counter") is None  # no abandoned transaction ran
 
 
 def test_waiting_for_a_connection_succeeds_when_the_timeout_allows(

@@ -16,7 +16,7 @@ from redis.exceptions import TimeoutError
 from flask_redispool import RedisPool
 
 from .conftest import our_connections
-from .views import LEAKY_VIEWS
+from .views import LEAKY_VIEWS, client_for
 
 
 def test_client_is_per_context_and_shares_the_pool(app: Flask, redis_pool: RedisPool) -> None:
@@ -94,11 +94,9 @@ def test_two_prefixes_on_one_app(make_app: Callable[..., Flask], redis_url: str,
 def test_teardown_returns_every_connection(
     app: Flask, redis_pool: RedisPool, server: Redis, view: Callable[[RedisPool], None]
 ) -> None:
-    app.add_url_rule("/leak", "leak", lambda: view(redis_pool) or "")
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    client = app.test_client()
+    client = client_for(app, redis_pool, view)
     for _ in range(5):
-        client.get("/leak")
+        client.get("/view")
         assert redis_pool.stats(app)["in_use"] == 0
     # Nothing lingers on the connections handed out next: no WATCH, no subscription, no unread reply.
     server.set("guarded", "v1")

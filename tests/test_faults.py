@@ -21,7 +21,13 @@ from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
 from .conftest import our_connections
-from .views import leave_a_subscription, leave_a_transaction, raise_after_a_command, raise_in_a_connection_block
+from .views import (
+    client_for,
+    leave_a_subscription,
+    leave_a_transaction,
+    raise_after_a_command,
+    raise_in_a_connection_block,
+)
 
 
 @pytest.fixture
@@ -108,10 +114,8 @@ def test_2500_raising_requests_of_each_kind_leave_a_clean_pool(
     app: Flask, redis_pool: RedisPool, server: Redis, view: Callable[[RedisPool], None]
 ) -> None:
     """Four kinds x 2,500 requests: the 10,000 raising requests of the hardening plan."""
-    app.add_url_rule("/raise", "raise", lambda: view(redis_pool) or "")
-    app.config["PROPAGATE_EXCEPTIONS"] = False
-    client = app.test_client()
-    statuses = {client.get("/raise").status_code for _ in range(2500)}
+    client = client_for(app, redis_pool, view)
+    statuses = {client.get("/view").status_code for _ in range(2500)}
     assert statuses == {500}
     assert_pool_is_clean(app, redis_pool, server)
     assert server.pubsub_numsub("news") == [(b"news", 0)]

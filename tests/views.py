@@ -5,11 +5,23 @@ Shared by the teardown tests (a few requests each) and the fault tests (thousand
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
 from flask_redispool import RedisPool
 
 
 class Boom(Exception):
     """Raised by test views after they took a connection."""
+
+
+def client_for(app: Flask, redis_pool: RedisPool, view: Callable[[RedisPool], None]) -> FlaskClient:
+    """A test client for ``app`` serving ``view`` at ``/view``; a raising view answers 500."""
+    app.add_url_rule("/view", "view", lambda: view(redis_pool) or "")
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    return app.test_client()
 
 
 def leave_a_transaction(redis_pool: RedisPool) -> None:

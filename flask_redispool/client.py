@@ -13,6 +13,7 @@ shallow copy of one prepared client (:meth:`ContextClient.for_context`).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from typing import Any, Protocol
 
@@ -97,8 +98,8 @@ class ContextClient(Redis):
     def pinned(self, wait: float) -> PinnedClient:
         """A client locked to one connection, whose socket timeout is raised by ``wait`` seconds."""
         client = PinnedClient(connection_pool=self.connection_pool, single_connection_client=True)
+        self._hold(client)  # first: teardown returns its connection whatever happens next
         client.raise_timeout(wait)
-        self._hold(client)
         return client
 
     def checkout(self) -> tuple[_Checkout, Connection]:
@@ -144,7 +145,8 @@ class PinnedClient(ContextClient):
 def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
     """Change a connection's socket timeout now and for any reconnect (redis-py >= 8 API)."""
     connection.socket_timeout = seconds
-    connection.update_current_socket_timeout(seconds)
+    with contextlib.suppress(AttributeError):  # fakeredis's in-process socket has no timeout
+        connection.update_current_socket_timeout(seconds)
 
 
 def release_holder(holder: _Holder | Redis) -> int:

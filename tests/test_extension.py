@@ -229,3 +229,13 @@ def test_a_quiet_pubsub_waits_with_get_message(app: Flask, redis_pool: RedisPool
 def test_blocking_refuses_a_bad_duration(app: Flask, redis_pool: RedisPool, seconds: object) -> None:
     with app.app_context(), pytest.raises(ValueError, match="seconds must be a number >= 0"):
         redis_pool.blocking(seconds).__enter__()  # type: ignore[arg-type]
+
+
+def test_blocking_works_on_fakeredis(make_app: Callable[..., Flask]) -> None:
+    app = make_app(REDIS_URL="fakeredis://")
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        with redis_pool.blocking(2) as client:
+            client.rpush("jobs", "x")
+            assert client.blpop(["jobs"], timeout=1) == (b"jobs", b"x")
+        assert redis_pool.stats()["in_use"] == 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, render_template
 
-from flask_redispool import PoolStats, RedisPool
+from flask_redispool import Health, PoolStats, RedisPool
 
 #: Where ``make demo`` starts its redis-server, and so where the app looks by default.
 DEMO_REDIS_PORT = int(os.environ.get("DEMO_REDIS_PORT", "6399"))
@@ -47,3 +47,9 @@ def hits() -> dict[str, int]:
 @bp.get("/stats")
 def stats() -> PoolStats:
     return redis_pool.stats()
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Health, int]:
+    health = redis_pool.health()
+    return health, 200 if health["ok"] else 503

@@ -13,6 +13,7 @@ from __future__ import annotations
 from .config import CONFIG_KEYS, ConfigKey, Settings
 from .errors import ConfigError, ConfigWarning, PoolExhaustedError
 from .extension import RedisPool
+from .health import Health
 from .stats import PoolStats
 
 __version__ = "0.1.0"
@@ -22,6 +23,7 @@ __all__ = [
     "ConfigError",
     "ConfigKey",
     "ConfigWarning",
+    "Health",
     "PoolExhaustedError",
     "PoolStats",
     "RedisPool",

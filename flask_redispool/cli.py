@@ -8,16 +8,15 @@ entries named ``<client name>:<host>:<pid>`` show what every process holds.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, TypedDict
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from redis import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .extension import AppState, app_states
+from .health import check_health
 from .stats import PoolStats, ProcessConnections, group_client_list
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
@@ -38,9 +37,9 @@ def register_commands(app: Flask) -> None:
             app.cli.add_command(command)
 
 
-def _unreachable(state: AppState, exc: RedisError) -> click.ClickException:
+def _unreachable(state: AppState, reason: object) -> click.ClickException:
     settings = state.settings
-    return click.ClickException(f"Redis for {settings.key('URL')} ({settings.redacted_url}) is unreachable: {exc}")
+    return click.ClickException(f"Redis for {settings.key('URL')} ({settings.redacted_url}) is unreachable: {reason}")
 
 
 def _report(state: AppState) -> PoolReport:
@@ -96,20 +95,11 @@ def stats_command(as_json: bool) -> None:
 def ping_command() -> None:
     """Ping each Redis server of this app; exit 1 if one is unreachable."""
     for state in app_states(current_app):
-        client = state.client
-        try:
-            started = time.perf_counter()
-            client.ping()
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            version = _server_version(client)
-        except RedisError as exc:
-            raise _unreachable(state, exc) from None
+        health = check_health(state.client, state.pool)
         settings = state.settings
-        click.echo(f"{settings.prefix}  {settings.redacted_url}  PONG in {elapsed_ms:.2f} ms, Redis {version}")
-
-
-def _server_version(client: Redis) -> str:
-    try:
-        return str(client.info("server").get("redis_version", "?"))
-    except ResponseError:  # INFO not allowed for this ACL user: the server still answered
-        return "? (INFO not permitted)"
+        if not health["ok"]:
+            raise _unreachable(state, health["error"])
+        click.echo(
+            f"{settings.prefix}  {settings.redacted_url}  PONG in {health['latency_ms']:.2f} ms, "
+            f"Redis {health['server_version']}"
+        )

@@ -16,6 +16,7 @@ from redis.connection import Connection
 
 from .client import ContextClient, release_holder
 from .config import Settings, load_settings
+from .health import Health, check_health
 from .pool import CountedConnectionPool, create_pool
 
 if TYPE_CHECKING:
@@ -156,6 +157,20 @@ class RedisPool:
         ``in_use`` is 0 between requests. See :class:`~flask_redispool.stats.PoolStats`.
         """
         return self._state(app).pool.snapshot()
+
+    def health(self, app: Flask | None = None) -> Health:
+        """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
+        ``in_use`` and ``max_connections``. Never raises for a Redis error: for ``/healthz``.
+
+        .. code-block:: python
+
+            @app.get("/healthz")
+            def healthz():
+                health = redis_pool.health()
+                return health, 200 if health["ok"] else 503
+        """
+        state = self._state(app)
+        return check_health(state.client, state.pool)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:

@@ -1,0 +1,54 @@
+"""redis_pool.health() against a real server, a dead one and a password-protected one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+
+from example_app import create_app
+from example_app import redis_pool as example_pool
+from flask_redispool import RedisPool
+from flask_redispool.testing import RedisServer
+
+from .conftest import PASSWORD
+from .test_cli import _closed_port
+
+
+def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server: RedisServer) -> None:
+    health = redis_pool.health(app)
+    assert health["ok"] is True
+    assert health["error"] is None
+    assert health["latency_ms"] is not None
+    assert 0 < health["latency_ms"] < 1000
+    assert health["server_version"] == ".".join(map(str, redis_server.version))
+    assert (health["in_use"], health["max_connections"]) == (0, 10)
+    assert json.loads(json.dumps(health)) == health
+
+
+@pytest.mark.parametrize("password", ["", PASSWORD])
+def test_health_of_a_dead_server_never_raises(make_app: Callable[..., Flask], password: str) -> None:
+    credentials = f":{password}@" if password else ""
+    app = make_app(REDIS_URL=f"redis://{credentials}127.0.0.1:{_closed_port()}/0")
+    redis_pool = RedisPool(app)
+    health = redis_pool.health(app)
+    assert (health["ok"], health["latency_ms"], health["server_version"], health["in_use"]) == (False, None, None, 0)
+    assert health["error"] is not None
+    assert health["error"].startswith("ConnectionError: ")
+    assert not password or password not in json.dumps(health)
+
+
+def test_example_app_healthz(redis_url: str) -> None:
+    live = create_app({"REDIS_URL": redis_url})
+    dead = create_app({"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"})
+    try:
+        assert live.test_client().get("/healthz").status_code == 200
+        response = dead.test_client().get("/healthz")
+        assert response.status_code == 503
+        assert response.json is not None
+        assert response.json["ok"] is False
+    finally:
+        for app in (live, dead):
+            example_pool.get_pool(app).disconnect()

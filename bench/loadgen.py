@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from redis import Redis
 
 from flask_redispool.stats import group_client_list
+from flask_redispool.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -109,12 +109,6 @@ def drive(
     asyncio.run(main())
     result.seconds = time.perf_counter() - started
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -45,8 +45,8 @@ _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _INT_RE: Final = re.compile(r"[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
-_NAME_RE: Final = re.compile(r"[!-~]+")
-_CERT_REQS: Final = ("required", "optional", "none")  # printable ASCII, no spaces: what CLIENT SETNAME takes
+_NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
+_CERT_REQS: Final = ("required", "optional", "none")
 
 
 class _Required:
@@ -313,8 +313,12 @@ class Settings:
         """The redis-py ``ssl_*`` keyword arguments these settings give (empty without TLS)."""
         if not self.tls:
             return {}
-        options = {"ssl_cert_reqs": self.ssl_cert_reqs, "ssl_ca_certs": self.ssl_ca_certs}
-        options.update(ssl_certfile=self.ssl_certfile, ssl_keyfile=self.ssl_keyfile)
+        options = {
+            "ssl_cert_reqs": self.ssl_cert_reqs,
+            "ssl_ca_certs": self.ssl_ca_certs,
+            "ssl_certfile": self.ssl_certfile,
+            "ssl_keyfile": self.ssl_keyfile,
+        }
         return {name: value for name, value in options.items() if value is not None}
 
     def key(self, name: str) -> str:
@@ -376,8 +380,11 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
 
 
 def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
-    given = [key.key(settings.prefix) for key in CONFIG_KEYS if key.name.startswith("SSL_")]
-    given = [name for name in given if name in config]
+    given = [
+        key.key(settings.prefix)
+        for key in CONFIG_KEYS
+        if key.name.startswith("SSL_") and key.key(settings.prefix) in config
+    ]
     if given and not settings.tls:
         raise ConfigError(
             f"{', '.join(given)} only apply to TLS connections, but {settings.key('URL')} is not "

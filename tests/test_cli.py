@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from flask.testing import FlaskCliRunner
 
 from flask_redispool import RedisPool
 from flask_redispool.pool import HOST
+from flask_redispool.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,16 +99,10 @@ def test_ping_reports_round_trip_and_version(runner: FlaskCliRunner, redis_pool:
     assert version[0].isdigit()
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.parametrize("args", [["redis-stats"], ["redis-stats", "--json"], ["redis-ping"]])
 def test_unreachable_redis_is_one_line_and_exit_1(args: list[str], tmp_path: Path) -> None:
     """Run the real ``flask`` command, as a container health check would."""
-    url = f"redis://:hunter2-secret@127.0.0.1:{_closed_port()}/0"
+    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
     (tmp_path / "cli_app.py").write_text(
         "from flask import Flask\nfrom flask_redispool import RedisPool\n"
         f"app = Flask(__name__)\napp.config['REDIS_URL'] = {url!r}\nRedisPool(app)\n"

@@ -13,9 +13,7 @@ import pytest
 from flask import Flask
 
 from example_app import create_app, redis_pool
-from flask_redispool.testing import find_redis_server
-
-from .test_cli import _closed_port
+from flask_redispool.testing import find_redis_server, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +53,7 @@ def _read_until(process: subprocess.Popen[str], needle: str) -> str:
 
 @pytest.mark.skipif(find_redis_server() is None and os.environ.get("CI") != "true", reason="no redis-server")
 def test_demo_starts_an_embedded_server_and_ctrl_c_stops_both() -> None:
-    redis_port, web_port = _closed_port(), _closed_port()
+    redis_port, web_port = free_port(), free_port()
     env = {**os.environ, "DEMO_REDIS_PORT": str(redis_port), "PORT": str(web_port), "PYTHONUNBUFFERED": "1"}
     env.pop("REDIS_URL", None)
     command = [sys.executable, "-m", "example_app"]

@@ -11,10 +11,9 @@ from flask import Flask
 from example_app import create_app
 from example_app import redis_pool as example_pool
 from flask_redispool import RedisPool
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD
-from .test_cli import _closed_port
 
 
 def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server: RedisServer) -> None:
@@ -31,7 +30,7 @@ def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server
 @pytest.mark.parametrize("password", ["", PASSWORD])
 def test_health_of_a_dead_server_never_raises(make_app: Callable[..., Flask], password: str) -> None:
     credentials = f":{password}@" if password else ""
-    app = make_app(REDIS_URL=f"redis://{credentials}127.0.0.1:{_closed_port()}/0")
+    app = make_app(REDIS_URL=f"redis://{credentials}127.0.0.1:{free_port()}/0")
     redis_pool = RedisPool(app)
     health = redis_pool.health(app)
     assert (health["ok"], health["latency_ms"], health["server_version"], health["in_use"]) == (False, None, None, 0)
@@ -42,7 +41,7 @@ def test_health_of_a_dead_server_never_raises(make_app: Callable[..., Flask], pa
 
 def test_example_app_healthz(redis_url: str) -> None:
     live = create_app({"REDIS_URL": redis_url})
-    dead = create_app({"REDIS_URL": f"redis://127.0.0.1:{_closed_port()}/0"})
+    dead = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     try:
         assert live.test_client().get("/healthz").status_code == 200
         response = dead.test_client().get("/healthz")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +14,7 @@ from redis.exceptions import ConnectionError, MaxConnectionsError
 
 from flask_redispool import PoolExhaustedError, RedisPool
 from flask_redispool.pool import HOST
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import our_connections
 
@@ -56,10 +55,7 @@ def test_counters_follow_checkouts(app: Flask, redis_pool: RedisPool) -> None:
 
 
 def test_a_failed_connect_does_not_count_as_in_use(make_app: Callable[..., Flask]) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    app = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0", REDIS_RETRIES=0)
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0", REDIS_RETRIES=0)
     redis_pool = RedisPool(app)
     with app.app_context(), pytest.raises(ConnectionError):
         redis_pool.client.ping()

@@ -12,10 +12,9 @@ from redis import Redis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 
 from flask_redispool import RedisPool
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD
-from .test_cli import _closed_port
 
 
 def _outputs_of(app: Flask, redis_pool: RedisPool) -> list[str]:
@@ -69,7 +68,7 @@ def test_errors_for_a_wrong_password_or_a_dead_server_hide_it(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = make_app(REDIS_URL=f"redis://:wrong-{PASSWORD}@127.0.0.1:{auth_server.port}/0")
-    dead = make_app(REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{_closed_port()}/0")
+    dead = make_app(REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{free_port()}/0")
     texts = []
     for app in (wrong, dead):
         redis_pool = RedisPool(app)

@@ -1,33 +1,28 @@
 """``flask redis-stats`` and ``flask redis-ping``, registered by ``init_app``.
 
 A ``flask`` command runs in a process of its own, so its pool says little about the
-serving workers. ``redis-stats`` therefore also asks the server: ``CLIENT LIST``
-entries named ``<client name>:<host>:<pid>`` show what every process holds.
+serving workers. ``redis-stats`` therefore reads what the workers publish (see
+:mod:`flask_redispool.snapshots`) and asks the server: ``CLIENT LIST`` entries named
+``<client name>:<host>:<pid>`` show what every process holds.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, TypedDict
+import time
+from typing import Final
 
 import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 
 from .extension import AppState, app_states
 from .health import check_health
-from .stats import PoolStats, ProcessConnections, group_client_list
+from .snapshots import build_report
+from .stats import PoolReport
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
-
-
-class PoolReport(TypedDict):
-    """One pool in ``flask redis-stats --json``."""
-
-    pool: PoolStats
-    server: list[ProcessConnections] | None
-    server_error: str | None
 
 
 def register_commands(app: Flask) -> None:
@@ -37,6 +32,12 @@ def register_commands(app: Flask) -> None:
             app.cli.add_command(command)
 
 
+def _not_a_server() -> None:
+    """A command is not a serving process: it publishes no snapshot of its pools."""
+    for state in app_states(current_app):
+        state.pool.publisher.stop()
+
+
 def _unreachable(state: AppState, reason: object) -> click.ClickException:
     settings = state.settings
     return click.ClickException(f"Redis for {settings.key('URL')} ({settings.redacted_url}) is unreachable: {reason}")
@@ -44,56 +45,106 @@ def _unreachable(state: AppState, reason: object) -> click.ClickException:
 
 def _report(state: AppState) -> PoolReport:
     try:
-        clients: list[dict[str, Any]] = state.client.client_list()
-    except ResponseError as exc:  # e.g. CLIENT not allowed for this ACL user
-        return PoolReport(pool=state.pool.snapshot(), server=None, server_error=str(exc))
+        return build_report(state.client, state.pool)
     except RedisError as exc:
         raise _unreachable(state, exc) from None
-    server = group_client_list(clients, state.settings.client_name)
-    return PoolReport(pool=state.pool.snapshot(), server=server, server_error=None)
+
+
+_COLUMNS: Final = (
+    ("HOST", "host", 20),
+    ("PID", "pid", 8),
+    ("IN_USE", "in_use", 7),
+    ("IDLE", "idle", 5),
+    ("PEAK", "peak_in_use", 5),
+    ("CHECKOUTS", "checkouts", 10),
+    ("WAITS", "waits", 6),
+    ("TIMEOUTS", "timeouts", 9),
+    ("AGE", "snapshot_age", 7),
+    ("SERVER", "server_connections", 7),
+)
+
+
+def _cell(value: object, name: str, width: int) -> str:
+    if value is None:
+        text = "-"
+    elif name == "snapshot_age" and isinstance(value, float):
+        text = f"{value:.1f}s"
+    else:
+        text = str(value)
+    return f"{text:<{width}}" if name == "host" else f"{text:>{width}}"
 
 
 def _format(report: PoolReport) -> list[str]:
     pool = report["pool"]
     lines = [
         f"{pool['prefix']}  {pool['url']}  client name {pool['client_name']!r}",
-        f"  settings      max_connections={pool['max_connections']} blocking={pool['blocking']} "
+        f"  max_connections={pool['max_connections']} blocking={pool['blocking']} "
         f"pool_timeout={pool['pool_timeout']:g}s socket_timeout={pool['socket_timeout']:g}s "
-        f"retries={pool['retries']} worst_case={pool['worst_case_seconds']:g}s",
-        f"  this process  pid={pool['pid']} created={pool['created']} in_use={pool['in_use']} "
-        f"idle={pool['idle']} peak_in_use={pool['peak_in_use']} checkouts={pool['checkouts']} "
-        f"waits={pool['waits']} timeouts={pool['timeouts']}",
+        f"retries={pool['retries']} worst_case={pool['worst_case_seconds']:g}s "
+        f"stats_interval={report['stats_interval']:g}s",
+        "  " + " ".join(_cell(title, name, width) for title, name, width in _COLUMNS),
     ]
-    if report["server"] is None:
-        lines.append(f"  server view unavailable: {report['server_error']}")
-        return lines
-    lines.append(f"  {'HOST':<24} {'PID':>8} {'CONNECTIONS':>12} {'IDLE s (min-max)':>17}")
-    for proc in report["server"]:
-        mark = "  (this command)" if proc["this_process"] else ""
-        idle = f"{proc['idle_min']}-{proc['idle_max']}"
-        lines.append(f"  {proc['host']:<24} {proc['pid']:>8} {proc['connections']:>12} {idle:>17}{mark}")
-    total = sum(p["connections"] for p in report["server"])
-    lines.append(f"  total: {total} connection(s) in {len(report['server'])} process(es)")
+    for row in report["processes"]:
+        mark = "  (this command)" if row["this_process"] else ""
+        lines.append("  " + " ".join(_cell(row[name], name, width) for _, name, width in _COLUMNS) + mark)  # type: ignore[literal-required]
+    totals = report["totals"]
+    total_row = {**totals, "host": "total", "pid": f"{totals['processes']} proc", "peak_in_use": None}
+    lines.append("  " + " ".join(_cell(total_row.get(name), name, width) for _, name, width in _COLUMNS))
+    for row in report["processes"]:
+        if row["suspect"]:
+            lines.append(f"  leak suspect: {row['host']} pid {row['pid']}: {row['suspect']}")
+    for part, error in (("snapshots", report["snapshots_error"]), ("server view", report["server_error"])):
+        if error:
+            lines.append(f"  {part} unavailable: {error}")
     return lines
+
+
+def _render(as_json: bool, compact: bool = False) -> str:
+    reports = [_report(state) for state in app_states(current_app)]
+    if as_json:
+        return json.dumps({"pools": reports}, indent=None if compact else 2)
+    return "\n\n".join("\n".join(_format(report)) for report in reports)
 
 
 @click.command("redis-stats")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Refresh every SECONDS until Ctrl-C (with --json: one JSON document per line).",
+)
 @with_appcontext
-def stats_command(as_json: bool) -> None:
-    """Show each Redis pool's settings and counters, and the connections the server
-    sees from every process of this app (grouped by host and pid)."""
-    reports = [_report(state) for state in app_states(current_app)]
-    if as_json:
-        click.echo(json.dumps({"pools": reports}, indent=2))
+def stats_command(as_json: bool, watch: float | None) -> None:
+    """Show every process's Redis connections: the pool counters each serving process
+    publishes (REDIS_STATS_INTERVAL), and the connections the server sees from it.
+
+    Flags leak suspects: processes holding more connections than their pool allows, or
+    holding connections without publishing fresh snapshots."""
+    _not_a_server()
+    if watch is None:
+        click.echo(_render(as_json))
         return
-    click.echo("\n\n".join("\n".join(_format(report)) for report in reports))
+    try:
+        while True:
+            try:
+                frame = _render(as_json, compact=True)
+            except click.ClickException as exc:  # Redis down for now: keep watching
+                frame = f"Error: {exc.format_message()}"
+            if not as_json:
+                click.clear()
+                frame = f"{time.strftime('%H:%M:%S')}  every {watch:g}s, Ctrl-C to stop\n\n{frame}"
+            click.echo(frame)
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        return
 
 
 @click.command("redis-ping")
 @with_appcontext
 def ping_command() -> None:
     """Ping each Redis server of this app; exit 1 if one is unreachable."""
+    _not_a_server()
     for state in app_states(current_app):
         health = check_health(state.client, state.pool)
         settings = state.settings

@@ -26,6 +26,8 @@ __all__ = [
     "BACKOFF_CAP",
     "CONFIG_KEYS",
     "SCHEMES",
+    "STATS_FRESH_INTERVALS",
+    "STATS_TTL_INTERVALS",
     "ConfigKey",
     "Settings",
     "load_settings",
@@ -40,6 +42,13 @@ SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis")
 #: ``BACKOFF_CAP`` seconds (redis-py's :class:`~redis.backoff.ExponentialWithJitterBackoff`).
 BACKOFF_BASE: Final = 0.01
 BACKOFF_CAP: Final = 0.05
+
+#: A published pool snapshot expires after this many ``STATS_INTERVAL``\ s, and counts
+#: as fresh for :data:`STATS_FRESH_INTERVALS` (an idle process republishes every interval).
+STATS_TTL_INTERVALS: Final = 3
+STATS_FRESH_INTERVALS: Final = 2
+#: The shortest ``STATS_INTERVAL`` other than 0: publishing is a background chore.
+STATS_MIN_INTERVAL: Final = 0.1
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -113,6 +122,17 @@ def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
         return float(value)
 
     return parse
+
+
+def _interval(value: object) -> float:
+    expected = f"0 (off) or a number of seconds >= {STATS_MIN_INTERVAL:g}"
+    try:
+        seconds = _seconds(allow_zero=True)(value)
+    except ValueError:
+        raise ValueError(expected) from None
+    if 0 < seconds < STATS_MIN_INTERVAL:
+        raise ValueError(expected)
+    return seconds
 
 
 def _boolean(value: object) -> bool:
@@ -237,6 +257,14 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         redis_option="client_name",
     ),
     ConfigKey(
+        "STATS_INTERVAL",
+        _interval,
+        10.0,
+        "Seconds between the snapshots each process publishes of its pool into Redis, for "
+        "``flask redis-stats`` and dashboards in other processes. A snapshot expires after "
+        f"{STATS_TTL_INTERVALS} intervals (0: publish nothing).",
+    ),
+    ConfigKey(
         "SSL_CA_CERTS",
         _existing_file,
         None,
@@ -297,6 +325,7 @@ class Settings:
     health_check_interval: float
     decode_responses: bool
     client_name: str
+    stats_interval: float
     ssl_ca_certs: str | None
     ssl_certfile: str | None
     ssl_keyfile: str | None

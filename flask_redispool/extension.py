@@ -18,9 +18,10 @@ from .client import ContextClient, release_holder
 from .config import Settings, load_settings
 from .health import Health, check_health
 from .pool import CountedConnectionPool, create_pool
+from .snapshots import build_report
 
 if TYPE_CHECKING:
-    from .stats import PoolStats
+    from .stats import PoolReport, PoolStats
 
 __all__ = ["EXTENSION_KEY", "RedisPool"]
 
@@ -157,6 +158,19 @@ class RedisPool:
         ``in_use`` is 0 between requests. See :class:`~flask_redispool.stats.PoolStats`.
         """
         return self._state(app).pool.snapshot()
+
+    def report(self, app: Flask | None = None) -> PoolReport:
+        """What every process of ``app`` holds, as ``flask redis-stats`` shows it.
+
+        Reads the snapshots that serving processes publish every ``REDIS_STATS_INTERVAL``
+        seconds and groups the server's ``CLIENT LIST`` by process: one row per process
+        (counters, snapshot age, server-side connections, leak suspicion), totals, and
+        this process's own :meth:`stats`. See :class:`~flask_redispool.stats.PoolReport`.
+
+        :raises redis.RedisError: Redis is unreachable.
+        """
+        state = self._state(app)
+        return build_report(state.client, state.pool)
 
     def health(self, app: Flask | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,

@@ -13,7 +13,9 @@ nothing:
   connections made), one uncontended lock section per checkout;
 - :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
 - connection names ``<client name>:<host>:<pid>`` computed when each connection is
-  made, so ``CLIENT LIST`` tells processes apart, also after a fork.
+  made, so ``CLIENT LIST`` tells processes apart, also after a fork;
+- a :class:`~flask_redispool.snapshots.StatsPublisher` per process, started by the
+  process's first connection.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import socket
 import threading
 import time
 from typing import Any, Final
@@ -34,12 +35,10 @@ from redis.retry import Retry
 
 from .config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from .errors import ConfigError, PoolExhaustedError
-from .stats import PoolCounters, PoolStats
+from .snapshots import StatsPublisher
+from .stats import HOST, PoolCounters, PoolStats
 
 __all__ = ["CountedConnectionPool", "create_pool"]
-
-#: The host part of every connection name: CLIENT SETNAME takes no spaces or colons here.
-HOST: Final = re.sub(r"[^!-9;-~]", "-", socket.gethostname()) or "unknown"
 
 # parse_url's keys that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
@@ -58,6 +57,8 @@ class CountedConnectionPool(ConnectionPool):
 
     settings: Settings
     counters: PoolCounters
+    #: Publishes this process's snapshots (:mod:`flask_redispool.snapshots`).
+    publisher: StatsPublisher
 
     def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
@@ -65,8 +66,10 @@ class CountedConnectionPool(ConnectionPool):
 
     def reset(self) -> None:
         # redis-py calls reset() from __init__ and in a forked child, where another thread's
-        # lock may be held forever: each process starts with fresh counters and condition.
+        # lock may be held forever: each process starts with fresh counters, condition and
+        # publisher (the parent's publishing thread does not exist in the child).
         self.counters = PoolCounters()
+        self.publisher = StatsPublisher(self)
         self._freed = threading.Condition(threading.Lock())
         self._waiters = 0
         self._releases = 0
@@ -95,7 +98,25 @@ class CountedConnectionPool(ConnectionPool):
         if not settings.pool_blocking:
             raise self._exhausted()
         self.counters.waited()
-        deadline = time.monotonic() + settings.pool_timeout
+        connection = self._await_release(settings.pool_timeout, *args, **kwargs)
+        if connection is None:
+            raise self._exhausted()
+        return connection
+
+    def borrow(self, timeout: float) -> Connection | None:
+        """A connection for flask-redispool's own chores (publishing stats), not counted.
+
+        Waits up to ``timeout`` seconds when every connection is out; ``None`` if none
+        came. Give it back with :meth:`release`.
+        """
+        try:
+            connection: Connection = super().get_connection()
+            return connection
+        except MaxConnectionsError:
+            return self._await_release(timeout)
+
+    def _await_release(self, timeout: float, *args: Any, **kwargs: Any) -> Connection | None:
+        deadline = time.monotonic() + timeout
         with self._freed:
             self._waiters += 1
         try:
@@ -111,7 +132,7 @@ class CountedConnectionPool(ConnectionPool):
                     while self._releases == seen:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            raise self._exhausted()
+                            return None
                         self._freed.wait(remaining)
         finally:
             with self._freed:
@@ -121,6 +142,8 @@ class CountedConnectionPool(ConnectionPool):
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         with self.counters.lock:
             self.counters.created += 1
+        if not self.publisher.started:  # this process's first connection
+            self.publisher.start()
         return connection
 
     def connection_counts(self) -> tuple[int, int]:

@@ -8,13 +8,25 @@ else (in use, idle) is read from redis-py's public
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, TypedDict
+from typing import Any, Final, TypedDict
 
-__all__ = ["PoolCounters", "PoolStats", "ProcessConnections", "group_client_list", "split_client_name"]
+__all__ = [
+    "HOST",
+    "PoolCounters",
+    "PoolStats",
+    "ProcessConnections",
+    "group_client_list",
+    "split_client_name",
+]
+
+#: This machine as connection names and snapshots give it: CLIENT SETNAME takes no
+#: spaces, and a colon would split the name wrongly.
+HOST: Final = re.sub(r"[^!-9;-~]", "-", socket.gethostname()) or "unknown"
 
 
 class PoolStats(TypedDict):
@@ -95,7 +107,7 @@ def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) ->
         if parsed is None or parsed[0] != client_name:
             continue
         groups[(parsed[1], parsed[2])].append(int(entry.get("idle", 0)))
-    here = (socket.gethostname(), os.getpid())
+    here = (HOST, os.getpid())
     return [
         ProcessConnections(
             host=host,
@@ -107,3 +119,130 @@ def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) ->
         )
         for (host, pid), idles in sorted(groups.items())
     ]
+
+
+class ProcessRow(TypedDict):
+    """One process in ``flask redis-stats``: its published snapshot (``None`` fields when
+    it has none) beside the connections the server sees from it."""
+
+    host: str
+    pid: int
+    in_use: int | None
+    idle: int | None
+    peak_in_use: int | None
+    checkouts: int | None
+    waits: int | None
+    timeouts: int | None
+    max_connections: int | None
+    snapshot_age: float | None  #: seconds since the snapshot was published
+    server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
+    this_process: bool
+    suspect: str | None  #: why this process may leak connections, if it may
+
+
+class Totals(TypedDict):
+    """Sums over the rows of one pool; snapshot fields over the rows that have one."""
+
+    processes: int
+    in_use: int
+    idle: int
+    checkouts: int
+    waits: int
+    timeouts: int
+    server_connections: int | None
+    suspects: int
+
+
+class PoolReport(TypedDict):
+    """What :meth:`RedisPool.report() <flask_redispool.RedisPool.report>` returns, and
+    ``flask redis-stats --json`` prints per pool."""
+
+    pool: PoolStats  #: this process's own pool
+    stats_interval: float
+    processes: list[ProcessRow]
+    totals: Totals
+    snapshots_error: str | None
+    server_error: str | None
+
+
+def process_rows(
+    snapshots: Iterable[Mapping[str, Any]],
+    server: Iterable[ProcessConnections] | None,
+    *,
+    interval: float,
+    fresh_intervals: float,
+    now: float,
+) -> list[ProcessRow]:
+    """Join published snapshots and ``CLIENT LIST`` groups by host and pid, and flag
+    leak suspects: a process with more server connections than its pool allows, or one
+    holding connections without a fresh snapshot (only when ``interval`` is not 0)."""
+    rows: dict[tuple[str, int], ProcessRow] = {}
+    fresh: dict[tuple[str, int], bool] = {}
+    for snap in snapshots:
+        where = (str(snap["host"]), int(snap["pid"]))
+        age = round(max(0.0, now - float(snap["published_at"])), 1)
+        fresh[where] = age <= fresh_intervals * float(snap["interval"])
+        rows[where] = _row(where, snap, age, server=None if server is None else 0)
+    for proc in server or ():
+        where = (proc["host"], proc["pid"])
+        row = rows.get(where) or _row(where, None, None, server=0)
+        row["server_connections"], row["this_process"] = proc["connections"], proc["this_process"]
+        rows[where] = row
+    for where, row in rows.items():
+        row["suspect"] = _suspicion(row, expected=bool(interval), fresh=fresh.get(where, False))
+    return [rows[where] for where in sorted(rows)]
+
+
+def _row(
+    where: tuple[str, int], snap: Mapping[str, Any] | None, age: float | None, *, server: int | None
+) -> ProcessRow:
+    def field(name: str) -> int | None:
+        return None if snap is None else int(snap[name])
+
+    return ProcessRow(
+        host=where[0],
+        pid=where[1],
+        in_use=field("in_use"),
+        idle=field("idle"),
+        peak_in_use=field("peak_in_use"),
+        checkouts=field("checkouts"),
+        waits=field("waits"),
+        timeouts=field("timeouts"),
+        max_connections=field("max_connections"),
+        snapshot_age=age,
+        server_connections=server,
+        this_process=False,
+        suspect=None,
+    )
+
+
+def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:
+    held, limit = row["server_connections"], row["max_connections"]
+    if held is not None and limit is not None and held > limit:
+        return f"{held} server connections, more than its pool's limit of {limit}"
+    if not held or row["this_process"] or not expected or fresh:
+        return None
+    if row["snapshot_age"] is None:
+        return f"holds {held} connection(s) but publishes no snapshot"
+    return f"holds {held} connection(s); its last snapshot is {row['snapshot_age']:g} s old"
+
+
+def totals(rows: Iterable[ProcessRow]) -> Totals:
+    """Sum ``rows`` (see :class:`Totals`)."""
+    rows = list(rows)
+
+    def total(name: str) -> int:
+        values: list[int | None] = [row[name] for row in rows]  # type: ignore[literal-required]
+        return sum(value or 0 for value in values)
+
+    server = [row["server_connections"] for row in rows]
+    return Totals(
+        processes=len(rows),
+        in_use=total("in_use"),
+        idle=total("idle"),
+        checkouts=total("checkouts"),
+        waits=total("waits"),
+        timeouts=total("timeouts"),
+        server_connections=None if None in server else sum(s or 0 for s in server),
+        suspects=sum(1 for row in rows if row["suspect"]),
+    )

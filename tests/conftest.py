@@ -8,8 +8,12 @@ under ``CI=true``.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import pytest
 from flask import Flask
@@ -20,6 +24,7 @@ from flask_redispool.extension import app_states
 from flask_redispool.testing import RedisServer, find_redis_server
 
 PASSWORD = "s3cr3t-Pa55word-x9"
+T = TypeVar("T")
 
 
 def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
@@ -70,7 +75,8 @@ def redis_url(redis_server: RedisServer, server: Redis) -> str:
 
 @pytest.fixture
 def make_app(request: pytest.FixtureRequest) -> Callable[..., Flask]:
-    """Build a Flask app with the given config; its pools are disconnected afterwards.
+    """Build a Flask app with the given config; its pools stop publishing and are
+    disconnected afterwards.
 
     Each app gets a client name of its own, so CLIENT LIST shows only this test's
     connections.
@@ -86,6 +92,7 @@ def make_app(request: pytest.FixtureRequest) -> Callable[..., Flask]:
     yield make
     for app in made:
         for state in app_states(app):
+            state.pool.publisher.stop()
             state.pool.disconnect()
 
 
@@ -105,3 +112,67 @@ def app(make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool) -
 def our_connections(server: Redis, client_name: str) -> list[dict[str, Any]]:
     """The server's CLIENT LIST entries named by a pool with ``client_name``."""
     return [c for c in server.client_list() if str(c.get("name", "")).startswith(client_name + ":")]
+
+
+def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    For events another process or thread brings about (a snapshot published, a worker
+    gone); fails with ``what`` after ``timeout`` seconds instead of hanging.
+    """
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+    return result
+
+
+WORKER = """
+import sys
+from flask import Flask
+from flask_redispool import RedisPool
+
+app = Flask("worker")
+url, name, held, interval = sys.argv[1:]
+app.config.update(REDIS_URL=url, REDIS_CLIENT_NAME=name, REDIS_STATS_INTERVAL=interval)
+pool = RedisPool(app).get_pool(app)
+connections = [pool.get_connection() for _ in range(int(held))]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@dataclass
+class Worker:
+    """A process of an app in another interpreter, holding connections until told to exit."""
+
+    process: subprocess.Popen[str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exit(self) -> None:
+        """End it cleanly (closing its stdin): its exit handlers run."""
+        self.process.communicate("", timeout=30)
+
+
+@pytest.fixture
+def start_worker(redis_url: str) -> Iterator[Callable[..., Worker]]:
+    """Start worker processes of an app named ``client_name`` on the session server;
+    each holds ``held`` connections and publishes every ``interval`` s (0: never)."""
+    started: list[Worker] = []
+
+    def start(client_name: str, *, held: int, interval: float = 0) -> Worker:
+        args = [sys.executable, "-c", WORKER, redis_url, client_name, str(held), str(interval)]
+        worker = Worker(subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        started.append(worker)
+        assert worker.process.stdout is not None
+        assert worker.process.stdout.readline() == "ready\n"
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.exit()

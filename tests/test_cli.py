@@ -6,46 +6,29 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
+from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.pool import HOST
+from flask_redispool.stats import HOST
 from flask_redispool.testing import free_port
+
+from .conftest import Worker, our_connections, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
-WORKER = """
-import sys
-from flask import Flask
-from flask_redispool import RedisPool
-
-app = Flask("worker")
-app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_NAME=sys.argv[2])
-pool = RedisPool(app).get_pool(app)
-held = [pool.get_connection() for _ in range(int(sys.argv[3]))]
-print("ready", flush=True)
-sys.stdin.read()
-"""
-
 
 @pytest.fixture
-def worker(app: Flask, redis_url: str) -> Iterator[subprocess.Popen[str]]:
+def worker(app: Flask, start_worker: Callable[..., Worker]) -> Worker:
     """Another process of the same app, holding 2 connections, as a serving worker would."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", WORKER, redis_url, app.import_name, "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    assert process.stdout.readline() == "ready\n"
-    yield process
-    process.communicate("")  # closing stdin ends it
+    return start_worker(app.import_name, held=2)
 
 
 @pytest.fixture
@@ -53,33 +36,82 @@ def runner(app: Flask) -> FlaskCliRunner:
     return app.test_cli_runner()
 
 
-def test_stats_shows_this_process_and_the_workers(
-    app: Flask, redis_pool: RedisPool, runner: FlaskCliRunner, worker: subprocess.Popen[str]
+def _stats_json(runner: FlaskCliRunner) -> dict[str, Any]:
+    result = runner.invoke(args=["redis-stats", "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.output)["pools"]
+    return report  # type: ignore[no-any-return]
+
+
+def _rows(report: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {row["pid"]: row for row in report["processes"]}
+
+
+def _published(report: dict[str, Any], pid: int) -> dict[str, Any] | None:
+    """``report`` once it has a snapshot of ``pid``."""
+    return report if _rows(report).get(pid, {}).get("in_use") is not None else None
+
+
+def test_stats_table_has_a_row_per_process_and_totals(
+    app: Flask, redis_pool: RedisPool, runner: FlaskCliRunner, start_worker: Callable[..., Worker]
 ) -> None:
+    publishing = start_worker(app.import_name, held=2, interval=0.2)
+    wait_until(lambda: _published(_stats_json(runner), publishing.pid), 10, "a snapshot")
     result = runner.invoke(args=["redis-stats"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0] == f"REDIS  {redis_pool.stats(app)['url']}  client name {app.import_name!r}"
-    assert lines[1].startswith("  settings      max_connections=10 blocking=True pool_timeout=1s")
-    assert lines[2].startswith(f"  this process  pid={os.getpid()} created=1 in_use=0 idle=1")
-    rows = {line.split()[1]: line.split() for line in lines[4:-1]}
-    assert rows[str(worker.pid)][:3] == [HOST, str(worker.pid), "2"]
-    assert rows[str(os.getpid())][-2:] == ["(this", "command)"]
-    assert lines[-1] == "  total: 3 connection(s) in 2 process(es)"
+    assert lines[1].startswith("  max_connections=10 blocking=True pool_timeout=1s")
+    assert lines[1].endswith(" stats_interval=10s")
+    assert lines[2].split() == [
+        "HOST",
+        "PID",
+        "IN_USE",
+        "IDLE",
+        "PEAK",
+        "CHECKOUTS",
+        "WAITS",
+        "TIMEOUTS",
+        "AGE",
+        "SERVER",
+    ]
+    rows = {line.split()[1]: line.split() for line in lines[3:5]}
+    # Holding 2, the worker's publisher made a third connection of its own: idle to the app.
+    assert rows[str(publishing.pid)][:8] == [HOST, str(publishing.pid), "2", "1", "3", "2", "0", "0"]
+    assert rows[str(publishing.pid)][-1] == "3"
+    assert rows[str(os.getpid())][2:] == ["-"] * 7 + ["1", "(this", "command)"]
+    assert lines[5].split() == ["total", "2", "proc", "2", "1", "-", "2", "0", "0", "-", "4"]
 
 
-def test_stats_json_matches_the_server(
-    app: Flask, redis_pool: RedisPool, runner: FlaskCliRunner, worker: subprocess.Popen[str]
+def test_stats_json_rows_match_the_server(
+    app: Flask, runner: FlaskCliRunner, start_worker: Callable[..., Worker], server: Redis
 ) -> None:
-    result = runner.invoke(args=["redis-stats", "--json"])
-    assert result.exit_code == 0, result.output
-    (report,) = json.loads(result.output)["pools"]
-    assert report["pool"] == redis_pool.stats(app)
-    assert report["server_error"] is None
-    by_pid = {proc["pid"]: proc for proc in report["server"]}
-    assert by_pid[worker.pid]["connections"] == 2
-    assert by_pid[worker.pid]["this_process"] is False
-    assert by_pid[os.getpid()]["this_process"] is True
+    publishing = start_worker(app.import_name, held=2, interval=0.2)
+    silent = start_worker(app.import_name, held=1, interval=0)
+    report = wait_until(
+        lambda: (r := _stats_json(runner)) and _rows(r)[publishing.pid]["in_use"] is not None and r, 10, "a snapshot"
+    )
+    rows = _rows(report)
+    held = Counter(conn["name"].rsplit(":", 1)[1] for conn in our_connections(server, app.import_name))
+    assert {pid: row["server_connections"] for pid, row in rows.items()} == {int(pid): n for pid, n in held.items()}
+    row = rows[publishing.pid]
+    assert (row["in_use"], row["idle"], row["max_connections"], row["suspect"]) == (2, 1, 10, None)
+    assert 0 <= row["snapshot_age"] <= 2 * 0.2
+    assert rows[silent.pid]["in_use"] is None
+    assert rows[silent.pid]["suspect"] == "holds 1 connection(s) but publishes no snapshot"
+    assert rows[os.getpid()]["this_process"] is True
+    assert report["totals"] == {
+        "processes": 3, "in_use": 2, "idle": 1, "checkouts": 2, "waits": 0, "timeouts": 0,
+        "server_connections": 5, "suspects": 1,
+    }  # fmt: skip
+    assert report["server_error"] is report["snapshots_error"] is None
+
+
+def test_stats_does_not_list_itself_as_a_publisher(app: Flask, runner: FlaskCliRunner, server: Redis) -> None:
+    app.config["REDIS_STATS_INTERVAL"] = 0.1
+    for _ in range(3):
+        _stats_json(runner)
+    assert server.keys("flask_redispool:*") == []
 
 
 def test_stats_reports_every_prefix(make_app: Callable[..., Flask], redis_url: str) -> None:

@@ -16,6 +16,8 @@ from .conftest import PASSWORD
 
 URL = "redis://127.0.0.1:1/0"  # nothing listens there: init_app must not connect
 
+STATS_INTERVAL_MUST = "REDIS_STATS_INTERVAL must be 0 (off) or a number of seconds >= 0.1, got "
+
 
 def settings_for(**config: Any) -> Any:
     return load_settings({"REDIS_URL": URL, **config}, "REDIS", "app")
@@ -48,6 +50,18 @@ def test_defaults_are_the_declared_ones() -> None:
         ({"REDIS_SOCKET_CONNECT_TIMEOUT": float("inf")}, "REDIS_SOCKET_CONNECT_TIMEOUT must be a number"),
         ({"REDIS_RETRIES": -1}, "REDIS_RETRIES must be an integer >= 0, got -1 (int)"),
         ({"REDIS_HEALTH_CHECK_INTERVAL": "-5"}, "REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds >= 0"),
+        (
+            {"REDIS_STATS_INTERVAL": 0.05},
+            STATS_INTERVAL_MUST + "0.05",
+        ),
+        (
+            {"REDIS_STATS_INTERVAL": "-1"},
+            STATS_INTERVAL_MUST + "'-1'",
+        ),
+        (
+            {"REDIS_STATS_INTERVAL": None},
+            STATS_INTERVAL_MUST + "None",
+        ),
         ({"REDIS_DECODE_RESPONSES": "sure"}, "REDIS_DECODE_RESPONSES must be a boolean"),
         ({"REDIS_CLIENT_NAME": "my app"}, "REDIS_CLIENT_NAME must be a non-empty string of printable"),
         ({"REDIS_CLIENT_NAME": ""}, "REDIS_CLIENT_NAME must be a non-empty string of printable"),
@@ -114,6 +128,8 @@ def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
         ("0.25", "SOCKET_TIMEOUT", 0.25),
         ("2", "POOL_TIMEOUT", 2.0),
         ("0", "RETRIES", 0),
+        ("0", "STATS_INTERVAL", 0.0),
+        ("0.5", "STATS_INTERVAL", 0.5),
         (3, "SOCKET_TIMEOUT", 3.0),
     ],
 )

@@ -1,13 +1,20 @@
-"""Grouping the server's CLIENT LIST by process."""
+"""Grouping the server's CLIENT LIST by process, and joining it with published snapshots."""
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
-from flask_redispool.pool import HOST
-from flask_redispool.stats import group_client_list, split_client_name
+from flask_redispool.stats import (
+    HOST,
+    ProcessConnections,
+    group_client_list,
+    process_rows,
+    split_client_name,
+    totals,
+)
 
 
 @pytest.mark.parametrize(
@@ -43,3 +50,62 @@ def test_group_client_list_counts_per_process_of_this_app_only() -> None:
         {"host": "web-1", "pid": 10, "connections": 2, "idle_max": 3, "idle_min": 0, "this_process": False},
         {"host": "web-2", "pid": 10, "connections": 1, "idle_max": 7, "idle_min": 7, "this_process": False},
     ]
+
+
+def _snapshot(pid: int, *, in_use: int, age: float, interval: float = 1.0, limit: int = 10) -> dict[str, Any]:
+    counters = {"idle": 1, "peak_in_use": in_use + 1, "checkouts": 7, "waits": 2, "timeouts": 1}
+    return {
+        **counters, "host": "web", "pid": pid, "in_use": in_use, "max_connections": limit,
+        "published_at": NOW - age, "interval": interval,
+    }  # fmt: skip
+
+
+def _server(pid: int, connections: int) -> ProcessConnections:
+    return ProcessConnections(host="web", pid=pid, connections=connections, idle_max=0, idle_min=0, this_process=False)
+
+
+NOW = 1_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "connections", "interval", "suspect"),
+    [
+        (_snapshot(1, in_use=1, age=0.5), 2, 1.0, None),
+        (_snapshot(1, in_use=1, age=1.9, interval=1.0), 2, 1.0, None),  # fresh for 2 intervals
+        (
+            _snapshot(1, in_use=1, age=2.5, interval=1.0),
+            2,
+            1.0,
+            "holds 2 connection(s); its last snapshot is 2.5 s old",
+        ),
+        (_snapshot(1, in_use=1, age=2.5, interval=5.0), 2, 1.0, None),  # freshness by the publisher's interval
+        (_snapshot(1, in_use=3, age=0.1, limit=3), 4, 1.0, "4 server connections, more than its pool's limit of 3"),
+        (None, 3, 1.0, "holds 3 connection(s) but publishes no snapshot"),
+        (None, 3, 0.0, None),  # publishing is off here: no snapshot is expected
+        (_snapshot(1, in_use=0, age=9.0), 0, 1.0, None),  # an old snapshot, no connections: gone soon
+    ],
+)
+def test_leak_suspects(snapshot: dict[str, Any] | None, connections: int, interval: float, suspect: str | None) -> None:
+    server = [_server(1, connections)] if connections else []
+    (row,) = process_rows([snapshot] if snapshot else [], server, interval=interval, fresh_intervals=2, now=NOW)
+    assert (row["pid"], row["server_connections"], row["suspect"]) == (1, connections, suspect)
+
+
+def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:
+    snapshots = [_snapshot(2, in_use=1, age=0.25), _snapshot(1, in_use=0, age=0.5)]
+    rows = process_rows(snapshots, [_server(1, 1), _server(3, 2)], interval=1.0, fresh_intervals=2, now=NOW)
+    assert [(r["pid"], r["in_use"], r["snapshot_age"], r["server_connections"]) for r in rows] == [
+        (1, 0, 0.5, 1),
+        (2, 1, 0.2, 0),  # published, but holds nothing the server sees
+        (3, None, None, 2),
+    ]
+    assert totals(rows) == {
+        "processes": 3, "in_use": 1, "idle": 2, "checkouts": 14, "waits": 4, "timeouts": 2,
+        "server_connections": 3, "suspects": 1,
+    }  # fmt: skip
+
+
+def test_without_client_list_the_server_columns_are_unknown() -> None:
+    (row,) = process_rows([_snapshot(1, in_use=0, age=0.1)], None, interval=1.0, fresh_intervals=2, now=NOW)
+    assert (row["server_connections"], row["suspect"]) == (None, None)
+    assert totals([row])["server_connections"] is None

@@ -41,7 +41,7 @@ def index() -> str:
 
 @bp.get("/hits")
 def hits() -> dict[str, int]:
-    return {"hits": redis_pool.client.incr("example:hits")}
+    return {"hits": redis_pool.client.incr("example:hits"), "pid": os.getpid()}
 
 
 @bp.get("/stats")

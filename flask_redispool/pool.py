@@ -73,6 +73,7 @@ class CountedConnectionPool(ConnectionPool):
         self._freed = threading.Condition(threading.Lock())
         self._waiters = 0
         self._releases = 0
+        self._borrowed = 0  # by borrow(): out of the pool, but not in use by the app
         super().reset()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
@@ -107,13 +108,27 @@ class CountedConnectionPool(ConnectionPool):
         """A connection for flask-redispool's own chores (publishing stats), not counted.
 
         Waits up to ``timeout`` seconds when every connection is out; ``None`` if none
-        came. Give it back with :meth:`release`.
+        came. Give it back with :meth:`give_back`. Until then it counts as idle, not in
+        use: the app is not using it.
         """
+        with self.counters.lock:  # counted first: connecting takes a while, and is not use
+            self._borrowed += 1
+        connection: Connection | None = None
         try:
-            connection: Connection = super().get_connection()
-            return connection
+            connection = super().get_connection()
         except MaxConnectionsError:
-            return self._await_release(timeout)
+            connection = self._await_release(timeout)
+        finally:
+            if connection is None:
+                with self.counters.lock:
+                    self._borrowed -= 1
+        return connection
+
+    def give_back(self, connection: Connection) -> None:
+        """Return a connection from :meth:`borrow`."""
+        with self.counters.lock:
+            self._borrowed -= 1
+        self.release(connection)
 
     def _await_release(self, timeout: float, *args: Any, **kwargs: Any) -> Connection | None:
         deadline = time.monotonic() + timeout
@@ -147,9 +162,11 @@ class CountedConnectionPool(ConnectionPool):
         return connection
 
     def connection_counts(self) -> tuple[int, int]:
-        """``(in_use, idle)`` as redis-py's public ``get_connection_count()`` reports them."""
+        """``(in_use, idle)`` from redis-py's public ``get_connection_count()``; a connection
+        lent by :meth:`borrow` counts as idle."""
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
-        return counts.get("used", 0), counts.get("idle", 0)
+        used, borrowed = counts.get("used", 0), min(self._borrowed, counts.get("used", 0))
+        return used - borrowed, counts.get("idle", 0) + borrowed
 
     def snapshot(self) -> PoolStats:
         """This process's view of the pool, JSON-ready; no network I/O."""

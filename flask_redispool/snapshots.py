@@ -53,6 +53,9 @@ KEY_PREFIX: Final = "flask_redispool:stats"
 
 logger = logging.getLogger("flask_redispool")
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "*?[]\\"})
+# What a send may raise: redis-py's errors, and socket errors when the pool is
+# disconnected under it (Flask-side shutdown); the thread must outlive all of them.
+_SEND_ERRORS: Final = (RedisError, OSError, ValueError)
 # Publishers whose thread runs, so that a clean exit can delete their snapshots.
 _RUNNING: weakref.WeakSet[StatsPublisher] = weakref.WeakSet()
 
@@ -85,6 +88,7 @@ class StatsPublisher:
         #: Read on every new connection: true once running, or when there is nothing to start.
         self.started = not self.interval
         self._running = False
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._failing = False
@@ -102,7 +106,8 @@ class StatsPublisher:
             self.started = self._running = True
         _RUNNING.add(self)
         name = f"flask-redispool-stats-{self.pool.settings.prefix}"
-        threading.Thread(target=self._run, name=name, daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
     def stop(self) -> None:
         """Stop publishing for good and delete this process's snapshot (best effort).
@@ -112,18 +117,20 @@ class StatsPublisher:
         with self._lock:
             running, self._running, self.started = self._running, False, True
         self._stopped.set()
-        if running and self.pid == os.getpid():  # a forked child must not delete its parent's
-            self._send(lambda: ("DEL", self.key), warn=False)
+        if not running or self.pid != os.getpid():  # a forked child must not delete its parent's
+            return
+        thread, settings = self._thread, self.pool.settings
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(settings.pool_timeout + settings.worst_case_seconds)  # let a publish in flight end
+        self._send(lambda: ("DEL", self.key), warn=False)
 
     def publish(self) -> bool:
         """Publish the snapshot now; ``False`` if Redis could not take it."""
 
         def command() -> tuple[object, ...]:
-            # Taken while holding the publishing connection, so created == in_use + idle ==
-            # what the server sees; that connection is idle as far as the app is concerned.
+            # Taken while holding the publishing connection (which counts as idle), so
+            # created == in_use + idle == what the server sees.
             stats = PublishedStats(**self.pool.snapshot(), published_at=time.time(), interval=self.interval)
-            stats["in_use"] -= 1
-            stats["idle"] += 1
             ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
             return ("SET", self.key, json.dumps(stats), "PX", ttl_ms)
 
@@ -140,24 +147,24 @@ class StatsPublisher:
         try:
             # Not counted as a checkout; waits for a busy pool, but not longer than a request would.
             connection = pool.borrow(timeout=min(self.interval, pool.settings.pool_timeout))
-        except RedisError as exc:
+        except _SEND_ERRORS as exc:
             return warn and self._failed(exc)
         if connection is None:
             return False
         try:
             connection.send_command(*command())  # type: ignore[no-untyped-call]
             connection.read_response()
-        except RedisError as exc:
+        except _SEND_ERRORS as exc:
             connection.disconnect()  # type: ignore[no-untyped-call]  # a reply may still be coming
             return warn and self._failed(exc)
         finally:
-            pool.release(connection)
+            pool.give_back(connection)
         if self._failing:
             self._failing = False
             logger.info("Publishing %s's pool stats to Redis again.", self.pool.settings.prefix)
         return True
 
-    def _failed(self, exc: RedisError) -> bool:
+    def _failed(self, exc: Exception) -> bool:
         if not self._failing:
             self._failing = True
             settings = self.pool.settings
@@ -217,7 +224,7 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
         pool=pool.snapshot(),
         stats_interval=settings.stats_interval,
         processes=rows,
-        totals=totals(rows),
+        totals=totals(rows, server_seen=server is not None),
         snapshots_error=snapshots_error,
         server_error=server_error,
     )

@@ -227,15 +227,14 @@ def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:
     return f"holds {held} connection(s); its last snapshot is {row['snapshot_age']:g} s old"
 
 
-def totals(rows: Iterable[ProcessRow]) -> Totals:
-    """Sum ``rows`` (see :class:`Totals`)."""
+def totals(rows: Iterable[ProcessRow], *, server_seen: bool) -> Totals:
+    """Sum ``rows`` (see :class:`Totals`); ``server_seen``: whether ``CLIENT LIST`` answered."""
     rows = list(rows)
 
     def total(name: str) -> int:
         values: list[int | None] = [row[name] for row in rows]  # type: ignore[literal-required]
         return sum(value or 0 for value in values)
 
-    server = [row["server_connections"] for row in rows]
     return Totals(
         processes=len(rows),
         in_use=total("in_use"),
@@ -243,6 +242,6 @@ def totals(rows: Iterable[ProcessRow]) -> Totals:
         checkouts=total("checkouts"),
         waits=total("waits"),
         timeouts=total("timeouts"),
-        server_connections=None if None in server else sum(s or 0 for s in server),
+        server_connections=total("server_connections") if server_seen else None,
         suspects=sum(1 for row in rows if row["suspect"]),
     )

@@ -19,6 +19,7 @@ import pytest
 from flask import Flask
 from redis import Redis
 
+from example_app import create_app
 from flask_redispool import RedisPool
 from flask_redispool.extension import app_states
 from flask_redispool.testing import RedisServer, find_redis_server
@@ -91,9 +92,28 @@ def make_app(request: pytest.FixtureRequest) -> Callable[..., Flask]:
 
     yield make
     for app in made:
-        for state in app_states(app):
-            state.pool.publisher.stop()
-            state.pool.disconnect()
+        close_pools(app)
+
+
+@pytest.fixture
+def make_example() -> Iterator[Callable[..., Flask]]:
+    """Build the example app with the given config; closed like :func:`make_app`'s."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        made.append(create_app(config))
+        return made[-1]
+
+    yield make
+    for app in made:
+        close_pools(app)
+
+
+def close_pools(app: Flask) -> None:
+    """Stop the app's publishers, then disconnect its pools."""
+    for state in app_states(app):
+        state.pool.publisher.stop()
+        state.pool.disconnect()
 
 
 @pytest.fixture

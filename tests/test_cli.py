@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -131,25 +132,38 @@ def test_ping_reports_round_trip_and_version(runner: FlaskCliRunner, redis_pool:
     assert version[0].isdigit()
 
 
-@pytest.mark.parametrize("args", [["redis-stats"], ["redis-stats", "--json"], ["redis-ping"]])
-def test_unreachable_redis_is_one_line_and_exit_1(args: list[str], tmp_path: Path) -> None:
-    """Run the real ``flask`` command, as a container health check would."""
-    url = f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0"
+def flask_command(tmp_path: Path, url: str, *args: str) -> tuple[list[str], dict[str, Any]]:
+    """The real ``flask`` command line for an app on ``url``, and the arguments to run it."""
     (tmp_path / "cli_app.py").write_text(
         "from flask import Flask\nfrom flask_redispool import RedisPool\n"
         f"app = Flask(__name__)\napp.config['REDIS_URL'] = {url!r}\nRedisPool(app)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "cli_app", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
-    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    return [sys.executable, "-m", "flask", "--app", "cli_app", *args], {"cwd": tmp_path, "env": env, "text": True}
+
+
+@pytest.mark.parametrize("args", [["redis-stats"], ["redis-stats", "--json"], ["redis-ping"]])
+def test_unreachable_redis_is_one_line_and_exit_1(args: list[str], tmp_path: Path) -> None:
+    """Run the real ``flask`` command, as a container health check would."""
+    command, how = flask_command(tmp_path, f"redis://:hunter2-secret@127.0.0.1:{free_port()}/0", *args)
+    result = subprocess.run(command, capture_output=True, timeout=60, **how)
     assert result.returncode == 1
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith("Error: Redis for REDIS_URL (redis://:***@127.0.0.1:")
     assert "is unreachable: " in line
     assert "hunter2-secret" not in result.stderr
+
+
+def test_watch_refreshes_until_ctrl_c(tmp_path: Path, redis_url: str) -> None:
+    command, how = flask_command(tmp_path, redis_url, "redis-stats", "--json", "--watch", "0.1")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **how)
+    try:
+        assert process.stdout is not None
+        frames = [json.loads(process.stdout.readline()) for _ in range(3)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+    assert [frame["pools"][0]["pool"]["pid"] for frame in frames] == [process.pid] * 3
+    assert process.returncode == 0, stderr
+    assert stderr == ""

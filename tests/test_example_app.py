@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def example(redis_url: str) -> Flask:
-    app = create_app({"REDIS_URL": redis_url})
-    yield app
-    redis_pool.get_pool(app).disconnect()
+def example(make_example: Callable[..., Flask], redis_url: str) -> Flask:
+    return make_example(REDIS_URL=redis_url)
 
 
 def test_hits_count_and_stats_show_the_pool(example: Flask) -> None:
     client = example.test_client()
-    assert [client.get("/hits").json for _ in range(2)] == [{"hits": 1}, {"hits": 2}]
+    assert [client.get("/hits").json for _ in range(2)] == [{"hits": n, "pid": os.getpid()} for n in (1, 2)]
     page = client.get("/").text
     assert '<span class="hits" id="hits">3</span>' in page
     assert "<th>in_use</th><td>0</td>" in page  # a command gives its connection back at once
@@ -64,7 +64,7 @@ def test_demo_starts_an_embedded_server_and_ctrl_c_stops_both() -> None:
             redis_pid = int(_read_until(demo, "redis-server pid").split()[2])
             _read_until(demo, f"http://127.0.0.1:{web_port}")
             with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/hits", timeout=10) as response:
-                assert response.read() == b'{"hits":1}\n'
+                assert json.loads(response.read()) == {"hits": 1, "pid": demo.pid}
             demo.send_signal(signal.SIGINT)
             _read_until(demo, "redis-server stopped")
             assert demo.wait(timeout=20) == 0

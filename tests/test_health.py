@@ -8,8 +8,6 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 
-from example_app import create_app
-from example_app import redis_pool as example_pool
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
@@ -39,15 +37,11 @@ def test_health_of_a_dead_server_never_raises(make_app: Callable[..., Flask], pa
     assert not password or password not in json.dumps(health)
 
 
-def test_example_app_healthz(redis_url: str) -> None:
-    live = create_app({"REDIS_URL": redis_url})
-    dead = create_app({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    try:
-        assert live.test_client().get("/healthz").status_code == 200
-        response = dead.test_client().get("/healthz")
-        assert response.status_code == 503
-        assert response.json is not None
-        assert response.json["ok"] is False
-    finally:
-        for app in (live, dead):
-            example_pool.get_pool(app).disconnect()
+def test_example_app_healthz(make_example: Callable[..., Flask], redis_url: str) -> None:
+    live = make_example(REDIS_URL=redis_url)
+    dead = make_example(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    assert live.test_client().get("/healthz").status_code == 200
+    response = dead.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json is not None
+    assert response.json["ok"] is False

@@ -7,25 +7,82 @@ module-global client) is ``bench/bench_load.py``.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
 
+from flask import Flask
 from redis import Redis
 
 from bench.loadgen import ConnectionSampler, drive, gunicorn
-from example_app import create_app, redis_pool
+from example_app import redis_pool
+from flask_redispool.stats import ProcessRow
+
+from .conftest import our_connections, wait_until
 
 
 def test_gunicorn_workers_under_load(redis_url: str, server: Redis) -> None:
-    with gunicorn("example_app:create_app()", redis_url=redis_url, workers=2, threads=4) as (port, _master):
-        with ConnectionSampler(redis_url, "example_app") as sampler:
-            result = drive(port, "/hits", concurrency=16, total=2000, deadline=60, keepalive=False)
-        app = create_app({"REDIS_URL": redis_url})
-        stats = app.test_cli_runner().invoke(args=["redis-stats", "--json"])
-        redis_pool.get_pool(app).disconnect()
+    app = "example_app:create_app()"
+    with (
+        gunicorn(app, redis_url=redis_url, workers=2, threads=4) as (port, _),
+        ConnectionSampler(redis_url, "example_app") as sampler,
+    ):
+        result = drive(port, "/hits", concurrency=16, total=2000, deadline=60, keepalive=False)
     assert (result.requests, dict(result.errors)) == (2000, {})
     assert server.get("example:hits") == b"2001"  # and one readiness probe: nothing lost
     assert len(sampler.most_per_process) == 2  # both workers, told apart by pid
     assert max(sampler.most_per_process.values()) <= 10  # each within REDIS_MAX_CONNECTIONS
     assert sampler.most_total <= 2 * 10
-    (report,) = json.loads(stats.output)["pools"]
-    workers = {proc["pid"] for proc in report["server"] if not proc["this_process"]}
-    assert workers == set(sampler.most_per_process)  # flask redis-stats sees the serving workers
+
+
+def worker_pids(master: int) -> set[int]:
+    """The gunicorn master's worker processes (Linux)."""
+    with open(f"/proc/{master}/task/{master}/children") as children:
+        return {int(pid) for pid in children.read().split()}
+
+
+def test_redis_stats_sees_each_gunicorn_worker_until_it_dies(
+    make_example: Callable[..., Flask], redis_url: str, server: Redis
+) -> None:
+    interval = 0.5
+    env = {"FLASK_REDIS_STATS_INTERVAL": str(interval)}
+    app = make_example(REDIS_URL=redis_url)
+    redis_pool.get_pool(app).publisher.stop()  # this test process only reads
+
+    def rows() -> dict[int, ProcessRow]:
+        return {row["pid"]: row for row in redis_pool.report(app)["processes"] if not row["this_process"]}
+
+    with gunicorn("example_app:create_app()", redis_url=redis_url, workers=2, threads=4, env=env) as (port, master):
+        result = drive(port, "/hits", concurrency=16, total=400, deadline=60, keepalive=False)
+        load_ended = time.time()
+        workers = worker_pids(master)
+
+        def published_since_load() -> bool:
+            now, seen = time.time(), rows()
+            return all(pid in seen and now - (seen[pid]["snapshot_age"] or 1e9) > load_ended for pid in workers)
+
+        wait_until(published_since_load, 10, "a snapshot of each worker taken after the load")
+        command = [sys.executable, "-m", "flask", "--app", "example_app", "redis-stats", "--json"]
+        cli = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, env={**os.environ, "REDIS_URL": redis_url}
+        )
+        clients = Counter(int(c["name"].rsplit(":", 1)[1]) for c in our_connections(server, "example_app"))
+
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: victim not in rows(), 3 * interval + 10, "the killed worker's row to go")
+
+    assert (result.requests, dict(result.errors)) == (400, {})
+    assert cli.returncode == 0, cli.stderr
+    (report,) = json.loads(cli.stdout)["pools"]
+    listed = {row["pid"]: row for row in report["processes"] if row["pid"] in workers}
+    assert set(listed) | {os.getpid(), report["pool"]["pid"]} == {row["pid"] for row in report["processes"]}
+    assert set(listed) == workers  # and besides them only this test and the command itself
+    for pid, row in listed.items():
+        assert row["server_connections"] == clients[pid] == row["in_use"] + row["idle"]
+        assert (row["in_use"], row["suspect"]) == (0, None)
+    assert sum(row["checkouts"] for row in listed.values()) >= 400

@@ -111,7 +111,8 @@ def test_an_acl_user_with_restricted_commands(make_app: Callable[..., Flask], ow
     stats = runner.invoke(args=["redis-stats", "--json"])
     assert stats.exit_code == 0, stats.output
     (report,) = json.loads(stats.output)["pools"]
-    assert report["server"] is None
+    assert [row["server_connections"] for row in report["processes"]] == []  # nothing published, no CLIENT LIST
+    assert report["totals"]["server_connections"] is None
     assert "permission" in report["server_error"].lower()
     assert all(PASSWORD not in text for text in (ping.output, stats.output))
     assert redis_pool.stats(app)["in_use"] == 0

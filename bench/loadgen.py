@@ -138,6 +138,12 @@ def gunicorn(
             process.wait()
 
 
+def worker_pids(master: int) -> set[int]:
+    """The worker processes of the gunicorn ``master`` (Linux: its children in /proc)."""
+    with open(f"/proc/{master}/task/{master}/children") as children:
+        return {int(pid) for pid in children.read().split()}
+
+
 def _wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -1,19 +1,29 @@
-"""Example app for flask-redispool: a hit counter and a page that shows the pool.
+"""Example app for flask-redispool: a hit counter and a live dashboard of the pools.
 
 Run it with ``make demo`` (starts an embedded redis-server when ``REDIS_URL`` is
 unset), ``flask --app example_app run``, or ``gunicorn 'example_app:create_app()'``.
 Settings come from ``REDIS_URL`` and ``FLASK_REDIS_*`` environment variables, e.g.
 ``FLASK_REDIS_MAX_CONNECTIONS=20``.
+
+The dashboard at ``/`` charts every worker process's pool from the snapshots the
+workers publish (``REDIS_STATS_INTERVAL``, 1 s here), and has buttons that start a
+burst of work in the worker that receives the click, so you can watch a pool fill up,
+make requests wait, and drain.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Any
+import threading
+from collections.abc import Callable
+from typing import Any, Final
 
-from flask import Blueprint, Flask, render_template
+from flask import Blueprint, Flask, abort, current_app, render_template, request
+from redis.exceptions import RedisError
 
 from flask_redispool import Health, PoolStats, RedisPool
+from flask_redispool.stats import PoolReport
 
 #: Where ``make demo`` starts its redis-server, and so where the app looks by default.
 DEMO_REDIS_PORT = int(os.environ.get("DEMO_REDIS_PORT", "6399"))
@@ -26,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     """The app factory: ``flask --app example_app`` and gunicorn both call it."""
     app = Flask(__name__)
     app.config["REDIS_URL"] = os.environ.get("REDIS_URL", f"redis://127.0.0.1:{DEMO_REDIS_PORT}/0")
+    app.config["REDIS_STATS_INTERVAL"] = 1.0  # the dashboard's resolution
     app.config.from_prefixed_env()
     app.config.update(config or {})
     redis_pool.init_app(app)
@@ -36,7 +47,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 @bp.get("/")
 def index() -> str:
     hits = redis_pool.client.incr("example:hits")
-    return render_template("index.html", hits=hits, stats=redis_pool.stats())
+    return render_template("index.html", hits=hits, stats=redis_pool.stats(), bursts=BURSTS)
 
 
 @bp.get("/hits")
@@ -47,6 +58,63 @@ def hits() -> dict[str, int]:
 @bp.get("/stats")
 def stats() -> PoolStats:
     return redis_pool.stats()
+
+
+@bp.get("/report")
+def report() -> PoolReport:
+    """Every worker's pool, as ``flask redis-stats --json`` shows it: the dashboard's data."""
+    return redis_pool.report()
+
+
+def _quick() -> None:
+    redis_pool.client.incr("example:burst")
+
+
+def _slow() -> None:
+    with redis_pool.blocking(1) as client:  # a command the server takes 200 ms to answer
+        client.blpop(["example:never"], timeout=0.2)
+
+
+#: kind: (units of work, work, label). Run by more threads than the pool has
+#: connections (BURST_THREADS), so a slow burst makes requests wait.
+BURSTS: Final[dict[str, tuple[int, Callable[[], None], str]]] = {
+    "quick": (400, _quick, "400 quick INCRs"),
+    "slow": (80, _slow, "80 slow 200 ms BLPOPs"),
+}
+BURST_THREADS: Final = 16
+_burst_running = threading.Lock()  # one burst at a time per process: bounded
+
+
+@bp.post("/burst")
+def burst() -> tuple[dict[str, Any], int]:
+    """Start a bounded burst of work in this worker, as if requests arrived at once."""
+    kind = request.args.get("kind", "")
+    if kind not in BURSTS:
+        abort(400, f"kind must be one of {', '.join(BURSTS)}")
+    if not _burst_running.acquire(blocking=False):
+        return {"kind": kind, "pid": os.getpid(), "started": False}, 409
+    units, work, _label = BURSTS[kind]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    shares = [units // BURST_THREADS + (i < units % BURST_THREADS) for i in range(BURST_THREADS)]
+    threads = [threading.Thread(target=_work, args=(app, work, share), daemon=True) for share in shares]
+    for thread in threads:
+        thread.start()
+    threading.Thread(target=_release_when_done, args=(threads,), daemon=True).start()
+    return {"kind": kind, "pid": os.getpid(), "started": True}, 202
+
+
+def _work(app: Flask, work: Callable[[], None], times: int) -> None:
+    for _ in range(times):
+        # One context per unit, as one request each. A PoolExhaustedError shows up as a
+        # timeout in the stats.
+        with app.app_context(), contextlib.suppress(RedisError):
+            work()
+
+
+def _release_when_done(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join()
+    _burst_running.release()
 
 
 @bp.get("/healthz")

@@ -15,7 +15,7 @@ nothing:
 - connection names ``<client name>:<host>:<pid>`` computed when each connection is
   made, so ``CLIENT LIST`` tells processes apart, also after a fork;
 - a :class:`~flask_redispool.snapshots.StatsPublisher` per process, started by the
-  process's first connection.
+  process's first connection, with a connection of its own.
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class CountedConnectionPool(ConnectionPool):
         self._freed = threading.Condition(threading.Lock())
         self._waiters = 0
         self._releases = 0
-        self._borrowed = 0  # by borrow(): out of the pool, but not in use by the app
         super().reset()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
@@ -99,39 +98,7 @@ class CountedConnectionPool(ConnectionPool):
         if not settings.pool_blocking:
             raise self._exhausted()
         self.counters.waited()
-        connection = self._await_release(settings.pool_timeout, *args, **kwargs)
-        if connection is None:
-            raise self._exhausted()
-        return connection
-
-    def borrow(self, timeout: float) -> Connection | None:
-        """A connection for flask-redispool's own chores (publishing stats), not counted.
-
-        Waits up to ``timeout`` seconds when every connection is out; ``None`` if none
-        came. Give it back with :meth:`give_back`. Until then it counts as idle, not in
-        use: the app is not using it.
-        """
-        with self.counters.lock:  # counted first: connecting takes a while, and is not use
-            self._borrowed += 1
-        connection: Connection | None = None
-        try:
-            connection = super().get_connection()
-        except MaxConnectionsError:
-            connection = self._await_release(timeout)
-        finally:
-            if connection is None:
-                with self.counters.lock:
-                    self._borrowed -= 1
-        return connection
-
-    def give_back(self, connection: Connection) -> None:
-        """Return a connection from :meth:`borrow`."""
-        with self.counters.lock:
-            self._borrowed -= 1
-        self.release(connection)
-
-    def _await_release(self, timeout: float, *args: Any, **kwargs: Any) -> Connection | None:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + settings.pool_timeout
         with self._freed:
             self._waiters += 1
         try:
@@ -147,7 +114,7 @@ class CountedConnectionPool(ConnectionPool):
                     while self._releases == seen:
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            return None
+                            raise self._exhausted()
                         self._freed.wait(remaining)
         finally:
             with self._freed:
@@ -162,11 +129,9 @@ class CountedConnectionPool(ConnectionPool):
         return connection
 
     def connection_counts(self) -> tuple[int, int]:
-        """``(in_use, idle)`` from redis-py's public ``get_connection_count()``; a connection
-        lent by :meth:`borrow` counts as idle."""
+        """``(in_use, idle)`` as redis-py's public ``get_connection_count()`` reports them."""
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
-        used, borrowed = counts.get("used", 0), min(self._borrowed, counts.get("used", 0))
-        return used - borrowed, counts.get("idle", 0) + borrowed
+        return counts.get("used", 0), counts.get("idle", 0)
 
     def snapshot(self) -> PoolStats:
         """This process's view of the pool, JSON-ready; no network I/O."""
@@ -209,15 +174,16 @@ class CountedConnectionPool(ConnectionPool):
 
 
 class _NamedConnection:
-    """Mixed into a redis-py connection class: appends ``:host:pid`` to the client name.
+    """Mixed into a redis-py connection class: appends ``:host:pid`` to the client name
+    (and ``name_suffix``, which takes a connection out of the per-process counts).
 
     Connection objects are made in the process that uses them (redis-py's pool resets
     itself in a forked child), so the pid is always the current one.
     """
 
-    def __init__(self, *args: Any, client_name: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, client_name: str | None = None, name_suffix: str = "", **kwargs: Any) -> None:
         if client_name:
-            client_name = f"{client_name}:{HOST}:{os.getpid()}"
+            client_name = f"{client_name}:{HOST}:{os.getpid()}{name_suffix}"
         super().__init__(*args, client_name=client_name, **kwargs)  # type: ignore[call-arg]
 
 

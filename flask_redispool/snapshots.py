@@ -17,9 +17,11 @@ Publishing stays off the request path and cannot fail a request:
   connection, then every interval. So ``init_app`` does no I/O, a gunicorn master that preloads the app
   publishes nothing, and each forked worker starts its own thread (the pool resets
   itself in a child) with its first connection, then publishes while idle too;
-- the thread borrows a connection without counting a checkout (waiting at most
-  ``POOL_TIMEOUT`` when all are busy, like any request); when Redis is down it logs one
-  warning and tries again next interval;
+- the thread has a connection of its own, outside the pool, so it neither takes nor
+  waits for one that requests need, and publishes even when every pooled connection
+  is busy. It is named ``<client name>:<host>:<pid>:stats``, which keeps it out of the
+  per-process counts: a publishing process holds at most ``MAX_CONNECTIONS`` + 1;
+- when Redis is down the thread logs one warning and tries again next interval;
 - a process that ends cleanly deletes its snapshots; one that is killed leaves them to
   expire.
 """
@@ -43,6 +45,7 @@ from .stats import HOST, PoolReport, PoolStats, group_client_list, process_rows,
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.connection import Connection
 
     from .pool import CountedConnectionPool
 
@@ -53,8 +56,8 @@ KEY_PREFIX: Final = "flask_redispool:stats"
 
 logger = logging.getLogger("flask_redispool")
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "*?[]\\"})
-# What a send may raise: redis-py's errors, and socket errors when the pool is
-# disconnected under it (Flask-side shutdown); the thread must outlive all of them.
+# What a send may raise: redis-py's errors, and socket errors when its connection is
+# closed under it (shutdown); the thread must outlive all of them.
 _SEND_ERRORS: Final = (RedisError, OSError, ValueError)
 # Publishers whose thread runs, so that a clean exit can delete their snapshots.
 _RUNNING: weakref.WeakSet[StatsPublisher] = weakref.WeakSet()
@@ -88,6 +91,7 @@ class StatsPublisher:
         #: Read on every new connection: true once running, or when there is nothing to start.
         self.started = not self.interval
         self._running = False
+        self._connection: Connection | None = None  # made on first use, in this process
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -119,17 +123,19 @@ class StatsPublisher:
         self._stopped.set()
         if not running or self.pid != os.getpid():  # a forked child must not delete its parent's
             return
-        thread, settings = self._thread, self.pool.settings
+        thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(settings.pool_timeout + settings.worst_case_seconds)  # let a publish in flight end
+            thread.join(self.pool.settings.worst_case_seconds)  # let a publish in flight end
+            if thread.is_alive():  # Redis hangs: leave the snapshot to expire
+                return
         self._send(lambda: ("DEL", self.key), warn=False)
+        if self._connection is not None:
+            self._connection.disconnect()  # type: ignore[no-untyped-call]
 
     def publish(self) -> bool:
         """Publish the snapshot now; ``False`` if Redis could not take it."""
 
         def command() -> tuple[object, ...]:
-            # Taken while holding the publishing connection (which counts as idle), so
-            # created == in_use + idle == what the server sees.
             stats = PublishedStats(**self.pool.snapshot(), published_at=time.time(), interval=self.interval)
             ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
             return ("SET", self.key, json.dumps(stats), "PX", ttl_ms)
@@ -137,28 +143,21 @@ class StatsPublisher:
         return self._send(command)
 
     def _run(self) -> None:
-        # The first snapshot goes out one interval after the first connection was made:
-        # by then the request that made it is over, and its connection can carry it.
+        # The first snapshot goes out one interval after the pool's first connection.
         while not self._stopped.wait(self.interval):
             self.publish()
 
     def _send(self, command: Callable[[], tuple[object, ...]], *, warn: bool = True) -> bool:
-        pool = self.pool
-        try:
-            # Not counted as a checkout; waits for a busy pool, but not longer than a request would.
-            connection = pool.borrow(timeout=min(self.interval, pool.settings.pool_timeout))
-        except _SEND_ERRORS as exc:
-            return warn and self._failed(exc)
-        if connection is None:
-            return False
+        if self._connection is None:
+            pool = self.pool
+            self._connection = pool.connection_class(**pool.connection_kwargs, name_suffix=":stats")
+        connection: Connection = self._connection
         try:
             connection.send_command(*command())  # type: ignore[no-untyped-call]
             connection.read_response()
         except _SEND_ERRORS as exc:
-            connection.disconnect()  # type: ignore[no-untyped-call]  # a reply may still be coming
+            connection.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next send
             return warn and self._failed(exc)
-        finally:
-            pool.give_back(connection)
         if self._failing:
             self._failing = False
             logger.info("Publishing %s's pool stats to Redis again.", self.pool.settings.prefix)

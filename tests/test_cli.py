@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,10 @@ from flask.testing import FlaskCliRunner
 from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.stats import HOST
+from flask_redispool.stats import HOST, group_client_list
 from flask_redispool.testing import free_port
 
-from .conftest import Worker, our_connections, wait_until
+from .conftest import Worker, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,11 +76,10 @@ def test_stats_table_has_a_row_per_process_and_totals(
         "SERVER",
     ]
     rows = {line.split()[1]: line.split() for line in lines[3:5]}
-    # Holding 2, the worker's publisher made a third connection of its own: idle to the app.
-    assert rows[str(publishing.pid)][:8] == [HOST, str(publishing.pid), "2", "1", "3", "2", "0", "0"]
-    assert rows[str(publishing.pid)][-1] == "3"
+    assert rows[str(publishing.pid)][:8] == [HOST, str(publishing.pid), "2", "0", "2", "2", "0", "0"]
+    assert rows[str(publishing.pid)][-1] == "2"
     assert rows[str(os.getpid())][2:] == ["-"] * 7 + ["1", "(this", "command)"]
-    assert lines[5].split() == ["total", "2", "proc", "2", "1", "-", "2", "0", "0", "-", "4"]
+    assert lines[5].split() == ["total", "2", "proc", "2", "0", "-", "2", "0", "0", "-", "3"]
 
 
 def test_stats_json_rows_match_the_server(
@@ -89,21 +87,23 @@ def test_stats_json_rows_match_the_server(
 ) -> None:
     publishing = start_worker(app.import_name, held=2, interval=0.2)
     silent = start_worker(app.import_name, held=1, interval=0)
-    report = wait_until(
-        lambda: (r := _stats_json(runner)) and _rows(r)[publishing.pid]["in_use"] is not None and r, 10, "a snapshot"
-    )
+    report = wait_until(lambda: _published(_stats_json(runner), publishing.pid), 10, "a snapshot")
     rows = _rows(report)
-    held = Counter(conn["name"].rsplit(":", 1)[1] for conn in our_connections(server, app.import_name))
-    assert {pid: row["server_connections"] for pid, row in rows.items()} == {int(pid): n for pid, n in held.items()}
+    held = {proc["pid"]: proc["connections"] for proc in group_client_list(server.client_list(), app.import_name)}
+    assert (
+        {pid: row["server_connections"] for pid, row in rows.items()}
+        == held
+        == {publishing.pid: 2, silent.pid: 1, os.getpid(): 1}
+    )
     row = rows[publishing.pid]
-    assert (row["in_use"], row["idle"], row["max_connections"], row["suspect"]) == (2, 1, 10, None)
+    assert (row["in_use"], row["idle"], row["max_connections"], row["suspect"]) == (2, 0, 10, None)
     assert 0 <= row["snapshot_age"] <= 2 * 0.2
     assert rows[silent.pid]["in_use"] is None
     assert rows[silent.pid]["suspect"] == "holds 1 connection(s) but publishes no snapshot"
     assert rows[os.getpid()]["this_process"] is True
     assert report["totals"] == {
-        "processes": 3, "in_use": 2, "idle": 1, "checkouts": 2, "waits": 0, "timeouts": 0,
-        "server_connections": 5, "suspects": 1,
+        "processes": 3, "in_use": 2, "idle": 0, "checkouts": 2, "waits": 0, "timeouts": 0,
+        "server_connections": 4, "suspects": 1,
     }  # fmt: skip
     assert report["server_error"] is report["snapshots_error"] is None
 

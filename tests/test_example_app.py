@@ -17,6 +17,8 @@ from flask import Flask
 from example_app import create_app, redis_pool
 from flask_redispool.testing import find_redis_server, free_port
 
+from .conftest import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,14 +27,42 @@ def example(make_example: Callable[..., Flask], redis_url: str) -> Flask:
     return make_example(REDIS_URL=redis_url)
 
 
-def test_hits_count_and_stats_show_the_pool(example: Flask) -> None:
+def test_hits_count_and_the_dashboard_page(example: Flask) -> None:
     client = example.test_client()
     assert [client.get("/hits").json for _ in range(2)] == [{"hits": n, "pid": os.getpid()} for n in (1, 2)]
     page = client.get("/").text
     assert '<span class="hits" id="hits">3</span>' in page
-    assert "<th>in_use</th><td>0</td>" in page  # a command gives its connection back at once
+    assert 'id="burst-quick"' in page
+    assert 'id="burst-slow"' in page
+    assert 'src="/static/dashboard.js"' in page  # served by the app: no CDN
+    with client.get("/static/dashboard.js") as script:
+        assert script.status_code == 200
     stats = client.get("/stats").json
     assert (stats["in_use"], stats["checkouts"], stats["client_name"]) == (0, 3, "example_app")
+
+
+def test_report_is_what_redis_stats_shows(example: Flask) -> None:
+    client = example.test_client()
+    client.get("/hits")
+    report = client.get("/report").json
+    assert report["stats_interval"] == 1.0  # the example's default
+    (row,) = [row for row in report["processes"] if row["pid"] == os.getpid()]
+    assert (row["this_process"], row["server_connections"]) == (True, 1)
+
+
+def test_a_burst_is_bounded_one_at_a_time_and_makes_requests_wait(example: Flask) -> None:
+    client = example.test_client()
+    assert client.post("/burst?kind=bogus").status_code == 400
+    started = client.post("/burst?kind=slow")
+    assert (started.status_code, started.json) == (202, {"kind": "slow", "pid": os.getpid(), "started": True})
+    # 16 threads doing 5 units of >= 0.2 s each: the burst lasts at least a second.
+    assert client.post("/burst?kind=quick").status_code == 409
+    done = wait_until(lambda: client.post("/burst?kind=quick").status_code == 202, 30, "the slow burst to end")
+    assert done
+    stats = wait_until(lambda: (s := redis_pool.stats(example))["in_use"] == 0 and s, 30, "the quick burst to end")
+    assert stats["created"] == stats["peak_in_use"] == 10  # the limit, not more
+    assert stats["waits"] > 0  # more threads than connections: some waited
+    assert stats["checkouts"] >= 80
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

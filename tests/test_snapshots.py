@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
@@ -60,9 +61,10 @@ def test_a_snapshot_agrees_with_the_server(
 ) -> None:
     use_redis(app, redis_pool)
     published = wait_until(lambda: snapshots(app).get(os.getpid()), 5, "this process's snapshot")
-    connections = our_connections(server, app.import_name)
-    assert published["in_use"] == 0
-    assert published["idle"] == published["created"] == len(connections)
+    names = Counter(c["name"] for c in our_connections(server, app.import_name))
+    pooled, publishing = f"{app.import_name}:{HOST}:{os.getpid()}", f"{app.import_name}:{HOST}:{os.getpid()}:stats"
+    assert names == {pooled: published["created"], publishing: 1}  # the publisher's own, outside the pool
+    assert (published["in_use"], published["idle"]) == (0, published["created"])
     assert published["checkouts"] == 1 == redis_pool.stats(app)["checkouts"]  # publishing is not counted
     assert published["interval"] == INTERVAL
     assert abs(published["published_at"] - time.time()) < 5

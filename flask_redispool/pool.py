@@ -7,8 +7,9 @@ nothing:
 - waiting for a free connection (``POOL_BLOCKING``) as a slow path only. redis-py's
   :class:`~redis.BlockingConnectionPool` passes every checkout through a queue and a
   condition variable, which cost a quarter of the throughput of a gunicorn worker with
-  8 threads (``bench/bench_load.py``); here the checkout is redis-py's plain one, and a
-  release notifies only while somebody waits;
+  8 threads (``bench/bench_load.py``); here the checkout is redis-py's plain one. Only
+  while somebody waits do checkouts queue, first come first served, and a release
+  wakes the oldest waiter;
 - counters for :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts,
   connections made), one uncontended lock section per checkout;
 - :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
@@ -25,6 +26,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -66,20 +68,22 @@ class CountedConnectionPool(ConnectionPool):
 
     def reset(self) -> None:
         # redis-py calls reset() from __init__ and in a forked child, where another thread's
-        # lock may be held forever: each process starts with fresh counters, condition and
+        # lock may be held forever: each process starts with fresh counters, queue and
         # publisher (the parent's publishing thread does not exist in the child).
         self.counters = PoolCounters()
         self.publisher = StatsPublisher(self)
-        self._freed = threading.Condition(threading.Lock())
-        self._waiters = 0
-        self._releases = 0
+        self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
+        self._queue_lock = threading.Lock()
         super().reset()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        try:
-            connection: Connection = super().get_connection(*args, **kwargs)
-        except MaxConnectionsError:
+        if self._queue:  # others wait already: queue up behind them
             connection = self._wait_for_connection(*args, **kwargs)
+        else:
+            try:
+                connection = super().get_connection(*args, **kwargs)
+            except MaxConnectionsError:
+                connection = self._wait_for_connection(*args, **kwargs)
         counters = self.counters  # read after super(): a forked child has just reset them
         with counters.lock:
             counters.checkouts += 1
@@ -87,38 +91,43 @@ class CountedConnectionPool(ConnectionPool):
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
         super().release(connection)
-        if self._waiters:  # the common case pays one attribute check
-            with self._freed:
-                self._releases += 1
-                self._freed.notify()
+        if self._queue:  # the common case pays one attribute check
+            self._wake_first()
+
+    def _wake_first(self) -> None:
+        with self._queue_lock:
+            if self._queue:
+                self._queue[0].set()
 
     def _wait_for_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        """Every connection is out: wait up to ``POOL_TIMEOUT`` for a release, if allowed."""
+        """Every connection is out, or others wait: queue up for ``POOL_TIMEOUT``, if allowed.
+
+        First come, first served: only the oldest waiter takes a released connection, so
+        a thread that releases and checks out again at once cannot starve the others.
+        """
         settings = self.settings
         if not settings.pool_blocking:
             raise self._exhausted()
         self.counters.waited()
         deadline = time.monotonic() + settings.pool_timeout
-        with self._freed:
-            self._waiters += 1
+        turn = threading.Event()
+        with self._queue_lock:
+            self._queue.append(turn)
+            if self._queue[0] is turn:  # first in line: a release may have come already
+                turn.set()
         try:
-            while True:
-                with self._freed:
-                    seen = self._releases
+            while turn.wait(max(0.0, deadline - time.monotonic())):
+                turn.clear()
                 try:
                     connection: Connection = super().get_connection(*args, **kwargs)
                     return connection
                 except MaxConnectionsError:
-                    pass
-                with self._freed:  # a release since `seen` means: try again at once
-                    while self._releases == seen:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise self._exhausted()
-                        self._freed.wait(remaining)
+                    continue  # not free after all: wait for the next release
+            raise self._exhausted()
         finally:
-            with self._freed:
-                self._waiters -= 1
+            with self._queue_lock:
+                self._queue.remove(turn)
+            self._wake_first()  # the next in line looks for a free connection too
 
     def make_connection(self) -> Connection:
         connection: Connection = super().make_connection()  # type: ignore[assignment]

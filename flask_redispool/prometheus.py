@@ -47,7 +47,7 @@ METRICS: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], str, s
     (GaugeMetricFamily, "flask_redispool_connections_idle", "idle", "Connections idle in the pool now."),
     (GaugeMetricFamily, "flask_redispool_max_connections", "max_connections", "The limit, REDIS_MAX_CONNECTIONS."),
     (CounterMetricFamily, "flask_redispool_checkouts", "checkouts", "Connections checked out of the pool."),
-    (CounterMetricFamily, "flask_redispool_waits", "waits", "Checkouts that found every connection busy and waited."),
+    (CounterMetricFamily, "flask_redispool_waits", "waits", "Checkouts that had to queue for a connection."),
     (CounterMetricFamily, "flask_redispool_timeouts", "timeouts", "Checkouts that ended in PoolExhaustedError."),
     (CounterMetricFamily, "flask_redispool_connections_created", "created", "Connections the pool has made."),
 )

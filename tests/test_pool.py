@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,40 @@ def test_a_blocked_request_gets_the_connection_freed_for_it(make_app: Callable[.
     assert result == [b"got it"]
     stats = redis_pool.stats(app)
     assert (stats["waits"], stats["timeouts"], stats["peak_in_use"], stats["created"]) == (1, 0, 1, 1)
+
+
+def test_a_waiting_request_is_served_before_a_thread_that_keeps_coming_back(
+    make_app: Callable[..., Flask], redis_url: str
+) -> None:
+    """Waiters are served first come, first served: a thread that releases and at once
+    checks out again queues behind them instead of taking the connection back."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=1)
+    redis_pool = RedisPool(app)
+    pool = redis_pool.get_pool(app)
+    stop = threading.Event()
+
+    def hog() -> None:  # like a view running command after command, for 5 s at most
+        deadline = time.monotonic() + 5
+        while not stop.is_set() and time.monotonic() < deadline:
+            connection = pool.get_connection()
+            stop.wait(0.01)
+            pool.release(connection)
+
+    hogs = [threading.Thread(target=hog) for _ in range(2)]
+    for thread in hogs:
+        thread.start()
+    try:
+        while pool.counters.created < 2:  # both hogs are cycling: the pool is full
+            time.sleep(0.001)
+        with app.app_context():
+            assert [redis_pool.client.echo(f"turn {n}") for n in range(20)] == [f"turn {n}".encode() for n in range(20)]
+    finally:
+        stop.set()
+        for thread in hogs:
+            thread.join()
+    stats = redis_pool.stats(app)
+    assert stats["timeouts"] == 0
+    assert stats["waits"] >= 20  # every one of its commands had to queue
 
 
 def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:

@@ -54,15 +54,18 @@ function points(samples, field, limit) {
 function draw(key, row) {
   const panel = workerPanel(key, row);
   const samples = histories.get(key);
+  // Connections on the scale of the pool's limit; waits on their own (they run to hundreds).
   const limit = row.max_connections || 1;
-  for (const [name, field] of [["in-use", "inUse"], ["idle", "idle"], ["waits", "waits"]]) {
-    panel.querySelector(`polyline.${name}`).setAttribute("points", points(samples, field, limit));
+  const mostWaits = Math.max(1, ...samples.map((s) => s.waits));
+  for (const [name, field, top] of [["in-use", "inUse", limit], ["idle", "idle", limit], ["waits", "waits", mostWaits]]) {
+    panel.querySelector(`polyline.${name}`).setAttribute("points", points(samples, field, top));
   }
   panel.dataset.samples = samples.length;
   panel.dataset.maxInUse = Math.max(...samples.map((s) => s.inUse));
   panel.querySelector(".numbers").textContent =
     `in use ${row.in_use} · idle ${row.idle} · peak ${row.peak_in_use} / ${row.max_connections} · ` +
-    `waits ${row.waits} · timeouts ${row.timeouts} · server connections ${row.server_connections ?? "?"}`;
+    `waits ${row.waits} (at most ${mostWaits} per sample) · timeouts ${row.timeouts} · ` +
+    `server connections ${row.server_connections ?? "?"}`;
   panel.querySelector(".suspect").textContent = row.suspect ? `leak suspect: ${row.suspect}` : "";
 }
 

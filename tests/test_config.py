@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -205,3 +207,9 @@ def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], c
         RedisPool(make_app(**config))
     assert PASSWORD not in str(info.value)
     assert PASSWORD not in repr(info.value)
+
+
+def test_the_readme_table_lists_every_key() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    listed = set(re.findall(r"`REDIS_([A-Z_]+)`", readme.split("## Configuration")[1].split("\n## ")[0]))
+    assert listed == {key.name for key in CONFIG_KEYS}

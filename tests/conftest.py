@@ -19,9 +19,11 @@ import pytest
 from flask import Flask
 from redis import Redis
 
+from bench.loadgen import drive
 from example_app import create_app
 from flask_redispool import RedisPool
 from flask_redispool.extension import app_states
+from flask_redispool.stats import group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
 PASSWORD = "s3cr3t-Pa55word-x9"
@@ -196,3 +198,15 @@ def start_worker(redis_url: str) -> Iterator[Callable[..., Worker]]:
     for worker in started:
         if worker.process.poll() is None:
             worker.exit()
+
+
+def load_every_worker(port: int, workers: set[int], server: Redis, client_name: str = "example_app") -> None:
+    """Send requests to a gunicorn on ``port`` until each of its ``workers`` has made a
+    connection: the kernel hands connections to whichever worker accepts first, and
+    one worker may take a whole small batch."""
+
+    def all_connected() -> bool:
+        drive(port, "/hits", concurrency=8, total=100, deadline=10, keepalive=False)
+        return workers <= {proc["pid"] for proc in group_client_list(server.client_list(), client_name)}
+
+    wait_until(all_connected, 60, f"each of the workers {sorted(workers)} to use Redis")

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis import Redis
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
@@ -16,7 +17,9 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bench.loadgen import drive, gunicorn, worker_pids
+from bench.loadgen import gunicorn, worker_pids
+
+from .conftest import load_every_worker
 
 FLAGS = (
     "--headless=new",
@@ -59,11 +62,13 @@ def panels(browser: WebDriver) -> dict[int, dict[str, int]]:
     }
 
 
-def test_dashboard_charts_each_worker_and_a_burst(browser: WebDriver, redis_url: str, tmp_path: Path) -> None:
+def test_dashboard_charts_each_worker_and_a_burst(
+    browser: WebDriver, redis_url: str, server: Redis, tmp_path: Path
+) -> None:
     env = {"FLASK_REDIS_STATS_INTERVAL": "0.5"}
     with gunicorn("example_app:create_app()", redis_url=redis_url, workers=2, threads=4, env=env) as (port, master):
         workers = worker_pids(master)
-        drive(port, "/hits", concurrency=8, total=200, deadline=30, keepalive=False)  # both workers serve
+        load_every_worker(port, workers, server)
         browser.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(browser, 30, poll_frequency=0.1)
         wait.until(lambda b: {pid for pid, p in panels(b).items() if p["samples"] >= 3} == workers)
@@ -71,7 +76,7 @@ def test_dashboard_charts_each_worker_and_a_burst(browser: WebDriver, redis_url:
         browser.find_element(By.ID, "burst-slow").click()
         wait.until(lambda b: "slow burst started in pid" in b.find_element(By.ID, "burst-status").text)
         started = {int(pid) for pid in browser.find_element(By.ID, "burst-status").text.split("pid ")[1].split(", ")}
-        wait.until(lambda b: all(panels(b)[pid]["max_in_use"] >= 5 for pid in started))
+        wait.until(lambda b: all(panels(b).get(pid, {}).get("max_in_use", 0) >= 5 for pid in started))
 
         def waits(pid: int) -> int:
             cells = browser.find_elements(By.CSS_SELECTOR, f'#processes tr[data-pid="{pid}"] td')

@@ -21,7 +21,7 @@ from bench.loadgen import ConnectionSampler, drive, gunicorn, worker_pids
 from example_app import redis_pool
 from flask_redispool.stats import ProcessRow, group_client_list
 
-from .conftest import wait_until
+from .conftest import load_every_worker, wait_until
 
 
 def test_gunicorn_workers_under_load(redis_url: str, server: Redis) -> None:
@@ -50,9 +50,10 @@ def test_redis_stats_sees_each_gunicorn_worker_until_it_dies(
         return {row["pid"]: row for row in redis_pool.report(app)["processes"] if not row["this_process"]}
 
     with gunicorn("example_app:create_app()", redis_url=redis_url, workers=2, threads=4, env=env) as (port, master):
+        workers = worker_pids(master)
+        load_every_worker(port, workers, server)
         result = drive(port, "/hits", concurrency=16, total=400, deadline=60, keepalive=False)
         load_ended = time.time()
-        workers = worker_pids(master)
 
         def published_since_load() -> bool:  # ages are rounded to 0.1 s
             now, seen = time.time(), rows()

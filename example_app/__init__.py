@@ -22,8 +22,7 @@ from typing import Any, Final
 from flask import Blueprint, Flask, abort, current_app, render_template, request
 from redis.exceptions import RedisError
 
-from flask_redispool import Health, PoolStats, RedisPool
-from flask_redispool.stats import PoolReport
+from flask_redispool import Health, PoolReport, PoolStats, RedisPool
 
 #: Where ``make demo`` starts its redis-server, and so where the app looks by default.
 DEMO_REDIS_PORT = int(os.environ.get("DEMO_REDIS_PORT", "6399"))

@@ -14,7 +14,7 @@ from .config import CONFIG_KEYS, ConfigKey, Settings
 from .errors import ConfigError, ConfigWarning, PoolExhaustedError
 from .extension import RedisPool
 from .health import Health
-from .stats import PoolStats
+from .stats import PoolReport, PoolStats
 
 __version__ = "0.1.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "ConfigWarning",
     "Health",
     "PoolExhaustedError",
+    "PoolReport",
     "PoolStats",
     "RedisPool",
     "Settings",

@@ -14,9 +14,10 @@ one Redis apart.
 Publishing stays off the request path and cannot fail a request:
 
 - a daemon thread publishes, one interval after the process's pool made its first
-  connection, then every interval. So ``init_app`` does no I/O, a gunicorn master that preloads the app
-  publishes nothing, and each forked worker starts its own thread (the pool resets
-  itself in a child) with its first connection, then publishes while idle too;
+  connection, then every interval. So ``init_app`` does no I/O, a gunicorn master that
+  preloads the app publishes nothing, and each forked worker starts its own thread
+  (the pool resets itself in a child) with its first connection, then publishes while
+  idle too;
 - the thread has a connection of its own, outside the pool, so it neither takes nor
   waits for one that requests need, and publishes even when every pooled connection
   is busy. It is named ``<client name>:<host>:<pid>:stats``, which keeps it out of the
@@ -94,6 +95,7 @@ class StatsPublisher:
         self._connection: Connection | None = None  # made on first use, in this process
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._stopped = threading.Event()
         self._failing = False
 
@@ -148,16 +150,17 @@ class StatsPublisher:
             self.publish()
 
     def _send(self, command: Callable[[], tuple[object, ...]], *, warn: bool = True) -> bool:
-        if self._connection is None:
-            pool = self.pool
-            self._connection = pool.connection_class(**pool.connection_kwargs, name_suffix=":stats")
-        connection: Connection = self._connection
-        try:
-            connection.send_command(*command())  # type: ignore[no-untyped-call]
-            connection.read_response()
-        except _SEND_ERRORS as exc:
-            connection.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next send
-            return warn and self._failed(exc)
+        with self._send_lock:  # publish() may also be called from another thread
+            if self._connection is None:
+                pool = self.pool
+                self._connection = pool.connection_class(**pool.connection_kwargs, name_suffix=":stats")
+            connection: Connection = self._connection
+            try:
+                connection.send_command(*command())  # type: ignore[no-untyped-call]
+                connection.read_response()
+            except _SEND_ERRORS as exc:
+                connection.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next send
+                return warn and self._failed(exc)
         if self._failing:
             self._failing = False
             logger.info("Publishing %s's pool stats to Redis again.", self.pool.settings.prefix)

@@ -1,4 +1,4 @@
-"""Pool counters and the JSON-ready snapshots built from them.
+"""Pool counters, the JSON-ready snapshots built from them, and the per-process report.
 
 Counting sits on every checkout, so it is one uncontended lock section; everything
 else (in use, idle) is read from redis-py's public
@@ -18,10 +18,15 @@ from typing import Any, Final, TypedDict
 __all__ = [
     "HOST",
     "PoolCounters",
+    "PoolReport",
     "PoolStats",
     "ProcessConnections",
+    "ProcessRow",
+    "Totals",
     "group_client_list",
+    "process_rows",
     "split_client_name",
+    "totals",
 ]
 
 #: This machine as connection names and snapshots give it: CLIENT SETNAME takes no

@@ -10,6 +10,9 @@ alike; the ratio reported is the median of the per-round ratios.
     P3  pooled (redis_pool.client) / a new connection per request (target >= 4.5)
     P4  checkout+release through our counted pool / redis-py's plain
         ConnectionPool (time ratio; target <= 1.10)
+    A1  async def view doing 1 GET via redis_pool.async_client / the same view with a
+        new redis.asyncio connection per request (throughput ratio; target >= 3)
+    A2  the same view via async_client / via the sync redis_pool.client (reported)
 
 The app publishes its pool snapshot every second (``REDIS_STATS_INTERVAL=1``, the
 default is 10), so P1-P3 include what publishing costs.
@@ -35,10 +38,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import redis.asyncio
 from flask import Flask
 from redis import ConnectionPool, Redis
 
 from flask_redispool import RedisPool
+from flask_redispool.extension import LOOPS_KEY
 from flask_redispool.testing import RedisServer
 
 Timed = Callable[[], None]
@@ -139,6 +144,51 @@ def view_benchmark(url: str, gets: int, baseline: str, rounds: int, calls: int) 
     return result
 
 
+def build_async_app(url: str) -> tuple[Flask, RedisPool]:
+    """``async def`` views: one GET through each of the three ways to reach Redis."""
+    app = Flask("bench-async")
+    app.config.update(REDIS_URL=url, REDIS_MAX_CONNECTIONS=4, REDIS_STATS_INTERVAL=1)
+    redis_pool = RedisPool(app)
+    host, port = url.split("//")[1].split("/")[0].split(":")
+
+    @app.get("/async")
+    async def async_ours() -> str:
+        await redis_pool.async_client.get("k")
+        return "ok"
+
+    @app.get("/sync")
+    async def sync_client() -> str:
+        redis_pool.client.get("k")  # blocks this thread's loop for the round trip
+        return "ok"
+
+    @app.get("/fresh")
+    async def async_fresh() -> str:
+        client = redis.asyncio.Redis(host=host, port=int(port))
+        try:
+            await client.get("k")
+        finally:
+            await client.aclose()
+        return "ok"
+
+    return app, redis_pool
+
+
+def async_benchmark(url: str, baseline: str, rounds: int, calls: int) -> tuple[float, float, float]:
+    app, redis_pool = build_async_app(url)
+    client = app.test_client()
+
+    def get(path: str) -> Timed:
+        def run() -> None:
+            client.get(path)
+
+        return run
+
+    result = paired_median(get("/async"), get(f"/{baseline}"), calls, rounds, interleave=baseline != "fresh")
+    app.extensions[LOOPS_KEY].close()
+    redis_pool.get_pool(app).disconnect()
+    return result
+
+
 def checkout_benchmark(url: str, rounds: int, calls: int) -> tuple[float, float, float]:
     app = Flask("bench-pool")
     app.config.update(REDIS_URL=url)
@@ -162,6 +212,8 @@ BENCHMARKS: dict[str, tuple[str, str, Callable[[str, int], tuple[float, float, f
     "P2": ("10 GETs: client / module-global", ">= 0.99", lambda url, r: view_benchmark(url, 10, "global", r, 100)),
     "P3": ("pooled / new connection", ">= 4.5", lambda url, r: view_benchmark(url, 1, "fresh", r, 200)),
     "P4": ("checkout+release: ours / plain", "<= 1.10", lambda url, r: checkout_benchmark(url, r, 3000)),
+    "A1": ("async view: async_client / new conn", ">= 3", lambda url, r: async_benchmark(url, "fresh", r, 200)),
+    "A2": ("async view: async_client / client", "report", lambda url, r: async_benchmark(url, "sync", r, 300)),
 }
 
 

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, cast
 
+import redis.asyncio
 from flask import Flask, current_app, g
 from flask.globals import app_ctx
 from redis import Redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
+from .asyncio import AsyncContextClient, AsyncPools, ThreadLoops
 from .client import ContextClient, release_holder
 from .config import Settings, load_settings
 from .health import Health, check_health
@@ -27,6 +30,8 @@ __all__ = ["EXTENSION_KEY", "RedisPool"]
 
 #: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
 EXTENSION_KEY: Final = "redispool"
+#: Where each app keeps the event loops its async views run on (one per thread).
+LOOPS_KEY: Final = "redispool.loops"
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -38,6 +43,7 @@ class AppState:
     settings: Settings
     pool: CountedConnectionPool
     client: ContextClient  # prepared once; each context gets a cheap copy
+    async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
 
 
 def app_states(app: Flask) -> list[AppState]:
@@ -79,6 +85,7 @@ class RedisPool:
             )
         self.config_prefix = config_prefix
         self._g_key = f"_redispool_{config_prefix}"
+        self._async_key = f"_redispool_async_{config_prefix}"
         if app is not None:
             self.init_app(app)
 
@@ -104,7 +111,8 @@ class RedisPool:
             )
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
         pool = create_pool(settings)
-        states[self.config_prefix] = AppState(self, settings, pool, ContextClient(connection_pool=pool))
+        async_pools = AsyncPools(pool, _thread_loops(app))
+        states[self.config_prefix] = AppState(self, settings, pool, ContextClient(connection_pool=pool), async_pools)
         app.teardown_appcontext(self._teardown)
         register_commands(app)
 
@@ -142,6 +150,45 @@ class RedisPool:
             if state is None or state.extension is not self:
                 state = self._state(ctx.app)  # raises the explanatory error
             client = namespace[self._g_key] = state.client.for_context()
+        return client
+
+    @property
+    def async_client(self) -> redis.asyncio.Redis:
+        """The ``redis.asyncio`` client of the current app context, for ``async def`` views.
+
+        .. code-block:: python
+
+            @app.get("/hits")
+            async def hits():
+                return {"hits": await redis_pool.async_client.incr("hits")}
+
+        Its pool belongs to the running event loop: ``init_app`` runs the app's async
+        views on one loop per serving thread (see :mod:`flask_redispool.asyncio`), and
+        each loop has its own pool, bounded by ``REDIS_MAX_CONNECTIONS``, with the same
+        settings as :attr:`client`. What a pipeline or pubsub still holds when the
+        context ends is given back.
+
+        :raises RuntimeError: outside an app context or a running event loop, or on a
+            loop the app does not manage (``app.async_to_sync`` was replaced).
+        """
+        try:
+            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
+        except RuntimeError:
+            raise self._outside_context() from None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(f"{self!r}.async_client needs a running event loop: use it in async views.") from None
+        namespace = ctx.g.__dict__
+        client: AsyncContextClient | None = namespace.get(self._async_key)
+        if client is None or client.loop is not loop:
+            state = self._state(ctx.app)
+            if not state.async_pools.loops.manages(loop):
+                raise RuntimeError(
+                    f"{self!r}.async_client runs on the event loops flask-redispool gives the app's async "
+                    "views, but this code runs on another loop (app.async_to_sync was replaced?)."
+                )
+            client = namespace[self._async_key] = state.async_pools.client(loop)
         return client
 
     def get_pool(self, app: Flask | None = None) -> CountedConnectionPool:
@@ -262,9 +309,23 @@ class RedisPool:
         )
 
     def _teardown(self, exc: BaseException | None) -> None:
-        client: ContextClient | None = g._get_current_object().__dict__.pop(self._g_key, None)
+        namespace = g._get_current_object().__dict__
+        client: ContextClient | None = namespace.pop(self._g_key, None)
         if client is not None and client.holds_any:
             client.release_all()
+        async_client: AsyncContextClient | None = namespace.pop(self._async_key, None)
+        if async_client is not None and async_client.holds_any and not async_client.loop.is_closed():
+            async_client.loop.run_until_complete(async_client.release_all())  # the view's loop, idle now
+
+
+def _thread_loops(app: Flask) -> ThreadLoops:
+    """The app's :class:`ThreadLoops`, installed as its ``async_to_sync`` unless it has its own."""
+    loops: ThreadLoops | None = app.extensions.get(LOOPS_KEY)
+    if loops is None:
+        loops = app.extensions[LOOPS_KEY] = ThreadLoops()
+        if "async_to_sync" not in vars(app) and type(app).async_to_sync is Flask.async_to_sync:
+            app.async_to_sync = loops.async_to_sync  # type: ignore[method-assign]
+    return loops
 
 
 def _default_client_name(app: Flask, prefix: str) -> str:

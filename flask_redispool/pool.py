@@ -168,9 +168,12 @@ class CountedConnectionPool(ConnectionPool):
         )
 
     def _exhausted(self) -> PoolExhaustedError:
+        return self.exhausted_error(self.connection_counts()[0])
+
+    def exhausted_error(self, in_use: int) -> PoolExhaustedError:
+        """Count a timeout, and say which keys to raise (also for this app's async pools)."""
         self.counters.timed_out()
         settings = self.settings
-        in_use = self.connection_counts()[0]
         if settings.pool_blocking:
             how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"
         else:
@@ -200,7 +203,7 @@ class _NamedConnection:
 def named(connection_class: type[Any]) -> type[Any]:
     """A subclass of ``connection_class`` whose client name carries host and pid."""
     name = f"Named{connection_class.__name__}"
-    return type(name, (_NamedConnection, connection_class), {"__module__": __name__})
+    return type(name, (_NamedConnection, connection_class), {"__module__": __name__, "unnamed": connection_class})
 
 
 def create_pool(settings: Settings) -> CountedConnectionPool:

@@ -22,7 +22,7 @@ from redis import Redis
 from bench.loadgen import drive
 from example_app import create_app
 from flask_redispool import RedisPool
-from flask_redispool.extension import app_states
+from flask_redispool.extension import LOOPS_KEY, app_states
 from flask_redispool.stats import group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
@@ -112,7 +112,11 @@ def make_example() -> Iterator[Callable[..., Flask]]:
 
 
 def close_pools(app: Flask) -> None:
-    """Stop the app's publishers, then disconnect its pools."""
+    """Close the app's event loops (and their async pools), stop its publishers, then
+    disconnect its pools."""
+    loops = app.extensions.get(LOOPS_KEY)
+    if loops is not None:
+        loops.close()
     for state in app_states(app):
         state.pool.publisher.stop()
         state.pool.disconnect()

@@ -1,0 +1,275 @@
+"""``redis.asyncio`` pools for ``async def`` views: one pool per event loop.
+
+Measured with Flask 3.1 and asgiref 3.13 (``bench/async_loops.py``): Flask runs each
+``async def`` view through :func:`asgiref.sync.async_to_sync`, which makes a **new event
+loop for every call**, runs it in a fresh helper thread and closes it when the view
+returns. A ``redis.asyncio`` connection belongs to the loop it was opened on, so a pool
+made once at ``init_app`` breaks on the next request's loop, and a pool per request
+pools nothing: every request would open (and leak) its own connections.
+
+So ``init_app`` runs the app's async views on :class:`ThreadLoops` instead: each thread
+that serves requests (a gunicorn ``gthread`` thread, a dev server thread) gets one
+event loop, kept for the thread's life and reused by every async view it runs. Each
+loop gets its own bounded pool (:class:`AsyncPools`), made on first use; when a thread
+has ended, its loop's pools are closed and the loop with them.
+
+.. code-block:: python
+
+    @app.get("/hits")
+    async def hits():
+        return {"hits": await redis_pool.async_client.incr("hits")}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import redis.asyncio
+import redis.asyncio.connection as aio_connection
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError, RedisError
+
+from .config import BACKOFF_BASE, BACKOFF_CAP
+from .errors import ConfigError
+from .pool import named
+
+if TYPE_CHECKING:
+    from .pool import CountedConnectionPool
+
+__all__ = ["AsyncContextClient", "AsyncPools", "ThreadLoops"]
+
+T = TypeVar("T")
+Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
+
+#: The sync connection classes a URL gives, and their ``redis.asyncio`` twins.
+_ASYNC_TWINS: Final[dict[type[Any], type[Any]]] = {
+    Connection: aio_connection.Connection,
+    SSLConnection: aio_connection.SSLConnection,
+    UnixDomainSocketConnection: aio_connection.UnixDomainSocketConnection,
+}
+
+
+class ThreadLoops:
+    """Runs an app's ``async def`` views on one event loop per thread, kept for its life.
+
+    ``init_app`` installs :meth:`async_to_sync` as the app's ``async_to_sync`` (Flask's
+    documented hook), unless the app already has its own. Inside a thread that already
+    runs an event loop, it falls back to asgiref's, as Flask would.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loops: dict[threading.Thread, asyncio.AbstractEventLoop] = {}
+        self._closers: list[Closer] = []
+
+    def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
+        """Flask's ``app.async_to_sync``: a function that runs ``func`` to completion."""
+
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> T:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return self.loop().run_until_complete(func(*args, **kwargs))
+            from asgiref.sync import async_to_sync
+
+            return async_to_sync(func)(*args, **kwargs)
+
+        return run
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """This thread's loop, made on first use (closing the loops of ended threads)."""
+        thread = threading.current_thread()
+        loop = self._loops.get(thread)
+        if loop is None:
+            self._close_ended()
+            loop = asyncio.new_event_loop()
+            with self._lock:
+                self._loops[thread] = loop
+        return loop
+
+    def manages(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether ``loop`` is one of ours (so its pools will be closed with it)."""
+        return self._loops.get(threading.current_thread()) is loop
+
+    def on_close(self, closer: Closer) -> None:
+        """Run ``await closer(loop)`` on each loop before it is closed."""
+        self._closers.append(closer)
+
+    def live_loops(self) -> int:
+        """How many loops are open (one per thread that has run an async view)."""
+        return len(self._loops)
+
+    def close(self) -> None:
+        """Close every loop that is not running now: at shutdown, and in tests."""
+        with self._lock:
+            idle = [(t, loop) for t, loop in self._loops.items() if not loop.is_running()]
+            for thread, _ in idle:
+                del self._loops[thread]
+        for _, loop in idle:
+            self._close_loop(loop)
+
+    def _close_ended(self) -> None:
+        with self._lock:
+            ended = [(t, loop) for t, loop in self._loops.items() if not t.is_alive()]
+            for thread, _ in ended:
+                del self._loops[thread]
+        for _, loop in ended:
+            self._close_loop(loop)
+
+    def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        for closer in self._closers:
+            loop.run_until_complete(closer(loop))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
+    """A ``redis.asyncio`` pool for one loop, bounded like the sync one.
+
+    Waits up to ``POOL_TIMEOUT`` for a free connection (not at all when
+    ``POOL_BLOCKING`` is false), then raises :class:`~flask_redispool.PoolExhaustedError`
+    like the sync pool, instead of redis-py's ``ConnectionError("No connection available.")``.
+    """
+
+    def __init__(self, sync_pool: CountedConnectionPool, **kwargs: Any) -> None:
+        settings = self.settings = sync_pool.settings
+        self._sync_pool = sync_pool
+        timeout = settings.pool_timeout if settings.pool_blocking else 0
+        super().__init__(max_connections=settings.max_connections, timeout=timeout, **kwargs)
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except ConnectionError as exc:
+            if isinstance(exc.__cause__, asyncio.TimeoutError):  # redis-py's pool timed out
+                raise self._sync_pool.exhausted_error(self.in_use()) from None
+            raise
+
+    def in_use(self) -> int:
+        """Connections checked out of this loop's pool now."""
+        counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
+        return int(counts.get("used", 0))
+
+
+class AsyncContextClient(redis.asyncio.Redis):
+    """The ``redis.asyncio.Redis`` of one app context on one loop.
+
+    Keeps the pipelines and pubsubs it hands out until the context ends, so that
+    :meth:`release_all` can give back a connection one of them still holds. (Unlike the
+    sync side it cannot let them go earlier: an async pipeline cannot give its
+    connection back when it is garbage-collected.)
+    """
+
+    _holders: list[Any] | None = None
+
+    def for_context(self) -> AsyncContextClient:
+        """A copy sharing the pool, with nothing held yet (cheaper than building one)."""
+        client = object.__new__(AsyncContextClient)
+        client.__dict__.update(self.__dict__)
+        client._holders = None
+        return client
+
+    #: The event loop this client's pool belongs to.
+    loop: asyncio.AbstractEventLoop
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        return self._remember(super().pipeline(transaction, shard_hint))
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        return self._remember(super().pubsub(**kwargs))
+
+    @property
+    def holds_any(self) -> bool:
+        """Whether a pipeline or pubsub was taken through this client."""
+        return bool(self._holders)
+
+    async def release_all(self) -> None:
+        """Give back every connection a pipeline or pubsub of this context still holds.
+
+        A connection still held at the end may sit mid-``WATCH`` or have a reply unread:
+        it is disconnected before it goes back.
+        """
+        holders, self._holders = self._holders or [], None
+        for holder in holders:
+            connection = holder.connection
+            if connection is not None:
+                await connection.disconnect()
+            await holder.aclose()
+
+    def _remember(self, holder: T) -> T:
+        if self._holders is None:
+            self._holders = []
+        self._holders.append(holder)
+        return holder
+
+
+class AsyncPools:
+    """One app's ``redis.asyncio`` pools, one per event loop, for one config prefix.
+
+    Built from the sync pool's validated connection settings (URL, TLS, timeouts,
+    retries, client name), so both sides behave alike. Makes no connection until a
+    command runs.
+    """
+
+    def __init__(self, sync_pool: CountedConnectionPool, loops: ThreadLoops) -> None:
+        self._sync_pool = sync_pool
+        self._kwargs = _async_connection_kwargs(sync_pool)
+        self._lock = threading.Lock()
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
+        self.loops = loops
+        loops.on_close(self.close)
+
+    def client(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient:
+        """A fresh per-context client on ``loop``'s pool, making the pool on first use."""
+        prepared = self._clients.get(loop)
+        if prepared is None:
+            client = AsyncContextClient(connection_pool=CountedAsyncPool(self._sync_pool, **self._kwargs))
+            client.loop = loop
+            with self._lock:
+                prepared = self._clients.setdefault(loop, client)
+        return prepared.for_context()
+
+    def pool_count(self) -> int:
+        """How many loops have a pool."""
+        return len(self._clients)
+
+    def in_use(self) -> int:
+        """Connections checked out now, over every loop's pool."""
+        return sum(client.connection_pool.in_use() for client in list(self._clients.values()))  # type: ignore[attr-defined]
+
+    async def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close ``loop``'s pool: its connections are disconnected, on that loop."""
+        with self._lock:
+            client = self._clients.pop(loop, None)
+        if client is not None:
+            await client.connection_pool.aclose()
+
+
+def _async_connection_kwargs(sync_pool: CountedConnectionPool) -> dict[str, Any]:
+    """The sync pool's connection keyword arguments, for ``redis.asyncio``."""
+    settings = sync_pool.settings
+    kwargs = dict(sync_pool.connection_kwargs)
+    twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.unnamed)
+    if twin is None and "server" in kwargs:  # fakeredis://: the same fake server as the sync side
+        from fakeredis.aioredis import FakeAsyncRedisConnection
+
+        twin = FakeAsyncRedisConnection
+    if twin is None:
+        raise ConfigError(f"{settings.key('URL')} ({settings.redacted_url}) has no redis.asyncio connection class")
+    kwargs["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
+    kwargs["connection_class"] = named(twin)  # type: ignore[arg-type]  # mypy: a class is hashable
+    try:
+        kwargs["connection_class"](**{k: v for k, v in kwargs.items() if k != "connection_class"})
+    except (TypeError, ValueError, RedisError) as exc:
+        raise ConfigError(
+            f"{settings.key('OPTIONS')} or {settings.key('URL')} holds an option "
+            f"that redis.asyncio's {twin.__name__} does not take: {exc}"
+        ) from None
+    return kwargs

@@ -1,0 +1,233 @@
+"""``async_client`` in Flask ``async def`` views, against real servers."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import threading
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.exceptions import ConnectionError
+
+from flask_redispool import RedisPool
+from flask_redispool.extension import LOOPS_KEY, app_states
+from flask_redispool.stats import HOST
+from flask_redispool.testing import RedisServer
+
+from .conftest import our_connections
+
+
+def held_by_this_process(server: Redis, app: Flask) -> int:
+    """Connections the server sees from this process's pools of ``app`` (sync and async)."""
+    return len([c for c in our_connections(server, app.import_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
+
+
+@pytest.fixture
+def async_app(make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool) -> Flask:
+    """An app whose async views count hits and report the loop they ran on."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=3)
+    redis_pool.init_app(app)
+
+    @app.get("/hits")
+    async def hits() -> dict[str, int]:
+        return {"hits": await redis_pool.async_client.incr("hits"), "loop": id(asyncio.get_running_loop())}
+
+    return app
+
+
+def loops_of(app: Flask) -> int:
+    return app.extensions[LOOPS_KEY].live_loops()  # type: ignore[no-any-return]
+
+
+def test_sequential_async_views_share_one_loop_and_one_connection(
+    async_app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    client = async_app.test_client()
+    answers = [client.get("/hits").json for _ in range(20)]
+    assert [a["hits"] for a in answers] == list(range(1, 21))
+    assert len({a["loop"] for a in answers}) == 1  # asgiref would have made 20 loops
+    assert held_by_this_process(server, async_app) == 1
+    (state,) = app_states(async_app)
+    assert (state.async_pools.pool_count(), state.async_pools.in_use()) == (1, 0)
+
+
+def test_async_views_from_several_threads_get_a_pool_each_closed_when_the_thread_ends(
+    async_app: Flask, server: Redis
+) -> None:
+    (state,) = app_states(async_app)
+    during: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def serve() -> None:
+        client = async_app.test_client()
+        for _ in range(25):
+            assert client.get("/hits").status_code == 200
+        barrier.wait()  # all four threads, with their loops, are alive here
+        during.append(state.async_pools.pool_count())
+
+    threads = [threading.Thread(target=serve) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert server.get("hits") == b"100"
+    assert min(during) == 4
+    assert held_by_this_process(server, async_app) <= 4 * 3
+    async_app.test_client().get("/hits")  # a new loop here closes the ended threads' loops
+    assert (loops_of(async_app), state.async_pools.pool_count()) == (1, 1)
+    assert held_by_this_process(server, async_app) == 1
+
+
+def test_ten_thousand_async_requests_stay_bounded_and_memory_flat(async_app: Flask, server: Redis) -> None:
+    """Like a dev server with a thread per request batch: 50 rounds of 4 new threads."""
+    (state,) = app_states(async_app)
+    most_held = 0
+    objects: list[int] = []
+    for round_ in range(50):
+
+        def serve() -> None:
+            client = async_app.test_client()
+            for _ in range(50):
+                client.get("/hits")
+
+        threads = [threading.Thread(target=serve) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        most_held = max(most_held, held_by_this_process(server, async_app))
+        assert state.async_pools.pool_count() <= 4 + 4  # this round's, and the last round's until swept
+        if round_ in (10, 49):
+            gc.collect()
+            objects.append(len(gc.get_objects()))
+    assert server.get("hits") == b"10000"
+    assert most_held <= 8 * 3  # max_connections per live loop
+    loops = [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and not o.is_closed()]
+    assert len(loops) <= 4 + 4
+    assert objects[1] - objects[0] < 1000, objects  # no growth with the number of requests
+
+
+def test_cancelling_mid_command_leaves_no_half_read_connection(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_SOCKET_TIMEOUT=2)
+    redis_pool.init_app(app)
+
+    @app.get("/cancel")
+    async def cancel() -> dict[str, object]:
+        client = redis_pool.async_client
+        slow = asyncio.create_task(client.execute_command("DEBUG", "SLEEP", "0.3"))
+        await asyncio.sleep(0.05)  # the command is on the wire, its reply not yet read
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        await client.set("k", "v")
+        return {"get": (await client.get("k")).decode(), "echo": (await client.echo("after")).decode()}
+
+    assert app.test_client().get("/cancel").json == {"get": "v", "echo": "after"}
+
+
+def test_a_pipeline_left_watching_is_given_back_disconnected(
+    async_app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    @async_app.get("/watch")
+    async def watch() -> str:
+        pipe = redis_pool.async_client.pipeline()
+        await pipe.watch("hits")
+        return str(id(pipe.connection))  # returns without reset(): the connection is still out
+
+    (state,) = app_states(async_app)
+    assert async_app.test_client().get("/watch").status_code == 200
+    assert state.async_pools.in_use() == 0
+    assert async_app.test_client().get("/hits").json["hits"] == 1  # the pool still works
+
+
+def test_async_client_recovers_after_a_server_restart(
+    make_app: Callable[..., Flask], own_server: RedisServer, redis_pool: RedisPool
+) -> None:
+    app = make_app(REDIS_URL=own_server.url)
+    redis_pool.init_app(app)
+
+    @app.get("/ping")
+    async def ping() -> tuple[str, int]:
+        try:
+            return str(await redis_pool.async_client.ping()), 200
+        except ConnectionError as exc:
+            return type(exc).__name__, 503
+
+    client = app.test_client()
+    assert client.get("/ping").status_code == 200
+    own_server.kill()
+    assert (client.get("/ping").status_code, client.get("/ping").text) == (503, "ConnectionError")
+    own_server.start()
+    assert (client.get("/ping").status_code, client.get("/ping").text) == (200, "True")
+
+
+def test_an_exhausted_async_pool_raises_pool_exhausted(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.1, REDIS_SOCKET_TIMEOUT=2)
+    redis_pool.init_app(app)
+
+    @app.get("/two")
+    async def two() -> str:
+        client = redis_pool.async_client
+        results = await asyncio.gather(
+            client.execute_command("DEBUG", "SLEEP", "0.3"), client.ping(), return_exceptions=True
+        )
+        return f"{type(results[1]).__name__}: {results[1]}"
+
+    text = app.test_client().get("/two").text
+    assert text.startswith("PoolExhaustedError: No free Redis connection: 1 in use of the 1 allowed by REDIS_MAX")
+    assert redis_pool.stats(app)["timeouts"] == 1
+
+
+def test_async_client_needs_a_loop_and_a_context(async_app: Flask, redis_pool: RedisPool) -> None:
+    @async_app.get("/sync")
+    def sync_view() -> str:
+        return str(redis_pool.async_client)
+
+    async_app.config["PROPAGATE_EXCEPTIONS"] = True
+    with pytest.raises(RuntimeError, match=r"async_client needs a running event loop"):
+        async_app.test_client().get("/sync")
+    with pytest.raises(RuntimeError, match=r"used outside an application context"):
+        redis_pool.async_client  # noqa: B018
+
+
+def test_fakeredis_urls_work_async_on_the_same_fake_server(
+    make_app: Callable[..., Flask], redis_pool: RedisPool
+) -> None:
+    app = make_app(REDIS_URL="fakeredis://")
+    redis_pool.init_app(app)
+
+    @app.get("/")
+    async def both() -> dict[str, int]:
+        redis_pool.client.set("n", 41)
+        return {"n": await redis_pool.async_client.incr("n")}
+
+    assert app.test_client().get("/").json == {"n": 42}
+
+
+def test_plain_flask_runs_each_async_view_on_a_new_loop_it_then_closes() -> None:
+    """The finding the design rests on (Flask 3.1, asgiref): without flask-redispool,
+    every async view call gets a new event loop, in another thread, closed afterwards."""
+    app = Flask("plain")
+    loops: list[asyncio.AbstractEventLoop] = []
+    threads: list[int] = []
+
+    @app.get("/")
+    async def view() -> str:
+        loops.append(asyncio.get_running_loop())
+        threads.append(threading.get_ident())
+        return "ok"
+
+    client = app.test_client()
+    for _ in range(3):
+        client.get("/")
+    assert len({id(loop) for loop in loops}) == 3
+    assert all(loop.is_closed() for loop in loops)
+    assert threading.get_ident() not in threads

@@ -7,11 +7,14 @@ returns. A ``redis.asyncio`` connection belongs to the loop it was opened on, so
 made once at ``init_app`` breaks on the next request's loop, and a pool per request
 pools nothing: every request would open (and leak) its own connections.
 
-So ``init_app`` runs the app's async views on :class:`ThreadLoops` instead: each thread
-that serves requests (a gunicorn ``gthread`` thread, a dev server thread) gets one
-event loop, kept for the thread's life and reused by every async view it runs. Each
-loop gets its own bounded pool (:class:`AsyncPools`), made on first use; when a thread
-has ended, its loop's pools are closed and the loop with them.
+So ``init_app`` runs a Flask app's async views on :class:`ThreadLoops` instead: each
+thread that serves requests (a gunicorn ``gthread`` thread, a dev server thread) gets
+one event loop, kept for the thread's life and reused by every async view it runs.
+Each loop gets its own bounded pool (:class:`AsyncPools`), made on first use; when a
+thread has ended, its loop's pools are closed and the loop with them.
+
+A Quart app already runs everything on the server's one loop (:class:`ServingLoops`):
+one pool on it, closed after serving.
 
 .. code-block:: python
 
@@ -26,7 +29,7 @@ import asyncio
 import functools
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import redis.asyncio
 import redis.asyncio.connection as aio_connection
@@ -42,7 +45,7 @@ from .pool import named
 if TYPE_CHECKING:
     from .pool import CountedConnectionPool
 
-__all__ = ["AsyncContextClient", "AsyncPools", "ThreadLoops"]
+__all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops"]
 
 T = TypeVar("T")
 Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
@@ -53,6 +56,39 @@ _ASYNC_TWINS: Final[dict[type[Any], type[Any]]] = {
     SSLConnection: aio_connection.SSLConnection,
     UnixDomainSocketConnection: aio_connection.UnixDomainSocketConnection,
 }
+
+
+class LoopOwner(Protocol):
+    """Whoever runs an app's async views: knows its loops, and closes them."""
+
+    def manages(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether pools made for ``loop`` will be closed with it."""
+
+    def on_close(self, closer: Closer) -> None:
+        """Run ``await closer(loop)`` on each loop before it is closed."""
+
+
+class ServingLoops:
+    """For Quart: views run on the server's loop, which lives as long as the app serves.
+
+    ``init_app`` registers :meth:`close_running` with ``app.after_serving``, so the
+    pools close on that loop when serving stops.
+    """
+
+    def __init__(self) -> None:
+        self._closers: list[Closer] = []
+
+    def manages(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return True
+
+    def on_close(self, closer: Closer) -> None:
+        self._closers.append(closer)
+
+    async def close_running(self) -> None:
+        """Close the pools of the running loop (Quart's ``after_serving``)."""
+        loop = asyncio.get_running_loop()
+        for closer in self._closers:
+            await closer(loop)
 
 
 class ThreadLoops:
@@ -218,8 +254,9 @@ class AsyncPools:
     command runs.
     """
 
-    def __init__(self, sync_pool: CountedConnectionPool, loops: ThreadLoops) -> None:
+    def __init__(self, sync_pool: CountedConnectionPool, loops: LoopOwner) -> None:
         self._sync_pool = sync_pool
+        sync_pool.async_pools = self  # so that its snapshots count these too
         self._kwargs = _async_connection_kwargs(sync_pool)
         self._lock = threading.Lock()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}

@@ -13,8 +13,7 @@ import time
 from typing import Final
 
 import click
-from flask import Flask, current_app
-from flask.cli import with_appcontext
+from flask.sansio.app import App
 from redis.exceptions import RedisError
 
 from .extension import AppState, app_states
@@ -25,16 +24,25 @@ from .stats import PoolReport
 __all__ = ["ping_command", "register_commands", "stats_command"]
 
 
-def register_commands(app: Flask) -> None:
+def register_commands(app: App) -> None:
     """Add the commands to ``app.cli`` (once, however many prefixes the app has)."""
     for command in (stats_command, ping_command):
         if command.name not in app.cli.commands:
             app.cli.add_command(command)
 
 
-def _not_a_server() -> None:
+def _command_app() -> App:
+    """The app of the running ``flask`` (or ``quart``) command, from its ScriptInfo.
+
+    The commands need no app context, so the same ones serve Flask and Quart apps.
+    """
+    app: App = click.get_current_context().obj.load_app()
+    return app
+
+
+def _not_a_server(app: App) -> None:
     """A command is not a serving process: it publishes no snapshot of its pools."""
-    for state in app_states(current_app):
+    for state in app_states(app):
         state.pool.publisher.stop()
 
 
@@ -59,6 +67,8 @@ _COLUMNS: Final = (
     ("CHECKOUTS", "checkouts", 10),
     ("WAITS", "waits", 6),
     ("TIMEOUTS", "timeouts", 9),
+    ("LOOPS", "async_pools", 6),
+    ("ASYNC", "async_in_use", 6),
     ("AGE", "snapshot_age", 7),
     ("SERVER", "server_connections", 7),
 )
@@ -88,7 +98,7 @@ def _format(report: PoolReport) -> list[str]:
         mark = "  (this command)" if row["this_process"] else ""
         lines.append("  " + " ".join(_cell(row[name], name, width) for _, name, width in _COLUMNS) + mark)  # type: ignore[literal-required]
     totals = report["totals"]
-    total_row = {**totals, "host": "total", "pid": f"{totals['processes']} proc", "peak_in_use": None}
+    total_row = {**totals, "host": "total", "pid": f"{totals['processes']} proc"}  # no sum of peaks or loops
     lines.append("  " + " ".join(_cell(total_row.get(name), name, width) for _, name, width in _COLUMNS))
     for row in report["processes"]:
         if row["suspect"]:
@@ -99,8 +109,8 @@ def _format(report: PoolReport) -> list[str]:
     return lines
 
 
-def _render(as_json: bool, compact: bool = False) -> str:
-    reports = [_report(state) for state in app_states(current_app)]
+def _render(app: App, as_json: bool, compact: bool = False) -> str:
+    reports = [_report(state) for state in app_states(app)]
     if as_json:
         return json.dumps({"pools": reports}, indent=None if compact else 2)
     return "\n\n".join("\n".join(_format(report)) for report in reports)
@@ -114,21 +124,21 @@ def _render(as_json: bool, compact: bool = False) -> str:
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: one JSON document per line).",
 )
-@with_appcontext
 def stats_command(as_json: bool, watch: float | None) -> None:
     """Show every process's Redis connections: the pool counters each serving process
     publishes (REDIS_STATS_INTERVAL), and the connections the server sees from it.
 
     Flags leak suspects: processes holding more connections than their pool allows, or
     holding connections without publishing fresh snapshots."""
-    _not_a_server()
+    app = _command_app()
+    _not_a_server(app)
     if watch is None:
-        click.echo(_render(as_json))
+        click.echo(_render(app, as_json))
         return
     try:
         while True:
             try:
-                frame = _render(as_json, compact=True)
+                frame = _render(app, as_json, compact=True)
             except click.ClickException as exc:  # Redis down for now: keep watching
                 frame = f"Error: {exc.format_message()}"
             if not as_json:
@@ -141,11 +151,11 @@ def stats_command(as_json: bool, watch: float | None) -> None:
 
 
 @click.command("redis-ping")
-@with_appcontext
 def ping_command() -> None:
     """Ping each Redis server of this app; exit 1 if one is unreachable."""
-    _not_a_server()
-    for state in app_states(current_app):
+    app = _command_app()
+    _not_a_server(app)
+    for state in app_states(app):
         health = check_health(state.client, state.pool)
         settings = state.settings
         if not health["ok"]:

@@ -7,16 +7,17 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis.asyncio
-from flask import Flask, current_app, g
-from flask.globals import app_ctx
+from flask import Flask
+from flask.globals import _cv_app as _flask_app_ctx
+from flask.sansio.app import App
 from redis import Redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
-from .asyncio import AsyncContextClient, AsyncPools, ThreadLoops
+from .asyncio import AsyncContextClient, AsyncPools, LoopOwner, ServingLoops, ThreadLoops
 from .client import ContextClient, release_holder
 from .config import Settings, load_settings
 from .health import Health, check_health
@@ -24,14 +25,18 @@ from .pool import CountedConnectionPool, create_pool
 from .snapshots import build_report
 
 if TYPE_CHECKING:
+    from contextvars import ContextVar
+
     from .stats import PoolReport, PoolStats
 
 __all__ = ["EXTENSION_KEY", "RedisPool"]
 
 #: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
 EXTENSION_KEY: Final = "redispool"
-#: Where each app keeps the event loops its async views run on (one per thread).
+#: Where each app keeps the owner of the event loops its async views run on.
 LOOPS_KEY: Final = "redispool.loops"
+# Quart's app-context variable, once a Quart app is registered.
+_QUART_APP_CTX: list[ContextVar[Any]] = []
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -46,7 +51,7 @@ class AppState:
     async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
 
 
-def app_states(app: Flask) -> list[AppState]:
+def app_states(app: App) -> list[AppState]:
     """Every :class:`RedisPool` registered on ``app``, in registration order."""
     return list(app.extensions.get(EXTENSION_KEY, {}).values())
 
@@ -77,7 +82,7 @@ class RedisPool:
     :param config_prefix: the prefix of this instance's config keys.
     """
 
-    def __init__(self, app: Flask | None = None, *, config_prefix: str = "REDIS") -> None:
+    def __init__(self, app: App | None = None, *, config_prefix: str = "REDIS") -> None:
         if not isinstance(config_prefix, str) or not _PREFIX_RE.fullmatch(config_prefix):
             raise ValueError(
                 f"config_prefix must be an upper-case config key prefix such as 'REDIS' "
@@ -92,7 +97,7 @@ class RedisPool:
     def __repr__(self) -> str:
         return f"<RedisPool config_prefix={self.config_prefix!r}>"
 
-    def init_app(self, app: Flask) -> None:
+    def init_app(self, app: App) -> None:
         """Validate the config, create this app's pool and register teardown and CLI.
 
         Does no network I/O: the first connection is made by the first command.
@@ -111,17 +116,14 @@ class RedisPool:
             )
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
         pool = create_pool(settings)
-        async_pools = AsyncPools(pool, _thread_loops(app))
+        async_pools = AsyncPools(pool, _loop_owner(app))
         states[self.config_prefix] = AppState(self, settings, pool, ContextClient(connection_pool=pool), async_pools)
-        app.teardown_appcontext(self._teardown)
+        app.teardown_appcontext(self._teardown if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
 
-    def _state(self, app: Flask | None = None) -> AppState:
+    def _state(self, app: App | None = None) -> AppState:
         if app is None:
-            try:
-                app = current_app._get_current_object()  # type: ignore[attr-defined]
-            except RuntimeError:
-                raise self._outside_context() from None
+            app = self._context().app
         state: AppState | None = app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
         if state is None or state.extension is not self:
             raise RuntimeError(f"{self!r} is not registered on app {app.name!r}: call init_app(app) first.")
@@ -139,10 +141,7 @@ class RedisPool:
         """
         # Every request runs this, so it stays flat: one hop through the context proxy, then
         # plain dict access (each proxied operation or extra Python call costs microseconds).
-        try:
-            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
-        except RuntimeError:
-            raise self._outside_context() from None
+        ctx = _flask_app_ctx.get(None) or self._context()
         namespace = ctx.g.__dict__
         client: ContextClient | None = namespace.get(self._g_key)
         if client is None:
@@ -171,10 +170,7 @@ class RedisPool:
         :raises RuntimeError: outside an app context or a running event loop, or on a
             loop the app does not manage (``app.async_to_sync`` was replaced).
         """
-        try:
-            ctx = app_ctx._get_current_object()  # type: ignore[attr-defined]
-        except RuntimeError:
-            raise self._outside_context() from None
+        ctx = self._context()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -191,22 +187,22 @@ class RedisPool:
             client = namespace[self._async_key] = state.async_pools.client(loop)
         return client
 
-    def get_pool(self, app: Flask | None = None) -> CountedConnectionPool:
+    def get_pool(self, app: App | None = None) -> CountedConnectionPool:
         """The redis-py connection pool of ``app`` (default: the current app)."""
         return self._state(app).pool
 
-    def settings(self, app: Flask | None = None) -> Settings:
+    def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""
         return self._state(app).settings
 
-    def stats(self, app: Flask | None = None) -> PoolStats:
+    def stats(self, app: App | None = None) -> PoolStats:
         """A JSON-ready snapshot of this process's pool for ``app``; no network I/O.
 
         ``in_use`` is 0 between requests. See :class:`~flask_redispool.stats.PoolStats`.
         """
         return self._state(app).pool.snapshot()
 
-    def report(self, app: Flask | None = None) -> PoolReport:
+    def report(self, app: App | None = None) -> PoolReport:
         """What every process of ``app`` holds, as ``flask redis-stats`` shows it.
 
         Reads the snapshots that serving processes publish every ``REDIS_STATS_INTERVAL``
@@ -219,7 +215,7 @@ class RedisPool:
         state = self._state(app)
         return build_report(state.client, state.pool)
 
-    def health(self, app: Flask | None = None) -> Health:
+    def health(self, app: App | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
         ``in_use`` and ``max_connections``. Never raises for a Redis error: for ``/healthz``.
 
@@ -308,26 +304,68 @@ class RedisPool:
             "'with app.app_context():', or pass app= to get_pool(), settings() or stats()."
         )
 
-    def _teardown(self, exc: BaseException | None) -> None:
-        namespace = g._get_current_object().__dict__
+    def _context(self) -> Any:
+        """The current app context, Flask's or Quart's."""
+        ctx = _flask_app_ctx.get(None)
+        if ctx is None and _QUART_APP_CTX:
+            ctx = _QUART_APP_CTX[0].get(None)
+        if ctx is None:
+            raise self._outside_context()
+        return ctx
+
+    def _take_clients(self) -> tuple[ContextClient | None, AsyncContextClient | None]:
+        """Take this context's clients out of ``g``, giving back what the sync one holds."""
+        namespace = self._context().g.__dict__
         client: ContextClient | None = namespace.pop(self._g_key, None)
         if client is not None and client.holds_any:
             client.release_all()
         async_client: AsyncContextClient | None = namespace.pop(self._async_key, None)
-        if async_client is not None and async_client.holds_any and not async_client.loop.is_closed():
-            async_client.loop.run_until_complete(async_client.release_all())  # the view's loop, idle now
+        return client, async_client if async_client is not None and async_client.holds_any else None
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        """Flask: the async views ran on this thread's loop, idle again now."""
+        _, async_client = self._take_clients()
+        if async_client is not None and not async_client.loop.is_closed():
+            async_client.loop.run_until_complete(async_client.release_all())
+
+    async def _async_teardown(self, exc: BaseException | None) -> None:
+        """Quart: teardown runs on the serving loop itself."""
+        _, async_client = self._take_clients()
+        if async_client is not None:
+            await async_client.release_all()
 
 
-def _thread_loops(app: Flask) -> ThreadLoops:
-    """The app's :class:`ThreadLoops`, installed as its ``async_to_sync`` unless it has its own."""
-    loops: ThreadLoops | None = app.extensions.get(LOOPS_KEY)
-    if loops is None:
-        loops = app.extensions[LOOPS_KEY] = ThreadLoops()
+def _loop_owner(app: App) -> LoopOwner:
+    """Who runs the app's async views, and so owns their loops and pools.
+
+    A Flask app: :class:`ThreadLoops`, installed as its ``async_to_sync`` unless it has
+    its own. A Quart app: its serving loop; the pools close after serving.
+    """
+    owner: LoopOwner | None = app.extensions.get(LOOPS_KEY)
+    if owner is not None:
+        return owner
+    if isinstance(app, Flask):
+        loops = ThreadLoops()
         if "async_to_sync" not in vars(app) and type(app).async_to_sync is Flask.async_to_sync:
             app.async_to_sync = loops.async_to_sync  # type: ignore[method-assign]
-    return loops
+        owner = loops
+    else:
+        serving = ServingLoops()
+        app.after_serving(serving.close_running)  # type: ignore[attr-defined]
+        _watch_quart_contexts()
+        owner = serving
+    app.extensions[LOOPS_KEY] = owner
+    return owner
 
 
-def _default_client_name(app: Flask, prefix: str) -> str:
+def _watch_quart_contexts() -> None:
+    """Look up Quart's app context too, from the first Quart app on (Quart stays optional)."""
+    if not _QUART_APP_CTX:
+        from quart.globals import _cv_app
+
+        _QUART_APP_CTX.append(_cv_app)
+
+
+def _default_client_name(app: App, prefix: str) -> str:
     name = re.sub(r"[^!-~]", "-", app.import_name)
     return name if prefix == "REDIS" else f"{name}.{prefix.lower()}"

@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import deque
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis.backoff import ExponentialWithJitterBackoff
@@ -39,6 +39,9 @@ from .config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from .errors import ConfigError, PoolExhaustedError
 from .snapshots import StatsPublisher
 from .stats import HOST, PoolCounters, PoolStats
+
+if TYPE_CHECKING:
+    from .asyncio import AsyncPools
 
 __all__ = ["CountedConnectionPool", "create_pool"]
 
@@ -61,6 +64,8 @@ class CountedConnectionPool(ConnectionPool):
     counters: PoolCounters
     #: Publishes this process's snapshots (:mod:`flask_redispool.snapshots`).
     publisher: StatsPublisher
+    #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
+    async_pools: AsyncPools | None = None
 
     def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
         self.settings = settings
@@ -144,7 +149,7 @@ class CountedConnectionPool(ConnectionPool):
 
     def snapshot(self) -> PoolStats:
         """This process's view of the pool, JSON-ready; no network I/O."""
-        settings, counters = self.settings, self.counters
+        settings, counters, async_pools = self.settings, self.counters, self.async_pools
         in_use, idle = self.connection_counts()
         return PoolStats(
             prefix=settings.prefix,
@@ -165,6 +170,8 @@ class CountedConnectionPool(ConnectionPool):
             pid=os.getpid(),
             host=HOST,
             client_name=settings.client_name,
+            async_pools=async_pools.pool_count() if async_pools else 0,
+            async_in_use=async_pools.in_use() if async_pools else 0,
         )
 
     def _exhausted(self) -> PoolExhaustedError:

@@ -55,6 +55,8 @@ class PoolStats(TypedDict):
     pid: int
     host: str
     client_name: str
+    async_pools: int  #: event loops with a pool of their own (async views)
+    async_in_use: int  #: connections checked out of those pools now
 
 
 class ProcessConnections(TypedDict):
@@ -139,6 +141,8 @@ class ProcessRow(TypedDict):
     waits: int | None
     timeouts: int | None
     max_connections: int | None
+    async_pools: int | None
+    async_in_use: int | None
     snapshot_age: float | None  #: seconds since the snapshot was published
     server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
     this_process: bool
@@ -154,6 +158,7 @@ class Totals(TypedDict):
     checkouts: int
     waits: int
     timeouts: int
+    async_in_use: int
     server_connections: int | None
     suspects: int
 
@@ -202,7 +207,7 @@ def _row(
     where: tuple[str, int], snap: Mapping[str, Any] | None, age: float | None, *, server: int | None
 ) -> ProcessRow:
     def field(name: str) -> int | None:
-        return None if snap is None else int(snap[name])
+        return None if snap is None else int(snap.get(name, 0))  # 0: from before async pools
 
     return ProcessRow(
         host=where[0],
@@ -214,6 +219,8 @@ def _row(
         waits=field("waits"),
         timeouts=field("timeouts"),
         max_connections=field("max_connections"),
+        async_pools=field("async_pools"),
+        async_in_use=field("async_in_use"),
         snapshot_age=age,
         server_connections=server,
         this_process=False,
@@ -223,8 +230,10 @@ def _row(
 
 def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:
     held, limit = row["server_connections"], row["max_connections"]
+    if limit is not None:
+        limit *= 1 + (row["async_pools"] or 0)  # each event loop's pool has the same limit
     if held is not None and limit is not None and held > limit:
-        return f"{held} server connections, more than its pool's limit of {limit}"
+        return f"{held} server connections, more than its pools' limit of {limit}"
     if not held or row["this_process"] or not expected or fresh:
         return None
     if row["snapshot_age"] is None:
@@ -247,6 +256,7 @@ def totals(rows: Iterable[ProcessRow], *, server_seen: bool) -> Totals:
         checkouts=total("checkouts"),
         waits=total("waits"),
         timeouts=total("timeouts"),
+        async_in_use=total("async_in_use"),
         server_connections=total("server_connections") if server_seen else None,
         suspects=sum(1 for row in rows if row["suspect"]),
     )

@@ -22,6 +22,7 @@ from redis import Redis
 from bench.loadgen import drive
 from example_app import create_app
 from flask_redispool import RedisPool
+from flask_redispool.asyncio import ThreadLoops
 from flask_redispool.extension import LOOPS_KEY, app_states
 from flask_redispool.stats import group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
@@ -115,7 +116,7 @@ def close_pools(app: Flask) -> None:
     """Close the app's event loops (and their async pools), stop its publishers, then
     disconnect its pools."""
     loops = app.extensions.get(LOOPS_KEY)
-    if loops is not None:
+    if isinstance(loops, ThreadLoops):  # a Quart app's pools close after serving
         loops.close()
     for state in app_states(app):
         state.pool.publisher.stop()

@@ -52,11 +52,13 @@ def test_group_client_list_counts_per_process_of_this_app_only() -> None:
     ]
 
 
-def _snapshot(pid: int, *, in_use: int, age: float, interval: float = 1.0, limit: int = 10) -> dict[str, Any]:
+def _snapshot(
+    pid: int, *, in_use: int, age: float, interval: float = 1.0, limit: int = 10, loops: int = 0
+) -> dict[str, Any]:
     counters = {"idle": 1, "peak_in_use": in_use + 1, "checkouts": 7, "waits": 2, "timeouts": 1}
     return {
         **counters, "host": "web", "pid": pid, "in_use": in_use, "max_connections": limit,
-        "published_at": NOW - age, "interval": interval,
+        "async_pools": loops, "async_in_use": loops, "published_at": NOW - age, "interval": interval,
     }  # fmt: skip
 
 
@@ -65,6 +67,7 @@ def _server(pid: int, connections: int) -> ProcessConnections:
 
 
 NOW = 1_000_000.0
+MORE_THAN = "server connections, more than its pools' limit of"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +82,14 @@ NOW = 1_000_000.0
             "holds 2 connection(s); its last snapshot is 2.5 s old",
         ),
         (_snapshot(1, in_use=1, age=2.5, interval=5.0), 2, 1.0, None),  # freshness by the publisher's interval
-        (_snapshot(1, in_use=3, age=0.1, limit=3), 4, 1.0, "4 server connections, more than its pool's limit of 3"),
+        (_snapshot(1, in_use=3, age=0.1, limit=3), 4, 1.0, f"4 {MORE_THAN} 3"),
+        (_snapshot(1, in_use=3, age=0.1, limit=3, loops=1), 6, 1.0, None),  # each loop's pool may hold 3 more
+        (
+            _snapshot(1, in_use=3, age=0.1, limit=3, loops=1),
+            7,
+            1.0,
+            "7 server connections, more than its pools' limit of 6",
+        ),
         (None, 3, 1.0, "holds 3 connection(s) but publishes no snapshot"),
         (None, 3, 0.0, None),  # publishing is off here: no snapshot is expected
         (_snapshot(1, in_use=0, age=9.0), 0, 1.0, None),  # an old snapshot, no connections: gone soon
@@ -100,7 +110,7 @@ def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:
         (3, None, None, 2),
     ]
     assert totals(rows, server_seen=True) == {
-        "processes": 3, "in_use": 1, "idle": 2, "checkouts": 14, "waits": 4, "timeouts": 2,
+        "processes": 3, "in_use": 1, "idle": 2, "checkouts": 14, "waits": 4, "timeouts": 2, "async_in_use": 0,
         "server_connections": 3, "suspects": 1,
     }  # fmt: skip
 

@@ -271,6 +271,9 @@ class AsyncPools:
             client.loop = loop
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
+            publisher = self._sync_pool.publisher
+            if not publisher.started:  # an app that only uses async_client must show up too
+                publisher.start()
         return prepared.for_context()
 
     def pool_count(self) -> int:

@@ -15,10 +15,11 @@ from redis.exceptions import ConnectionError
 
 from flask_redispool import RedisPool
 from flask_redispool.extension import LOOPS_KEY, app_states
+from flask_redispool.snapshots import build_report
 from flask_redispool.stats import HOST
 from flask_redispool.testing import RedisServer
 
-from .conftest import our_connections
+from .conftest import our_connections, wait_until
 
 
 def held_by_this_process(server: Redis, app: Flask) -> int:
@@ -231,3 +232,24 @@ def test_plain_flask_runs_each_async_view_on_a_new_loop_it_then_closes() -> None
     assert len({id(loop) for loop in loops}) == 3
     assert all(loop.is_closed() for loop in loops)
     assert threading.get_ident() not in threads
+
+
+def test_an_app_using_only_async_client_publishes_its_snapshot(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_STATS_INTERVAL=0.2)
+    redis_pool.init_app(app)
+
+    @app.get("/")
+    async def view() -> str:
+        return str(await redis_pool.async_client.incr("n"))
+
+    app.test_client().get("/")
+    (state,) = app_states(app)
+
+    def own_row() -> dict[str, object] | None:
+        rows = build_report(server, state.pool)["processes"]
+        return next((r for r in rows if r["pid"] == os.getpid() and r["async_pools"] is not None), None)
+
+    row = wait_until(own_row, 10, "this process's snapshot")
+    assert (row["async_pools"], row["in_use"], row["server_connections"], row["suspect"]) == (1, 0, 1, None)

@@ -128,8 +128,8 @@ def build_app(url: str, gets: int) -> tuple[Flask, RedisPool]:
     return app, redis_pool
 
 
-def view_benchmark(url: str, gets: int, baseline: str, rounds: int, calls: int) -> tuple[float, float, float]:
-    app, redis_pool = build_app(url, gets)
+def compare_views(app: Flask, ours: str, baseline: str, rounds: int, calls: int) -> tuple[float, float, float]:
+    """Paired rounds of GET ``ours`` against GET ``baseline`` through the test client."""
     client = app.test_client()
 
     def get(path: str) -> Timed:
@@ -138,7 +138,12 @@ def view_benchmark(url: str, gets: int, baseline: str, rounds: int, calls: int) 
 
         return run
 
-    result = paired_median(get("/ours"), get(f"/{baseline}"), calls, rounds, interleave=baseline != "fresh")
+    return paired_median(get(ours), get(baseline), calls, rounds, interleave=baseline != "/fresh")
+
+
+def view_benchmark(url: str, gets: int, baseline: str, rounds: int, calls: int) -> tuple[float, float, float]:
+    app, redis_pool = build_app(url, gets)
+    result = compare_views(app, "/ours", f"/{baseline}", rounds, calls)
     redis_pool.get_pool(app).disconnect()
     assert redis_pool.stats(app)["in_use"] == 0
     return result
@@ -175,15 +180,7 @@ def build_async_app(url: str) -> tuple[Flask, RedisPool]:
 
 def async_benchmark(url: str, baseline: str, rounds: int, calls: int) -> tuple[float, float, float]:
     app, redis_pool = build_async_app(url)
-    client = app.test_client()
-
-    def get(path: str) -> Timed:
-        def run() -> None:
-            client.get(path)
-
-        return run
-
-    result = paired_median(get("/async"), get(f"/{baseline}"), calls, rounds, interleave=baseline != "fresh")
+    result = compare_views(app, "/async", f"/{baseline}", rounds, calls)
     app.extensions[LOOPS_KEY].close()
     redis_pool.get_pool(app).disconnect()
     return result

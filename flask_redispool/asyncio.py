@@ -1,6 +1,7 @@
 """``redis.asyncio`` pools for ``async def`` views: one pool per event loop.
 
-Measured with Flask 3.1 and asgiref 3.13 (``bench/async_loops.py``): Flask runs each
+Measured with Flask 3.1 and asgiref 3.13 (and kept as a test,
+``test_plain_flask_runs_each_async_view_on_a_new_loop_it_then_closes``): Flask runs each
 ``async def`` view through :func:`asgiref.sync.async_to_sync`, which makes a **new event
 loop for every call**, runs it in a fresh helper thread and closes it when the view
 returns. A ``redis.asyncio`` connection belongs to the loop it was opened on, so a pool
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
@@ -102,6 +104,7 @@ class ThreadLoops:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loops: dict[threading.Thread, asyncio.AbstractEventLoop] = {}
+        self._pid = os.getpid()
         self._closers: list[Closer] = []
 
     def async_to_sync(self, func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]:
@@ -121,6 +124,8 @@ class ThreadLoops:
 
     def loop(self) -> asyncio.AbstractEventLoop:
         """This thread's loop, made on first use (closing the loops of ended threads)."""
+        if self._pid != os.getpid():  # a forked child: the parent's loops hold its sockets
+            self._loops, self._pid = {}, os.getpid()
         thread = threading.current_thread()
         loop = self._loops.get(thread)
         if loop is None:
@@ -144,26 +149,26 @@ class ThreadLoops:
 
     def close(self) -> None:
         """Close every loop that is not running now: at shutdown, and in tests."""
-        with self._lock:
-            idle = [(t, loop) for t, loop in self._loops.items() if not loop.is_running()]
-            for thread, _ in idle:
-                del self._loops[thread]
-        for _, loop in idle:
-            self._close_loop(loop)
+        self._close_where(lambda thread, loop: not loop.is_running())
 
     def _close_ended(self) -> None:
+        self._close_where(lambda thread, loop: not thread.is_alive())
+
+    def _close_where(self, condition: Callable[[threading.Thread, asyncio.AbstractEventLoop], bool]) -> None:
         with self._lock:
-            ended = [(t, loop) for t, loop in self._loops.items() if not t.is_alive()]
-            for thread, _ in ended:
+            chosen = [(t, loop) for t, loop in self._loops.items() if condition(t, loop)]
+            for thread, _ in chosen:
                 del self._loops[thread]
-        for _, loop in ended:
+        for _, loop in chosen:
             self._close_loop(loop)
 
     def _close_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        for closer in self._closers:
-            loop.run_until_complete(closer(loop))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+        try:
+            for closer in self._closers:
+                loop.run_until_complete(closer(loop))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
@@ -259,12 +264,14 @@ class AsyncPools:
         sync_pool.async_pools = self  # so that its snapshots count these too
         self._kwargs = _async_connection_kwargs(sync_pool)
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
         self.loops = loops
         loops.on_close(self.close)
 
     def client(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient:
         """A fresh per-context client on ``loop``'s pool, making the pool on first use."""
+        self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
             client = AsyncContextClient(connection_pool=CountedAsyncPool(self._sync_pool, **self._kwargs))
@@ -278,11 +285,19 @@ class AsyncPools:
 
     def pool_count(self) -> int:
         """How many loops have a pool."""
+        self._forget_parent()
         return len(self._clients)
 
     def in_use(self) -> int:
         """Connections checked out now, over every loop's pool."""
+        self._forget_parent()
         return sum(client.connection_pool.in_use() for client in list(self._clients.values()))  # type: ignore[attr-defined]
+
+    def _forget_parent(self) -> None:
+        # In a forked child the parent's pools and loops are not ours to use or close.
+        if self._pid != os.getpid():
+            with self._lock:
+                self._clients, self._pid = {}, os.getpid()
 
     async def close(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close ``loop``'s pool: its connections are disconnected, on that loop."""

@@ -139,8 +139,9 @@ class RedisPool:
 
         :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
         """
-        # Every request runs this, so it stays flat: one hop through the context proxy, then
-        # plain dict access (each proxied operation or extra Python call costs microseconds).
+        # Every request runs this, so it stays flat: one read of Flask's context variable
+        # (Quart's only when that is empty), then plain dict access; each proxied operation
+        # or extra Python call would cost microseconds.
         ctx = _flask_app_ctx.get(None) or self._context()
         namespace = ctx.g.__dict__
         client: ContextClient | None = namespace.get(self._g_key)
@@ -313,24 +314,25 @@ class RedisPool:
             raise self._outside_context()
         return ctx
 
-    def _take_clients(self) -> tuple[ContextClient | None, AsyncContextClient | None]:
-        """Take this context's clients out of ``g``, giving back what the sync one holds."""
+    def _end_context(self) -> AsyncContextClient | None:
+        """Take this context's clients out of ``g`` and give back what the sync one holds;
+        return the async one if it holds something (to be released on its loop)."""
         namespace = self._context().g.__dict__
         client: ContextClient | None = namespace.pop(self._g_key, None)
         if client is not None and client.holds_any:
             client.release_all()
         async_client: AsyncContextClient | None = namespace.pop(self._async_key, None)
-        return client, async_client if async_client is not None and async_client.holds_any else None
+        return async_client if async_client is not None and async_client.holds_any else None
 
     def _teardown(self, exc: BaseException | None) -> None:
         """Flask: the async views ran on this thread's loop, idle again now."""
-        _, async_client = self._take_clients()
+        async_client = self._end_context()
         if async_client is not None and not async_client.loop.is_closed():
             async_client.loop.run_until_complete(async_client.release_all())
 
     async def _async_teardown(self, exc: BaseException | None) -> None:
         """Quart: teardown runs on the serving loop itself."""
-        _, async_client = self._take_clients()
+        async_client = self._end_context()
         if async_client is not None:
             await async_client.release_all()
 

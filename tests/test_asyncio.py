@@ -253,3 +253,30 @@ def test_an_app_using_only_async_client_publishes_its_snapshot(
 
     row = wait_until(own_row, 10, "this process's snapshot")
     assert (row["async_pools"], row["in_use"], row["server_connections"], row["suspect"]) == (1, 0, 1, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_loop_and_connection(async_app: Flask, server: Redis) -> None:
+    @async_app.get("/id")
+    async def client_id() -> str:
+        return str(await redis_pool_of(async_app).async_client.client_id())
+
+    client = async_app.test_client()
+    parent_id = client.get("/id").text
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first async view must not reuse the parent's socket
+        try:
+            os.write(write_end, client.get("/id").text.encode())
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 64).decode()
+    assert child_id.isdigit()
+    assert child_id != parent_id
+    assert client.get("/id").text == parent_id  # the parent's connection is still its own
+
+
+def redis_pool_of(app: Flask) -> RedisPool:
+    (state,) = app_states(app)
+    return state.extension

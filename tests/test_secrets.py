@@ -27,6 +27,14 @@ def _outputs_of(app: Flask, redis_pool: RedisPool) -> list[str]:
             seen.append(repr(pinned))
         seen += [repr(client), repr(redis_pool.get_pool()), repr(redis_pool.settings()), str(redis_pool.stats())]
         seen.append(repr(app.extensions))  # our per-app state: settings, pool, prepared client
+
+    async def async_view() -> str:
+        client = redis_pool.async_client
+        await client.set("k", "v")
+        return f"{client!r} {client.pipeline()!r} {client.connection_pool!r}"
+
+    with app.app_context():  # run as Flask runs an async view, on this thread's loop
+        seen.append(app.ensure_sync(async_view)())
     runner = app.test_cli_runner()
     for args in (["redis-stats"], ["redis-stats", "--json"], ["redis-ping"]):
         result = runner.invoke(args=args)

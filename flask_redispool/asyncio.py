@@ -97,8 +97,8 @@ class ThreadLoops:
     """Runs an app's ``async def`` views on one event loop per thread, kept for its life.
 
     ``init_app`` installs :meth:`async_to_sync` as the app's ``async_to_sync`` (Flask's
-    documented hook), unless the app already has its own. Inside a thread that already
-    runs an event loop, it falls back to asgiref's, as Flask would.
+    documented hook), unless the app already has its own. Called from a thread that
+    already runs an event loop, it leaves the call to asgiref, as Flask would.
     """
 
     def __init__(self) -> None:

@@ -280,3 +280,22 @@ def test_a_forked_child_gets_its_own_loop_and_connection(async_app: Flask, serve
 def redis_pool_of(app: Flask) -> RedisPool:
     (state,) = app_states(app)
     return state.extension
+
+
+def test_inside_a_running_loop_async_views_behave_as_in_plain_flask(async_app: Flask) -> None:
+    async def view() -> str:
+        return "ran"
+
+    async def caller() -> str:  # a thread that already runs a loop calls a sync-wrapped view
+        return async_app.async_to_sync(view)()  # type: ignore[no-any-return]
+
+    with pytest.raises(RuntimeError, match="You cannot use AsyncToSync in the same thread as an async event loop"):
+        asyncio.run(caller())
+
+
+def test_async_client_on_a_loop_the_app_does_not_run_says_so(async_app: Flask, redis_pool: RedisPool) -> None:
+    async def elsewhere() -> object:
+        return redis_pool.async_client
+
+    with async_app.app_context(), pytest.raises(RuntimeError, match=r"but this code runs on another loop"):
+        asyncio.run(elsewhere())

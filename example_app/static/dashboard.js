@@ -65,6 +65,7 @@ function draw(key, row) {
   panel.querySelector(".numbers").textContent =
     `in use ${row.in_use} · idle ${row.idle} · peak ${row.peak_in_use} / ${row.max_connections} · ` +
     `waits ${row.waits} (at most ${mostWaits} per sample) · timeouts ${row.timeouts} · ` +
+    (row.async_pools ? `async in use ${row.async_in_use} on ${row.async_pools} loop(s) · ` : "") +
     `server connections ${row.server_connections ?? "?"}`;
   panel.querySelector(".suspect").textContent = row.suspect ? `leak suspect: ${row.suspect}` : "";
 }

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from .config import STATS_FRESH_INTERVALS
 from .extension import app_states
 from .snapshots import read_snapshots
+from .stats import is_fresh
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -99,7 +100,7 @@ class PublishedPoolsCollector(Collector):
                 up.add_metric(labels, 0)
                 continue
             now = time.time()
-            fresh = [s for s in snapshots if now - s["published_at"] <= STATS_FRESH_INTERVALS * s["interval"]]
+            fresh = [s for s in snapshots if is_fresh(s, now, STATS_FRESH_INTERVALS)]
             for stats in fresh:
                 for metric, (_family, _name, key, _doc) in zip(metrics, METRICS, strict=True):
                     values = [*labels, stats["host"], str(stats["pid"])]

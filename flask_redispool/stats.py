@@ -24,6 +24,7 @@ __all__ = [
     "ProcessRow",
     "Totals",
     "group_client_list",
+    "is_fresh",
     "process_rows",
     "split_client_name",
     "totals",
@@ -191,7 +192,7 @@ def process_rows(
     for snap in snapshots:
         where = (str(snap["host"]), int(snap["pid"]))
         age = round(max(0.0, now - float(snap["published_at"])), 1)
-        fresh[where] = age <= fresh_intervals * float(snap["interval"])
+        fresh[where] = is_fresh(snap, now, fresh_intervals)
         rows[where] = _row(where, snap, age, server=None if server is None else 0)
     for proc in server or ():
         where = (proc["host"], proc["pid"])
@@ -201,6 +202,11 @@ def process_rows(
     for where, row in rows.items():
         row["suspect"] = _suspicion(row, expected=bool(interval), fresh=fresh.get(where, False))
     return [rows[where] for where in sorted(rows)]
+
+
+def is_fresh(snapshot: Mapping[str, Any], now: float, fresh_intervals: float) -> bool:
+    """Whether ``snapshot`` was published within ``fresh_intervals`` of its own interval."""
+    return now - float(snapshot["published_at"]) <= fresh_intervals * float(snapshot["interval"])
 
 
 def _row(

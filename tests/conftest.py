@@ -24,7 +24,7 @@ from example_app import create_app
 from flask_redispool import RedisPool
 from flask_redispool.asyncio import ThreadLoops
 from flask_redispool.extension import LOOPS_KEY, app_states
-from flask_redispool.stats import group_client_list
+from flask_redispool.stats import HOST, group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
 PASSWORD = "s3cr3t-Pa55word-x9"
@@ -139,6 +139,11 @@ def app(make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool) -
 def our_connections(server: Redis, client_name: str) -> list[dict[str, Any]]:
     """The server's CLIENT LIST entries named by a pool with ``client_name``."""
     return [c for c in server.client_list() if str(c.get("name", "")).startswith(client_name + ":")]
+
+
+def held_by_this_process(server: Redis, client_name: str) -> int:
+    """Connections the server sees from this process's pools (sync and async) named ``client_name``."""
+    return len([c for c in our_connections(server, client_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
 
 
 def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:

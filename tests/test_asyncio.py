@@ -16,15 +16,9 @@ from redis.exceptions import ConnectionError
 from flask_redispool import RedisPool
 from flask_redispool.extension import LOOPS_KEY, app_states
 from flask_redispool.snapshots import build_report
-from flask_redispool.stats import HOST
 from flask_redispool.testing import RedisServer
 
-from .conftest import our_connections, wait_until
-
-
-def held_by_this_process(server: Redis, app: Flask) -> int:
-    """Connections the server sees from this process's pools of ``app`` (sync and async)."""
-    return len([c for c in our_connections(server, app.import_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
+from .conftest import held_by_this_process, wait_until
 
 
 @pytest.fixture
@@ -51,7 +45,7 @@ def test_sequential_async_views_share_one_loop_and_one_connection(
     answers = [client.get("/hits").json for _ in range(20)]
     assert [a["hits"] for a in answers] == list(range(1, 21))
     assert len({a["loop"] for a in answers}) == 1  # asgiref would have made 20 loops
-    assert held_by_this_process(server, async_app) == 1
+    assert held_by_this_process(server, async_app.import_name) == 1
     stats = redis_pool.stats(async_app)
     assert (stats["async_pools"], stats["async_in_use"], stats["created"]) == (1, 0, 0)  # no sync connection
 
@@ -77,10 +71,10 @@ def test_async_views_from_several_threads_get_a_pool_each_closed_when_the_thread
         thread.join()
     assert server.get("hits") == b"100"
     assert min(during) == 4
-    assert held_by_this_process(server, async_app) <= 4 * 3
+    assert held_by_this_process(server, async_app.import_name) <= 4 * 3
     async_app.test_client().get("/hits")  # a new loop here closes the ended threads' loops
     assert (loops_of(async_app), state.async_pools.pool_count()) == (1, 1)
-    assert held_by_this_process(server, async_app) == 1
+    assert held_by_this_process(server, async_app.import_name) == 1
 
 
 def test_ten_thousand_async_requests_stay_bounded_and_memory_flat(async_app: Flask, server: Redis) -> None:
@@ -100,7 +94,7 @@ def test_ten_thousand_async_requests_stay_bounded_and_memory_flat(async_app: Fla
             thread.start()
         for thread in threads:
             thread.join()
-        most_held = max(most_held, held_by_this_process(server, async_app))
+        most_held = max(most_held, held_by_this_process(server, async_app.import_name))
         assert state.async_pools.pool_count() <= 4 + 4  # this round's, and the last round's until swept
         if round_ in (10, 49):
             gc.collect()

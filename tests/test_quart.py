@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,9 +12,8 @@ from redis import Redis
 
 from flask_redispool import RedisPool
 from flask_redispool.extension import app_states
-from flask_redispool.stats import HOST
 
-from .conftest import close_pools, our_connections
+from .conftest import close_pools, held_by_this_process
 
 
 @pytest.fixture
@@ -42,10 +40,6 @@ def quart_app(redis_url: str, redis_pool: RedisPool, request: pytest.FixtureRequ
     close_pools(app)  # type: ignore[arg-type]
 
 
-def held_by_this_process(server: Redis, app: Quart) -> int:
-    return len([c for c in our_connections(server, app.import_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
-
-
 def test_one_pool_on_quarts_loop_closed_after_serving(quart_app: Quart, redis_pool: RedisPool, server: Redis) -> None:
     (state,) = app_states(quart_app)
     during: dict[str, object] = {}
@@ -55,7 +49,9 @@ def test_one_pool_on_quarts_loop_closed_after_serving(quart_app: Quart, redis_po
             client = test_app.test_client()
             answers = [await (await client.get("/hits")).get_json() for _ in range(20)]
             answers.append(await (await client.get("/sync")).get_json())
-            during.update(pools=state.async_pools.pool_count(), held=held_by_this_process(server, quart_app))
+            during.update(
+                pools=state.async_pools.pool_count(), held=held_by_this_process(server, quart_app.import_name)
+            )
         return answers
 
     answers = asyncio.run(serve())
@@ -63,7 +59,7 @@ def test_one_pool_on_quarts_loop_closed_after_serving(quart_app: Quart, redis_po
     assert len({a["loop"] for a in answers[:20]}) == 1
     assert during == {"pools": 1, "held": 2}  # one async connection, one sync
     assert redis_pool.stats(quart_app)["async_pools"] == 0  # after_serving closed it
-    assert held_by_this_process(server, quart_app) == 1  # the sync pool's, idle
+    assert held_by_this_process(server, quart_app.import_name) == 1  # the sync pool's, idle
 
 
 def test_quart_teardown_gives_back_a_pipeline_left_watching(quart_app: Quart) -> None:

@@ -62,6 +62,7 @@ function draw(key, row) {
   }
   panel.dataset.samples = samples.length;
   panel.dataset.maxInUse = Math.max(...samples.map((s) => s.inUse));
+  panel.dataset.peak = row.peak_in_use;
   panel.querySelector(".numbers").textContent =
     `in use ${row.in_use} · idle ${row.idle} · peak ${row.peak_in_use} / ${row.max_connections} · ` +
     `waits ${row.waits} (at most ${mostWaits} per sample) · timeouts ${row.timeouts} · ` +

@@ -35,14 +35,15 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import redis.asyncio
 import redis.asyncio.connection as aio_connection
-from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.client import Monitor
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import ConnectionError
 
+from ._connection import AsyncOnceRetry, pool_connection_class
 from .config import BACKOFF_BASE, BACKOFF_CAP
 from .errors import ConfigError
-from .pool import named
+from .pool import check_connection_kwargs
 
 if TYPE_CHECKING:
     from .pool import CountedConnectionPool
@@ -199,6 +200,16 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
         return int(counts.get("used", 0))
 
 
+class AsyncHeldMonitor(Monitor):
+    """:class:`~flask_redispool.client.HeldMonitor` for ``redis.asyncio``."""
+
+    async def __aexit__(self, *args: object) -> None:
+        try:
+            await super().__aexit__(*args)  # type: ignore[no-untyped-call]
+        finally:
+            self.connection = None
+
+
 class AsyncContextClient(redis.asyncio.Redis):
     """The ``redis.asyncio.Redis`` of one app context on one loop.
 
@@ -226,6 +237,12 @@ class AsyncContextClient(redis.asyncio.Redis):
     def pubsub(self, **kwargs: Any) -> Any:
         return self._remember(super().pubsub(**kwargs))
 
+    def monitor(self) -> Any:
+        return self._remember(AsyncHeldMonitor(self.connection_pool))
+
+    def client(self) -> Any:
+        return self._remember(super().client())
+
     @property
     def holds_any(self) -> bool:
         """Whether a pipeline or pubsub was taken through this client."""
@@ -242,7 +259,11 @@ class AsyncContextClient(redis.asyncio.Redis):
             connection = holder.connection
             if connection is not None:
                 await connection.disconnect()
-            await holder.aclose()
+            if not isinstance(holder, Monitor):
+                await holder.aclose()
+            elif connection is not None:  # a monitor has no aclose(): give its connection back by hand
+                holder.connection = None
+                await holder.connection_pool.release(connection)
 
     def _remember(self, holder: T) -> T:
         if self._holders is None:
@@ -299,6 +320,17 @@ class AsyncPools:
             with self._lock:
                 self._clients, self._pid = {}, os.getpid()
 
+    def close_all(self) -> None:
+        """Close the pool of every loop that is not running now, each on its own loop
+        (:meth:`RedisPool.close`). A running loop's pool closes with that loop."""
+        self._forget_parent()
+        for loop in list(self._clients):
+            if loop.is_closed():
+                with self._lock:
+                    self._clients.pop(loop, None)
+            elif not loop.is_running():
+                loop.run_until_complete(self.close(loop))
+
     async def close(self, loop: asyncio.AbstractEventLoop) -> None:
         """Close ``loop``'s pool: its connections are disconnected, on that loop."""
         with self._lock:
@@ -311,20 +343,14 @@ def _async_connection_kwargs(sync_pool: CountedConnectionPool) -> dict[str, Any]
     """The sync pool's connection keyword arguments, for ``redis.asyncio``."""
     settings = sync_pool.settings
     kwargs = dict(sync_pool.connection_kwargs)
-    twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.unnamed)
+    twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.base)
     if twin is None and "server" in kwargs:  # fakeredis://: the same fake server as the sync side
-        from fakeredis.aioredis import FakeAsyncRedisConnection
+        from fakeredis import FakeAsyncRedisConnection
 
         twin = FakeAsyncRedisConnection
     if twin is None:
         raise ConfigError(f"{settings.key('URL')} ({settings.redacted_url}) has no redis.asyncio connection class")
-    kwargs["retry"] = AsyncRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
-    kwargs["connection_class"] = named(twin)  # type: ignore[arg-type]  # mypy: a class is hashable
-    try:
-        kwargs["connection_class"](**{k: v for k, v in kwargs.items() if k != "connection_class"})
-    except (TypeError, ValueError, RedisError) as exc:
-        raise ConfigError(
-            f"{settings.key('OPTIONS')} or {settings.key('URL')} holds an option "
-            f"that redis.asyncio's {twin.__name__} does not take: {exc}"
-        ) from None
-    return kwargs
+    kwargs["retry"] = AsyncOnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
+    connection_class = pool_connection_class(twin, sync_pool.policy, asynchronous=True)
+    check_connection_kwargs(settings, connection_class, kwargs)
+    return {**kwargs, "connection_class": connection_class}

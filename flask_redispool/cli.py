@@ -17,7 +17,7 @@ from flask.sansio.app import App
 from redis.exceptions import RedisError
 
 from .extension import AppState, app_states
-from .health import check_health
+from .health import failure_message, probe
 from .snapshots import build_report
 from .stats import PoolReport
 
@@ -46,16 +46,18 @@ def _not_a_server(app: App) -> None:
         state.pool.publisher.stop()
 
 
-def _unreachable(state: AppState, reason: object) -> click.ClickException:
-    settings = state.settings
-    return click.ClickException(f"Redis for {settings.key('URL')} ({settings.redacted_url}) is unreachable: {reason}")
-
-
 def _report(state: AppState) -> PoolReport:
     try:
-        return build_report(state.client, state.pool)
+        report = build_report(state.client, state.pool)
     except RedisError as exc:
-        raise _unreachable(state, exc) from None
+        raise click.ClickException(failure_message(state.settings, exc)) from None
+    if report["snapshots_error"] and report["server_error"]:
+        settings = state.settings
+        raise click.ClickException(
+            f"Redis for {settings.key('URL')} ({settings.redacted_url}) showed neither the published "
+            f"snapshots ({report['snapshots_error']}) nor its client list ({report['server_error']})."
+        )
+    return report
 
 
 _COLUMNS: Final = (
@@ -106,6 +108,8 @@ def _format(report: PoolReport) -> list[str]:
     for part, error in (("snapshots", report["snapshots_error"]), ("server view", report["server_error"])):
         if error:
             lines.append(f"  {part} unavailable: {error}")
+    if report["snapshots_skipped"]:
+        lines.append(f"  {report['snapshots_skipped']} malformed snapshot(s) skipped")
     return lines
 
 
@@ -156,10 +160,10 @@ def ping_command() -> None:
     app = _command_app()
     _not_a_server(app)
     for state in app_states(app):
-        health = check_health(state.client, state.pool)
+        health, failure = probe(state.pool)
         settings = state.settings
-        if not health["ok"]:
-            raise _unreachable(state, health["error"])
+        if failure is not None:
+            raise click.ClickException(failure_message(settings, failure))
         click.echo(
             f"{settings.prefix}  {settings.redacted_url}  PONG in {health['latency_ms']:.2f} ms, "
             f"Redis {health['server_version']}"

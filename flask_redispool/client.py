@@ -2,10 +2,12 @@
 
 A plain :class:`redis.Redis` on a shared pool already returns the connection after
 each command. What it cannot return by itself is a connection still held when the
-context ends: a pipeline left mid-``WATCH``, a pubsub never closed, a raw
-connection taken with :meth:`RedisPool.connection() <flask_redispool.RedisPool.connection>`
-and never given back. :class:`ContextClient` remembers those holders and
-:meth:`ContextClient.release_all` returns their connections.
+context ends: a pipeline left mid-``WATCH``, a pubsub never closed, a ``MONITOR``
+never exited, a single-connection client from ``client.client()``, a raw connection
+taken with :meth:`RedisPool.connection() <flask_redispool.RedisPool.connection>` and
+never given back. :class:`ContextClient` remembers those holders and
+:meth:`ContextClient.release_all` returns their connections. (A lock holds no
+connection: each of its commands borrows one like any other command.)
 
 Building a :class:`redis.Redis` costs tens of microseconds, so each context gets a
 shallow copy of one prepared client (:meth:`ContextClient.for_context`).
@@ -18,10 +20,10 @@ import weakref
 from typing import Any, Protocol
 
 from redis import Redis
-from redis.client import Pipeline, PubSub
+from redis.client import Monitor, Pipeline, PubSub
 from redis.connection import Connection, ConnectionPool
 
-__all__ = ["ContextClient", "PinnedClient"]
+__all__ = ["ContextClient", "HeldMonitor", "PinnedClient"]
 
 
 class _Holder(Protocol):
@@ -95,6 +97,18 @@ class ContextClient(Redis):
         self._hold(pubsub)
         return pubsub
 
+    def monitor(self) -> Monitor:
+        monitor = HeldMonitor(self.connection_pool)  # type: ignore[no-untyped-call]
+        self._hold(monitor)
+        return monitor
+
+    def client(self) -> Redis:
+        """A client pinned to one connection until closed (redis-py's ``client()``), given
+        back at teardown if it is still open then."""
+        client: Redis = super().client()  # type: ignore[no-untyped-call]
+        self._hold(client)
+        return client
+
     def pinned(self, wait: float) -> PinnedClient:
         """A client locked to one connection, whose socket timeout is raised by ``wait`` seconds."""
         client = PinnedClient(connection_pool=self.connection_pool, single_connection_client=True)
@@ -142,6 +156,17 @@ class PinnedClient(ContextClient):
         super().close()
 
 
+class HeldMonitor(Monitor):
+    """redis-py's :class:`~redis.client.Monitor`, which forgets its connection once it has
+    given it back, so that teardown cannot give it back a second time."""
+
+    def __exit__(self, *args: object) -> None:
+        try:
+            super().__exit__(*args)  # type: ignore[no-untyped-call]
+        finally:
+            self.connection = None
+
+
 def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
     """Change a connection's socket timeout now and for any reconnect (redis-py >= 8 API)."""
     connection.socket_timeout = seconds
@@ -149,7 +174,7 @@ def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
         connection.update_current_socket_timeout(seconds)
 
 
-def release_holder(holder: _Holder | Redis) -> int:
+def release_holder(holder: _Holder | Redis | Monitor) -> int:
     """Return ``holder``'s connection to its pool, disconnected; returns 1 if it held one.
 
     The holder was abandoned mid-use: the server may still owe the connection a reply,
@@ -159,7 +184,11 @@ def release_holder(holder: _Holder | Redis) -> int:
     connection: Connection | None = holder.connection
     if connection is None:
         return 0
-    if isinstance(holder, PubSub):
+    if isinstance(holder, Monitor):  # it may be reading MONITOR output: disconnect and release
+        holder.connection = None
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        holder.connection_pool.release(connection)
+    elif isinstance(holder, PubSub):
         holder.reset()  # disconnects, drops its connect callback and releases
     elif isinstance(holder, Redis) and not isinstance(holder, Pipeline):  # pinned to one connection
         connection.disconnect()  # type: ignore[no-untyped-call]

@@ -11,6 +11,7 @@ Keys are read with the extension's prefix: ``REDIS_URL`` for the default prefix,
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -49,6 +50,9 @@ STATS_TTL_INTERVALS: Final = 3
 STATS_FRESH_INTERVALS: Final = 2
 #: The shortest ``STATS_INTERVAL`` other than 0: publishing is a background chore.
 STATS_MIN_INTERVAL: Final = 0.1
+#: The longest duration any key (and ``blocking()``) takes: one day. Longer ones overflow
+#: the socket and thread layers (``OverflowError`` at the first command).
+MAX_SECONDS: Final = 86_400.0
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
@@ -56,6 +60,7 @@ _INT_RE: Final = re.compile(r"[0-9]+")
 _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 _NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
 _CERT_REQS: Final = ("required", "optional", "none")
+_HOST_PORT_RE: Final = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}(/[0-9]*)?")  # localhost:6379/0, scheme forgotten
 
 
 class _Required:
@@ -98,6 +103,15 @@ def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _describe_secret(value: object) -> str:
+    """What a secret value looked like, without its contents: a redacted URL, dict keys."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, Mapping):
+        return f"a {type(value).__name__} with keys {sorted(map(str, value))}"
+    return f"a {type(value).__name__}"
+
+
 def _integer(minimum: int) -> Callable[[object], int]:
     def parse(value: object) -> int:
         if isinstance(value, str) and _INT_RE.fullmatch(value):
@@ -110,22 +124,34 @@ def _integer(minimum: int) -> Callable[[object], int]:
 
 
 def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
-    expected = "a number of seconds >= 0" if allow_zero else "a number of seconds > 0"
+    lower = ">= 0" if allow_zero else "> 0"
+    expected = f"a number of seconds {lower} and <= {MAX_SECONDS:g}"
 
     def parse(value: object) -> float:
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value):
             value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError(expected)
-        if not (value >= 0 if allow_zero else value > 0) or value == float("inf"):
+        if not (value >= 0 if allow_zero else value > 0) or not value <= MAX_SECONDS:  # NaN fails both
             raise ValueError(expected)
         return float(value)
 
     return parse
 
 
+def check_seconds(value: object, what: str) -> float:
+    """A duration given to an API (not config): a number from 0 to :data:`MAX_SECONDS`,
+    else a :class:`ValueError` naming ``what``."""
+    try:
+        if isinstance(value, str):
+            raise ValueError(f"a number of seconds >= 0 and <= {MAX_SECONDS:g}")
+        return _seconds(allow_zero=True)(value)
+    except ValueError as exc:
+        raise ValueError(f"{what} must be {exc}, got {value!r}") from None
+
+
 def _interval(value: object) -> float:
-    expected = f"0 (off) or a number of seconds >= {STATS_MIN_INTERVAL:g}"
+    expected = f"0 (off) or a number of seconds from {STATS_MIN_INTERVAL:g} to {MAX_SECONDS:g}"
     try:
         seconds = _seconds(allow_zero=True)(value)
     except ValueError:
@@ -143,21 +169,36 @@ def _boolean(value: object) -> bool:
     raise ValueError("a boolean (True/False, or one of 1/0, true/false, yes/no, on/off)")
 
 
-def _client_name(value: object) -> str | None:
-    if value is None:
-        return None
+def _client_name(value: object) -> str | bool | None:
+    if value is None or value is False:
+        return value
+    if isinstance(value, str) and value.lower() in _FALSE:
+        return False
     if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
-        raise ValueError("a non-empty string of printable characters without spaces")
+        raise ValueError("a non-empty string of printable characters without spaces, or False (no names)")
     return value
 
 
 def _url(value: object) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
-    scheme = value.partition("://")[0].lower()
-    if scheme not in SCHEMES:
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in SCHEMES:
         raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
+    if "@" in rest and "@" in _after_authority(rest):
+        # redis://:pa/ss@host or :pa#ss@: the password ends where '/', '?' or '#' stands, and
+        # what follows would be read as path, query or fragment: another host than meant.
+        raise ValueError(
+            "a URL whose password is percent-encoded: a '/', '?', '#' or '@' in the password must be "
+            "written %2F, %3F, %23 or %40 (urllib.parse.quote(password, safe=''))"
+        )
     return value
+
+
+def _after_authority(rest: str) -> str:
+    """What follows the authority of ``rest`` (the URL after ``scheme://``): path, query, fragment."""
+    ends = [index for index in (rest.find(stop) for stop in "/?#") if index != -1]
+    return rest[min(ends) :] if ends else ""
 
 
 def _existing_file(value: object) -> str | None:
@@ -177,7 +218,30 @@ def _cert_reqs(value: object) -> str:
 def _options(value: object) -> dict[str, Any]:
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise ValueError("a dict of redis-py keyword arguments with string keys")
-    return dict(value)
+    options = dict(value)
+    _check_option_values(options)
+    return options
+
+
+def _check_option_values(options: dict[str, Any]) -> None:
+    """Refuse now what redis-py would only refuse at the first command."""
+    checks = (("encoding", codecs.lookup, "codec"), ("encoding_errors", codecs.lookup_error, "error handler"))
+    for option, lookup, what in checks:
+        if option in options:
+            try:
+                lookup(options[option])
+            except (LookupError, TypeError):
+                raise ValueError(f"a dict whose {option!r} names a Python {what}") from None
+    keepalive = options.get("socket_keepalive_options")
+    if keepalive is not None and not (
+        isinstance(keepalive, Mapping)
+        and all(_int(k) and (_int(v) or isinstance(v, bytes)) for k, v in keepalive.items())
+    ):
+        raise ValueError("a dict whose 'socket_keepalive_options' maps socket option numbers to ints")
+
+
+def _int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 #: Every key flask-redispool reads, in documentation order.
@@ -253,7 +317,10 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         _client_name,
         None,
         "Name every connection gives itself (CLIENT SETNAME), followed by ``:host:pid``. "
-        "Default: the app's import name, plus the prefix when it is not ``REDIS``.",
+        "Default: the app's import name, plus the prefix when it is not ``REDIS``. False: send "
+        "no CLIENT SETNAME (for servers that refuse it; the server view of ``flask redis-stats`` "
+        "is then unavailable). A server that refuses names is detected too: the pool warns once "
+        "and goes on unnamed.",
         redis_option="client_name",
     ),
     ConfigKey(
@@ -299,7 +366,9 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         _options,
         {},
         "Further keyword arguments for redis-py's connection pool (e.g. ``socket_keepalive``). "
-        "Options that have a key of their own above are refused here.",
+        "Options that have a key of their own above are refused here. Error messages name "
+        "options, never their values.",
+        secret=True,
     ),
 )
 
@@ -325,6 +394,8 @@ class Settings:
     health_check_interval: float
     decode_responses: bool
     client_name: str
+    #: Whether connections send ``CLIENT SETNAME`` (``CLIENT_NAME = False`` turns it off).
+    name_connections: bool
     stats_interval: float
     ssl_ca_certs: str | None
     ssl_certfile: str | None
@@ -396,11 +467,10 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
         try:
             values[key.name.lower()] = key.parse(raw)
         except ValueError as exc:
-            shown = redact_url(raw) if key.secret and isinstance(raw, str) else _describe(raw)
-            if key.secret and not isinstance(raw, str):
-                shown = f"a {type(raw).__name__}"
+            shown = _describe(raw) if not key.secret else _describe_secret(raw)
             raise ConfigError(f"{full} must be {exc}, got {shown}") from None
-    if values["client_name"] is None:
+    values["name_connections"] = values["client_name"] is not False
+    if not isinstance(values["client_name"], str):
         values["client_name"] = default_client_name
     settings = Settings(prefix=prefix, **values)
     _check_option_conflicts(settings)
@@ -473,22 +543,27 @@ def _warn_unknown_keys(config: Mapping[str, Any], prefix: str) -> None:
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
-    Covers ``user:password@`` in the authority and a ``password=`` query argument.
-    A lone userinfo (``redis://secret@host``) is redacted too, since some write the
-    password there.
+    The host and port shown are the ones redis-py connects to: the authority ends at the
+    first ``/``, ``?`` or ``#``, as :func:`urllib.parse.urlsplit` reads it. A URL with an
+    ``@`` after that point (a password with an unencoded ``/``, ``?`` or ``#``) shows
+    nothing before its last ``@``. A lone userinfo (``redis://secret@host``) is redacted
+    too, since some write the password there, and so is a ``password=`` query argument.
+    A URL without a password is shown as typed, and so is ``host:port`` without a scheme.
 
     >>> redact_url("redis://:hunter2@localhost:6379/0")
     'redis://:***@localhost:6379/0'
+    >>> redact_url("redis://:pa/ss@localhost:6379/0")
+    'redis://***@localhost:6379/0'
     """
     scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "***"
-    end = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop, rest.rfind("@") + 1 if "@" in rest else 0)
-        if found != -1:
-            end = min(end, found)
-    authority, tail = rest[:end], rest[end:]
+    if not sep:  # not a URL: show a mistyped host:port, hide anything else (a password?)
+        if "@" in url:
+            return f"***@{url.rpartition('@')[2]}"
+        return url if _HOST_PORT_RE.fullmatch(url) else "***"
+    tail = _after_authority(rest)
+    authority = rest[: len(rest) - len(tail)]
+    if "@" in tail:  # where the userinfo ends is anybody's guess: show only what follows
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
     if "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user, colon, _ = userinfo.partition(":")

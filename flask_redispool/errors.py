@@ -5,9 +5,9 @@ Every message names the config key involved and never contains a password.
 
 from __future__ import annotations
 
-from redis.exceptions import MaxConnectionsError
+from redis.exceptions import MaxConnectionsError, TimeoutError
 
-__all__ = ["ConfigError", "ConfigWarning", "PoolExhaustedError"]
+__all__ = ["BlockingCommandError", "ConfigError", "ConfigWarning", "PoolExhaustedError"]
 
 
 class ConfigError(ValueError):
@@ -31,4 +31,14 @@ class PoolExhaustedError(MaxConnectionsError):
     A subclass of :class:`redis.exceptions.MaxConnectionsError` (and so of
     :class:`redis.exceptions.ConnectionError`), so handlers written for redis-py keep
     catching it. The message names the config keys to change.
+    """
+
+
+class BlockingCommandError(TimeoutError):
+    """A blocking command (``BLPOP``, ``XREAD … BLOCK``, ``WAIT``, …) would wait on the server
+    longer than ``<PREFIX>_SOCKET_TIMEOUT`` allows, so it was not sent.
+
+    A subclass of :class:`redis.exceptions.TimeoutError`, which the command would
+    otherwise have raised after the socket timeout. Run it inside
+    :meth:`RedisPool.blocking() <flask_redispool.RedisPool.blocking>`.
     """

@@ -19,7 +19,7 @@ from redis.connection import Connection
 
 from .asyncio import AsyncContextClient, AsyncPools, LoopOwner, ServingLoops, ThreadLoops
 from .client import ContextClient, release_holder
-from .config import Settings, load_settings
+from .config import Settings, check_seconds, load_settings
 from .health import Health, check_health
 from .pool import CountedConnectionPool, create_pool
 from .snapshots import build_report
@@ -29,12 +29,14 @@ if TYPE_CHECKING:
 
     from .stats import PoolReport, PoolStats
 
-__all__ = ["EXTENSION_KEY", "RedisPool"]
+__all__ = ["CLOSED_KEY", "EXTENSION_KEY", "RedisPool"]
 
 #: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
 EXTENSION_KEY: Final = "redispool"
 #: Where each app keeps the owner of the event loops its async views run on.
 LOOPS_KEY: Final = "redispool.loops"
+#: The config prefixes whose pools :meth:`RedisPool.close` has disposed of on an app.
+CLOSED_KEY: Final = "redispool.closed"
 # Quart's app-context variable, once a Quart app is registered.
 _QUART_APP_CTX: list[ContextVar[Any]] = []
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
@@ -108,6 +110,8 @@ class RedisPool:
         from .cli import register_commands
 
         states = app.extensions.setdefault(EXTENSION_KEY, {})
+        if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
+            raise RuntimeError(self._closed_message(app))
         if self.config_prefix in states:
             raise RuntimeError(
                 f"A RedisPool with config_prefix {self.config_prefix!r} is already registered "
@@ -121,13 +125,64 @@ class RedisPool:
         app.teardown_appcontext(self._teardown if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
 
+    def close(self, app: App | None = None) -> None:
+        """Dispose of everything this ``RedisPool`` made for ``app`` (default: the current
+        app): the publisher (its snapshot deleted, its thread joined, its connection
+        closed), the pool and its connections, the async views' pools, and the app's
+        event loops once no ``RedisPool`` is left on it. Safe to call twice.
+
+        Afterwards the app cannot use this prefix any more: ``client`` and the other
+        accessors raise a :class:`RuntimeError` that says so. Call it when an app is
+        done serving, e.g. at the end of a test or of a script that made it:
+
+        .. code-block:: python
+
+            app = create_app()
+            try:
+                run_the_job(app)
+            finally:
+                redis_pool.close(app)
+
+        An app dropped without ``close()`` is cleaned up when it is garbage-collected:
+        its publisher thread ends and its connections close then.
+
+        :raises RuntimeError: this ``RedisPool`` was never registered on ``app``.
+        """
+        if app is None:
+            app = self._context().app
+        states = app.extensions.get(EXTENSION_KEY, {})
+        state = states.get(self.config_prefix)
+        if state is None or state.extension is not self:
+            if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
+                return
+            raise self._not_registered(app)
+        del states[self.config_prefix]
+        app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)
+        state.pool.publisher.stop()
+        state.async_pools.close_all()
+        loops = app.extensions.get(LOOPS_KEY)
+        if not states and isinstance(loops, ThreadLoops):
+            loops.close()
+        state.pool.disconnect()
+
     def _state(self, app: App | None = None) -> AppState:
         if app is None:
             app = self._context().app
         state: AppState | None = app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
         if state is None or state.extension is not self:
-            raise RuntimeError(f"{self!r} is not registered on app {app.name!r}: call init_app(app) first.")
+            if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
+                raise RuntimeError(self._closed_message(app))
+            raise self._not_registered(app)
         return state
+
+    def _not_registered(self, app: App) -> RuntimeError:
+        return RuntimeError(f"{self!r} is not registered on app {app.name!r}: call init_app(app) first.")
+
+    def _closed_message(self, app: App) -> str:
+        return (
+            f"{self!r} was closed on app {app.name!r} by close(): its pool is gone. "
+            "Make a new app (with the app factory) to use Redis again."
+        )
 
     @property
     def client(self) -> Redis:
@@ -218,7 +273,12 @@ class RedisPool:
 
     def health(self, app: App | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
-        ``in_use`` and ``max_connections``. Never raises for a Redis error: for ``/healthz``.
+        ``in_use``, ``max_connections``, ``saturated`` and ``timeouts``. Never raises: for
+        ``/healthz``.
+
+        It does not wait for a pooled connection: it uses the connection the pool keeps
+        for its stats publisher. A busy worker (every connection checked out) reports
+        ``ok`` with ``saturated`` set, so a health probe does not restart it.
 
         .. code-block:: python
 
@@ -227,8 +287,7 @@ class RedisPool:
                 health = redis_pool.health()
                 return health, 200 if health["ok"] else 503
         """
-        state = self._state(app)
-        return check_health(state.client, state.pool)
+        return check_health(self._state(app).pool)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -283,11 +342,18 @@ class RedisPool:
             with redis_pool.blocking(10) as client:
                 item = client.blpop("jobs", timeout=10)
 
-        For a quiet pubsub, use ``pubsub.get_message(timeout=...)``: it waits with
-        ``select`` and is not bound by the socket timeout (``listen()`` is).
+        A blocking command sent on :attr:`client` whose wait outlasts
+        ``REDIS_SOCKET_TIMEOUT`` is refused before it is sent, with a
+        :class:`~flask_redispool.BlockingCommandError` that points here.
+
+        For a quiet pubsub in a request, use ``pubsub.get_message(timeout=...)``: it waits
+        at most that long. ``pubsub.listen()`` reads with no timeout at all (redis-py
+        8.1), neither the socket timeout nor this one: it returns only when a message
+        arrives or the connection drops.
+
+        :raises ValueError: ``seconds`` is not a number from 0 to one day.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        seconds = check_seconds(seconds, "seconds")
         pinned = self._context_client().pinned(wait=seconds)
         try:
             yield pinned

@@ -1,55 +1,91 @@
 """A health check of one pool's server that never raises: for ``/healthz`` endpoints,
-container probes and ``flask redis-ping``."""
+container probes and ``flask redis-ping``.
+
+It asks the server on the connection the pool's publisher keeps outside the pool, so a
+worker whose pool is merely busy (every connection checked out) still answers at once
+and reports ``ok`` with ``saturated`` set, instead of waiting ``POOL_TIMEOUT`` and
+telling an orchestrator to restart a healthy process.
+"""
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, TypedDict
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import AuthenticationError, ResponseError
 
 if TYPE_CHECKING:
     from redis import Redis
 
+    from .config import Settings
     from .pool import CountedConnectionPool
 
-__all__ = ["Health", "check_health"]
+__all__ = ["Health", "check_health", "describe_failure", "failure_message", "probe"]
 
 
 class Health(TypedDict):
     """What :meth:`RedisPool.health() <flask_redispool.RedisPool.health>` returns."""
 
-    ok: bool
+    ok: bool  #: the server answered PING
     latency_ms: float | None
     server_version: str | None
     error: str | None
     in_use: int
     max_connections: int
+    saturated: bool  #: every pooled connection is checked out now: busy, not down
+    timeouts: int  #: checkouts that ended in PoolExhaustedError so far
 
 
-def check_health(client: Redis, pool: CountedConnectionPool) -> Health:
-    """PING the server through ``pool`` and report; a Redis error becomes ``ok=False``.
+def check_health(pool: CountedConnectionPool) -> Health:
+    """PING the server and report; any failure becomes ``ok=False`` with an ``error``.
 
     Takes at most the pool's worst case (``Settings.worst_case_seconds``) when Redis does
-    not answer, about a millisecond when it refuses connections.
+    not answer, about a millisecond when it refuses connections; never waits for a
+    pooled connection.
     """
+    return probe(pool)[0]
+
+
+def probe(pool: CountedConnectionPool) -> tuple[Health, Exception | None]:
+    """:func:`check_health`, and the exception behind a failure (for the CLI's wording)."""
     version = error = None
     latency_ms = None
+    failure: Exception | None = None
     try:
+        client = pool.publisher.side
         started = time.perf_counter()
         client.ping()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         version = _server_version(client)
-    except RedisError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    return Health(
+    except Exception as exc:
+        error, failure = describe_failure(exc), exc
+    in_use = pool.connection_counts()[0]
+    health = Health(
         ok=error is None,
         latency_ms=latency_ms,
         server_version=version,
         error=error,
-        in_use=pool.connection_counts()[0],
+        in_use=in_use,
         max_connections=pool.max_connections,
+        saturated=in_use >= pool.max_connections,
+        timeouts=pool.counters.timeouts,
     )
+    return health, failure
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``"<type>: <message>"``, followed by any note flask-redispool added."""
+    notes = getattr(exc, "__notes__", None) or []
+    return " ".join([f"{type(exc).__name__}: {exc}", *notes])
+
+
+def failure_message(settings: Settings, exc: BaseException) -> str:
+    """One sentence for a failed command, the same in every CLI command: "unreachable"
+    only for network failures, "refused" when the server answered with a refusal
+    (credentials, an ACL, a database number)."""
+    refused = isinstance(exc, AuthenticationError | ResponseError)
+    verdict = "refused the connection" if refused else "is unreachable"
+    return f"Redis for {settings.key('URL')} ({settings.redacted_url}) {verdict}: {describe_failure(exc)}"
 
 
 def _server_version(client: Redis) -> str:

@@ -13,8 +13,9 @@ nothing:
 - counters for :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts,
   connections made), one uncontended lock section per checkout;
 - :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
-- connection names ``<client name>:<host>:<pid>`` computed when each connection is
-  made, so ``CLIENT LIST`` tells processes apart, also after a fork;
+- connections of its own class (:mod:`flask_redispool._connection`): named
+  ``<client name>:<host>:<pid>`` so ``CLIENT LIST`` tells processes apart, also after
+  a fork; retried only when the command is safe to repeat; explaining their failures;
 - a :class:`~flask_redispool.snapshots.StatsPublisher` per process, started by the
   process's first connection, with a connection of its own.
 """
@@ -26,15 +27,17 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
 
+from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import Connection, ConnectionPool, parse_url
+from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, parse_url
 from redis.exceptions import MaxConnectionsError, RedisError
-from redis.retry import Retry
 
+from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from .config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from .errors import ConfigError, PoolExhaustedError
 from .snapshots import StatsPublisher
@@ -67,8 +70,10 @@ class CountedConnectionPool(ConnectionPool):
     #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
     async_pools: AsyncPools | None = None
 
-    def __init__(self, *, settings: Settings, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings, policy: ConnectionPolicy, **kwargs: Any) -> None:
         self.settings = settings
+        #: What this pool's connections share: names, refusals, error notes.
+        self.policy = policy
         super().__init__(max_connections=settings.max_connections, **kwargs)
 
     def reset(self) -> None:
@@ -76,7 +81,11 @@ class CountedConnectionPool(ConnectionPool):
         # lock may be held forever: each process starts with fresh counters, queue and
         # publisher (the parent's publishing thread does not exist in the child).
         self.counters = PoolCounters()
-        self.publisher = StatsPublisher(self)
+        # The publisher's thread must not keep the pool alive: it gets a weak snapshot
+        # callable and a factory for its own connection, and ends when the pool is collected.
+        side = functools.partial(side_client, self.connection_class, dict(self.connection_kwargs), self.settings)
+        self.publisher = StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), side)
+        weakref.finalize(self, self.publisher.orphan).atexit = False  # exit: see snapshots._delete_on_exit
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
         self._queue_lock = threading.Lock()
         super().reset()
@@ -88,7 +97,10 @@ class CountedConnectionPool(ConnectionPool):
             try:
                 connection = super().get_connection(*args, **kwargs)
             except MaxConnectionsError:
+                connection = None
+            if connection is None:  # out of the except block: an error raised now has no chain
                 connection = self._wait_for_connection(*args, **kwargs)
+        assert connection is not None
         counters = self.counters  # read after super(): a forked child has just reset them
         with counters.lock:
             counters.checkouts += 1
@@ -128,7 +140,7 @@ class CountedConnectionPool(ConnectionPool):
                     return connection
                 except MaxConnectionsError:
                     continue  # not free after all: wait for the next release
-            raise self._exhausted()
+            raise self._exhausted() from None
         finally:
             with self._queue_lock:
                 self._queue.remove(turn)
@@ -170,6 +182,7 @@ class CountedConnectionPool(ConnectionPool):
             pid=os.getpid(),
             host=HOST,
             client_name=settings.client_name,
+            naming_refused=self.policy.naming_refused,
             async_pools=async_pools.pool_count() if async_pools else 0,
             async_in_use=async_pools.in_use() if async_pools else 0,
         )
@@ -192,25 +205,20 @@ class CountedConnectionPool(ConnectionPool):
         )
 
 
-class _NamedConnection:
-    """Mixed into a redis-py connection class: appends ``:host:pid`` to the client name
-    (and ``name_suffix``, which takes a connection out of the per-process counts).
-
-    Connection objects are made in the process that uses them (redis-py's pool resets
-    itself in a forked child), so the pid is always the current one.
-    """
-
-    def __init__(self, *args: Any, client_name: str | None = None, name_suffix: str = "", **kwargs: Any) -> None:
-        if client_name:
-            client_name = f"{client_name}:{HOST}:{os.getpid()}{name_suffix}"
-        super().__init__(*args, client_name=client_name, **kwargs)  # type: ignore[call-arg]
-
-
-@functools.cache
-def named(connection_class: type[Any]) -> type[Any]:
-    """A subclass of ``connection_class`` whose client name carries host and pid."""
-    name = f"Named{connection_class.__name__}"
-    return type(name, (_NamedConnection, connection_class), {"__module__": __name__, "unnamed": connection_class})
+def side_client(connection_class: type[Any], kwargs: dict[str, Any], settings: Settings) -> Redis:
+    """A client on one connection of its own, outside the pool, for the publisher and
+    :meth:`~flask_redispool.RedisPool.health`: it never takes or waits for a connection
+    that requests need. Named ``<client name>:<host>:<pid>:stats``, which keeps it out of
+    the per-process counts. redis-py's pool checks it before each use, so one the server
+    closed while idle (its ``timeout``) is reconnected, not failed."""
+    pool = BlockingConnectionPool(  # type: ignore[no-untyped-call]
+        connection_class=connection_class,
+        max_connections=1,
+        timeout=settings.worst_case_seconds,
+        name_suffix=":stats",
+        **kwargs,
+    )
+    return Redis(connection_pool=pool)
 
 
 def create_pool(settings: Settings) -> CountedConnectionPool:
@@ -226,13 +234,12 @@ def create_pool(settings: Settings) -> CountedConnectionPool:
         socket_connect_timeout=settings.socket_connect_timeout,
         health_check_interval=settings.health_check_interval,
         decode_responses=settings.decode_responses,
-        client_name=settings.client_name,
-        retry=Retry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
+        retry=OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
     )
-    connection_class = kwargs.pop("connection_class", Connection)
-    _check_connection_kwargs(settings, connection_class, kwargs)
-    kwargs["connection_class"] = named(connection_class)
-    return CountedConnectionPool(settings=settings, **kwargs)
+    policy = ConnectionPolicy(settings)
+    connection_class = pool_connection_class(kwargs.pop("connection_class", Connection), policy)
+    check_connection_kwargs(settings, connection_class, kwargs)
+    return CountedConnectionPool(settings=settings, policy=policy, connection_class=connection_class, **kwargs)
 
 
 def _url_kwargs(settings: Settings) -> dict[str, Any]:
@@ -256,8 +263,7 @@ def _url_kwargs(settings: Settings) -> dict[str, Any]:
 def _fake_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
     """``fakeredis://[:password@][ignored-host][/db]``: a private in-process server per pool."""
     try:
-        from fakeredis import FakeServer
-        from fakeredis._clients._sync import FakeRedisConnection
+        from fakeredis import FakeRedisConnection, FakeServer
     except ImportError:
         raise ConfigError(
             f"{settings.key('URL')} uses fakeredis://, but fakeredis is not installed: "
@@ -270,12 +276,15 @@ def _fake_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**kwargs, "connection_class": FakeRedisConnection, "server": FakeServer(config=config)}
 
 
-def _check_connection_kwargs(settings: Settings, connection_class: type[Any], kwargs: dict[str, Any]) -> None:
-    """Make (but do not connect) one connection now, so a bad option fails at init_app."""
+def check_connection_kwargs(settings: Settings, connection_class: type[Any], kwargs: dict[str, Any]) -> None:
+    """Make (but do not connect) one connection now, and pack a command with it, so a bad
+    option fails at init_app. The message names options, never their values (secrets)."""
     try:
-        connection_class(**kwargs)
-    except (TypeError, ValueError, RedisError) as exc:
+        connection_class(**kwargs).pack_command("PING", "\u00e9")  # exercises encoding and its errors
+    except (TypeError, ValueError, LookupError, RedisError) as exc:
+        # A TypeError names the unexpected keyword; other errors may echo a value.
+        detail = str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__} for one of {sorted(kwargs)}"
         raise ConfigError(
             f"{settings.key('OPTIONS')} or {settings.key('URL')} holds an option "
-            f"that {connection_class.__name__} does not take: {exc}"
+            f"that {getattr(connection_class, 'base', connection_class).__name__} does not take: {detail}"
         ) from None

@@ -95,7 +95,7 @@ class PublishedPoolsCollector(Collector):
             settings = state.settings
             labels = [settings.prefix, settings.client_name]
             try:
-                snapshots = read_snapshots(state.client, settings)
+                snapshots, _skipped = read_snapshots(state.client, settings)
             except RedisError:
                 up.add_metric(labels, 0)
                 continue

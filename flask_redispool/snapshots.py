@@ -5,11 +5,13 @@ the connections are held by others (gunicorn workers). So each process that uses
 publishes that pool's :meth:`~flask_redispool.pool.CountedConnectionPool.snapshot`
 every ``STATS_INTERVAL`` seconds under::
 
-    flask_redispool:stats:<client name>:<prefix>:<host>:<pid>
+    flask_redispool:stats:<client name>:<prefix>:<host>:<pid>:<pool id>
 
 with a time to live of :data:`~flask_redispool.config.STATS_TTL_INTERVALS` intervals, and
 any process can read them all (:func:`read_snapshots`). The client name keeps two apps on
-one Redis apart.
+one Redis apart; the pool id two pools of one process with the same name, which readers
+add up per process. Readers check each snapshot's shape and skip (and count) what does
+not fit, so one bad value cannot break ``redis-stats``, a report or a scrape.
 
 Publishing stays off the request path and cannot fail a request:
 
@@ -21,8 +23,13 @@ Publishing stays off the request path and cannot fail a request:
 - the thread has a connection of its own, outside the pool, so it neither takes nor
   waits for one that requests need, and publishes even when every pooled connection
   is busy. It is named ``<client name>:<host>:<pid>:stats``, which keeps it out of the
-  per-process counts: a publishing process holds at most ``MAX_CONNECTIONS`` + 1;
-- when Redis is down the thread logs one warning and tries again next interval;
+  per-process counts: a publishing process holds at most ``MAX_CONNECTIONS`` + 1.
+  :meth:`~flask_redispool.RedisPool.health` uses the same connection;
+- when Redis is down the thread logs one warning and tries again next interval; when
+  the server refuses the snapshot (ACL, read-only replica, full ``maxmemory``) it backs
+  off, doubling its pause up to :data:`MAX_BACKOFF_INTERVALS` intervals;
+- the thread holds its pool weakly: an app dropped without ``close()`` is collected,
+  and the thread then ends, deleting its snapshot;
 - a process that ends cleanly deletes its snapshots; one that is killed leaves them to
   expire.
 """
@@ -30,14 +37,16 @@ Publishing stays off the request path and cannot fail a request:
 from __future__ import annotations
 
 import atexit
+import itertools
 import json
 import logging
+import math
 import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from redis.exceptions import RedisError, ResponseError
 
@@ -46,11 +55,19 @@ from .stats import HOST, PoolReport, PoolStats, group_client_list, process_rows,
 
 if TYPE_CHECKING:
     from redis import Redis
-    from redis.connection import Connection
 
     from .pool import CountedConnectionPool
 
-__all__ = ["KEY_PREFIX", "PublishedStats", "StatsPublisher", "build_report", "read_snapshots", "snapshot_key"]
+__all__ = [
+    "KEY_PREFIX",
+    "MAX_BACKOFF_INTERVALS",
+    "PublishedStats",
+    "StatsPublisher",
+    "build_report",
+    "read_snapshots",
+    "snapshot_key",
+    "valid_snapshot",
+]
 
 #: The namespace of every published snapshot.
 KEY_PREFIX: Final = "flask_redispool:stats"
@@ -62,6 +79,10 @@ _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "*?[]\\"})
 _SEND_ERRORS: Final = (RedisError, OSError, ValueError)
 # Publishers whose thread runs, so that a clean exit can delete their snapshots.
 _RUNNING: weakref.WeakSet[StatsPublisher] = weakref.WeakSet()
+# Tells apart the pools of one process in their snapshot keys.
+_POOL_IDS: Final = itertools.count()
+#: The longest pause, in intervals, before a refused snapshot is offered again.
+MAX_BACKOFF_INTERVALS: Final = 64
 
 
 class PublishedStats(PoolStats):
@@ -71,9 +92,13 @@ class PublishedStats(PoolStats):
     interval: float  #: its ``STATS_INTERVAL``
 
 
-def snapshot_key(settings: Settings, host: str, pid: int) -> str:
-    """Where the process ``host``/``pid`` publishes its snapshot of this pool."""
-    return f"{KEY_PREFIX}:{settings.client_name}:{settings.prefix}:{host}:{pid}"
+def snapshot_key(settings: Settings, host: str, pid: int, pool_id: int = 0) -> str:
+    """Where the process ``host``/``pid`` publishes its snapshot of one pool.
+
+    ``pool_id`` tells apart two pools of one process with the same client name and
+    prefix (two apps from one factory); readers add their snapshots up per process.
+    """
+    return f"{KEY_PREFIX}:{settings.client_name}:{settings.prefix}:{host}:{pid}:{pool_id}"
 
 
 class StatsPublisher:
@@ -81,28 +106,56 @@ class StatsPublisher:
 
     Each pool makes a new one in every process (redis-py resets a pool in a forked
     child), and the pool calls :meth:`start` when it makes its first connection.
+
+    It holds its pool only weakly (``snapshot`` is a weak method): an app that is
+    dropped without :meth:`RedisPool.close() <flask_redispool.RedisPool.close>` is still
+    collected, and then :meth:`orphan` ends the thread, which deletes the snapshot and
+    closes its connection. A server that refuses the snapshot (an ACL, a read-only
+    replica, a full ``maxmemory``) is asked again after a growing pause, up to
+    :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection.
+
+    :param settings: the pool's settings.
+    :param snapshot: returns the pool's :class:`~flask_redispool.stats.PoolStats`, or is
+        a dead weak reference (returns ``None``) once the pool is gone.
+    :param side_client: makes the client of the publisher's own connection, on first use.
     """
 
-    def __init__(self, pool: CountedConnectionPool) -> None:
-        settings = pool.settings
-        self.pool = pool
+    def __init__(
+        self,
+        settings: Settings,
+        snapshot: Callable[[], Callable[[], PoolStats] | None],
+        side_client: Callable[[], Redis],
+    ) -> None:
+        self.settings = settings
         self.interval = settings.stats_interval
         self.pid = os.getpid()
-        self.key = snapshot_key(settings, HOST, self.pid)
+        self.key = snapshot_key(settings, HOST, self.pid, next(_POOL_IDS))
         #: Read on every new connection: true once running, or when there is nothing to start.
         self.started = not self.interval
+        #: Publishes that failed in a row.
+        self.failures = 0
         self._running = False
-        self._connection: Connection | None = None  # made on first use, in this process
+        self._snapshot = snapshot
+        self._make_side = side_client
+        self._side: Redis | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
         self._stopped = threading.Event()
-        self._failing = False
+        self._orphaned = False
+        self._delay = self.interval
 
     @property
     def running(self) -> bool:
         """Whether this process's publishing thread runs."""
         return self._running
+
+    @property
+    def side(self) -> Redis:
+        """The client of this process's own connection, outside the pool (made on first use)."""
+        with self._lock:
+            if self._side is None or self.pid != os.getpid():
+                self._side, self.pid = self._make_side(), os.getpid()
+            return self._side
 
     def start(self) -> None:
         """Start the publishing thread, once."""
@@ -111,114 +164,174 @@ class StatsPublisher:
                 return
             self.started = self._running = True
         _RUNNING.add(self)
-        name = f"flask-redispool-stats-{self.pool.settings.prefix}"
+        name = f"flask-redispool-stats-{self.settings.prefix}"
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    def orphan(self) -> None:
+        """The pool was collected: end the thread, which deletes the snapshot and closes up."""
+        self._orphaned = True
+        self._stopped.set()
+
     def stop(self) -> None:
-        """Stop publishing for good and delete this process's snapshot (best effort).
+        """Stop publishing for good, delete this process's snapshot and close the publisher's
+        connection (best effort). Safe to call twice.
 
         ``flask redis-stats`` calls it first, so that the command does not list itself.
         """
         with self._lock:
             running, self._running, self.started = self._running, False, True
         self._stopped.set()
-        if not running or self.pid != os.getpid():  # a forked child must not delete its parent's
-            return
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self.pool.settings.worst_case_seconds)  # let a publish in flight end
+            thread.join(self.settings.worst_case_seconds)  # let a publish in flight end
             if thread.is_alive():  # Redis hangs: leave the snapshot to expire
                 return
-        self._send(lambda: ("DEL", self.key), warn=False)
-        if self._connection is not None:
-            self._connection.disconnect()  # type: ignore[no-untyped-call]
+        if running and self.pid == os.getpid():  # a forked child must not delete its parent's
+            self._send(("DEL", self.key), warn=False)
+        self.close()
+
+    def close(self) -> None:
+        """Close the publisher's own connection (also the one :meth:`health` used)."""
+        with self._lock:
+            side, self._side = self._side, None
+        if side is not None:
+            side.connection_pool.disconnect()
 
     def publish(self) -> bool:
-        """Publish the snapshot now; ``False`` if Redis could not take it."""
-
-        def command() -> tuple[object, ...]:
-            stats = PublishedStats(**self.pool.snapshot(), published_at=time.time(), interval=self.interval)
-            ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
-            return ("SET", self.key, json.dumps(stats), "PX", ttl_ms)
-
-        return self._send(command)
+        """Publish the snapshot now; ``False`` if Redis could not take it (or the pool is gone)."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return False
+        stats = PublishedStats(**snapshot(), published_at=time.time(), interval=self.interval)
+        ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
+        return self._send(("SET", self.key, json.dumps(stats), "PX", ttl_ms))
 
     def _run(self) -> None:
         # The first snapshot goes out one interval after the pool's first connection.
-        while not self._stopped.wait(self.interval):
+        while not self._stopped.wait(self._delay):
             self.publish()
+        if self._orphaned:
+            with self._lock:
+                self._running = False
+            self._send(("DEL", self.key), warn=False)
+            self.close()
 
-    def _send(self, command: Callable[[], tuple[object, ...]], *, warn: bool = True) -> bool:
-        with self._send_lock:  # publish() may also be called from another thread
-            if self._connection is None:
-                pool = self.pool
-                self._connection = pool.connection_class(**pool.connection_kwargs, name_suffix=":stats")
-            connection: Connection = self._connection
-            try:
-                connection.send_command(*command())  # type: ignore[no-untyped-call]
-                connection.read_response()
-            except _SEND_ERRORS as exc:
-                connection.disconnect()  # type: ignore[no-untyped-call]  # reconnects on the next send
-                return warn and self._failed(exc)
-        if self._failing:
-            self._failing = False
-            logger.info("Publishing %s's pool stats to Redis again.", self.pool.settings.prefix)
+    def _send(self, command: tuple[object, ...], *, warn: bool = True) -> bool:
+        try:
+            self.side.execute_command(*command)  # type: ignore[no-untyped-call]
+        except ResponseError as exc:  # refused: ask again after a growing pause
+            self._delay = min(self._delay * 2, self.interval * MAX_BACKOFF_INTERVALS)
+            return warn and self._failed(exc)
+        except _SEND_ERRORS as exc:  # unreachable: try again next interval
+            return warn and self._failed(exc)
+        self._delay = self.interval
+        if self.failures:
+            self.failures = 0
+            logger.info("Publishing %s's pool stats to Redis again.", self.settings.prefix)
         return True
 
     def _failed(self, exc: Exception) -> bool:
-        if not self._failing:
-            self._failing = True
-            settings = self.pool.settings
+        self.failures += 1
+        if self.failures == 1:
+            settings = self.settings
             logger.warning(
-                "Could not publish %s's pool stats to %s (%s); will retry every %g s.",
+                "Could not publish %s's pool stats to %s (%s); will retry %s.",
                 settings.prefix,
                 settings.redacted_url,
                 f"{type(exc).__name__}: {exc}",
-                self.interval,
+                "with a growing pause" if isinstance(exc, ResponseError) else f"every {self.interval:g} s",
             )
         return False
 
 
-def read_snapshots(client: Redis, settings: Settings) -> list[PublishedStats]:
-    """Every live process's published snapshot of the pool ``settings`` describe.
+#: Fields every published snapshot must have, and their types: a reader skips one that
+#: does not fit rather than fail (anybody who can write the key pattern can write junk).
+_SNAPSHOT_INTS: Final = ("pid", "max_connections", "created", "in_use", "idle", "peak_in_use",
+                         "checkouts", "waits", "timeouts")  # fmt: skip
+_SNAPSHOT_OPTIONAL_INTS: Final = ("async_pools", "async_in_use")  # 0 in snapshots from before async pools
+
+
+def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
+    """``value`` as a snapshot of ``prefix``'s pool, or ``None`` when it does not fit."""
+    if not isinstance(value, dict) or value.get("prefix") != prefix or not isinstance(value.get("host"), str):
+        return None
+    for name in (*_SNAPSHOT_INTS, *_SNAPSHOT_OPTIONAL_INTS):
+        number = value.setdefault(name, 0) if name in _SNAPSHOT_OPTIONAL_INTS else value.get(name)
+        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+            return None
+    for name in ("published_at", "interval"):
+        number = value.get(name)
+        if not isinstance(number, int | float) or isinstance(number, bool) or not 0 < number < math.inf:
+            return None
+    return cast("PublishedStats", value)
+
+
+def read_snapshots(client: Redis, settings: Settings) -> tuple[list[PublishedStats], int]:
+    """Every live process's published snapshot of the pool ``settings`` describe, one per
+    process (two pools of one process with the same name are added up), and how many
+    snapshots were skipped as malformed.
 
     :raises RedisError: Redis is unreachable, or SCAN/MGET are not allowed.
     """
     pattern = f"{KEY_PREFIX}:{settings.client_name.translate(_GLOB_SPECIAL)}:{settings.prefix}:*"
     keys = list(client.scan_iter(match=pattern, count=1000))
-    snapshots: list[PublishedStats] = []
+    by_process: dict[tuple[str, int], PublishedStats] = {}
+    skipped = 0
     for raw in client.mget(keys) if keys else []:
         if raw is None:  # expired between SCAN and MGET
             continue
         try:
-            stats = json.loads(raw)
+            stats = valid_snapshot(json.loads(raw), settings.prefix)
         except ValueError:
+            stats = None
+        if stats is None:
+            skipped += 1
             continue
-        if isinstance(stats, dict) and stats.get("prefix") == settings.prefix:
-            snapshots.append(cast("PublishedStats", stats))
-    return sorted(snapshots, key=lambda s: (s["host"], s["pid"]))
+        where = (stats["host"], stats["pid"])
+        by_process[where] = _add(by_process[where], stats) if where in by_process else stats
+    return [by_process[where] for where in sorted(by_process)], skipped
+
+
+def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
+    """Two pools of one process, as one: counts added, the older publication time kept."""
+    total: dict[str, Any] = dict(one)
+    for name in (*_SNAPSHOT_INTS, *_SNAPSHOT_OPTIONAL_INTS):
+        if name != "pid":
+            total[name] += other[name]
+    total["published_at"] = min(one["published_at"], other["published_at"])
+    return cast("PublishedStats", total)
 
 
 def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
     """Every process's snapshot of ``pool`` beside the connections the server sees from it.
 
     A command the server refuses (an ACL without ``CLIENT`` or ``SCAN``) leaves its part
-    out and says why in ``server_error`` or ``snapshots_error``.
+    out and says why in ``server_error`` or ``snapshots_error``; so do unnamed connections
+    (``CLIENT_NAME = False``, or a server that refused ``CLIENT SETNAME``), which the
+    server view cannot tell apart. Snapshots that do not fit are counted in
+    ``snapshots_skipped``.
 
-    :raises RedisError: Redis is unreachable.
+    :raises RedisError: Redis is unreachable, or refused the connection itself
+        (credentials, database number).
     """
     settings = pool.settings
+    _connect(client)  # first: a connection the server refuses is no partial view
     snapshots: list[PublishedStats] = []
     server = snapshots_error = server_error = None
+    skipped = 0
     try:
-        snapshots = read_snapshots(client, settings)
+        snapshots, skipped = read_snapshots(client, settings)
     except ResponseError as exc:
         snapshots_error = str(exc)
-    try:
-        server = group_client_list(client.client_list(), settings.client_name)
-    except ResponseError as exc:
-        server_error = str(exc)
+    unnamed = _why_unnamed(pool)
+    if unnamed is not None:
+        server_error = unnamed
+    else:
+        try:
+            server = group_client_list(client.client_list(), settings.client_name)
+        except ResponseError as exc:
+            server_error = str(exc)
     rows = process_rows(
         snapshots, server, interval=settings.stats_interval, fresh_intervals=STATS_FRESH_INTERVALS, now=time.time()
     )
@@ -228,8 +341,25 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
         processes=rows,
         totals=totals(rows, server_seen=server is not None),
         snapshots_error=snapshots_error,
+        snapshots_skipped=skipped,
         server_error=server_error,
     )
+
+
+def _connect(client: Redis) -> None:
+    """Check out (and so connect and set up) one connection of ``client`` and give it back."""
+    pool = client.connection_pool
+    pool.release(pool.get_connection())
+
+
+def _why_unnamed(pool: CountedConnectionPool) -> str | None:
+    settings = pool.settings
+    if not settings.name_connections:
+        return f"connections are unnamed ({settings.key('CLIENT_NAME')} is False)"
+    refused = pool.policy.naming_refused
+    if refused is not None:
+        return f"connections are unnamed: the server refused CLIENT SETNAME ({refused})"
+    return None
 
 
 @atexit.register

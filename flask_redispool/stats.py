@@ -56,6 +56,7 @@ class PoolStats(TypedDict):
     pid: int
     host: str
     client_name: str
+    naming_refused: str | None  #: why the server refused CLIENT SETNAME, if it did
     async_pools: int  #: event loops with a pool of their own (async views)
     async_in_use: int  #: connections checked out of those pools now
 
@@ -172,8 +173,9 @@ class PoolReport(TypedDict):
     stats_interval: float
     processes: list[ProcessRow]
     totals: Totals
-    snapshots_error: str | None
-    server_error: str | None
+    snapshots_error: str | None  #: why no snapshot could be read, if none could
+    snapshots_skipped: int  #: published snapshots that did not fit the expected shape
+    server_error: str | None  #: why the server's view is missing, if it is
 
 
 def process_rows(

@@ -18,7 +18,7 @@ from .conftest import PASSWORD
 
 URL = "redis://127.0.0.1:1/0"  # nothing listens there: init_app must not connect
 
-STATS_INTERVAL_MUST = "REDIS_STATS_INTERVAL must be 0 (off) or a number of seconds >= 0.1, got "
+STATS_INTERVAL_MUST = "REDIS_STATS_INTERVAL must be 0 (off) or a number of seconds from 0.1 to 86400, got "
 
 
 def settings_for(**config: Any) -> Any:
@@ -45,10 +45,10 @@ def test_defaults_are_the_declared_ones() -> None:
         ({"REDIS_MAX_CONNECTIONS": " 10"}, "REDIS_MAX_CONNECTIONS must be an integer >= 1, got ' 10' (str)"),
         ({"REDIS_POOL_BLOCKING": "maybe"}, "REDIS_POOL_BLOCKING must be a boolean"),
         ({"REDIS_POOL_BLOCKING": 1}, "REDIS_POOL_BLOCKING must be a boolean"),
-        ({"REDIS_POOL_TIMEOUT": -1}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0, got -1 (int)"),
-        ({"REDIS_POOL_TIMEOUT": "soon"}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0, got 'soon'"),
-        ({"REDIS_SOCKET_TIMEOUT": 0}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0, got 0 (int)"),
-        ({"REDIS_SOCKET_TIMEOUT": None}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0, got None"),
+        ({"REDIS_POOL_TIMEOUT": -1}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0 and <= 86400, got -1 (int)"),
+        ({"REDIS_POOL_TIMEOUT": "soon"}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0 and <= 86400, got 'soon"),
+        ({"REDIS_SOCKET_TIMEOUT": 0}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0 and <= 86400, got 0 (int)"),
+        ({"REDIS_SOCKET_TIMEOUT": None}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0 and <= 86400, got None"),
         ({"REDIS_SOCKET_CONNECT_TIMEOUT": float("inf")}, "REDIS_SOCKET_CONNECT_TIMEOUT must be a number"),
         ({"REDIS_RETRIES": -1}, "REDIS_RETRIES must be an integer >= 0, got -1 (int)"),
         ({"REDIS_HEALTH_CHECK_INTERVAL": "-5"}, "REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds >= 0"),
@@ -182,7 +182,12 @@ def test_worst_case_follows_the_documented_formula() -> None:
         (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=none", "rediss://:***@h/0?ssl_cert_reqs=none"),
         (f"unix://user:{PASSWORD}@/tmp/redis.sock?db=1", "unix://user:***@/tmp/redis.sock?db=1"),
         (f"unix:///tmp/redis.sock?db=1&password={PASSWORD}", "unix:///tmp/redis.sock?db=1&password=***"),
-        (f"redis://:pa/ss@wo:rd{PASSWORD}@h:1/0", "redis://:***@h:1/0"),
+        (f"redis://:pa/ss@wo:rd{PASSWORD}@h:1/0", "redis://***@h:1/0"),
+        (f"redis://:pa#ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
+        (f"redis://:pa?ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
+        ("localhost:6379", "localhost:6379"),  # no password: the mistake (no scheme) stays visible
+        ("localhost:6379/0", "localhost:6379/0"),
+        (f"{PASSWORD}@localhost:6379", "***@localhost:6379"),
         ("redis://localhost:6379/0", "redis://localhost:6379/0"),
         ("fakeredis://", "fakeredis://"),
         (PASSWORD, "***"),

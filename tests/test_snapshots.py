@@ -37,7 +37,7 @@ def snapshots(server: Redis) -> Callable[[Flask], dict[int, PublishedStats]]:
 
     def read(app: Flask) -> dict[int, PublishedStats]:
         (state,) = app_states(app)
-        return {stats["pid"]: stats for stats in read_snapshots(server, state.settings)}
+        return {stats["pid"]: stats for stats in read_snapshots(server, state.settings)[0]}
 
     return read
 
@@ -68,8 +68,9 @@ def test_a_snapshot_agrees_with_the_server(
     assert published["checkouts"] == 1 == redis_pool.stats(app)["checkouts"]  # publishing is not counted
     assert published["interval"] == INTERVAL
     assert abs(published["published_at"] - time.time()) < 5
-    key = snapshot_key(redis_pool.settings(app), HOST, os.getpid())
-    assert key == f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}:{os.getpid()}"
+    key = redis_pool.get_pool(app).publisher.key
+    assert key.startswith(f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}:{os.getpid()}:")
+    assert key == snapshot_key(redis_pool.settings(app), HOST, os.getpid(), int(key.rpartition(":")[2]))
     assert 0 < server.pttl(key) <= 3 * INTERVAL * 1000
 
 
@@ -139,7 +140,7 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
 
 def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], server: Redis) -> None:
     worker = start_worker("exiting", held=1, interval=INTERVAL)
-    pattern = f"flask_redispool:stats:exiting:REDIS:{HOST}:{worker.pid}"
-    wait_until(lambda: server.exists(pattern), 10, "the worker's snapshot")
+    pattern = f"flask_redispool:stats:exiting:REDIS:{HOST}:{worker.pid}:*"
+    wait_until(lambda: server.keys(pattern), 10, "the worker's snapshot")
     worker.exit()
-    assert not server.exists(pattern)
+    assert not server.keys(pattern)

@@ -1,0 +1,337 @@
+"""The connections our pools make: named, sent at most once unless safe, self-explaining.
+
+Each pool gets its own subclass of the connection class its URL asks for (redis-py's
+or fakeredis's, sync or ``redis.asyncio``), carrying the pool's :class:`ConnectionPolicy`.
+The subclass changes four things, all through redis-py's public connection methods:
+
+- **Names.** After the handshake it sends ``CLIENT SETNAME <client name>:<host>:<pid>``
+  itself. A server that refuses it (``CLIENT`` renamed away, an ACL user without
+  ``client|setname``) does not fail the connection: the pool logs one warning and makes
+  unnamed connections from then on, without asking again.
+- **Retries that never run a write twice.** Each send records whether the command is
+  safe to repeat (:mod:`flask_redispool._commands`). A failure after the bytes of an
+  unsafe command may have left is marked, and :class:`OnceRetry` does not retry it;
+  one that happened while connecting, before anything was sent, is retried as before.
+- **Blocking commands** whose server-side wait outlasts the socket timeout are refused
+  before sending, with a message that points at ``redis_pool.blocking()``.
+- **Failures name our config keys**: a note is added to the exception (connection
+  refused, timeout, credentials wanted). Only failure paths pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.retry import Retry
+
+from ._commands import command_kind
+from .errors import BlockingCommandError
+from .stats import HOST
+
+if TYPE_CHECKING:
+    from redis.asyncio.connection import AbstractConnection as _AsyncBase
+    from redis.connection import AbstractConnection as _SyncBase
+
+    from .config import Settings
+else:
+    _AsyncBase = _SyncBase = object
+
+__all__ = ["AsyncPoolConnection", "ConnectionPolicy", "OnceRetry", "PoolConnection", "may_have_run"]
+
+logger = logging.getLogger("flask_redispool")
+T = TypeVar("T")
+
+#: Set on an exception raised after an unsafe command may have reached the server.
+_MAY_HAVE_RUN: Final = "flask_redispool_may_have_run"
+_NOTED: Final = "flask_redispool_noted"
+# What a server answers when it wants credentials it did not get, or refuses them.
+_AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
+
+
+def may_have_run(error: BaseException) -> bool:
+    """Whether ``error`` was raised after an unsafe command may have reached the server."""
+    return bool(getattr(error, _MAY_HAVE_RUN, False))
+
+
+def _retryable(error: Exception) -> bool:
+    return not may_have_run(error) and not isinstance(error, BlockingCommandError)
+
+
+def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Exception], bool]:
+    if is_retryable is None:
+        return _retryable
+    return lambda error: _retryable(error) and is_retryable(error)
+
+
+class OnceRetry(Retry):
+    """redis-py's :class:`~redis.retry.Retry`, except after an unsafe command may have run."""
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        return super().call_with_retry(do, fail, _also(is_retryable), with_failure_count)
+
+
+class AsyncOnceRetry(AsyncRetry):
+    """:class:`OnceRetry` for ``redis.asyncio``."""
+
+    async def call_with_retry(
+        self,
+        do: Callable[[], Awaitable[T]],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        return await super().call_with_retry(do, fail, _also(is_retryable), with_failure_count)
+
+
+def add_note(error: BaseException, text: str) -> None:
+    """``error.add_note(text)``, on Python 3.10 too (where it joins the message)."""
+    if hasattr(error, "add_note"):
+        error.add_note(text)
+    elif error.args and isinstance(error.args[0], str):  # pragma: no cover - Python 3.10
+        error.args = (f"{error.args[0]}\n{text}", *error.args[1:])
+
+
+class ConnectionPolicy:
+    """What every connection of one pool shares: its name, what the server refused,
+    and the words that explain a failure in terms of the config keys."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        #: Why the server refused ``CLIENT SETNAME``, once it has; connections are unnamed then.
+        self.naming_refused: str | None = None
+        self._lock = threading.Lock()
+
+    def connection_name(self, suffix: str) -> str | None:
+        """The name a new connection gives itself, or ``None`` when naming is off or refused."""
+        settings = self.settings
+        if not settings.name_connections or self.naming_refused is not None:
+            return None
+        return f"{settings.client_name}:{HOST}:{os.getpid()}{suffix}"
+
+    def refuse_naming(self, error: ResponseError) -> None:
+        """The server refused ``CLIENT SETNAME``: stop asking, and say so once."""
+        with self._lock:
+            if self.naming_refused is not None:
+                return
+            self.naming_refused = str(error)
+        settings = self.settings
+        logger.warning(
+            "Redis at %s refused CLIENT SETNAME (%s): %s's connections stay unnamed, so "
+            "'flask redis-stats' cannot match the server's CLIENT LIST to processes. "
+            "Set %s = False to skip naming, or allow client|setname for this user.",
+            settings.redacted_url,
+            error,
+            settings.prefix,
+            settings.key("CLIENT_NAME"),
+        )
+
+    def check_blocking(self, args: Sequence[Any], wait: Callable[[Sequence[Any]], float | None], timeout: Any) -> None:
+        """Refuse a blocking command that would outlast the connection's socket ``timeout``."""
+        seconds = wait(args)
+        if seconds is None or timeout is None or seconds < timeout:
+            return
+        settings = self.settings
+        how_long = "forever (timeout 0)" if math.isinf(seconds) else f"up to {seconds:g} s"
+        hint = "redis_pool.blocking(seconds)" if math.isinf(seconds) else f"redis_pool.blocking({math.ceil(seconds)})"
+        raise BlockingCommandError(
+            f"{args[0]} may wait {how_long} on the server, longer than {settings.key('SOCKET_TIMEOUT')}="
+            f"{timeout:g} s allows, so it would fail with a timeout. Run it on a client made for waiting: "
+            f"'with {hint} as client: client.{str(args[0]).lower()}(...)'."
+        )
+
+    def explain(self, error: BaseException, *, unsafe_sent: bool = False) -> None:
+        """Mark ``error`` when an unsafe command may have run, and add one note naming our keys."""
+        if unsafe_sent:
+            setattr(error, _MAY_HAVE_RUN, True)
+        if getattr(error, _NOTED, False):
+            return
+        setattr(error, _NOTED, True)
+        note = self._note(error)
+        if unsafe_sent and isinstance(error, ConnectionError | TimeoutError):
+            note += (
+                " The command was not retried: it may already have run on the server "
+                f"({self.settings.key('RETRIES')} only repeats commands that are safe to run twice)."
+            )
+        add_note(error, note)
+
+    def _note(self, error: BaseException) -> str:
+        settings = self.settings
+        where = f"{settings.key('URL')} ({settings.redacted_url})"
+        if isinstance(error, AuthenticationError) or (
+            isinstance(error, ResponseError) and any(word in str(error) for word in _AUTH_WORDS)
+        ):
+            return (
+                f"flask-redispool: the server at {where} wants valid credentials: give them in "
+                f"{settings.key('URL')} as redis://user:password@host:port/db (percent-encode the password)."
+            )
+        if isinstance(error, TimeoutError):
+            return (
+                f"flask-redispool: no answer from {where} within {settings.key('SOCKET_TIMEOUT')}="
+                f"{settings.socket_timeout:g} s. A command that waits on the server on purpose belongs in "
+                "'with redis_pool.blocking(seconds) as client:'."
+            )
+        if isinstance(error, ConnectionError):
+            return (
+                f"flask-redispool: could not reach Redis at {where}; a command gives up after at most "
+                f"{settings.worst_case_seconds:g} s ({settings.key('SOCKET_CONNECT_TIMEOUT')}, "
+                f"{settings.key('SOCKET_TIMEOUT')}, {settings.key('RETRIES')})."
+            )
+        return f"flask-redispool: Redis at {where} refused the connection's set-up."
+
+
+class _Sending:
+    """State shared by the sync and async mixins (no I/O)."""
+
+    policy: ConnectionPolicy  # set on each pool's subclass
+    #: The bytes of a command that is not safe to repeat may have left.
+    unsafe_sent = False
+    _batch_repeatable = False
+
+    def _init_name(self, name_suffix: str) -> None:
+        self.unsafe_sent = False
+        self.name_suffix = name_suffix
+
+    def _kind_of(self, args: Sequence[Any], timeout: Any) -> bool:
+        """Check ``args`` before sending; return whether it is safe to repeat."""
+        kind = command_kind(args[0])
+        if kind.blocking is not None:
+            self.policy.check_blocking(args, kind.blocking, timeout)
+        return kind.repeatable
+
+    def _batch_kind(self, commands: Iterable[Iterable[Any]]) -> list[Sequence[Any]]:
+        batch: list[Sequence[Any]] = [tuple(args) for args in commands]
+        self._batch_repeatable = all(command_kind(args[0]).repeatable for args in batch)
+        return batch
+
+    def _take_batch_kind(self) -> bool:
+        repeatable, self._batch_repeatable = self._batch_repeatable, False
+        return repeatable
+
+
+class PoolConnection(_Sending, _SyncBase):
+    """Mixed into a redis-py (or fakeredis) connection class for one pool."""
+
+    def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
+        self._init_name(name_suffix)
+        super().__init__(*args, **kwargs)
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        super().on_connect_check_health(check_health)
+        name = self.policy.connection_name(self.name_suffix)
+        if name is not None:
+            self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            try:
+                self.read_response()
+            except ResponseError as exc:
+                self.policy.refuse_naming(exc)
+
+    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        try:
+            super().connect_check_health(check_health, retry_socket_connect)
+        except RedisError as exc:
+            self.policy.explain(exc)
+            raise
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        repeatable = self._kind_of(args, self.socket_timeout)
+        self._send(self.pack_command(*args), kwargs.get("check_health", True), repeatable)  # type: ignore[no-untyped-call]
+
+    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
+        return super().pack_commands(self._batch_kind(commands))  # type: ignore[no-any-return,no-untyped-call]
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self._send(command, check_health, self._take_batch_kind())
+
+    def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
+        self.unsafe_sent = False  # connecting and the health check send nothing of the command
+        if not self.is_connected:
+            self.connect_check_health(check_health=False)
+        if check_health:
+            self.check_health()  # type: ignore[no-untyped-call]
+        self.unsafe_sent = not repeatable
+        try:
+            super().send_packed_command(command, check_health=False)  # type: ignore[no-untyped-call]
+        except RedisError as exc:
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            raise
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)
+        except (ConnectionError, TimeoutError) as exc:
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            raise
+
+
+class AsyncPoolConnection(_Sending, _AsyncBase):
+    """:class:`PoolConnection` for a ``redis.asyncio`` connection class."""
+
+    def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
+        self._init_name(name_suffix)
+        super().__init__(*args, **kwargs)
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        await super().on_connect_check_health(check_health)
+        name = self.policy.connection_name(self.name_suffix)
+        if name is not None:
+            await self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            try:
+                await self.read_response()
+            except ResponseError as exc:
+                self.policy.refuse_naming(exc)
+
+    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
+        try:
+            await super().connect_check_health(check_health, retry_socket_connect)
+        except RedisError as exc:
+            self.policy.explain(exc)
+            raise
+
+    async def send_command(self, *args: Any, **kwargs: Any) -> None:
+        repeatable = self._kind_of(args, self.socket_timeout)
+        await self._send(self.pack_command(*args), kwargs.get("check_health", True), repeatable)
+
+    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
+        return super().pack_commands(self._batch_kind(commands))
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        await self._send(command, check_health, self._take_batch_kind())
+
+    async def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
+        self.unsafe_sent = False
+        if not self.is_connected:
+            await self.connect_check_health(check_health=False)
+        if check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        self.unsafe_sent = not repeatable
+        try:
+            await super().send_packed_command(command, check_health=False)
+        except RedisError as exc:
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            raise
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except (ConnectionError, TimeoutError) as exc:
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            raise
+
+
+def pool_connection_class(base: type[Any], policy: ConnectionPolicy, *, asynchronous: bool = False) -> type[Any]:
+    """A subclass of ``base`` (a redis-py or fakeredis connection class) for one pool."""
+    mixin: type[Any] = AsyncPoolConnection if asynchronous else PoolConnection
+    return type(f"Pool{base.__name__}", (mixin, base), {"__module__": __name__, "policy": policy, "base": base})

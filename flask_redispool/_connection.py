@@ -126,7 +126,7 @@ class ConnectionPolicy:
         with self._lock:
             if self.naming_refused is not None:
                 return
-            self.naming_refused = str(error)
+            self.naming_refused = f"{type(error).__name__}: {error}"
         settings = self.settings
         logger.warning(
             "Redis at %s refused CLIENT SETNAME (%s): %s's connections stay unnamed, so "
@@ -204,6 +204,12 @@ class _Sending:
         self.unsafe_sent = False
         self.name_suffix = name_suffix
 
+    def _before_handshake(self) -> None:
+        # Where CLIENT SETNAME was refused, redis-py's CLIENT SETINFO will be too: it ignores
+        # the error, but a connection should not send two doomed commands every time.
+        if self.policy.naming_refused is not None:
+            self.driver_info = None
+
     def _kind_of(self, args: Sequence[Any], timeout: Any) -> bool:
         """Check ``args`` before sending; return whether it is safe to repeat."""
         kind = command_kind(args[0])
@@ -229,6 +235,7 @@ class PoolConnection(_Sending, _SyncBase):
         super().__init__(*args, **kwargs)
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
+        self._before_handshake()
         super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:
@@ -284,6 +291,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         super().__init__(*args, **kwargs)
 
     async def on_connect_check_health(self, check_health: bool = True) -> None:
+        self._before_handshake()
         await super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:

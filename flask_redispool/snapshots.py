@@ -323,7 +323,7 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
     try:
         snapshots, skipped = read_snapshots(client, settings)
     except ResponseError as exc:
-        snapshots_error = str(exc)
+        snapshots_error = f"{type(exc).__name__}: {exc}"
     unnamed = _why_unnamed(pool)
     if unnamed is not None:
         server_error = unnamed
@@ -331,7 +331,7 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
         try:
             server = group_client_list(client.client_list(), settings.client_name)
         except ResponseError as exc:
-            server_error = str(exc)
+            server_error = f"{type(exc).__name__}: {exc}"
     rows = process_rows(
         snapshots, server, interval=settings.stats_interval, fresh_intervals=STATS_FRESH_INTERVALS, now=time.time()
     )

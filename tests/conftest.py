@@ -56,6 +56,21 @@ def auth_server(request: pytest.FixtureRequest) -> RedisServer:
 
 
 @pytest.fixture
+def start_server(redis_server: RedisServer) -> Iterator[Callable[..., RedisServer]]:
+    """Start servers of this test's own with extra ``redis-server`` arguments
+    (``--rename-command CLIENT ""``, ``--replicaof``, ``--timeout 1``); stopped by pid."""
+    started: list[RedisServer] = []
+
+    def start(*args: str) -> RedisServer:
+        started.append(RedisServer(redis_server.binary, args=args))
+        return started[-1].start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
 def own_server(redis_server: RedisServer) -> Iterator[RedisServer]:
     """A server of this test's own, free to be killed, paused or reconfigured; stopped by pid."""
     server = RedisServer(redis_server.binary).start()

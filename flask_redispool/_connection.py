@@ -196,6 +196,7 @@ class _Sending:
     """State shared by the sync and async mixins (no I/O)."""
 
     policy: ConnectionPolicy  # set on each pool's subclass
+    driver_info: Any  # redis-py's, for CLIENT SETINFO
     #: The bytes of a command that is not safe to repeat may have left.
     unsafe_sent = False
     _batch_repeatable = False

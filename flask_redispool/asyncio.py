@@ -342,7 +342,7 @@ class AsyncPools:
 def _async_connection_kwargs(sync_pool: CountedConnectionPool) -> dict[str, Any]:
     """The sync pool's connection keyword arguments, for ``redis.asyncio``."""
     settings = sync_pool.settings
-    kwargs = dict(sync_pool.connection_kwargs)
+    kwargs = dict(sync_pool.connection_options)
     twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.base)
     if twin is None and "server" in kwargs:  # fakeredis://: the same fake server as the sync side
         from fakeredis import FakeAsyncRedisConnection

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -121,7 +122,10 @@ class RedisPool:
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
         pool = create_pool(settings)
         async_pools = AsyncPools(pool, _loop_owner(app))
-        states[self.config_prefix] = AppState(self, settings, pool, ContextClient(connection_pool=pool), async_pools)
+        state = states[self.config_prefix] = AppState(
+            self, settings, pool, ContextClient(connection_pool=pool), async_pools
+        )
+        weakref.finalize(app, _dropped, state).atexit = False  # the state does not refer to the app
         app.teardown_appcontext(self._teardown if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
 
@@ -401,6 +405,15 @@ class RedisPool:
         async_client = self._end_context()
         if async_client is not None:
             await async_client.release_all()
+
+
+def _dropped(state: AppState) -> None:
+    """``app`` was garbage-collected without :meth:`RedisPool.close`: close its pool's
+    sockets before the collector finalizes them one by one (each would warn "unclosed"),
+    and end the publisher, whose own thread deletes the snapshot. No network I/O here:
+    this runs inside the garbage collector, in whichever thread triggered it."""
+    state.pool.publisher.orphan()
+    state.pool.disconnect()
 
 
 def _loop_owner(app: App) -> LoopOwner:

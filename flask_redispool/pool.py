@@ -74,6 +74,10 @@ class CountedConnectionPool(ConnectionPool):
         self.settings = settings
         #: What this pool's connections share: names, refusals, error notes.
         self.policy = policy
+        #: The connection keyword arguments flask-redispool built from the settings, for the
+        #: publisher's connection and the async pools. Not ``connection_kwargs``: redis-py adds
+        #: per-pool objects there that refer back to this pool and would keep it alive.
+        self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
         super().__init__(max_connections=settings.max_connections, **kwargs)
 
     def reset(self) -> None:
@@ -82,10 +86,9 @@ class CountedConnectionPool(ConnectionPool):
         # publisher (the parent's publishing thread does not exist in the child).
         self.counters = PoolCounters()
         # The publisher's thread must not keep the pool alive: it gets a weak snapshot
-        # callable and a factory for its own connection, and ends when the pool is collected.
-        side = functools.partial(side_client, self.connection_class, dict(self.connection_kwargs), self.settings)
+        # callable and a factory for its own connection.
+        side = functools.partial(side_client, self.connection_class, self.connection_options, self.settings)
         self.publisher = StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), side)
-        weakref.finalize(self, self.publisher.orphan).atexit = False  # exit: see snapshots._delete_on_exit
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
         self._queue_lock = threading.Lock()
         super().reset()

@@ -169,9 +169,15 @@ class StatsPublisher:
         self._thread.start()
 
     def orphan(self) -> None:
-        """The pool was collected: end the thread, which deletes the snapshot and closes up."""
-        self._orphaned = True
+        """The app was collected without ``close()``: end the thread, which deletes the
+        snapshot and closes its connection. Does no network I/O itself (it runs inside
+        the garbage collector, in whichever thread triggered it)."""
+        with self._lock:
+            self._orphaned = True
+            running = self._running
         self._stopped.set()
+        if not running:
+            self.close()
 
     def stop(self) -> None:
         """Stop publishing for good, delete this process's snapshot and close the publisher's

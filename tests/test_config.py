@@ -80,7 +80,46 @@ def test_defaults_are_the_declared_ones() -> None:
         ({"REDIS_OPTIONS": {"connection_pool": None}}, "REDIS_OPTIONS['connection_pool'] cannot be set"),
         ({"REDIS_URL": "http://localhost"}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL with one of the schemes"),
+        (
+            {"REDIS_URL": "localhost:6379"},  # no password in it: what was typed is shown
+            "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://, fakeredis://, got "
+            "localhost:6379",
+        ),
         ({"REDIS_URL": 6379}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://"),
+        # Durations beyond a day overflow the socket and thread layers at the first command.
+        ({"REDIS_SOCKET_TIMEOUT": 1e10}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0 and <= 86400, got 1"),
+        ({"REDIS_SOCKET_CONNECT_TIMEOUT": float("nan")}, "REDIS_SOCKET_CONNECT_TIMEOUT must be a number of seconds"),
+        ({"REDIS_POOL_TIMEOUT": 1e300}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0 and <= 86400, got 1e+300"),
+        ({"REDIS_POOL_TIMEOUT": float("inf")}, "REDIS_POOL_TIMEOUT must be a number of seconds >= 0 and <= 86400"),
+        ({"REDIS_STATS_INTERVAL": 1e10}, STATS_INTERVAL_MUST + "10000000000.0"),
+        ({"REDIS_HEALTH_CHECK_INTERVAL": "1e10"}, "REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds >= 0"),
+        # Values redis-py would only refuse at the first command, and without echoing them.
+        (
+            {"REDIS_OPTIONS": {"encoding": "utf-8x"}},
+            "REDIS_OPTIONS must be a dict whose 'encoding' names a Python codec, got a dict with keys ['encoding']",
+        ),
+        (
+            {"REDIS_OPTIONS": {"encoding_errors": "shrug"}},
+            "REDIS_OPTIONS must be a dict whose 'encoding_errors' names a Python error handler, got a dict with keys",
+        ),
+        (
+            {"REDIS_OPTIONS": {"socket_keepalive_options": {"TCP_KEEPIDLE": 60}}},
+            "REDIS_OPTIONS must be a dict whose 'socket_keepalive_options' maps socket option numbers to ints",
+        ),
+        (
+            {"REDIS_OPTIONS": {"password": PASSWORD, 7: "x"}},
+            "REDIS_OPTIONS must be a dict of redis-py keyword arguments with string keys, got a dict with keys "
+            "['7', 'password']",
+        ),
+        # A password with an unencoded '/', '?' or '#' would end early, and the rest be read as path.
+        (
+            {"REDIS_URL": f"redis://:pa/{PASSWORD}@evil.example:1/0"},
+            "REDIS_URL must be a URL whose password is percent-encoded: a '/', '?', '#' or '@' in the password must "
+            "be written %2F, %3F, %23 or %40 (urllib.parse.quote(password, safe='')), got redis://***@evil.example:1/0",
+        ),
+        ({"REDIS_URL": f"redis://:pa#{PASSWORD}@localhost/0"}, "REDIS_URL must be a URL whose password is percent-"),
+        ({"REDIS_URL": f"redis://:pa?{PASSWORD}@localhost/0"}, "REDIS_URL must be a URL whose password is percent-"),
+        ({"REDIS_CLIENT_NAME": True}, "REDIS_CLIENT_NAME must be a non-empty string of printable characters"),
     ],
 )
 def test_bad_config_is_refused_naming_the_key(config: dict[str, Any], message: str) -> None:
@@ -131,6 +170,9 @@ def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
         ("2", "POOL_TIMEOUT", 2.0),
         ("0", "RETRIES", 0),
         ("0", "STATS_INTERVAL", 0.0),
+        ("86400", "SOCKET_TIMEOUT", 86400.0),
+        (False, "CLIENT_NAME", "app"),  # no CLIENT SETNAME; snapshots still carry the app's name
+        ("off", "CLIENT_NAME", "app"),
         ("0.5", "STATS_INTERVAL", 0.5),
         (3, "SOCKET_TIMEOUT", 3.0),
     ],
@@ -205,6 +247,13 @@ def test_redact_url(url: str, redacted: str) -> None:
         {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0?socket_timeout=1"},
         {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "bogus": 1}},
         {"REDIS_URL": f"redis://:{PASSWORD}@localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "retry": 1}},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "encoding": "nope"}},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "socket_timeout": 2}},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": {"password": 12345, "ssl_cert_reqs": PASSWORD}},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": [PASSWORD]},
+        {"REDIS_URL": f"redis://:{PASSWORD}/x@localhost/0"},
+        {"REDIS_URL": f"redis://:{PASSWORD}#x@localhost/0"},
+        {"REDIS_URL": f"redis://:{PASSWORD}?x@localhost/0"},
     ],
 )
 def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], config: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -144,3 +145,42 @@ def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], 
     wait_until(lambda: server.keys(pattern), 10, "the worker's snapshot")
     worker.exit()
     assert not server.keys(pattern)
+
+
+def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """Anybody who can write the key pattern can write junk: every reader survives it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flask_redispool.prometheus import PublishedPoolsCollector
+
+    use_redis(app, redis_pool)
+    publisher = redis_pool.get_pool(app).publisher
+    assert publisher.publish()
+    good = json.loads(server.get(publisher.key) or "{}")
+    base = f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}"
+    junk = {
+        "no-host": {k: v for k, v in good.items() if k != "host"},
+        "text-time": {**good, "pid": 1, "published_at": "yesterday"},
+        "no-counters": {k: v for k, v in good.items() if k not in ("in_use", "checkouts")} | {"pid": 2},
+        "bool-count": {**good, "pid": 3, "in_use": True},
+        "nan-interval": {**good, "pid": 4, "interval": float("nan")},
+        "a-list": [good],
+    }
+    for name, value in junk.items():
+        server.set(f"{base}:{name}", json.dumps(value))
+    server.set(f"{base}:not-json", "{oops")
+
+    with app.app_context():
+        report = redis_pool.report()
+    assert report["snapshots_skipped"] == len(junk) + 1
+    assert [row["pid"] for row in report["processes"]] == [os.getpid()]
+    result = app.test_cli_runner().invoke(args=["redis-stats"])
+    assert result.exit_code == 0, result.output
+    assert f"{len(junk) + 1} malformed snapshot(s) skipped" in result.output
+    registry = CollectorRegistry()
+    registry.register(PublishedPoolsCollector(app))
+    scraped = generate_latest(registry).decode()
+    in_use = [line for line in scraped.splitlines() if line.startswith("flask_redispool_connections_in_use{")]
+    assert len(in_use) == 1  # the one good snapshot: this process's
+    assert f'host="{HOST}",pid="{os.getpid()}"' in in_use[0]
+    assert "flask_redispool_published_processes" in scraped

@@ -174,13 +174,13 @@ def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisP
         report = redis_pool.report()
     assert report["snapshots_skipped"] == len(junk) + 1
     assert [row["pid"] for row in report["processes"]] == [os.getpid()]
-    result = app.test_cli_runner().invoke(args=["redis-stats"])
-    assert result.exit_code == 0, result.output
-    assert f"{len(junk) + 1} malformed snapshot(s) skipped" in result.output
     registry = CollectorRegistry()
     registry.register(PublishedPoolsCollector(app))
     scraped = generate_latest(registry).decode()
     in_use = [line for line in scraped.splitlines() if line.startswith("flask_redispool_connections_in_use{")]
     assert len(in_use) == 1  # the one good snapshot: this process's
     assert f'host="{HOST}",pid="{os.getpid()}"' in in_use[0]
+    result = app.test_cli_runner().invoke(args=["redis-stats"])  # last: the command stops our publisher
+    assert result.exit_code == 0, result.output
+    assert f"{len(junk) + 1} malformed snapshot(s) skipped" in result.output
     assert "flask_redispool_published_processes" in scraped

@@ -6,9 +6,10 @@ import asyncio
 import gc
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
+import redis.asyncio
 from flask import Flask
 from redis import Redis
 from redis.exceptions import ConnectionError
@@ -139,6 +140,57 @@ def test_a_pipeline_left_watching_is_given_back_disconnected(
     assert async_app.test_client().get("/watch").status_code == 200
     assert state.async_pools.in_use() == 0
     assert async_app.test_client().get("/hits").json["hits"] == 1  # the pool still works
+
+
+class Boom(Exception):
+    """Raised by an async view after it took a connection."""
+
+
+async def async_pipeline(client: redis.asyncio.Redis) -> None:
+    pipe = client.pipeline()
+    await pipe.watch("hits")
+
+
+async def async_pubsub(client: redis.asyncio.Redis) -> None:
+    await client.pubsub().subscribe("news")
+
+
+async def async_monitor(client: redis.asyncio.Redis) -> None:
+    await client.monitor().__aenter__()
+
+
+async def async_single_connection_client(client: redis.asyncio.Redis) -> None:
+    await client.client().set("guarded", "from the failed view")
+
+
+@pytest.mark.parametrize("take", [async_pipeline, async_pubsub, async_monitor, async_single_connection_client])
+def test_every_async_connection_holder_is_given_back_when_the_view_raises(
+    make_app: Callable[..., Flask],
+    redis_url: str,
+    redis_pool: RedisPool,
+    server: Redis,
+    take: Callable[[redis.asyncio.Redis], Awaitable[None]],
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+
+    @app.get("/leak")
+    async def leak() -> str:
+        await take(redis_pool.async_client)
+        raise Boom
+
+    @app.get("/hits")
+    async def hits() -> str:
+        return str(await redis_pool.async_client.incr("hits"))
+
+    (state,) = app_states(app)
+    client = app.test_client()
+    for hit in (1, 2, 3):  # one connection in all: each would be lost without teardown
+        assert client.get("/leak").status_code == 500
+        assert state.async_pools.in_use() == 0
+        assert client.get("/hits").text == str(hit)
+    assert server.pubsub_numsub("news") == [(b"news", 0)]
 
 
 def test_async_client_recovers_after_a_server_restart(

@@ -69,6 +69,23 @@ def leave_an_open_pipeline_without_raising(redis_pool: RedisPool) -> None:
     pipe.watch("guarded")
 
 
+def leave_a_monitor(redis_pool: RedisPool) -> None:
+    monitor = redis_pool.client.monitor().__enter__()  # MONITOR sent, never exited
+    assert monitor.connection is not None
+    raise Boom
+
+
+def raise_in_a_monitor_block(redis_pool: RedisPool) -> None:
+    with redis_pool.client.monitor():
+        raise Boom
+
+
+def leave_a_single_connection_client(redis_pool: RedisPool) -> None:
+    pinned = redis_pool.client.client()  # redis-py's client pinned to one connection
+    pinned.set("guarded", "from the failed view")
+    raise Boom  # the traceback keeps ``pinned`` alive: only teardown can give its connection back
+
+
 LEAKY_VIEWS = [
     leave_a_transaction,
     leave_a_subscription,
@@ -77,4 +94,7 @@ LEAKY_VIEWS = [
     raise_in_a_pipeline_block,
     raise_after_a_command,
     leave_an_open_pipeline_without_raising,
+    leave_a_monitor,
+    raise_in_a_monitor_block,
+    leave_a_single_connection_client,
 ]

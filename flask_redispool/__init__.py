@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from .config import CONFIG_KEYS, ConfigKey, Settings
-from .errors import ConfigError, ConfigWarning, PoolExhaustedError
+from .errors import BlockingCommandError, ConfigError, ConfigWarning, PoolExhaustedError
 from .extension import RedisPool
 from .health import Health
 from .stats import PoolReport, PoolStats
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONFIG_KEYS",
+    "BlockingCommandError",
     "ConfigError",
     "ConfigKey",
     "ConfigWarning",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
@@ -45,3 +46,41 @@ def test_example_app_healthz(make_example: Callable[..., Flask], redis_url: str)
     assert response.status_code == 503
     assert response.json is not None
     assert response.json["ok"] is False
+
+
+def test_a_busy_pool_is_healthy_and_says_it_is_saturated(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+) -> None:
+    """Every connection checked out: health answers at once, without waiting POOL_TIMEOUT."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=2)
+    redis_pool.init_app(app)
+    pool = redis_pool.get_pool(app)
+    held = [pool.get_connection() for _ in range(2)]
+    try:
+        started = time.monotonic()
+        health = redis_pool.health(app)
+        took = time.monotonic() - started
+    finally:
+        for connection in held:
+            pool.release(connection)
+    assert took < 0.5  # far below the 2 s a pooled connection would have cost
+    assert (health["ok"], health["saturated"], health["in_use"], health["timeouts"]) == (True, True, 2, 0)
+    assert redis_pool.health(app)["saturated"] is False
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:{port}/999",  # a database the server does not have
+        "redis://nobody:wrong@127.0.0.1:{port}/0",  # credentials it refuses
+    ],
+)
+def test_health_never_raises_whatever_the_server_says(
+    make_app: Callable[..., Flask], redis_server: RedisServer, url: str
+) -> None:
+    app = make_app(REDIS_URL=url.format(port=redis_server.port))
+    health = RedisPool(app).health(app)
+    assert health["ok"] is False
+    assert health["error"] is not None
+    assert "flask-redispool:" in health["error"]  # the note that names REDIS_URL
+    assert "wrong" not in health["error"]

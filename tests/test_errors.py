@@ -1,0 +1,119 @@
+"""Errors a user meets inside a view name our config keys and the fix, against real servers."""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+import pytest
+from flask import Flask
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError
+
+from flask_redispool import BlockingCommandError, PoolExhaustedError, RedisPool
+from flask_redispool.testing import RedisServer, free_port
+
+from .conftest import PASSWORD
+
+
+def notes(error: BaseException) -> str:
+    return " ".join(getattr(error, "__notes__", []))
+
+
+@pytest.mark.parametrize(
+    ("command", "wait"),
+    [
+        (lambda client: client.blpop(["jobs"], timeout=5), "up to 5 s"),
+        (lambda client: client.brpop(["jobs"], timeout=0), "forever (timeout 0)"),
+        (lambda client: client.blmove("a", "b", timeout=2), "up to 2 s"),
+        (lambda client: client.bzpopmin(["z"], timeout=1), "up to 1 s"),
+        (lambda client: client.xread({"stream": "0"}, block=3000), "up to 3 s"),
+        (lambda client: client.wait(1, 1000), "up to 1 s"),
+    ],
+)
+def test_a_blocking_command_longer_than_the_socket_timeout_is_refused_before_it_is_sent(
+    app: Flask, redis_pool: RedisPool, command: Callable[[object], object], wait: str
+) -> None:
+    with app.app_context():
+        redis_pool.client.ping()  # connected: what follows costs no round trip
+        started = time.monotonic()
+        with pytest.raises(BlockingCommandError) as raised:
+            command(redis_pool.client)
+        assert time.monotonic() - started < 0.1  # refused at once, not after the socket timeout
+        assert redis_pool.client.ping()  # the connection is clean
+    message = str(raised.value)
+    assert f"may wait {wait} on the server, longer than REDIS_SOCKET_TIMEOUT=0.5 s allows" in message
+    assert "with redis_pool.blocking(" in message
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_blocking_commands_within_the_socket_timeout_or_inside_blocking_are_sent(
+    app: Flask, redis_pool: RedisPool
+) -> None:
+    with app.app_context():
+        assert redis_pool.client.blpop(["jobs"], timeout=0.1) is None
+        assert redis_pool.client.xread({"stream": "0"}) == []  # XREAD without BLOCK waits for nothing
+        with redis_pool.blocking(1) as client:
+            assert client.blpop(["jobs"], timeout=1) is None
+            assert client.xread({"stream": "$"}, block=200) == []
+
+
+def test_an_async_blocking_command_is_refused_too(app: Flask, redis_pool: RedisPool) -> None:
+    @app.get("/pop")
+    async def pop() -> str:
+        try:
+            await redis_pool.async_client.blpop(["jobs"], timeout=5)
+        except BlockingCommandError as exc:
+            return str(exc)
+        return "sent"
+
+    assert "may wait up to 5 s on the server" in app.test_client().get("/pop").text
+
+
+def test_a_refused_connection_names_the_key_and_the_worst_case(
+    make_app: Callable[..., Flask], redis_pool: RedisPool
+) -> None:
+    port = free_port()
+    app = make_app(REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    redis_pool.init_app(app)
+    worst = redis_pool.settings(app).worst_case_seconds
+    with app.app_context(), pytest.raises(ConnectionError) as raised:
+        redis_pool.client.get("k")
+    note = notes(raised.value)
+    assert f"could not reach Redis at REDIS_URL (redis://:***@127.0.0.1:{port}/0)" in note
+    assert f"gives up after at most {worst:g} s" in note
+    assert PASSWORD not in note
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    ["", ":wrong-password@", "someone:wrong-password@"],
+)
+def test_missing_or_wrong_credentials_say_to_put_them_in_the_url(
+    make_app: Callable[..., Flask], auth_server: RedisServer, redis_pool: RedisPool, credentials: str
+) -> None:
+    app = make_app(REDIS_URL=f"redis://{credentials}127.0.0.1:{auth_server.port}/0")
+    redis_pool.init_app(app)
+    with app.app_context(), pytest.raises(RedisError) as raised:
+        redis_pool.client.get("k")
+    assert isinstance(raised.value, AuthenticationError)
+    assert "wants valid credentials: give them in REDIS_URL as redis://user:password@host" in notes(raised.value)
+    assert "wrong-password" not in notes(raised.value)
+
+
+def test_pool_exhausted_comes_without_redis_py_internals(make_app: Callable[..., Flask], redis_url: str) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.05)
+    redis_pool = RedisPool(app)
+    pool = redis_pool.get_pool(app)
+    held = pool.get_connection()
+    try:
+        with app.app_context(), pytest.raises(PoolExhaustedError) as raised:
+            redis_pool.client.get("k")
+    finally:
+        pool.release(held)
+    error = raised.value
+    assert error.__cause__ is None
+    assert error.__suppress_context__ or error.__context__ is None
+    shown = "".join(traceback.format_exception(error))
+    assert "During handling of the above exception" not in shown
+    assert "REDIS_MAX_CONNECTIONS" in shown

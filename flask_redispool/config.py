@@ -6,7 +6,7 @@ detector and the docs' config reference all read this one table, so they cannot
 drift apart.
 
 Keys are read with the extension's prefix: ``REDIS_URL`` for the default prefix,
-``CACHE_REDIS_URL`` for ``RedisPool(config_prefix="CACHE_REDIS")``.
+``JOBS_REDIS_URL`` for ``RedisPool(config_prefix="JOBS_REDIS")``.
 """
 
 from __future__ import annotations
@@ -524,17 +524,24 @@ def url_query_conflicts(settings: Settings, url_options: Mapping[str, Any]) -> N
 
 
 def _warn_unknown_keys(config: Mapping[str, Any], prefix: str) -> None:
-    ours = [k.key(prefix) for k in CONFIG_KEYS]
-    for name in config:
-        if not isinstance(name, str) or not name.startswith(prefix + "_") or name in ours:
+    """Warn about a near miss of one of our keys (``REDIS_MAX_CONECTIONS``).
+
+    Only the part after the prefix is compared, so the shared prefix does not make
+    another extension's keys look alike (Flask-Caching's ``CACHE_REDIS_HOST`` is no
+    near miss of ``CACHE_REDIS_URL``).
+    """
+    names = [k.name for k in CONFIG_KEYS]
+    for key in config:
+        if not isinstance(key, str) or not key.startswith(prefix + "_"):
             continue
-        # CACHE_REDIS_URL seen with prefix CACHE: another instance's key, not a typo.
-        if any(name.endswith("_" + k.name) for k in CONFIG_KEYS):
+        rest = key[len(prefix) + 1 :]
+        # JOBS_REDIS_URL seen with prefix JOBS: another instance's key, not a typo.
+        if rest in names or any(rest.endswith("_" + name) for name in names):
             continue
-        close = difflib.get_close_matches(name, ours, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(rest, names, n=1, cutoff=0.8)
         if close:
             warnings.warn(
-                f"{name} is not a flask-redispool setting; did you mean {close[0]}?",
+                f"{key} is not a flask-redispool setting; did you mean {prefix}_{close[0]}?",
                 ConfigWarning,
                 stacklevel=4,
             )

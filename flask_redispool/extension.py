@@ -78,8 +78,8 @@ class RedisPool:
 
     One ``RedisPool`` may serve many apps; its per-app state lives in
     ``app.extensions["redispool"]``. One app may have several, each with its own
-    ``config_prefix`` (``RedisPool(app, config_prefix="CACHE_REDIS")`` reads
-    ``CACHE_REDIS_URL``, ...).
+    ``config_prefix`` (``RedisPool(app, config_prefix="JOBS_REDIS")`` reads
+    ``JOBS_REDIS_URL``, ...).
 
     :param app: call :meth:`init_app` on this app now.
     :param config_prefix: the prefix of this instance's config keys.
@@ -89,7 +89,7 @@ class RedisPool:
         if not isinstance(config_prefix, str) or not _PREFIX_RE.fullmatch(config_prefix):
             raise ValueError(
                 f"config_prefix must be an upper-case config key prefix such as 'REDIS' "
-                f"or 'CACHE_REDIS', got {config_prefix!r}"
+                f"or 'JOBS_REDIS', got {config_prefix!r}"
             )
         self.config_prefix = config_prefix
         self._g_key = f"_redispool_{config_prefix}"

@@ -188,6 +188,17 @@ def test_a_typo_warns_with_the_close_match() -> None:
         settings_for(REDIS_MAX_CONECTIONS=5)
 
 
+@pytest.mark.parametrize(
+    "key",
+    # Flask-Caching's own keys, read with prefix CACHE_REDIS (CACHE_TYPE="RedisCache").
+    ["HOST", "PORT", "PASSWORD", "DB", "SENTINELS", "SENTINEL_MASTER", "SENTINEL_PASSWORD", "CLUSTER"],
+)
+def test_another_extensions_keys_under_our_prefix_do_not_warn(key: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_settings({"CACHE_REDIS_URL": URL, f"CACHE_REDIS_{key}": "x"}, "CACHE_REDIS", "app")
+
+
 def test_keys_of_another_prefix_and_unrelated_keys_do_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -239,3 +239,28 @@ def test_blocking_works_on_fakeredis(make_app: Callable[..., Flask]) -> None:
             client.rpush("jobs", "x")
             assert client.blpop(["jobs"], timeout=1) == (b"jobs", b"x")
         assert redis_pool.stats()["in_use"] == 0
+
+
+def test_pubsub_listen_is_not_cut_by_the_socket_timeout(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """What the docs say of listen(): in redis-py 8.1 it reads with no timeout at all."""
+    got: list[object] = []
+    with app.app_context():
+        pubsub = redis_pool.client.pubsub()
+        pubsub.subscribe("news")
+
+        def listen() -> None:
+            for message in pubsub.listen():
+                if message["type"] == "message":
+                    got.append(message["data"])
+                    return
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        listener.join(3 * redis_pool.settings().socket_timeout)
+        still_listening = listener.is_alive()  # no TimeoutError ended it
+        server.publish("news", "hello")  # ends it either way, so nothing is left running
+        listener.join(5)
+        pubsub.close()
+    assert still_listening
+    assert got == [b"hello"]
+    assert not listener.is_alive()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -39,6 +40,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config.from_prefixed_env()
     app.config.update(config or {})
     redis_pool.init_app(app)
+    app.extensions[BURSTS_KEY] = Bursts()
     app.register_blueprint(bp)
     return app
 
@@ -81,7 +83,57 @@ BURSTS: Final[dict[str, tuple[int, Callable[[], None], str]]] = {
     "slow": (80, _slow, "80 slow 200 ms BLPOPs"),
 }
 BURST_THREADS: Final = 16
-_burst_running = threading.Lock()  # one burst at a time per process: bounded
+BURSTS_KEY: Final = "example_app.bursts"
+
+
+class Bursts:
+    """The bursts of work one app runs in this process: one at a time, bounded, and
+    stoppable. :func:`stop_bursts` stops and joins them, so that nothing the app
+    started outlives it (a test's server, or the app itself)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def start(self, app: Flask, work: Callable[[], None], units: int) -> bool:
+        """Start ``units`` of ``work`` over BURST_THREADS threads; ``False`` if a burst runs."""
+        with self._lock:
+            if any(thread.is_alive() for thread in self._threads):
+                return False
+            self._stop.clear()
+            shares = [units // BURST_THREADS + (i < units % BURST_THREADS) for i in range(BURST_THREADS)]
+            self._threads = [
+                threading.Thread(target=self._work, args=(app, work, share), daemon=True) for share in shares
+            ]
+            for thread in self._threads:
+                thread.start()
+        return True
+
+    def _work(self, app: Flask, work: Callable[[], None], times: int) -> None:
+        for _ in range(times):
+            if self._stop.is_set():
+                return
+            # One context per unit, as one request each. A PoolExhaustedError shows up as
+            # a timeout in the stats.
+            with app.app_context(), contextlib.suppress(RedisError):
+                work()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the running burst after its units in flight, and wait for its threads."""
+        self._stop.set()
+        with self._lock:
+            threads = list(self._threads)
+        deadline = time.monotonic() + timeout
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def stop_bursts(app: Flask) -> None:
+    """Stop and join the app's bursts (tests call it before their server goes away)."""
+    bursts: Bursts | None = app.extensions.get(BURSTS_KEY)
+    if bursts is not None:
+        bursts.stop()
 
 
 @bp.post("/burst")
@@ -90,30 +142,10 @@ def burst() -> tuple[dict[str, Any], int]:
     kind = request.args.get("kind", "")
     if kind not in BURSTS:
         abort(400, f"kind must be one of {', '.join(BURSTS)}")
-    if not _burst_running.acquire(blocking=False):
-        return {"kind": kind, "pid": os.getpid(), "started": False}, 409
     units, work, _label = BURSTS[kind]
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    shares = [units // BURST_THREADS + (i < units % BURST_THREADS) for i in range(BURST_THREADS)]
-    threads = [threading.Thread(target=_work, args=(app, work, share), daemon=True) for share in shares]
-    for thread in threads:
-        thread.start()
-    threading.Thread(target=_release_when_done, args=(threads,), daemon=True).start()
-    return {"kind": kind, "pid": os.getpid(), "started": True}, 202
-
-
-def _work(app: Flask, work: Callable[[], None], times: int) -> None:
-    for _ in range(times):
-        # One context per unit, as one request each. A PoolExhaustedError shows up as a
-        # timeout in the stats.
-        with app.app_context(), contextlib.suppress(RedisError):
-            work()
-
-
-def _release_when_done(threads: list[threading.Thread]) -> None:
-    for thread in threads:
-        thread.join()
-    _burst_running.release()
+    started = app.extensions[BURSTS_KEY].start(app, work, units)
+    return {"kind": kind, "pid": os.getpid(), "started": started}, 202 if started else 409
 
 
 @bp.get("/healthz")

@@ -8,19 +8,21 @@ under ``CI=true``.
 from __future__ import annotations
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import pytest
 from flask import Flask
 from redis import Redis
 
 from bench.loadgen import drive
-from example_app import create_app
+from example_app import create_app, stop_bursts
 from flask_redispool import RedisPool
 from flask_redispool.asyncio import ThreadLoops
 from flask_redispool.extension import LOOPS_KEY, app_states
@@ -124,6 +126,7 @@ def make_example() -> Iterator[Callable[..., Flask]]:
 
     yield make
     for app in made:
+        stop_bursts(app)
         close_pools(app)
 
 
@@ -175,6 +178,64 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
     return result
 
 
+class Lines:
+    """The lines a child process prints, each read with a deadline.
+
+    A plain ``readline()`` waits forever for a child that hangs; here a daemon thread
+    reads and :meth:`next` waits at most ``timeout`` seconds, then fails the test (the
+    caller's ``finally`` kills the child).
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self._lines.put(line)
+        except (ValueError, OSError):  # the test closed the stream: the child is gone
+            pass
+        self._lines.put(None)  # the child closed its output
+
+    def next(self, timeout: float = 30) -> str:
+        """The next line; ``""`` once the child closed its output."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"no line from the child process within {timeout} s")
+        return "" if line is None else line
+
+    def until(self, needle: str, timeout: float = 30) -> str:
+        """The first line containing ``needle``, within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
+        while line := self.next(max(0.0, deadline - time.monotonic())):
+            if needle in line:
+                return line
+        pytest.fail(f"the child process ended without printing {needle!r}")
+
+
+def interruptible(command: list[str]) -> list[str]:
+    """``command``, started so that SIGINT interrupts it even when this test run ignores
+    SIGINT (a suite started with ``&`` from a non-interactive shell, or under ``setsid``):
+    children inherit an ignored SIGINT, so a small prelude sets it back to the default
+    before it execs the command."""
+    prelude = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return [sys.executable, "-c", prelude, *command]
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Kill ``process`` (ours, by pid) if it still runs, reap it and close its pipes."""
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
 WORKER = """
 import sys
 from flask import Flask
@@ -202,7 +263,9 @@ class Worker:
 
     def exit(self) -> None:
         """End it cleanly (closing its stdin): its exit handlers run."""
-        self.process.communicate("", timeout=30)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
 
 
 @pytest.fixture
@@ -216,13 +279,16 @@ def start_worker(redis_url: str) -> Iterator[Callable[..., Worker]]:
         worker = Worker(subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         started.append(worker)
         assert worker.process.stdout is not None
-        assert worker.process.stdout.readline() == "ready\n"
+        assert Lines(worker.process.stdout).next() == "ready\n"
         return worker
 
     yield start
     for worker in started:
-        if worker.process.poll() is None:
-            worker.exit()
+        try:
+            if worker.process.poll() is None:
+                worker.exit()
+        finally:
+            stop_process(worker.process)
 
 
 def load_every_worker(port: int, workers: set[int], server: Redis, client_name: str = "example_app") -> None:

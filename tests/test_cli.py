@@ -20,7 +20,7 @@ from flask_redispool import RedisPool
 from flask_redispool.stats import HOST, group_client_list
 from flask_redispool.testing import free_port
 
-from .conftest import Worker, wait_until
+from .conftest import Lines, Worker, interruptible, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,13 +147,15 @@ def test_unreachable_redis_is_one_line_and_exit_1(args: list[str], tmp_path: Pat
 
 def test_watch_refreshes_until_ctrl_c(tmp_path: Path, redis_url: str) -> None:
     command, how = flask_command(tmp_path, redis_url, "redis-stats", "--json", "--watch", "0.1")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **how)
+    process = subprocess.Popen(interruptible(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE, **how)
     try:
         assert process.stdout is not None
-        frames = [json.loads(process.stdout.readline()) for _ in range(3)]
-    finally:
+        lines = Lines(process.stdout)
+        frames = [json.loads(lines.next()) for _ in range(3)]
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
+    finally:
+        stop_process(process)
     assert [frame["pools"][0]["pool"]["pid"] for frame in frames] == [process.pid] * 3
     assert process.returncode == 0, stderr
     assert stderr == ""

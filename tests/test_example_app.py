@@ -17,7 +17,7 @@ from flask import Flask
 from example_app import create_app, redis_pool
 from flask_redispool.testing import find_redis_server, free_port
 
-from .conftest import wait_until
+from .conftest import Lines, interruptible, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,14 +71,7 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     app = create_app()
     assert redis_pool.stats(app)["max_connections"] == 7
     assert redis_pool.settings(app).url == "fakeredis://"
-
-
-def _read_until(process: subprocess.Popen[str], needle: str) -> str:
-    assert process.stdout is not None
-    for line in process.stdout:  # ends when the process closes its output
-        if needle in line:
-            return line
-    raise AssertionError(f"the demo ended without printing {needle!r}")
+    redis_pool.close(app)
 
 
 @pytest.mark.skipif(find_redis_server() is None and os.environ.get("CI") != "true", reason="no redis-server")
@@ -86,20 +79,21 @@ def test_demo_starts_an_embedded_server_and_ctrl_c_stops_both() -> None:
     redis_port, web_port = free_port(), free_port()
     env = {**os.environ, "DEMO_REDIS_PORT": str(redis_port), "PORT": str(web_port), "PYTHONUNBUFFERED": "1"}
     env.pop("REDIS_URL", None)
-    command = [sys.executable, "-m", "example_app"]
+    command = interruptible([sys.executable, "-m", "example_app"])
     with subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     ) as demo:
         try:
-            redis_pid = int(_read_until(demo, "redis-server pid").split()[2])
-            _read_until(demo, f"http://127.0.0.1:{web_port}")
+            assert demo.stdout is not None
+            output = Lines(demo.stdout)
+            redis_pid = int(output.until("redis-server pid").split()[2])
+            output.until(f"http://127.0.0.1:{web_port}")
             with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/hits", timeout=10) as response:
                 assert json.loads(response.read()) == {"hits": 1, "pid": demo.pid}
             demo.send_signal(signal.SIGINT)
-            _read_until(demo, "redis-server stopped")
+            output.until("redis-server stopped")
             assert demo.wait(timeout=20) == 0
         finally:
-            if demo.poll() is None:
-                demo.kill()
+            stop_process(demo)
     with pytest.raises(ProcessLookupError):
         os.kill(redis_pid, 0)

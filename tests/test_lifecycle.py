@@ -19,7 +19,7 @@ from flask_redispool import RedisPool
 from flask_redispool.extension import LOOPS_KEY, app_states
 from flask_redispool.stats import HOST
 
-from .conftest import our_connections, wait_until
+from .conftest import Lines, our_connections, stop_process, wait_until
 
 
 def open_fds() -> int:
@@ -158,7 +158,7 @@ def test_two_apps_of_one_process_with_one_name_are_added_up_not_mixed(
     with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as twins:
         try:
             assert twins.stdout is not None
-            assert twins.stdout.readline() == "ready\n"
+            assert Lines(twins.stdout).next() == "ready\n"
 
             def row() -> dict[str, object] | None:
                 output = app.test_cli_runner().invoke(args=["redis-stats", "--json"]).output
@@ -168,5 +168,5 @@ def test_two_apps_of_one_process_with_one_name_are_added_up_not_mixed(
 
             twin = wait_until(row, 10, "both apps' snapshots, added up")
         finally:
-            twins.communicate("", timeout=30)
+            stop_process(twins)
     assert (twin["host"], twin["in_use"], twin["server_connections"], twin["suspect"]) == (HOST, 4, 4, None)

@@ -20,7 +20,7 @@ from typing import Any, Final, NamedTuple
 
 from redis.commands import READ_COMMANDS
 
-__all__ = ["ONCE", "REPEATABLE", "Kind", "command_kind"]
+__all__ = ["KINDS", "ONCE", "REPEATABLE", "Kind", "command_kind"]
 
 #: Commands that change no data, beyond redis-py's read-only data commands: the
 #: handshake, introspection, and the brackets of a transaction (a batch is repeatable
@@ -92,7 +92,8 @@ class Kind(NamedTuple):
 
 #: Commands that are sent at most once and do not block: most writes.
 ONCE: Final = Kind(repeatable=False, blocking=None)
-_KINDS: Final[dict[str, Kind]] = {
+#: Every command name we know, as redis-py spells it (upper case), and its kind.
+KINDS: Final[dict[str, Kind]] = {
     **{name: Kind(repeatable=True, blocking=None) for name in REPEATABLE},
     **{name: Kind(repeatable=name in REPEATABLE, blocking=how) for name, how in _BLOCKING.items()},
 }
@@ -104,9 +105,9 @@ def command_kind(name: object) -> Kind:
     redis-py spells names in upper case, so one dict look-up answers; other spellings
     are normalised on a miss.
     """
-    kind: Kind | None = _KINDS.get(name)  # type: ignore[call-overload]
+    kind: Kind | None = KINDS.get(name)  # type: ignore[call-overload]
     if kind is not None:
         return kind
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
-    return _KINDS.get(str(name).upper(), ONCE)
+    return KINDS.get(str(name).upper(), ONCE)

@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-from ._commands import command_kind
+from ._commands import KINDS, command_kind
 from .errors import BlockingCommandError
 from .stats import HOST
 
@@ -70,6 +70,8 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
     return lambda error: _retryable(error) and is_retryable(error)
 
 
+# Each runs on every command and every checkout (redis-py connects through the retry),
+# so they call the base method directly rather than through super().
 class OnceRetry(Retry):
     """redis-py's :class:`~redis.retry.Retry`, except after an unsafe command may have run."""
 
@@ -80,7 +82,8 @@ class OnceRetry(Retry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        return super().call_with_retry(do, fail, _also(is_retryable), with_failure_count)
+        checks = _retryable if is_retryable is None else _also(is_retryable)
+        return Retry.call_with_retry(self, do, fail, checks, with_failure_count)
 
 
 class AsyncOnceRetry(AsyncRetry):
@@ -93,7 +96,8 @@ class AsyncOnceRetry(AsyncRetry):
         is_retryable: Callable[[Exception], bool] | None = None,
         with_failure_count: bool = False,
     ) -> T:
-        return await super().call_with_retry(do, fail, _also(is_retryable), with_failure_count)
+        checks = _retryable if is_retryable is None else _also(is_retryable)
+        return await AsyncRetry.call_with_retry(self, do, fail, checks, with_failure_count)
 
 
 def add_note(error: BaseException, text: str) -> None:
@@ -213,7 +217,7 @@ class _Sending:
 
     def _kind_of(self, args: Sequence[Any], timeout: Any) -> bool:
         """Check ``args`` before sending; return whether it is safe to repeat."""
-        kind = command_kind(args[0])
+        kind = KINDS.get(args[0]) or command_kind(args[0])
         if kind.blocking is not None:
             self.policy.check_blocking(args, kind.blocking, timeout)
         return kind.repeatable
@@ -246,12 +250,11 @@ class PoolConnection(_Sending, _SyncBase):
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
 
-    def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
-        try:
-            super().connect_check_health(check_health, retry_socket_connect)
-        except RedisError as exc:
-            self.policy.explain(exc)
-            raise
+    def connect(self) -> None:
+        # redis-py's pool calls connect() on every checkout; skip its retry machinery when
+        # there is nothing to do (as fakeredis's connection does).
+        if not self.is_connected:
+            super().connect()  # type: ignore[no-untyped-call]
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
         repeatable = self._kind_of(args, self.socket_timeout)
@@ -266,7 +269,11 @@ class PoolConnection(_Sending, _SyncBase):
     def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
         self.unsafe_sent = False  # connecting and the health check send nothing of the command
         if not self.is_connected:
-            self.connect_check_health(check_health=False)
+            try:
+                self.connect_check_health(check_health=False)
+            except RedisError as exc:
+                self.policy.explain(exc)
+                raise
         if check_health:
             self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent = not repeatable
@@ -302,12 +309,9 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
 
-    async def connect_check_health(self, check_health: bool = True, retry_socket_connect: bool = True) -> None:
-        try:
-            await super().connect_check_health(check_health, retry_socket_connect)
-        except RedisError as exc:
-            self.policy.explain(exc)
-            raise
+    async def connect(self) -> None:
+        if not self.is_connected:
+            await super().connect()  # type: ignore[no-untyped-call]
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
         repeatable = self._kind_of(args, self.socket_timeout)
@@ -322,7 +326,11 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
     async def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
         self.unsafe_sent = False
         if not self.is_connected:
-            await self.connect_check_health(check_health=False)
+            try:
+                await self.connect_check_health(check_health=False)
+            except RedisError as exc:
+                self.policy.explain(exc)
+                raise
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent = not repeatable

@@ -38,7 +38,7 @@ import redis.asyncio.connection as aio_connection
 from redis.asyncio.client import Monitor
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisError
 
 from ._connection import AsyncOnceRetry, pool_connection_class
 from .config import BACKOFF_BASE, BACKOFF_CAP
@@ -189,9 +189,10 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except ConnectionError as exc:
-            if isinstance(exc.__cause__, asyncio.TimeoutError):  # redis-py's pool timed out
-                raise self._sync_pool.exhausted_error(self.in_use()) from None
+        except RedisError as exc:
+            if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise self._sync_pool.exhausted_error(self.in_use()) from None  # redis-py's pool timed out
+            self._sync_pool.policy.explain(exc)  # redis-py connects on checkout: say what to check
             raise
 
     def in_use(self) -> int:

@@ -294,7 +294,9 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         _integer(0),
         1,
         "Times a command is retried after a connection error or timeout, with jittered "
-        f"exponential backoff of at most {BACKOFF_CAP} s.",
+        f"exponential backoff of at most {BACKOFF_CAP} s: a command that is safe to run twice "
+        "(a read), or any command whose connection failed before it was sent. A write whose "
+        "reply was lost is never sent again.",
         redis_option="retry",
     ),
     ConfigKey(
@@ -434,10 +436,13 @@ class Settings:
     def worst_case_seconds(self) -> float:
         """Upper bound of one command's time when Redis does not answer.
 
-        One attempt may connect (with its own retries) and then wait for a reply;
-        a command makes ``RETRIES + 1`` attempts with a backoff between them. A health
-        check, when due, is one more such command. Waiting for a free connection
-        (at most ``POOL_TIMEOUT``, only when all are busy) comes on top.
+        One attempt may connect (its socket connect retried ``RETRIES`` times) and then
+        wait once for a reply: the handshake's first read when the server accepts but
+        does not answer, else the command's own. A command makes at most ``RETRIES + 1``
+        attempts with a backoff between them; a write that was sent makes one, so the
+        bound holds for every command. A health check, when due, is one more such
+        command. Waiting for a free connection (at most ``POOL_TIMEOUT``, only when all
+        are busy) comes on top.
         """
         tries = self.retries + 1
         connect = tries * self.socket_connect_timeout + self.retries * BACKOFF_CAP

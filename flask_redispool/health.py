@@ -57,7 +57,8 @@ def probe(pool: CountedConnectionPool) -> tuple[Health, Exception | None]:
         client.ping()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         version = _server_version(client)
-    except Exception as exc:
+    except Exception as exc:  # documented never to raise, whatever the cause
+        pool.policy.explain(exc)
         error, failure = describe_failure(exc), exc
     in_use = pool.connection_counts()[0]
     health = Health(

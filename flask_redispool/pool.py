@@ -94,15 +94,21 @@ class CountedConnectionPool(ConnectionPool):
         super().reset()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        if self._queue:  # others wait already: queue up behind them
-            connection = self._wait_for_connection(*args, **kwargs)
-        else:
-            try:
-                connection = super().get_connection(*args, **kwargs)
-            except MaxConnectionsError:
-                connection = None
-            if connection is None:  # out of the except block: an error raised now has no chain
+        try:
+            if self._queue:  # others wait already: queue up behind them
                 connection = self._wait_for_connection(*args, **kwargs)
+            else:
+                try:
+                    connection = super().get_connection(*args, **kwargs)
+                except MaxConnectionsError:
+                    connection = None
+                if connection is None:  # out of the except block: an error raised now has no chain
+                    connection = self._wait_for_connection(*args, **kwargs)
+        except MaxConnectionsError:
+            raise
+        except RedisError as exc:  # redis-py connects on checkout: say what to check
+            self.policy.explain(exc)
+            raise
         assert connection is not None
         counters = self.counters  # read after super(): a forked child has just reset them
         with counters.lock:

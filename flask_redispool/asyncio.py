@@ -41,6 +41,7 @@ from redis.connection import Connection, SSLConnection, UnixDomainSocketConnecti
 from redis.exceptions import ConnectionError, RedisError
 
 from ._connection import AsyncOnceRetry, pool_connection_class
+from .client import held_here
 from .config import BACKOFF_BASE, BACKOFF_CAP
 from .errors import ConfigError
 from .pool import check_connection_kwargs
@@ -48,7 +49,7 @@ from .pool import check_connection_kwargs
 if TYPE_CHECKING:
     from .pool import CountedConnectionPool
 
-__all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops"]
+__all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops", "release_async"]
 
 T = TypeVar("T")
 Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
@@ -212,25 +213,20 @@ class AsyncHeldMonitor(Monitor):
 
 
 class AsyncContextClient(redis.asyncio.Redis):
-    """The ``redis.asyncio.Redis`` of one app context on one loop.
+    """The ``redis.asyncio.Redis`` of one app's pool on one event loop, shared by every
+    context on that loop.
 
-    Keeps the pipelines and pubsubs it hands out until the context ends, so that
-    :meth:`release_all` can give back a connection one of them still holds. (Unlike the
-    sync side it cannot let them go earlier: an async pipeline cannot give its
-    connection back when it is garbage-collected.)
+    Keeps the pipelines, pubsubs, monitors and pinned clients it hands out in the
+    current context's :class:`~flask_redispool.client.Held` until the context ends,
+    so that teardown (:func:`release_async`) can give back a connection one of them
+    still holds. (Unlike the sync side it cannot let them go earlier: an async pipeline
+    cannot give its connection back when it is garbage-collected.)
     """
-
-    _holders: list[Any] | None = None
-
-    def for_context(self) -> AsyncContextClient:
-        """A copy sharing the pool, with nothing held yet (cheaper than building one)."""
-        client = object.__new__(AsyncContextClient)
-        client.__dict__.update(self.__dict__)
-        client._holders = None
-        return client
 
     #: The event loop this client's pool belongs to.
     loop: asyncio.AbstractEventLoop
+    #: Where the current context's ``Held`` lives in ``g``.
+    held_key = "_redispool_held"
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         return self._remember(super().pipeline(transaction, shard_hint))
@@ -244,33 +240,30 @@ class AsyncContextClient(redis.asyncio.Redis):
     def client(self) -> Any:
         return self._remember(super().client())
 
-    @property
-    def holds_any(self) -> bool:
-        """Whether a pipeline or pubsub was taken through this client."""
-        return bool(self._holders)
-
-    async def release_all(self) -> None:
-        """Give back every connection a pipeline or pubsub of this context still holds.
-
-        A connection still held at the end may sit mid-``WATCH`` or have a reply unread:
-        it is disconnected before it goes back.
-        """
-        holders, self._holders = self._holders or [], None
-        for holder in holders:
-            connection = holder.connection
-            if connection is not None:
-                await connection.disconnect()
-            if not isinstance(holder, Monitor):
-                await holder.aclose()
-            elif connection is not None:  # a monitor has no aclose(): give its connection back by hand
-                holder.connection = None
-                await holder.connection_pool.release(connection)
-
     def _remember(self, holder: T) -> T:
-        if self._holders is None:
-            self._holders = []
-        self._holders.append(holder)
+        held = held_here(self.held_key)
+        if held is not None:
+            held.async_holders.append(holder)
+            held.loop = self.loop
         return holder
+
+
+async def release_async(holders: list[Any]) -> None:
+    """Give back every connection an async pipeline, pubsub, monitor or pinned client of
+    one context still holds, on their loop.
+
+    A connection still held at the end may sit mid-``WATCH`` or have a reply unread:
+    it is disconnected before it goes back.
+    """
+    for holder in holders:
+        connection = holder.connection
+        if connection is not None:
+            await connection.disconnect()
+        if not isinstance(holder, Monitor):
+            await holder.aclose()
+        elif connection is not None:  # a monitor has no aclose(): give its connection back by hand
+            holder.connection = None
+            await holder.connection_pool.release(connection)
 
 
 class AsyncPools:
@@ -281,8 +274,9 @@ class AsyncPools:
     command runs.
     """
 
-    def __init__(self, sync_pool: CountedConnectionPool, loops: LoopOwner) -> None:
+    def __init__(self, sync_pool: CountedConnectionPool, loops: LoopOwner, held_key: str) -> None:
         self._sync_pool = sync_pool
+        self._held_key = held_key
         sync_pool.async_pools = self  # so that its snapshots count these too
         self._kwargs = _async_connection_kwargs(sync_pool)
         self._lock = threading.Lock()
@@ -291,19 +285,26 @@ class AsyncPools:
         self.loops = loops
         loops.on_close(self.close)
 
+    def prepared(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient | None:
+        """``loop``'s client, if it has a pool already (one dict look-up: every async
+        request asks)."""
+        if self._pid != os.getpid():
+            return None
+        return self._clients.get(loop)
+
     def client(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient:
-        """A fresh per-context client on ``loop``'s pool, making the pool on first use."""
+        """``loop``'s client, making its pool on first use."""
         self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
             client = AsyncContextClient(connection_pool=CountedAsyncPool(self._sync_pool, **self._kwargs))
-            client.loop = loop
+            client.loop, client.held_key = loop, self._held_key
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
             publisher = self._sync_pool.publisher
             if not publisher.started:  # an app that only uses async_client must show up too
                 publisher.start()
-        return prepared.for_context()
+        return prepared
 
     def pool_count(self) -> int:
         """How many loops have a pool."""

@@ -9,8 +9,8 @@ never given back. :class:`ContextClient` remembers those holders and
 :meth:`ContextClient.release_all` returns their connections. (A lock holds no
 connection: each of its commands borrows one like any other command.)
 
-Building a :class:`redis.Redis` costs tens of microseconds, so each context gets a
-shallow copy of one prepared client (:meth:`ContextClient.for_context`).
+A plain command costs nothing extra: every context of an app shares one prepared
+client, and only what holds a connection is remembered, in the context's ``g``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from redis import Redis
 from redis.client import Monitor, Pipeline, PubSub
 from redis.connection import Connection, ConnectionPool
 
-__all__ = ["ContextClient", "HeldMonitor", "PinnedClient"]
+from ._context import current_context
+
+__all__ = ["ContextClient", "Held", "HeldMonitor", "PinnedClient", "held_here", "release_holder"]
 
 
 class _Holder(Protocol):
@@ -54,38 +56,58 @@ class _Checkout:
             self.connection_pool.release(connection)
 
 
-class ContextClient(Redis):
-    """A :class:`redis.Redis` for one app context that can give back every connection.
+class Held:
+    """What one app context took through one ``RedisPool`` that holds a connection beyond
+    one command: pipelines, pubsubs, monitors, pinned and raw connections (weakly: one
+    that is garbage-collected gives its connection back itself), and the async ones
+    with the loop they belong to. Kept in the context's ``g`` until teardown."""
 
-    Behaves exactly like :class:`redis.Redis`; ``pipeline()`` and ``pubsub()`` also
-    remember what they return, weakly, so :meth:`release_all` can reclaim the
-    connection of any still open when the context ends.
+    __slots__ = ("async_holders", "loop", "sync")
+
+    def __init__(self) -> None:
+        self.sync: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.async_holders: list[Any] = []
+        self.loop: Any = None
+
+    def release_sync(self) -> int:
+        """Give back every sync connection still held; returns how many.
+
+        Runs in teardown; connections are dropped without network I/O, so it does not
+        block on a Redis that has stopped answering.
+        """
+        return sum(release_holder(holder) for holder in list(self.sync))
+
+
+def held_here(key: str) -> Held | None:
+    """The current app context's :class:`Held` under ``key`` (made on first use), or
+    ``None`` outside an app context, where nothing is remembered."""
+    ctx = current_context()
+    if ctx is None:
+        return None
+    namespace = ctx.g.__dict__
+    held: Held | None = namespace.get(key)
+    if held is None:
+        held = namespace[key] = Held()
+    return held
+
+
+class ContextClient(Redis):
+    """The :class:`redis.Redis` of one app's pool, shared by every context and thread.
+
+    Behaves exactly like :class:`redis.Redis`. Plain commands borrow a connection and
+    give it back before they return; what holds one longer (``pipeline()``,
+    ``pubsub()``, ``monitor()``, ``client()``, and the pool's ``pinned()`` and
+    ``checkout()``) is remembered in the current app context's :class:`Held`, so that
+    teardown can give back whatever is still out when the context ends.
     """
 
-    _holders: weakref.WeakSet[Any] | None = None
-
-    def for_context(self) -> ContextClient:
-        """A copy sharing the pool and settings, with nothing held yet (about 1 µs)."""
-        client = object.__new__(ContextClient)
-        client.__dict__.update(self.__dict__)
-        client._holders = None
-        return client
-
-    def __del__(self) -> None:
-        # A client per context holds no connection: redis.Redis.__del__ (close()) would cost
-        # two calls per request for nothing. A pinned client gives its connection back.
-        if self.connection is not None:
-            self.close()
-
-    @property
-    def holds_any(self) -> bool:
-        """Whether a pipeline, pubsub or raw connection was taken through this client."""
-        return self._holders is not None
+    #: Where the current context's :class:`Held` lives in ``g``.
+    held_key = "_redispool_held"
 
     def _hold(self, holder: Any) -> None:
-        if self._holders is None:
-            self._holders = weakref.WeakSet()
-        self._holders.add(holder)
+        held = held_here(self.held_key)
+        if held is not None:
+            held.sync.add(holder)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
@@ -106,12 +128,14 @@ class ContextClient(Redis):
         """A client pinned to one connection until closed (redis-py's ``client()``), given
         back at teardown if it is still open then."""
         client: Redis = super().client()  # type: ignore[no-untyped-call]
+        client.held_key = self.held_key  # type: ignore[attr-defined]
         self._hold(client)
         return client
 
     def pinned(self, wait: float) -> PinnedClient:
         """A client locked to one connection, whose socket timeout is raised by ``wait`` seconds."""
         client = PinnedClient(connection_pool=self.connection_pool, single_connection_client=True)
+        client.held_key = self.held_key
         self._hold(client)  # first: teardown returns its connection whatever happens next
         client.raise_timeout(wait)
         return client
@@ -123,15 +147,6 @@ class ContextClient(Redis):
         checkout = _Checkout(pool, connection)
         self._hold(checkout)
         return checkout, connection
-
-    def release_all(self) -> int:
-        """Give back every connection still held through this client; returns how many.
-
-        Runs in teardown; connections are dropped without network I/O, so it does not
-        block on a Redis that has stopped answering.
-        """
-        holders, self._holders = self._holders, None
-        return sum(release_holder(holder) for holder in list(holders or ()))
 
 
 class PinnedClient(ContextClient):

@@ -12,22 +12,20 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis.asyncio
 from flask import Flask
-from flask.globals import _cv_app as _flask_app_ctx
 from flask.sansio.app import App
 from redis import Redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
-from .asyncio import AsyncContextClient, AsyncPools, LoopOwner, ServingLoops, ThreadLoops
-from .client import ContextClient, release_holder
+from ._context import current_context, watch_quart
+from .asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
+from .client import ContextClient, Held, release_holder
 from .config import Settings, check_seconds, load_settings
 from .health import Health, check_health
 from .pool import CountedConnectionPool, create_pool
 from .snapshots import build_report
 
 if TYPE_CHECKING:
-    from contextvars import ContextVar
-
     from .stats import PoolReport, PoolStats
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "RedisPool"]
@@ -38,8 +36,7 @@ EXTENSION_KEY: Final = "redispool"
 LOOPS_KEY: Final = "redispool.loops"
 #: The config prefixes whose pools :meth:`RedisPool.close` has disposed of on an app.
 CLOSED_KEY: Final = "redispool.closed"
-# Quart's app-context variable, once a Quart app is registered.
-_QUART_APP_CTX: list[ContextVar[Any]] = []
+_NONE: Final[dict[str, Any]] = {}  # the pools of an app with no RedisPool
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -50,7 +47,7 @@ class AppState:
     extension: RedisPool
     settings: Settings
     pool: CountedConnectionPool
-    client: ContextClient  # prepared once; each context gets a cheap copy
+    client: ContextClient  # prepared once, shared by every context
     async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
 
 
@@ -92,8 +89,7 @@ class RedisPool:
                 f"or 'JOBS_REDIS', got {config_prefix!r}"
             )
         self.config_prefix = config_prefix
-        self._g_key = f"_redispool_{config_prefix}"
-        self._async_key = f"_redispool_async_{config_prefix}"
+        self._held_key = f"_redispool_held_{config_prefix}"
         if app is not None:
             self.init_app(app)
 
@@ -121,10 +117,10 @@ class RedisPool:
             )
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
         pool = create_pool(settings)
-        async_pools = AsyncPools(pool, _loop_owner(app))
-        state = states[self.config_prefix] = AppState(
-            self, settings, pool, ContextClient(connection_pool=pool), async_pools
-        )
+        async_pools = AsyncPools(pool, _loop_owner(app), self._held_key)
+        client = ContextClient(connection_pool=pool)
+        client.held_key = self._held_key
+        state = states[self.config_prefix] = AppState(self, settings, pool, client, async_pools)
         weakref.finalize(app, _dropped, state).atexit = False  # the state does not refer to the app
         app.teardown_appcontext(self._teardown if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
@@ -190,26 +186,26 @@ class RedisPool:
 
     @property
     def client(self) -> Redis:
-        """The Redis client of the current app context.
+        """The Redis client of the current app's pool, for use in a view (or any code
+        inside an app context).
 
-        The same object for the whole context and a new one for the next, sharing the
-        app's pool. Every connection it takes, through commands, pipelines, pubsub or
-        :meth:`connection`, is back in the pool when the context ends.
+        One prepared :class:`redis.Redis` per app, shared by every context and thread, so
+        asking for it costs next to nothing. Every connection it takes, through
+        commands, pipelines, pubsub, ``monitor()``, ``client()`` or :meth:`connection`,
+        is back in the pool when the context ends: what holds a connection beyond one
+        command is remembered in the context and given back at teardown.
 
         :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
         """
-        # Every request runs this, so it stays flat: one read of Flask's context variable
-        # (Quart's only when that is empty), then plain dict access; each proxied operation
-        # or extra Python call would cost microseconds.
-        ctx = _flask_app_ctx.get(None) or self._context()
-        namespace = ctx.g.__dict__
-        client: ContextClient | None = namespace.get(self._g_key)
-        if client is None:
-            state = ctx.app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
-            if state is None or state.extension is not self:
-                state = self._state(ctx.app)  # raises the explanatory error
-            client = namespace[self._g_key] = state.client.for_context()
-        return client
+        # Every request runs this, so it stays flat: one read of the context variable,
+        # then plain dict access.
+        ctx = current_context()
+        if ctx is None:
+            raise self._outside_context()
+        state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
+        if state is None or state.extension is not self:
+            state = self._state(ctx.app)  # raises the explanatory error
+        return state.client
 
     @property
     def async_client(self) -> redis.asyncio.Redis:
@@ -235,16 +231,15 @@ class RedisPool:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(f"{self!r}.async_client needs a running event loop: use it in async views.") from None
-        namespace = ctx.g.__dict__
-        client: AsyncContextClient | None = namespace.get(self._async_key)
-        if client is None or client.loop is not loop:
-            state = self._state(ctx.app)
-            if not state.async_pools.loops.manages(loop):
+        async_pools = self._state(ctx.app).async_pools
+        client = async_pools.prepared(loop)
+        if client is None:
+            if not async_pools.loops.manages(loop):
                 raise RuntimeError(
                     f"{self!r}.async_client runs on the event loops flask-redispool gives the app's async "
                     "views, but this code runs on another loop (app.async_to_sync was replaced?)."
                 )
-            client = namespace[self._async_key] = state.async_pools.client(loop)
+            client = async_pools.client(loop)
         return client
 
     def get_pool(self, app: App | None = None) -> CountedConnectionPool:
@@ -377,34 +372,32 @@ class RedisPool:
 
     def _context(self) -> Any:
         """The current app context, Flask's or Quart's."""
-        ctx = _flask_app_ctx.get(None)
-        if ctx is None and _QUART_APP_CTX:
-            ctx = _QUART_APP_CTX[0].get(None)
+        ctx = current_context()
         if ctx is None:
             raise self._outside_context()
         return ctx
 
-    def _end_context(self) -> AsyncContextClient | None:
-        """Take this context's clients out of ``g`` and give back what the sync one holds;
-        return the async one if it holds something (to be released on its loop)."""
-        namespace = self._context().g.__dict__
-        client: ContextClient | None = namespace.pop(self._g_key, None)
-        if client is not None and client.holds_any:
-            client.release_all()
-        async_client: AsyncContextClient | None = namespace.pop(self._async_key, None)
-        return async_client if async_client is not None and async_client.holds_any else None
+    def _end_context(self) -> Held | None:
+        """Take what this context holds out of ``g`` and give back its sync connections;
+        return it if async ones are left (to be released on their loop)."""
+        ctx = current_context()
+        held: Held | None = ctx.g.__dict__.pop(self._held_key, None) if ctx is not None else None
+        if held is None:
+            return None
+        held.release_sync()
+        return held if held.async_holders else None
 
     def _teardown(self, exc: BaseException | None) -> None:
         """Flask: the async views ran on this thread's loop, idle again now."""
-        async_client = self._end_context()
-        if async_client is not None and not async_client.loop.is_closed():
-            async_client.loop.run_until_complete(async_client.release_all())
+        held = self._end_context()
+        if held is not None and not held.loop.is_closed():
+            held.loop.run_until_complete(release_async(held.async_holders))
 
     async def _async_teardown(self, exc: BaseException | None) -> None:
         """Quart: teardown runs on the serving loop itself."""
-        async_client = self._end_context()
-        if async_client is not None:
-            await async_client.release_all()
+        held = self._end_context()
+        if held is not None:
+            await release_async(held.async_holders)
 
 
 def _dropped(state: AppState) -> None:
@@ -433,18 +426,10 @@ def _loop_owner(app: App) -> LoopOwner:
     else:
         serving = ServingLoops()
         app.after_serving(serving.close_running)  # type: ignore[attr-defined]
-        _watch_quart_contexts()
+        watch_quart()
         owner = serving
     app.extensions[LOOPS_KEY] = owner
     return owner
-
-
-def _watch_quart_contexts() -> None:
-    """Look up Quart's app context too, from the first Quart app on (Quart stays optional)."""
-    if not _QUART_APP_CTX:
-        from quart.globals import _cv_app
-
-        _QUART_APP_CTX.append(_cv_app)
 
 
 def _default_client_name(app: App, prefix: str) -> str:

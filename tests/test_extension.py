@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import flask
 import pytest
 from flask import Flask
 from redis import Redis
@@ -19,15 +20,34 @@ from .conftest import our_connections
 from .views import LEAKY_VIEWS, client_for
 
 
-def test_client_is_per_context_and_shares_the_pool(app: Flask, redis_pool: RedisPool) -> None:
+def test_client_is_one_per_app_on_its_pool(
+    app: Flask, redis_pool: RedisPool, make_app: Callable[..., Flask], redis_url: str
+) -> None:
     with app.app_context():
         first = redis_pool.client
-        assert redis_pool.client is first
         assert isinstance(first, Redis)
     with app.app_context():
-        second = redis_pool.client
-    assert second is not first
-    assert first.connection_pool is second.connection_pool is redis_pool.get_pool(app)
+        assert redis_pool.client is first  # prepared once: asking costs nothing
+    assert first.connection_pool is redis_pool.get_pool(app)
+    other = make_app(REDIS_URL=redis_url)
+    redis_pool.init_app(other)
+    with other.app_context():
+        assert redis_pool.client is not first
+        assert redis_pool.client.connection_pool is redis_pool.get_pool(other)
+
+
+def test_holders_are_remembered_per_context_and_thread(app: Flask, redis_pool: RedisPool) -> None:
+    """One client for all contexts, yet each context gives back only what it took."""
+    key = f"_redispool_held_{redis_pool.config_prefix}"
+    with app.app_context():
+        kept = redis_pool.client.pipeline()
+        kept.watch("a")  # holds a connection until this context ends
+        with app.app_context():  # another context, e.g. another request
+            redis_pool.client.pipeline().watch("b")
+        assert kept.connection is not None  # the inner context's end left ours alone
+        assert len(flask.g.__dict__[key].sync) == 1
+    assert kept.connection is None
+    assert redis_pool.stats(app)["in_use"] == 0
 
 
 def test_client_outside_a_context_says_what_to_do(redis_pool: RedisPool, app: Flask) -> None:

@@ -31,7 +31,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-from ._commands import KINDS, command_kind
+from ._commands import KINDS, Kind, command_kind
 from .errors import BlockingCommandError
 from .stats import HOST
 
@@ -215,12 +215,9 @@ class _Sending:
         if self.policy.naming_refused is not None:
             self.driver_info = None
 
-    def _kind_of(self, args: Sequence[Any], timeout: Any) -> bool:
-        """Check ``args`` before sending; return whether it is safe to repeat."""
-        kind = KINDS.get(args[0]) or command_kind(args[0])
-        if kind.blocking is not None:
-            self.policy.check_blocking(args, kind.blocking, timeout)
-        return kind.repeatable
+    def _check_blocking(self, args: Sequence[Any], kind: Kind) -> None:
+        assert kind.blocking is not None
+        self.policy.check_blocking(args, kind.blocking, self.socket_timeout)  # type: ignore[attr-defined]
 
     def _batch_kind(self, commands: Iterable[Iterable[Any]]) -> list[Sequence[Any]]:
         batch: list[Sequence[Any]] = [tuple(args) for args in commands]
@@ -257,8 +254,10 @@ class PoolConnection(_Sending, _SyncBase):
             super().connect()  # type: ignore[no-untyped-call]
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
-        repeatable = self._kind_of(args, self.socket_timeout)
-        self._send(self.pack_command(*args), kwargs.get("check_health", True), repeatable)  # type: ignore[no-untyped-call]
+        kind = KINDS.get(args[0]) or command_kind(args[0])  # every command: one look-up
+        if kind.blocking is not None:
+            self._check_blocking(args, kind)
+        self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)  # type: ignore[no-untyped-call]
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))  # type: ignore[no-any-return,no-untyped-call]
@@ -314,8 +313,10 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
             await super().connect()  # type: ignore[no-untyped-call]
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
-        repeatable = self._kind_of(args, self.socket_timeout)
-        await self._send(self.pack_command(*args), kwargs.get("check_health", True), repeatable)
+        kind = KINDS.get(args[0]) or command_kind(args[0])
+        if kind.blocking is not None:
+            self._check_blocking(args, kind)
+        await self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["current_context", "watch_quart"]
+__all__ = ["FLASK_CONTEXT", "current_context", "watch_quart"]
 
 
 def _public_flask_context() -> Any:
@@ -23,14 +23,21 @@ def _public_flask_context() -> Any:
     return app_ctx._get_current_object() if has_app_context() else None  # type: ignore[attr-defined]  # werkzeug's documented unwrap
 
 
+class _PublicFlaskContext:
+    """Stands in for Flask's context variable where a Flask release has none."""
+
+    def get(self, default: Any = None) -> Any:
+        ctx = _public_flask_context()
+        return default if ctx is None else ctx
+
+
 try:
     from flask.globals import _cv_app as _flask_cv_app
 except ImportError:  # pragma: no cover - a Flask without it: the public way
-    _flask_get = _public_flask_context
+    FLASK_CONTEXT: Any = _PublicFlaskContext()
 else:
-
-    def _flask_get() -> Any:
-        return _flask_cv_app.get(None)
+    #: ``FLASK_CONTEXT.get(None)``: the current Flask app context, or ``None``.
+    FLASK_CONTEXT = _flask_cv_app
 
 
 _quart: list[ContextVar[Any]] = []
@@ -46,7 +53,7 @@ def watch_quart() -> None:
 
 def current_context() -> Any:
     """The current Flask or Quart app context, or ``None`` outside one."""
-    ctx = _flask_get()
+    ctx = FLASK_CONTEXT.get(None)
     if ctx is None and _quart:
         ctx = _quart[0].get(None)
     return ctx

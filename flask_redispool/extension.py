@@ -17,7 +17,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
-from ._context import current_context, watch_quart
+from ._context import FLASK_CONTEXT, current_context, watch_quart
 from .asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
 from .client import ContextClient, Held, release_holder
 from .config import Settings, check_seconds, load_settings
@@ -199,9 +199,7 @@ class RedisPool:
         """
         # Every request runs this, so it stays flat: one read of the context variable,
         # then plain dict access.
-        ctx = current_context()
-        if ctx is None:
-            raise self._outside_context()
+        ctx = FLASK_CONTEXT.get(None) or self._context()
         state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
         if state is None or state.extension is not self:
             state = self._state(ctx.app)  # raises the explanatory error

@@ -99,7 +99,7 @@ class CountedConnectionPool(ConnectionPool):
                 connection = self._wait_for_connection(*args, **kwargs)
             else:
                 try:
-                    connection = super().get_connection(*args, **kwargs)
+                    connection = ConnectionPool.get_connection(self, *args, **kwargs)
                 except MaxConnectionsError:
                     connection = None
                 if connection is None:  # out of the except block: an error raised now has no chain
@@ -116,7 +116,7 @@ class CountedConnectionPool(ConnectionPool):
         return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
-        super().release(connection)
+        ConnectionPool.release(self, connection)
         if self._queue:  # the common case pays one attribute check
             self._wake_first()
 

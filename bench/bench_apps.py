@@ -1,0 +1,195 @@
+"""App against app: what one request costs with flask-redispool, beside the peers.
+
+Each variant is a separate Flask app with the same view, served through its own test
+client; a view in one shared app would hide our teardown, which runs for every
+context of an app whether or not the view touches Redis. The baseline is a plain app
+whose view uses a module-global ``redis.Redis`` on its own pool (= 1.00):
+
+    global       plain app, module-global redis.Redis (redis-py's defaults)
+    per_request  plain app, redis.Redis(connection_pool=POOL) built in every request,
+                 the pattern many guides show
+    flask_redis  flask-redis 0.4 (FlaskRedis(app), redis_store.get(...))
+    ours         RedisPool(app), redis_pool.client.get(...), default settings
+
+Views do 0 (an empty view: what registering the extension costs), 1 and 10 GETs
+against a real redis-server. Each variant is paired with the baseline in alternating
+single requests, so both run under the same noise; a figure is the median over fresh
+processes of the per-round medians. "µs added" is the median per-round difference in
+time per request against the baseline; "ratio" is baseline time / variant time
+(throughput). Run with and without hiredis (a process that cannot import it).
+
+Usage: python bench/bench_apps.py [--processes N] [--rounds N]   (REDIS_URL to use a running server)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+VARIANTS = ("per_request", "flask_redis", "ours")
+GETS = (0, 1, 10)
+CALLS = {0: 600, 1: 400, 10: 150}  # requests per variant per round
+
+
+def build(variant: str, url: str, gets: int) -> Any:
+    """A fresh app of ``variant`` whose ``/view`` does ``gets`` GETs; its test client."""
+    from flask import Flask
+    from redis import ConnectionPool, Redis
+
+    app = Flask(f"bench_{variant}")
+    if variant == "global":
+        client = Redis.from_url(url)
+
+        def view() -> str:
+            for _ in range(gets):
+                client.get("k")
+            return "ok"
+
+    elif variant == "per_request":
+        pool = ConnectionPool.from_url(url)
+
+        def view() -> str:
+            client = Redis(connection_pool=pool)
+            for _ in range(gets):
+                client.get("k")
+            return "ok"
+
+    elif variant == "flask_redis":
+        from flask_redis import FlaskRedis
+
+        app.config["REDIS_URL"] = url
+        redis_store = FlaskRedis(app)
+
+        def view() -> str:
+            for _ in range(gets):
+                redis_store.get("k")
+            return "ok"
+
+    else:
+        from flask_redispool import RedisPool
+
+        app.config["REDIS_URL"] = url
+        redis_pool = RedisPool(app)
+
+        def view() -> str:
+            for _ in range(gets):
+                redis_pool.client.get("k")
+            return "ok"
+
+    app.add_url_rule("/view", "view", view)
+    return app.test_client()
+
+
+def paired(baseline: Callable[[], Any], variant: Callable[[], Any], calls: int, rounds: int) -> tuple[float, float]:
+    """Median (baseline time / variant time) and median (variant - baseline) seconds."""
+    clock = time.perf_counter
+    for _ in range(calls // 4):  # warm up: connections made, code paths hot
+        baseline()
+        variant()
+    ratios, added = [], []
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            spent = [0.0, 0.0]
+            for i in range(calls):
+                for which, fn in ((0, baseline), (1, variant)) if i % 2 else ((1, variant), (0, baseline)):
+                    started = clock()
+                    fn()
+                    spent[which] += clock() - started
+            ratios.append(spent[0] / spent[1])
+            added.append((spent[1] - spent[0]) / calls)
+    finally:
+        gc.enable()
+    return statistics.median(ratios), statistics.median(added)
+
+
+def run_worker(url: str, gets: int, rounds: int) -> None:
+    """One process: every variant against the baseline, for ``gets`` GETs; prints JSON."""
+    results: dict[str, tuple[float, float]] = {}
+    baseline = build("global", url, gets)
+    for variant in VARIANTS:
+        if gets == 0 and variant == "per_request":
+            continue  # builds a client it never uses: not a pattern anybody measures
+        other = build(variant, url, gets)
+        results[variant] = paired(lambda: baseline.get("/view"), lambda c=other: c.get("/view"), CALLS[gets], rounds)
+    print(json.dumps(results))
+
+
+def measure(url: str, gets: int, rounds: int, hiredis: bool) -> dict[str, list[float]]:
+    """One fresh interpreter's figures; without hiredis it cannot import it."""
+    prelude = "" if hiredis else "import sys; sys.modules['hiredis'] = None; "
+    code = f"{prelude}import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    command = [sys.executable, "-c", code, __file__, "--worker", str(gets), "--url", url, "--rounds", str(rounds)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900).stdout
+    return json.loads(output)  # type: ignore[no-any-return]
+
+
+def table(url: str, processes: int, rounds: int) -> list[str]:
+    has_hiredis = importlib.util.find_spec("hiredis") is not None
+    lines = [
+        "| parser | GETs | per request (`Redis(connection_pool=…)`) | flask-redis 0.4 | flask-redispool |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for hiredis in (False, True) if has_hiredis else (False,):
+        for gets in GETS:
+            runs = [measure(url, gets, rounds, hiredis) for _ in range(processes)]
+            cells = []
+            for variant in VARIANTS:
+                if variant not in runs[0]:
+                    cells.append("–")
+                    continue
+                ratio = statistics.median(run[variant][0] for run in runs)
+                added = statistics.median(run[variant][1] for run in runs) * 1e6
+                cells.append(f"{ratio:.3f} ({added:+.1f} µs)")
+            lines.append(f"| {'hiredis' if hiredis else 'Python'} | {gets} | " + " | ".join(cells) + " |")
+    if not has_hiredis:
+        lines.append("(hiredis is not installed: `pip install hiredis` for its rows)")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=9, help="rounds per process")
+    parser.add_argument("--processes", type=int, default=3, help="fresh processes per figure")
+    parser.add_argument("--worker", type=int, choices=GETS, help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        run_worker(args.url, args.worker, args.rounds)
+        return
+    from bench_pool import pin_apart  # type: ignore[import-not-found]
+
+    from flask_redispool.testing import RedisServer
+
+    url = os.environ.get("REDIS_URL")
+    server = None if url else RedisServer().start()
+    try:
+        pinned = pin_apart(server.pid if server else None)
+        url = url or (server.url if server else "")
+        from importlib.metadata import version
+
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"Flask {version('flask')}, redis-py {version('redis')}; median of {args.processes} processes x "
+            f"{args.rounds} rounds{'; server and benchmark on separate cores' if pinned else ''}"
+        )
+        print("ratio = throughput against a plain app with a module-global client (1.00); µs added per request")
+        for line in table(url, args.processes, args.rounds):
+            print(line)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()

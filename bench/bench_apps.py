@@ -146,7 +146,7 @@ def table(url: str, processes: int, rounds: int) -> list[str]:
             cells = []
             for variant in VARIANTS:
                 if variant not in runs[0]:
-                    cells.append("–")
+                    cells.append("n/a")
                     continue
                 ratio = statistics.median(run[variant][0] for run in runs)
                 added = statistics.median(run[variant][1] for run in runs) * 1e6

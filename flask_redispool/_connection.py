@@ -266,14 +266,15 @@ class PoolConnection(_Sending, _SyncBase):
         self._send(command, check_health, self._take_batch_kind())
 
     def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
-        self.unsafe_sent = False  # connecting and the health check send nothing of the command
+        # Connect and check health first (their own commands set unsafe_sent for
+        # themselves), then mark what is about to leave.
         if not self.is_connected:
             try:
                 self.connect_check_health(check_health=False)
             except RedisError as exc:
                 self.policy.explain(exc)
                 raise
-        if check_health:
+        if check_health and self.health_check_interval:  # redis-py's check_health() tests the same
             self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent = not repeatable
         try:
@@ -325,7 +326,6 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await self._send(command, check_health, self._take_batch_kind())
 
     async def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
-        self.unsafe_sent = False
         if not self.is_connected:
             try:
                 await self.connect_check_health(check_health=False)

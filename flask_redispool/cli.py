@@ -16,7 +16,7 @@ import click
 from flask.sansio.app import App
 from redis.exceptions import RedisError
 
-from .extension import AppState, app_states
+from ._state import AppState, app_states
 from .health import failure_message, probe
 from .snapshots import build_report
 from .stats import PoolReport

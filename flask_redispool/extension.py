@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import redis.asyncio
@@ -18,7 +17,9 @@ from redis.client import Pipeline
 from redis.connection import Connection
 
 from ._context import FLASK_CONTEXT, current_context, watch_quart
+from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states
 from .asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
+from .cli import register_commands
 from .client import ContextClient, Held, release_holder
 from .config import Settings, check_seconds, load_settings
 from .health import Health, check_health
@@ -28,32 +29,10 @@ from .snapshots import build_report
 if TYPE_CHECKING:
     from .stats import PoolReport, PoolStats
 
-__all__ = ["CLOSED_KEY", "EXTENSION_KEY", "RedisPool"]
+__all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "RedisPool", "app_states"]
 
-#: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
-EXTENSION_KEY: Final = "redispool"
-#: Where each app keeps the owner of the event loops its async views run on.
-LOOPS_KEY: Final = "redispool.loops"
-#: The config prefixes whose pools :meth:`RedisPool.close` has disposed of on an app.
-CLOSED_KEY: Final = "redispool.closed"
 _NONE: Final[dict[str, Any]] = {}  # the pools of an app with no RedisPool
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
-
-
-@dataclass(frozen=True)
-class AppState:
-    """One app's pool for one config prefix, kept in ``app.extensions``."""
-
-    extension: RedisPool
-    settings: Settings
-    pool: CountedConnectionPool
-    client: ContextClient  # prepared once, shared by every context
-    async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
-
-
-def app_states(app: App) -> list[AppState]:
-    """Every :class:`RedisPool` registered on ``app``, in registration order."""
-    return list(app.extensions.get(EXTENSION_KEY, {}).values())
 
 
 class RedisPool:
@@ -104,8 +83,6 @@ class RedisPool:
         :raises ConfigError: a config value is missing or invalid.
         :raises RuntimeError: this prefix is already registered on ``app``.
         """
-        from .cli import register_commands
-
         states = app.extensions.setdefault(EXTENSION_KEY, {})
         if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
             raise RuntimeError(self._closed_message(app))
@@ -122,7 +99,7 @@ class RedisPool:
         client.held_key = self._held_key
         state = states[self.config_prefix] = AppState(self, settings, pool, client, async_pools)
         weakref.finalize(app, _dropped, state).atexit = False  # the state does not refer to the app
-        app.teardown_appcontext(self._teardown if isinstance(app, Flask) else self._async_teardown)
+        app.teardown_appcontext(_flask_teardown(self._held_key) if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
 
     def close(self, app: App | None = None) -> None:
@@ -375,27 +352,33 @@ class RedisPool:
             raise self._outside_context()
         return ctx
 
-    def _end_context(self) -> Held | None:
-        """Take what this context holds out of ``g`` and give back its sync connections;
-        return it if async ones are left (to be released on their loop)."""
-        ctx = current_context()
-        held: Held | None = ctx.g.__dict__.pop(self._held_key, None) if ctx is not None else None
-        if held is None:
-            return None
-        held.release_sync()
-        return held if held.async_holders else None
-
-    def _teardown(self, exc: BaseException | None) -> None:
-        """Flask: the async views ran on this thread's loop, idle again now."""
-        held = self._end_context()
-        if held is not None and not held.loop.is_closed():
-            held.loop.run_until_complete(release_async(held.async_holders))
-
     async def _async_teardown(self, exc: BaseException | None) -> None:
         """Quart: teardown runs on the serving loop itself."""
-        held = self._end_context()
+        held: Held | None = self._context().g.__dict__.pop(self._held_key, None)
         if held is not None:
+            held.release_sync()
             await release_async(held.async_holders)
+
+
+def _flask_teardown(held_key: str) -> Callable[[BaseException | None], None]:
+    """Flask's teardown for one prefix: give back what the context still holds.
+
+    It runs for every context of the app, so the common case (nothing held) is one pop
+    from ``g``; and it is a plain function, which Flask's ``ensure_sync`` inspects faster
+    than a bound method. Async holders are released on the loop their views ran on,
+    this thread's, idle again now.
+    """
+
+    def teardown(exc: BaseException | None) -> None:
+        ctx = FLASK_CONTEXT.get(None)
+        held: Held | None = ctx.g.__dict__.pop(held_key, None) if ctx is not None else None
+        if held is None:
+            return
+        held.release_sync()
+        if held.async_holders and not held.loop.is_closed():
+            held.loop.run_until_complete(release_async(held.async_holders))
+
+    return teardown
 
 
 def _dropped(state: AppState) -> None:

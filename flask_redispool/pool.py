@@ -94,22 +94,17 @@ class CountedConnectionPool(ConnectionPool):
         super().reset()
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        try:
-            if self._queue:  # others wait already: queue up behind them
-                connection = self._wait_for_connection(*args, **kwargs)
-            else:
-                try:
-                    connection = ConnectionPool.get_connection(self, *args, **kwargs)
-                except MaxConnectionsError:
-                    connection = None
-                if connection is None:  # out of the except block: an error raised now has no chain
-                    connection = self._wait_for_connection(*args, **kwargs)
+        # Every command passes here: the common case is one attribute check, redis-py's
+        # checkout and one lock section.
+        try:  # when others wait already, queue up behind them
+            connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
-            raise
+            connection = None
         except RedisError as exc:  # redis-py connects on checkout: say what to check
             self.policy.explain(exc)
             raise
-        assert connection is not None
+        if connection is None:  # out of the except block: an error raised now has no chain
+            connection = self._wait_for_connection(*args, **kwargs)
         counters = self.counters  # read after super(): a forked child has just reset them
         with counters.lock:
             counters.checkouts += 1

@@ -30,8 +30,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from ._state import app_states
 from .config import STATS_FRESH_INTERVALS
-from .extension import app_states
 from .snapshots import read_snapshots
 from .stats import is_fresh
 

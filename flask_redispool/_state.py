@@ -1,0 +1,45 @@
+"""Where an app keeps what flask-redispool made for it: the hub's record, read by the
+CLI and the collectors without importing the extension (which imports them).
+
+Each :class:`~flask_redispool.RedisPool` on an app owns one :class:`AppState`, in
+``app.extensions["redispool"][config_prefix]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from flask.sansio.app import App
+
+    from .asyncio import AsyncPools
+    from .client import ContextClient
+    from .config import Settings
+    from .extension import RedisPool
+    from .pool import CountedConnectionPool
+
+__all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states"]
+
+#: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
+EXTENSION_KEY: Final = "redispool"
+#: Where each app keeps the owner of the event loops its async views run on.
+LOOPS_KEY: Final = "redispool.loops"
+#: The config prefixes whose pools :meth:`RedisPool.close` has disposed of on an app.
+CLOSED_KEY: Final = "redispool.closed"
+
+
+@dataclass(frozen=True)
+class AppState:
+    """One app's pool for one config prefix, kept in ``app.extensions``."""
+
+    extension: RedisPool
+    settings: Settings
+    pool: CountedConnectionPool
+    client: ContextClient  # prepared once, shared by every context
+    async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
+
+
+def app_states(app: App) -> list[AppState]:
+    """Every :class:`RedisPool` registered on ``app``, in registration order."""
+    return list(app.extensions.get(EXTENSION_KEY, {}).values())

@@ -69,7 +69,7 @@ def test_async_views_from_several_threads_get_a_pool_each_closed_when_the_thread
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
     assert server.get("hits") == b"100"
     assert min(during) == 4
     assert held_by_this_process(server, async_app.import_name) <= 4 * 3
@@ -94,7 +94,7 @@ def test_ten_thousand_async_requests_stay_bounded_and_memory_flat(async_app: Fla
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(60)
         most_held = max(most_held, held_by_this_process(server, async_app.import_name))
         assert state.async_pools.pool_count() <= 4 + 4  # this round's, and the last round's until swept
         if round_ in (10, 49):

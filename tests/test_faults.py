@@ -94,7 +94,7 @@ def test_redis_killed_and_restarted_under_load(own_app: tuple[Flask, RedisPool],
     time.sleep(1.5)  # load after it is back
     stop.set()
     for thread in threads:
-        thread.join()
+        thread.join(60)
 
     failures = [o for o in outcomes if o.error]
     assert failures, "the crash was not noticed"
@@ -125,7 +125,10 @@ def test_2500_raising_requests_of_each_kind_leave_a_clean_pool(
 def test_waiting_for_a_connection_succeeds_when_the_timeout_allows(
     make_app: Callable[..., Flask], own_server: RedisServer
 ) -> None:
-    app = make_app(REDIS_URL=own_server.url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=5)
+    # The server runs the two connections' sleeps one after the other, so a reply may
+    # come 0.4 s after its command, and later on a busy machine: a socket timeout of 2 s
+    # keeps this test about waiting for a connection (DEBUG SLEEP is not retried).
+    app = make_app(REDIS_URL=own_server.url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=5, REDIS_SOCKET_TIMEOUT=2)
     redis_pool = RedisPool(app)
     results: list[object] = []
 
@@ -137,7 +140,7 @@ def test_waiting_for_a_connection_succeeds_when_the_timeout_allows(
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(30)
     assert results == [b"OK"] * 10
     stats = redis_pool.stats(app)
     assert (stats["timeouts"], stats["created"], stats["in_use"]) == (0, 2, 0)

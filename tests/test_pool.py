@@ -137,7 +137,7 @@ def test_a_waiting_request_is_served_before_a_thread_that_keeps_coming_back(
     finally:
         stop.set()
         for thread in hogs:
-            thread.join()
+            thread.join(60)
     stats = redis_pool.stats(app)
     assert stats["timeouts"] == 0
     assert stats["waits"] >= 20  # every one of its commands had to queue
@@ -156,7 +156,7 @@ def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(60)
     stats = redis_pool.stats(app)
     assert server.get("n") == b"400"
     assert stats["peak_in_use"] <= 3

@@ -36,7 +36,11 @@ test: lint docs system-packages
 demo: $(STAMP)
 	$(BIN)/python -m example_app
 
+# The peers (flask-redis) and hiredis, for the benchmarks only: the tests run on
+# redis-py's own parser, as most installs do.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python bench/bench_apps.py
 	$(BIN)/python bench/bench_pool.py
 	$(BIN)/python bench/bench_load.py
 

@@ -25,7 +25,7 @@ system-packages:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict flask_redispool
+	$(BIN)/mypy --strict flask_redispool tests
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html

@@ -15,11 +15,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Literal, TypeVar
 
 import pytest
 from flask import Flask
 from redis import Redis
+from werkzeug.test import TestResponse
 
 from bench.loadgen import drive
 from example_app import create_app, stop_bursts
@@ -95,7 +96,7 @@ def redis_url(redis_server: RedisServer, server: Redis) -> str:
 
 
 @pytest.fixture
-def make_app(request: pytest.FixtureRequest) -> Callable[..., Flask]:
+def make_app(request: pytest.FixtureRequest) -> Iterator[Callable[..., Flask]]:
     """Build a Flask app with the given config; its pools stop publishing and are
     disconnected afterwards.
 
@@ -164,7 +165,14 @@ def held_by_this_process(server: Redis, client_name: str) -> int:
     return len([c for c in our_connections(server, client_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str) -> T:
+def json_of(response: TestResponse) -> dict[str, Any]:
+    """The JSON object a test client's response carries (typed, and checked to be one)."""
+    body = response.get_json()
+    assert isinstance(body, dict), response.text
+    return body
+
+
+def wait_until(predicate: Callable[[], T | Literal[False] | None], timeout: float, what: str) -> T:
     """Poll ``predicate`` until it returns something truthy, and return that.
 
     For events another process or thread brings about (a snapshot published, a worker
@@ -239,6 +247,7 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
 WORKER = """
 import sys
 from flask import Flask
+from werkzeug.test import TestResponse
 from flask_redispool import RedisPool
 
 app = Flask("worker")

@@ -17,9 +17,10 @@ from redis.exceptions import ConnectionError
 from flask_redispool import RedisPool
 from flask_redispool.extension import LOOPS_KEY, app_states
 from flask_redispool.snapshots import build_report
+from flask_redispool.stats import ProcessRow
 from flask_redispool.testing import RedisServer
 
-from .conftest import held_by_this_process, wait_until
+from .conftest import held_by_this_process, json_of, wait_until
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_sequential_async_views_share_one_loop_and_one_connection(
     async_app: Flask, redis_pool: RedisPool, server: Redis
 ) -> None:
     client = async_app.test_client()
-    answers = [client.get("/hits").json for _ in range(20)]
+    answers = [json_of(client.get("/hits")) for _ in range(20)]
     assert [a["hits"] for a in answers] == list(range(1, 21))
     assert len({a["loop"] for a in answers}) == 1  # asgiref would have made 20 loops
     assert held_by_this_process(server, async_app.import_name) == 1
@@ -122,7 +123,10 @@ def test_cancelling_mid_command_leaves_no_half_read_connection(
         with pytest.raises(asyncio.CancelledError):
             await slow
         await client.set("k", "v")
-        return {"get": (await client.get("k")).decode(), "echo": (await client.echo("after")).decode()}
+        got, echo = await client.get("k"), await client.echo("after")
+        assert isinstance(got, bytes)
+        assert isinstance(echo, bytes)
+        return {"get": got.decode(), "echo": echo.decode()}
 
     assert app.test_client().get("/cancel").json == {"get": "v", "echo": "after"}
 
@@ -139,7 +143,7 @@ def test_a_pipeline_left_watching_is_given_back_disconnected(
     (state,) = app_states(async_app)
     assert async_app.test_client().get("/watch").status_code == 200
     assert state.async_pools.in_use() == 0
-    assert async_app.test_client().get("/hits").json["hits"] == 1  # the pool still works
+    assert json_of(async_app.test_client().get("/hits"))["hits"] == 1  # the pool still works
 
 
 class Boom(Exception):
@@ -293,7 +297,7 @@ def test_an_app_using_only_async_client_publishes_its_snapshot(
     app.test_client().get("/")
     (state,) = app_states(app)
 
-    def own_row() -> dict[str, object] | None:
+    def own_row() -> ProcessRow | None:
         rows = build_report(server, state.pool)["processes"]
         return next((r for r in rows if r["pid"] == os.getpid() and r["async_pools"] is not None), None)
 

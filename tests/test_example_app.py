@@ -17,7 +17,7 @@ from flask import Flask
 from example_app import create_app, redis_pool
 from flask_redispool.testing import find_redis_server, free_port
 
-from .conftest import Lines, interruptible, stop_process, wait_until
+from .conftest import Lines, interruptible, json_of, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,14 +37,14 @@ def test_hits_count_and_the_dashboard_page(example: Flask) -> None:
     assert 'src="/static/dashboard.js"' in page  # served by the app: no CDN
     with client.get("/static/dashboard.js") as script:
         assert script.status_code == 200
-    stats = client.get("/stats").json
+    stats = json_of(client.get("/stats"))
     assert (stats["in_use"], stats["checkouts"], stats["client_name"]) == (0, 3, "example_app")
 
 
 def test_report_is_what_redis_stats_shows(example: Flask) -> None:
     client = example.test_client()
     client.get("/hits")
-    report = client.get("/report").json
+    report = json_of(client.get("/report"))
     assert report["stats_interval"] == 1.0  # the example's default
     (row,) = [row for row in report["processes"] if row["pid"] == os.getpid()]
     assert (row["this_process"], row["server_connections"]) == (True, 1)

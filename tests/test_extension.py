@@ -138,7 +138,8 @@ def test_a_pipeline_block_resets_and_releases(app: Flask, redis_pool: RedisPool)
     with app.app_context():
         with redis_pool.pipeline() as pipe:
             assert isinstance(pipe, Pipeline)
-            pipe.incr("a").incr("a")
+            pipe.incr("a")
+            pipe.incr("a")
             assert pipe.execute() == [1, 2]
             pipe.watch("a")
             assert redis_pool.stats()["in_use"] == 1
@@ -159,7 +160,11 @@ def test_teardown_never_disturbs_a_command_in_another_thread(app: Flask, redis_p
             started.set()
             results.append(client.blpop(["never-filled"], timeout=0.3))
 
-    app.add_url_rule("/close", "close", lambda: redis_pool.client.close() or "closed")
+    def close() -> str:
+        redis_pool.client.close()
+        return "closed"
+
+    app.add_url_rule("/close", "close", close)
     thread = threading.Thread(target=slow_command)
     thread.start()
     started.wait(5)

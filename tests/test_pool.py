@@ -92,7 +92,7 @@ def test_a_blocked_request_gets_the_connection_freed_for_it(make_app: Callable[.
     redis_pool = RedisPool(app)
     pool = redis_pool.get_pool(app)
     held = pool.get_connection()
-    result: list[bytes] = []
+    result: list[object] = []
 
     def waiter() -> None:
         with app.app_context():
@@ -150,7 +150,9 @@ def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url
     def work() -> None:
         for _ in range(50):
             with app.app_context(), redis_pool.pipeline() as pipe:
-                pipe.incr("n").get("n").execute()
+                pipe.incr("n")
+                pipe.get("n")
+                pipe.execute()
 
     threads = [threading.Thread(target=work) for _ in range(8)]
     for thread in threads:
@@ -177,7 +179,7 @@ def test_a_forked_child_names_its_connections_with_its_own_pid(
         try:
             with app.app_context():
                 client = redis_pool.client
-                client.set("child", f"{client.client_getname()}|{redis_pool.stats()['checkouts']}")
+                client.set("child", f"{client.client_getname()!s}|{redis_pool.stats()['checkouts']}")
         finally:
             os._exit(0)
     os.waitpid(pid, 0)
@@ -224,4 +226,4 @@ def test_unix_socket_url(make_app: Callable[..., Flask], tmp_path: Path, request
         redis_pool.client.set("k", "v")
         info = redis_pool.client.client_info()
     assert info["db"] == 2
-    assert info["name"].startswith(f"{app.import_name}:{HOST}:")
+    assert str(info["name"]).startswith(f"{app.import_name}:{HOST}:")

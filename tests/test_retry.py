@@ -105,7 +105,9 @@ def test_a_pipeline_of_reads_is_retried(app: Flask, redis_pool: RedisPool, obser
         time.sleep(0.05)
         try:
             with redis_pool.pipeline(transaction=False) as pipe:
-                assert pipe.get("key").exists("key").execute() == [b"value", 1]
+                pipe.get("key")
+                pipe.exists("key")
+                assert pipe.execute() == [b"value", 1]
         finally:
             blocker.join(10)
 

@@ -107,7 +107,7 @@ def test_an_acl_user_with_restricted_commands(make_app: Callable[..., Flask], ow
     with app.app_context():
         client = redis_pool.client
         assert client.incr("app:hits") == 1
-        assert client.client_getname().startswith(app.import_name + ":")
+        assert str(client.client_getname()).startswith(app.import_name + ":")
         with pytest.raises(NoPermissionError):
             client.get("other:key")
         with pytest.raises(NoPermissionError):

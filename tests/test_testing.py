@@ -32,7 +32,7 @@ def test_server_starts_on_loopback_and_stops_by_pid(redis_server: RedisServer) -
         client.close()
     assert server.pid is None
     with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # type: ignore[arg-type]
+        os.kill(pid, 0)
     with pytest.raises(ConnectionError):
         Redis.from_url(server.url, socket_connect_timeout=0.5).ping()
 

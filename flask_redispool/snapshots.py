@@ -138,6 +138,7 @@ class StatsPublisher:
         self._snapshot = snapshot
         self._make_side = side_client
         self._side: Redis | None = None
+        self._side_pid = self.pid
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
@@ -152,9 +153,9 @@ class StatsPublisher:
     @property
     def side(self) -> Redis:
         """The client of this process's own connection, outside the pool (made on first use)."""
-        with self._lock:
-            if self._side is None or self.pid != os.getpid():
-                self._side, self.pid = self._make_side(), os.getpid()
+        with self._lock:  # a forked child makes its own: the parent's socket is not its to use
+            if self._side is None or self._side_pid != os.getpid():
+                self._side, self._side_pid = self._make_side(), os.getpid()
             return self._side
 
     def start(self) -> None:

@@ -184,3 +184,21 @@ def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisP
     assert result.exit_code == 0, result.output
     assert f"{len(junk) + 1} malformed snapshot(s) skipped" in result.output
     assert "flask_redispool_published_processes" in scraped
+
+
+def test_a_forked_child_never_deletes_its_parents_snapshot(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """health() in a child makes the child a connection of its own; stopping there must
+    leave the parent's snapshot alone."""
+    use_redis(app, redis_pool)
+    publisher = redis_pool.get_pool(app).publisher
+    assert publisher.publish()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            assert redis_pool.health(app)["ok"]
+            publisher.stop()  # the parent's publisher object, as the child inherited it
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    assert server.exists(publisher.key)

@@ -25,8 +25,7 @@ from werkzeug.test import TestResponse
 from bench.loadgen import drive
 from example_app import create_app, stop_bursts
 from flask_redispool import RedisPool
-from flask_redispool.asyncio import ThreadLoops
-from flask_redispool.extension import LOOPS_KEY, app_states
+from flask_redispool.extension import app_states
 from flask_redispool.stats import HOST, group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
@@ -132,14 +131,9 @@ def make_example() -> Iterator[Callable[..., Flask]]:
 
 
 def close_pools(app: Flask) -> None:
-    """Close the app's event loops (and their async pools), stop its publishers, then
-    disconnect its pools."""
-    loops = app.extensions.get(LOOPS_KEY)
-    if isinstance(loops, ThreadLoops):  # a Quart app's pools close after serving
-        loops.close()
+    """Close every ``RedisPool`` still on the app: publishers, pools, async pools, loops."""
     for state in app_states(app):
-        state.pool.publisher.stop()
-        state.pool.disconnect()
+        state.extension.close(app)
 
 
 @pytest.fixture

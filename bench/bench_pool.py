@@ -43,7 +43,7 @@ from flask import Flask
 from redis import ConnectionPool, Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.extension import LOOPS_KEY
+from flask_redispool._extension import LOOPS_KEY
 from flask_redispool.testing import RedisServer
 
 Timed = Callable[[], None]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from flask_redispool.stats import group_client_list
+from flask_redispool._stats import group_client_list
 from flask_redispool.testing import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

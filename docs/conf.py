@@ -25,7 +25,7 @@ nitpicky = False
 
 
 def _config_table() -> str:
-    from flask_redispool.config import CONFIG_KEYS, REQUIRED
+    from flask_redispool._config import CONFIG_KEYS, REQUIRED
 
     lines = [
         ".. list-table::",

@@ -6,15 +6,20 @@
 
     redis_pool = RedisPool(app)            # or redis_pool.init_app(app) in a factory
     redis_pool.client.incr("hits")         # in a view
+
+The public API is what this module exports, and the submodules
+:mod:`flask_redispool.testing` and :mod:`flask_redispool.prometheus`; modules whose name
+starts with ``_`` are internal.
 """
 
 from __future__ import annotations
 
-from .config import CONFIG_KEYS, ConfigKey, Settings
-from .errors import BlockingCommandError, ConfigError, ConfigWarning, PoolExhaustedError
-from .extension import RedisPool
-from .health import Health
-from .stats import PoolReport, PoolStats
+from ._config import CONFIG_KEYS, ConfigKey, Settings
+from ._errors import BlockingCommandError, ConfigError, ConfigWarning, PoolExhaustedError
+from ._extension import RedisPool
+from ._health import Health
+from ._snapshots import PublishedStats
+from ._stats import PoolReport, PoolStats, ProcessRow, Totals
 
 __version__ = "0.1.0"
 
@@ -28,7 +33,10 @@ __all__ = [
     "PoolExhaustedError",
     "PoolReport",
     "PoolStats",
+    "ProcessRow",
+    "PublishedStats",
     "RedisPool",
     "Settings",
+    "Totals",
     "__version__",
 ]

@@ -32,14 +32,14 @@ from redis.exceptions import AuthenticationError, ConnectionError, RedisError, R
 from redis.retry import Retry
 
 from ._commands import KINDS, Kind, command_kind
-from .errors import BlockingCommandError
-from .stats import HOST
+from ._errors import BlockingCommandError
+from ._stats import HOST
 
 if TYPE_CHECKING:
     from redis.asyncio.connection import AbstractConnection as _AsyncBase
     from redis.connection import AbstractConnection as _SyncBase
 
-    from .config import Settings
+    from ._config import Settings
 else:
     _AsyncBase = _SyncBase = object
 

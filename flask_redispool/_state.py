@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from flask.sansio.app import App
 
-    from .asyncio import AsyncPools
-    from .client import ContextClient
-    from .config import Settings
-    from .extension import RedisPool
-    from .pool import CountedConnectionPool
+    from ._asyncio import AsyncPools
+    from ._client import ContextClient
+    from ._config import Settings
+    from ._extension import RedisPool
+    from ._pool import CountedConnectionPool
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states"]
 

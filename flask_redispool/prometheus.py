@@ -30,10 +30,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 
+from ._config import STATS_FRESH_INTERVALS
+from ._snapshots import read_snapshots
 from ._state import app_states
-from .config import STATS_FRESH_INTERVALS
-from .snapshots import read_snapshots
-from .stats import is_fresh
+from ._stats import is_fresh
 
 if TYPE_CHECKING:
     from flask import Flask

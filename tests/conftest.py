@@ -25,8 +25,8 @@ from werkzeug.test import TestResponse
 from bench.loadgen import drive
 from example_app import create_app, stop_bursts
 from flask_redispool import RedisPool
-from flask_redispool.extension import app_states
-from flask_redispool.stats import HOST, group_client_list
+from flask_redispool._extension import app_states
+from flask_redispool._stats import HOST, group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
 PASSWORD = "s3cr3t-Pa55word-x9"

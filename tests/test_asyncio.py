@@ -15,9 +15,9 @@ from redis import Redis
 from redis.exceptions import ConnectionError
 
 from flask_redispool import RedisPool
-from flask_redispool.extension import LOOPS_KEY, app_states
-from flask_redispool.snapshots import build_report
-from flask_redispool.stats import ProcessRow
+from flask_redispool._extension import LOOPS_KEY, app_states
+from flask_redispool._snapshots import build_report
+from flask_redispool._stats import ProcessRow
 from flask_redispool.testing import RedisServer
 
 from .conftest import held_by_this_process, json_of, wait_until

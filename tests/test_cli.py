@@ -17,7 +17,7 @@ from flask.testing import FlaskCliRunner
 from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.stats import HOST, group_client_list
+from flask_redispool._stats import HOST, group_client_list
 from flask_redispool.testing import free_port
 
 from .conftest import Lines, Worker, interruptible, stop_process, wait_until

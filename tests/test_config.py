@@ -12,7 +12,7 @@ import pytest
 from flask import Flask
 
 from flask_redispool import CONFIG_KEYS, ConfigError, ConfigWarning, RedisPool
-from flask_redispool.config import BACKOFF_CAP, load_settings, redact_url
+from flask_redispool._config import BACKOFF_CAP, load_settings, redact_url
 
 from .conftest import PASSWORD
 

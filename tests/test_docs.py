@@ -21,7 +21,7 @@ import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
 
-from flask_redispool.extension import app_states
+from flask_redispool._extension import app_states
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]

@@ -16,8 +16,8 @@ from flask import Flask
 from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.extension import LOOPS_KEY, app_states
-from flask_redispool.stats import HOST
+from flask_redispool._extension import LOOPS_KEY, app_states
+from flask_redispool._stats import HOST
 
 from .conftest import Lines, our_connections, stop_process, wait_until
 

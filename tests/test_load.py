@@ -19,7 +19,7 @@ from redis import Redis
 
 from bench.loadgen import ConnectionSampler, drive, gunicorn, worker_pids
 from example_app import redis_pool
-from flask_redispool.stats import ProcessRow, group_client_list
+from flask_redispool._stats import ProcessRow, group_client_list
 
 from .conftest import load_every_worker, wait_until
 

@@ -14,7 +14,7 @@ from redis import ConnectionPool, Redis
 from redis.exceptions import ConnectionError, MaxConnectionsError
 
 from flask_redispool import PoolExhaustedError, RedisPool
-from flask_redispool.stats import HOST
+from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import our_connections

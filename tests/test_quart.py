@@ -11,7 +11,7 @@ from quart import Quart
 from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.extension import app_states
+from flask_redispool._extension import app_states
 
 from .conftest import close_pools, held_by_this_process
 

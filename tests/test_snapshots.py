@@ -14,9 +14,9 @@ from flask import Flask
 from redis import Redis
 
 from flask_redispool import RedisPool
-from flask_redispool.extension import app_states
-from flask_redispool.snapshots import PublishedStats, read_snapshots, snapshot_key
-from flask_redispool.stats import HOST
+from flask_redispool._extension import app_states
+from flask_redispool._snapshots import PublishedStats, read_snapshots, snapshot_key
+from flask_redispool._stats import HOST
 from flask_redispool.testing import free_port
 
 from .conftest import Worker, our_connections, wait_until

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flask_redispool.stats import (
+from flask_redispool._stats import (
     HOST,
     ProcessConnections,
     group_client_list,

@@ -2,12 +2,12 @@
 
 A ``flask redis-stats`` command, a dashboard or a Prometheus scrape runs in one process;
 the connections are held by others (gunicorn workers). So each process that uses a pool
-publishes that pool's :meth:`~flask_redispool.pool.CountedConnectionPool.snapshot`
+publishes that pool's :meth:`~flask_redispool._pool.CountedConnectionPool.snapshot`
 every ``STATS_INTERVAL`` seconds under::
 
     flask_redispool:stats:<client name>:<prefix>:<host>:<pid>:<pool id>
 
-with a time to live of :data:`~flask_redispool.config.STATS_TTL_INTERVALS` intervals, and
+with a time to live of :data:`~flask_redispool._config.STATS_TTL_INTERVALS` intervals, and
 any process can read them all (:func:`read_snapshots`). The client name keeps two apps on
 one Redis apart; the pool id two pools of one process with the same name, which readers
 add up per process. Readers check each snapshot's shape and skip (and count) what does
@@ -50,13 +50,13 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from redis.exceptions import RedisError, ResponseError
 
-from .config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
-from .stats import HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
+from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
+from ._stats import HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
 
 if TYPE_CHECKING:
     from redis import Redis
 
-    from .pool import CountedConnectionPool
+    from ._pool import CountedConnectionPool
 
 __all__ = [
     "KEY_PREFIX",
@@ -86,7 +86,7 @@ MAX_BACKOFF_INTERVALS: Final = 64
 
 
 class PublishedStats(PoolStats):
-    """A :class:`~flask_redispool.stats.PoolStats` as published, with when and how often."""
+    """A :class:`~flask_redispool.PoolStats` as published, with when and how often."""
 
     published_at: float  #: the publisher's ``time.time()``
     interval: float  #: its ``STATS_INTERVAL``
@@ -115,7 +115,7 @@ class StatsPublisher:
     :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection.
 
     :param settings: the pool's settings.
-    :param snapshot: returns the pool's :class:`~flask_redispool.stats.PoolStats`, or is
+    :param snapshot: returns the pool's :class:`~flask_redispool.PoolStats`, or is
         a dead weak reference (returns ``None``) once the pool is gone.
     :param side_client: makes the client of the publisher's own connection, on first use.
     """

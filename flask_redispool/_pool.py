@@ -1,6 +1,6 @@
 """A redis-py connection pool that counts, waits cheaply, names its connections.
 
-:func:`create_pool` turns validated :class:`~flask_redispool.config.Settings` into
+:func:`create_pool` turns validated :class:`~flask_redispool.Settings` into
 redis-py's own :class:`~redis.ConnectionPool`, extended only where redis-py offers
 nothing:
 
@@ -16,7 +16,7 @@ nothing:
 - connections of its own class (:mod:`flask_redispool._connection`): named
   ``<client name>:<host>:<pid>`` so ``CLIENT LIST`` tells processes apart, also after
   a fork; retried only when the command is safe to repeat; explaining their failures;
-- a :class:`~flask_redispool.snapshots.StatsPublisher` per process, started by the
+- a :class:`~flask_redispool._snapshots.StatsPublisher` per process, started by the
   process's first connection, with a connection of its own.
 """
 
@@ -37,14 +37,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, parse_url
 from redis.exceptions import MaxConnectionsError, RedisError
 
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
-from .config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
-from .errors import ConfigError, PoolExhaustedError
-from .snapshots import StatsPublisher
-from .stats import HOST, PoolCounters, PoolStats
+from ._errors import ConfigError, PoolExhaustedError
+from ._snapshots import StatsPublisher
+from ._stats import HOST, PoolCounters, PoolStats
 
 if TYPE_CHECKING:
-    from .asyncio import AsyncPools
+    from ._asyncio import AsyncPools
 
 __all__ = ["CountedConnectionPool", "create_pool"]
 
@@ -65,7 +65,7 @@ class CountedConnectionPool(ConnectionPool):
 
     settings: Settings
     counters: PoolCounters
-    #: Publishes this process's snapshots (:mod:`flask_redispool.snapshots`).
+    #: Publishes this process's snapshots (:mod:`flask_redispool._snapshots`).
     publisher: StatsPublisher
     #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
     async_pools: AsyncPools | None = None

@@ -16,18 +16,18 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.connection import Connection
 
+from ._asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
+from ._cli import register_commands
+from ._client import ContextClient, Held, release_holder
+from ._config import Settings, check_seconds, load_settings
 from ._context import FLASK_CONTEXT, current_context, watch_quart
+from ._health import Health, check_health
+from ._pool import CountedConnectionPool, create_pool
+from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states
-from .asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
-from .cli import register_commands
-from .client import ContextClient, Held, release_holder
-from .config import Settings, check_seconds, load_settings
-from .health import Health, check_health
-from .pool import CountedConnectionPool, create_pool
-from .snapshots import build_report
 
 if TYPE_CHECKING:
-    from .stats import PoolReport, PoolStats
+    from ._stats import PoolReport, PoolStats
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "RedisPool", "app_states"]
 
@@ -193,7 +193,7 @@ class RedisPool:
                 return {"hits": await redis_pool.async_client.incr("hits")}
 
         Its pool belongs to the running event loop: ``init_app`` runs the app's async
-        views on one loop per serving thread (see :mod:`flask_redispool.asyncio`), and
+        views on one loop per serving thread (see :mod:`flask_redispool._asyncio`), and
         each loop has its own pool, bounded by ``REDIS_MAX_CONNECTIONS``, with the same
         settings as :attr:`client`. What a pipeline or pubsub still holds when the
         context ends is given back.
@@ -228,7 +228,7 @@ class RedisPool:
     def stats(self, app: App | None = None) -> PoolStats:
         """A JSON-ready snapshot of this process's pool for ``app``; no network I/O.
 
-        ``in_use`` is 0 between requests. See :class:`~flask_redispool.stats.PoolStats`.
+        ``in_use`` is 0 between requests. See :class:`~flask_redispool.PoolStats`.
         """
         return self._state(app).pool.snapshot()
 
@@ -238,7 +238,7 @@ class RedisPool:
         Reads the snapshots that serving processes publish every ``REDIS_STATS_INTERVAL``
         seconds and groups the server's ``CLIENT LIST`` by process: one row per process
         (counters, snapshot age, server-side connections, leak suspicion), totals, and
-        this process's own :meth:`stats`. See :class:`~flask_redispool.stats.PoolReport`.
+        this process's own :meth:`stats`. See :class:`~flask_redispool.PoolReport`.
 
         :raises redis.RedisError: Redis is unreachable.
         """

@@ -17,8 +17,8 @@ from redis.exceptions import AuthenticationError, ResponseError
 if TYPE_CHECKING:
     from redis import Redis
 
-    from .config import Settings
-    from .pool import CountedConnectionPool
+    from ._config import Settings
+    from ._pool import CountedConnectionPool
 
 __all__ = ["Health", "check_health", "describe_failure", "failure_message", "probe"]
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .errors import ConfigError, ConfigWarning
+from ._errors import ConfigError, ConfigWarning
 
 __all__ = [
     "BACKOFF_BASE",

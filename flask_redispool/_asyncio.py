@@ -40,14 +40,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError, RedisError
 
+from ._client import held_here
+from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
-from .client import held_here
-from .config import BACKOFF_BASE, BACKOFF_CAP
-from .errors import ConfigError
-from .pool import check_connection_kwargs
+from ._errors import ConfigError
+from ._pool import check_connection_kwargs
 
 if TYPE_CHECKING:
-    from .pool import CountedConnectionPool
+    from ._pool import CountedConnectionPool
 
 __all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops", "release_async"]
 
@@ -203,7 +203,7 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
 
 
 class AsyncHeldMonitor(Monitor):
-    """:class:`~flask_redispool.client.HeldMonitor` for ``redis.asyncio``."""
+    """:class:`~flask_redispool._client.HeldMonitor` for ``redis.asyncio``."""
 
     async def __aexit__(self, *args: object) -> None:
         try:
@@ -217,7 +217,7 @@ class AsyncContextClient(redis.asyncio.Redis):
     context on that loop.
 
     Keeps the pipelines, pubsubs, monitors and pinned clients it hands out in the
-    current context's :class:`~flask_redispool.client.Held` until the context ends,
+    current context's :class:`~flask_redispool._client.Held` until the context ends,
     so that teardown (:func:`release_async`) can give back a connection one of them
     still holds. (Unlike the sync side it cannot let them go earlier: an async pipeline
     cannot give its connection back when it is garbage-collected.)

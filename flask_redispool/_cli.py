@@ -2,7 +2,7 @@
 
 A ``flask`` command runs in a process of its own, so its pool says little about the
 serving workers. ``redis-stats`` therefore reads what the workers publish (see
-:mod:`flask_redispool.snapshots`) and asks the server: ``CLIENT LIST`` entries named
+:mod:`flask_redispool._snapshots`) and asks the server: ``CLIENT LIST`` entries named
 ``<client name>:<host>:<pid>`` show what every process holds.
 """
 
@@ -16,10 +16,10 @@ import click
 from flask.sansio.app import App
 from redis.exceptions import RedisError
 
+from ._health import failure_message, probe
+from ._snapshots import build_report
 from ._state import AppState, app_states
-from .health import failure_message, probe
-from .snapshots import build_report
-from .stats import PoolReport
+from ._stats import PoolReport
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
 

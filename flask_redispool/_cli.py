@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from ._health import failure_message, probe
 from ._snapshots import build_report
 from ._state import AppState, app_states
-from ._stats import PoolReport
+from ._stats import FIGURES, PoolReport
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
 
@@ -60,17 +60,11 @@ def _report(state: AppState) -> PoolReport:
     return report
 
 
-_COLUMNS: Final = (
+#: (title, row key, width): the process, its snapshot's figures, then what is not in a snapshot.
+_COLUMNS: Final[tuple[tuple[str, str, int], ...]] = (
     ("HOST", "host", 20),
     ("PID", "pid", 8),
-    ("IN_USE", "in_use", 7),
-    ("IDLE", "idle", 5),
-    ("PEAK", "peak_in_use", 5),
-    ("CHECKOUTS", "checkouts", 10),
-    ("WAITS", "waits", 6),
-    ("TIMEOUTS", "timeouts", 9),
-    ("LOOPS", "async_pools", 6),
-    ("ASYNC", "async_in_use", 6),
+    *((figure.column, figure.name, figure.width) for figure in FIGURES if figure.column),
     ("AGE", "snapshot_age", 7),
     ("SERVER", "server_connections", 7),
 )

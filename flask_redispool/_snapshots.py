@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 from redis.exceptions import RedisError, ResponseError
 
 from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
-from ._stats import HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
+from ._stats import FIGURES, HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -254,9 +254,8 @@ class StatsPublisher:
 
 #: Fields every published snapshot must have, and their types: a reader skips one that
 #: does not fit rather than fail (anybody who can write the key pattern can write junk).
-_SNAPSHOT_INTS: Final = ("pid", "max_connections", "created", "in_use", "idle", "peak_in_use",
-                         "checkouts", "waits", "timeouts")  # fmt: skip
-_SNAPSHOT_OPTIONAL_INTS: Final = ("async_pools", "async_in_use")  # 0 in snapshots from before async pools
+_SNAPSHOT_INTS: Final = ("pid", *(figure.name for figure in FIGURES if not figure.since_async))
+_SNAPSHOT_OPTIONAL_INTS: Final = tuple(figure.name for figure in FIGURES if figure.since_async)  # 0 if older
 
 
 def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
@@ -305,7 +304,7 @@ def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
     total: dict[str, Any] = dict(one)
     for name in (*_SNAPSHOT_INTS, *_SNAPSHOT_OPTIONAL_INTS):
         if name != "pid":
-            total[name] += other[name]
+            total[name] += other[name]  # type: ignore[literal-required]
     total["published_at"] = min(one["published_at"], other["published_at"])
     return cast("PublishedStats", total)
 

@@ -13,10 +13,14 @@ import socket
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, TypedDict
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict, cast
 
 __all__ = [
+    "FIGURES",
     "HOST",
+    "ROW_FIGURES",
+    "Figure",
     "PoolCounters",
     "PoolReport",
     "PoolStats",
@@ -59,6 +63,49 @@ class PoolStats(TypedDict):
     naming_refused: str | None  #: why the server refused CLIENT SETNAME, if it did
     async_pools: int  #: event loops with a pool of their own (async views)
     async_in_use: int  #: connections checked out of those pools now
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One number of a process's pool, declared once for every place that shows it.
+
+    :param name: its key in :class:`PoolStats`, a published snapshot and :class:`ProcessRow`.
+    :param doc: one line: the Prometheus help text.
+    :param column: its column title in ``flask redis-stats`` (``None``: not a column).
+    :param width: that column's width.
+    :param total: summed over the processes in :class:`Totals`.
+    :param metric: its Prometheus metric name after ``flask_redispool_`` (``None``: not
+        exported); counters get ``_total`` from prometheus_client.
+    :param counter: a Prometheus counter that only grows (else a gauge).
+    :param since_async: absent from snapshots published before async pools (read as 0).
+    """
+
+    name: str
+    doc: str
+    column: str | None = None
+    width: int = 0
+    total: bool = False
+    metric: str | None = None
+    counter: bool = False
+    since_async: bool = False
+
+
+#: The figures of one process's pool, in the order ``flask redis-stats`` shows them. The
+#: TypedDicts below spell the same names for type checkers; a test keeps them in step.
+FIGURES: Final[tuple[Figure, ...]] = (
+    Figure("in_use", "Connections checked out of the pool now.", "IN_USE", 7, True, "connections_in_use"),
+    Figure("idle", "Connections idle in the pool now.", "IDLE", 5, True, "connections_idle"),
+    Figure("peak_in_use", "Most connections in use at once.", "PEAK", 5),
+    Figure("checkouts", "Connections checked out of the pool.", "CHECKOUTS", 10, True, "checkouts", True),
+    Figure("waits", "Checkouts that had to queue for a connection.", "WAITS", 6, True, "waits", True),
+    Figure("timeouts", "Checkouts that ended in PoolExhaustedError.", "TIMEOUTS", 9, True, "timeouts", True),
+    Figure("async_pools", "Event loops with a pool of their own.", "LOOPS", 6, since_async=True),
+    Figure("async_in_use", "Connections checked out of the async pools now.", "ASYNC", 6, True, since_async=True),
+    Figure("max_connections", "The limit, REDIS_MAX_CONNECTIONS.", metric="max_connections"),
+    Figure("created", "Connections the pool has made.", metric="connections_created", counter=True),
+)
+#: The figures a :class:`ProcessRow` carries from a process's snapshot.
+ROW_FIGURES: Final = tuple(figure for figure in FIGURES if figure.name != "created")
 
 
 class ProcessConnections(TypedDict):
@@ -214,26 +261,9 @@ def is_fresh(snapshot: Mapping[str, Any], now: float, fresh_intervals: float) ->
 def _row(
     where: tuple[str, int], snap: Mapping[str, Any] | None, age: float | None, *, server: int | None
 ) -> ProcessRow:
-    def field(name: str) -> int | None:
-        return None if snap is None else int(snap.get(name, 0))  # 0: from before async pools
-
-    return ProcessRow(
-        host=where[0],
-        pid=where[1],
-        in_use=field("in_use"),
-        idle=field("idle"),
-        peak_in_use=field("peak_in_use"),
-        checkouts=field("checkouts"),
-        waits=field("waits"),
-        timeouts=field("timeouts"),
-        max_connections=field("max_connections"),
-        async_pools=field("async_pools"),
-        async_in_use=field("async_in_use"),
-        snapshot_age=age,
-        server_connections=server,
-        this_process=False,
-        suspect=None,
-    )
+    figures = {figure.name: None if snap is None else int(snap.get(figure.name, 0)) for figure in ROW_FIGURES}
+    row = {"host": where[0], "pid": where[1], **figures, "snapshot_age": age}
+    return cast(ProcessRow, {**row, "server_connections": server, "this_process": False, "suspect": None})
 
 
 def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:
@@ -257,14 +287,13 @@ def totals(rows: Iterable[ProcessRow], *, server_seen: bool) -> Totals:
         values: list[int | None] = [row[name] for row in rows]  # type: ignore[literal-required]
         return sum(value or 0 for value in values)
 
-    return Totals(
-        processes=len(rows),
-        in_use=total("in_use"),
-        idle=total("idle"),
-        checkouts=total("checkouts"),
-        waits=total("waits"),
-        timeouts=total("timeouts"),
-        async_in_use=total("async_in_use"),
-        server_connections=total("server_connections") if server_seen else None,
-        suspects=sum(1 for row in rows if row["suspect"]),
+    sums = {figure.name: total(figure.name) for figure in FIGURES if figure.total}
+    return cast(
+        Totals,
+        {
+            "processes": len(rows),
+            **sums,
+            "server_connections": total("server_connections") if server_seen else None,
+            "suspects": sum(1 for row in rows if row["suspect"]),
+        },
     )

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from ._config import STATS_FRESH_INTERVALS
 from ._snapshots import read_snapshots
 from ._state import app_states
-from ._stats import is_fresh
+from ._stats import FIGURES, is_fresh
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -42,15 +42,17 @@ __all__ = ["PublishedPoolsCollector", "RedisPoolCollector"]
 
 LABELS = ("prefix", "client_name")
 PROCESS_LABELS = (*LABELS, "host", "pid")
-#: (family, metric name, stats key, help); counters get ``_total`` from prometheus_client.
-METRICS: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], str, str, str], ...] = (
-    (GaugeMetricFamily, "flask_redispool_connections_in_use", "in_use", "Connections checked out of the pool now."),
-    (GaugeMetricFamily, "flask_redispool_connections_idle", "idle", "Connections idle in the pool now."),
-    (GaugeMetricFamily, "flask_redispool_max_connections", "max_connections", "The limit, REDIS_MAX_CONNECTIONS."),
-    (CounterMetricFamily, "flask_redispool_checkouts", "checkouts", "Connections checked out of the pool."),
-    (CounterMetricFamily, "flask_redispool_waits", "waits", "Checkouts that had to queue for a connection."),
-    (CounterMetricFamily, "flask_redispool_timeouts", "timeouts", "Checkouts that ended in PoolExhaustedError."),
-    (CounterMetricFamily, "flask_redispool_connections_created", "created", "Connections the pool has made."),
+#: (family, metric name, stats key, help), from the figures that have a metric; counters
+#: get ``_total`` from prometheus_client.
+METRICS: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], str, str, str], ...] = tuple(
+    (
+        CounterMetricFamily if figure.counter else GaugeMetricFamily,
+        f"flask_redispool_{figure.metric}",
+        figure.name,
+        figure.doc,
+    )
+    for figure in FIGURES
+    if figure.metric
 )
 
 

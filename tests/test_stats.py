@@ -119,3 +119,19 @@ def test_without_client_list_the_server_columns_are_unknown() -> None:
     (row,) = process_rows([_snapshot(1, in_use=0, age=0.1)], None, interval=1.0, fresh_intervals=2, now=NOW)
     assert (row["server_connections"], row["suspect"]) == (None, None)
     assert totals([row], server_seen=False)["server_connections"] is None
+
+
+def test_the_figures_table_and_the_typed_dicts_name_the_same_fields() -> None:
+    """FIGURES is where a figure is declared; the TypedDicts repeat the names for type
+    checkers, and this keeps the two in step."""
+    from typing import get_type_hints
+
+    from flask_redispool._stats import FIGURES, ROW_FIGURES, PoolStats, ProcessRow, Totals
+
+    names = {figure.name for figure in FIGURES}
+    assert names <= set(get_type_hints(PoolStats))
+    row_extra = {"host", "pid", "snapshot_age", "server_connections", "this_process", "suspect"}
+    assert set(get_type_hints(ProcessRow)) == {figure.name for figure in ROW_FIGURES} | row_extra
+    totals_extra = {"processes", "server_connections", "suspects"}
+    assert set(get_type_hints(Totals)) == {figure.name for figure in FIGURES if figure.total} | totals_extra
+    assert len(names) == len(FIGURES)

@@ -45,6 +45,7 @@ from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import check_connection_kwargs
+from ._stats import PoolCounters
 
 if TYPE_CHECKING:
     from ._pool import CountedConnectionPool
@@ -181,20 +182,33 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
     like the sync pool, instead of redis-py's ``ConnectionError("No connection available.")``.
     """
 
-    def __init__(self, sync_pool: CountedConnectionPool, **kwargs: Any) -> None:
+    def __init__(self, sync_pool: CountedConnectionPool, counters: PoolCounters, **kwargs: Any) -> None:
         settings = self.settings = sync_pool.settings
         self._sync_pool = sync_pool
+        self._counters = counters
+        self._asked = 0  # checkouts asked for and not given back: only this pool's loop touches it
         timeout = settings.pool_timeout if settings.pool_blocking else 0
         super().__init__(max_connections=settings.max_connections, timeout=timeout, **kwargs)
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        self._asked += 1  # before the first await: concurrent checkouts see each other
+        if self._asked > self.max_connections:  # more asked for than the pool holds: this one queues
+            self._counters.waited()
         try:
-            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+            connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
         except RedisError as exc:
+            self._asked -= 1
             if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
-                raise self._sync_pool.exhausted_error(self.in_use()) from None  # redis-py's pool timed out
+                in_use = self.in_use()  # redis-py's pool timed out
+                raise self._sync_pool.exhausted_error(in_use, self._counters) from None
             self._sync_pool.policy.explain(exc)  # redis-py connects on checkout: say what to check
             raise
+        self._counters.checked_out()
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        await super().release(connection)
+        self._asked -= 1
 
     def in_use(self) -> int:
         """Connections checked out of this loop's pool now."""
@@ -282,6 +296,8 @@ class AsyncPools:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
+        #: Checkouts, waits and timeouts over every loop's pool, counted apart from the sync pool's.
+        self.counters = PoolCounters()
         self.loops = loops
         loops.on_close(self.close)
 
@@ -297,7 +313,8 @@ class AsyncPools:
         self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
-            client = AsyncContextClient(connection_pool=CountedAsyncPool(self._sync_pool, **self._kwargs))
+            pool = CountedAsyncPool(self._sync_pool, self.counters, **self._kwargs)
+            client = AsyncContextClient(connection_pool=pool)
             client.loop, client.held_key = loop, self._held_key
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
@@ -320,7 +337,7 @@ class AsyncPools:
         # In a forked child the parent's pools and loops are not ours to use or close.
         if self._pid != os.getpid():
             with self._lock:
-                self._clients, self._pid = {}, os.getpid()
+                self._clients, self._pid, self.counters = {}, os.getpid(), PoolCounters()
 
     def close_all(self) -> None:
         """Close the pool of every loop that is not running now, each on its own loop

@@ -189,14 +189,18 @@ class CountedConnectionPool(ConnectionPool):
             naming_refused=self.policy.naming_refused,
             async_pools=async_pools.pool_count() if async_pools else 0,
             async_in_use=async_pools.in_use() if async_pools else 0,
+            async_checkouts=async_pools.counters.checkouts if async_pools else 0,
+            async_waits=async_pools.counters.waits if async_pools else 0,
+            async_timeouts=async_pools.counters.timeouts if async_pools else 0,
         )
 
     def _exhausted(self) -> PoolExhaustedError:
-        return self.exhausted_error(self.connection_counts()[0])
+        return self.exhausted_error(self.connection_counts()[0], self.counters)
 
-    def exhausted_error(self, in_use: int) -> PoolExhaustedError:
-        """Count a timeout, and say which keys to raise (also for this app's async pools)."""
-        self.counters.timed_out()
+    def exhausted_error(self, in_use: int, counters: PoolCounters) -> PoolExhaustedError:
+        """Count a timeout in ``counters`` (this pool's, or the app's async pools'), and say
+        which keys to raise."""
+        counters.timed_out()
         settings = self.settings
         if settings.pool_blocking:
             how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"

@@ -63,6 +63,9 @@ class PoolStats(TypedDict):
     naming_refused: str | None  #: why the server refused CLIENT SETNAME, if it did
     async_pools: int  #: event loops with a pool of their own (async views)
     async_in_use: int  #: connections checked out of those pools now
+    async_checkouts: int  #: connections checked out of them so far
+    async_waits: int  #: async checkouts that found their loop's pool full and queued
+    async_timeouts: int  #: async checkouts that ended in PoolExhaustedError
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,20 @@ FIGURES: Final[tuple[Figure, ...]] = (
     Figure("timeouts", "Checkouts that ended in PoolExhaustedError.", "TIMEOUTS", 9, True, "timeouts", True),
     Figure("async_pools", "Event loops with a pool of their own.", "LOOPS", 6, since_async=True),
     Figure("async_in_use", "Connections checked out of the async pools now.", "ASYNC", 6, True, since_async=True),
+    Figure(
+        "async_checkouts", "Connections checked out of the async pools.", None, 0, True, "async_checkouts", True, True
+    ),
+    Figure("async_waits", "Async checkouts that queued for a connection.", None, 0, True, "async_waits", True, True),
+    Figure(
+        "async_timeouts",
+        "Async checkouts that ended in PoolExhaustedError.",
+        None,
+        0,
+        True,
+        "async_timeouts",
+        True,
+        True,
+    ),
     Figure("max_connections", "The limit, REDIS_MAX_CONNECTIONS.", metric="max_connections"),
     Figure("created", "Connections the pool has made.", metric="connections_created", counter=True),
 )
@@ -142,6 +159,10 @@ class PoolCounters:
     def timed_out(self) -> None:
         with self.lock:
             self.timeouts += 1
+
+    def checked_out(self) -> None:
+        with self.lock:
+            self.checkouts += 1
 
 
 def split_client_name(name: str) -> tuple[str, str, int] | None:
@@ -192,6 +213,9 @@ class ProcessRow(TypedDict):
     max_connections: int | None
     async_pools: int | None
     async_in_use: int | None
+    async_checkouts: int | None
+    async_waits: int | None
+    async_timeouts: int | None
     snapshot_age: float | None  #: seconds since the snapshot was published
     server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
     this_process: bool
@@ -208,6 +232,9 @@ class Totals(TypedDict):
     waits: int
     timeouts: int
     async_in_use: int
+    async_checkouts: int
+    async_waits: int
+    async_timeouts: int
     server_connections: int | None
     suspects: int
 

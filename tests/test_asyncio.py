@@ -50,6 +50,7 @@ def test_sequential_async_views_share_one_loop_and_one_connection(
     assert held_by_this_process(server, async_app.import_name) == 1
     stats = redis_pool.stats(async_app)
     assert (stats["async_pools"], stats["async_in_use"], stats["created"]) == (1, 0, 0)  # no sync connection
+    assert (stats["async_checkouts"], stats["async_waits"], stats["checkouts"]) == (20, 0, 0)  # counted as async
 
 
 def test_async_views_from_several_threads_get_a_pool_each_closed_when_the_thread_ends(
@@ -234,7 +235,9 @@ def test_an_exhausted_async_pool_raises_pool_exhausted(
 
     text = app.test_client().get("/two").text
     assert text.startswith("PoolExhaustedError: No free Redis connection: 1 in use of the 1 allowed by REDIS_MAX")
-    assert redis_pool.stats(app)["timeouts"] == 1
+    stats = redis_pool.stats(app)
+    assert (stats["async_timeouts"], stats["async_checkouts"], stats["timeouts"]) == (1, 1, 0)  # counted as async
+    assert stats["async_waits"] == 1  # the PING found the pool of one full
 
 
 def test_async_client_needs_a_loop_and_a_context(async_app: Flask, redis_pool: RedisPool) -> None:

@@ -93,7 +93,7 @@ def test_stats_json_rows_match_the_server(
     assert rows[os.getpid()]["this_process"] is True
     assert report["totals"] == {
         "processes": 3, "in_use": 2, "idle": 0, "checkouts": 2, "waits": 0, "timeouts": 0, "async_in_use": 0,
-        "server_connections": 4, "suspects": 1,
+        "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "server_connections": 4, "suspects": 1,
     }  # fmt: skip
     assert report["server_error"] is report["snapshots_error"] is None
 

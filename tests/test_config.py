@@ -278,3 +278,14 @@ def test_the_readme_table_lists_every_key() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     listed = set(re.findall(r"`REDIS_([A-Z_]+)`", readme.split("## Configuration")[1].split("\n## ")[0]))
     assert listed == {key.name for key in CONFIG_KEYS}
+
+
+def test_settings_has_a_field_per_declared_key_and_nothing_else() -> None:
+    """CONFIG_KEYS is where a key is declared; Settings repeats the names for type
+    checkers (and adds what follows from them), and this keeps the two in step."""
+    from dataclasses import fields
+
+    from flask_redispool import Settings
+
+    derived = {"prefix", "name_connections"}  # the RedisPool's own, and what CLIENT_NAME = False means
+    assert {field.name for field in fields(Settings)} == {key.name.lower() for key in CONFIG_KEYS} | derived

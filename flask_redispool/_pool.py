@@ -105,9 +105,7 @@ class CountedConnectionPool(ConnectionPool):
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait_for_connection(*args, **kwargs)
-        counters = self.counters  # read after super(): a forked child has just reset them
-        with counters.lock:
-            counters.checkouts += 1
+        self.counters.checked_out()  # read after super(): a forked child has just reset them
         return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]

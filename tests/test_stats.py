@@ -135,3 +135,25 @@ def test_the_figures_table_and_the_typed_dicts_name_the_same_fields() -> None:
     totals_extra = {"processes", "server_connections", "suspects"}
     assert set(get_type_hints(Totals)) == {figure.name for figure in FIGURES if figure.total} | totals_extra
     assert len(names) == len(FIGURES)
+
+
+def test_checkouts_are_counted_exactly_without_a_lock() -> None:
+    """The checkout count is an itertools.count read back from its repr ("count(N)"):
+    this pins that repr, and that concurrent checkouts lose nothing."""
+    import threading
+
+    from flask_redispool._stats import PoolCounters
+
+    counters = PoolCounters()
+    assert counters.checkouts == 0
+
+    def count() -> None:
+        for _ in range(10_000):
+            counters.checked_out()
+
+    threads = [threading.Thread(target=count) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert counters.checkouts == 40_000

@@ -159,6 +159,17 @@ def held_by_this_process(server: Redis, client_name: str) -> int:
     return len([c for c in our_connections(server, client_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
 
 
+def run_in_threads(target: Callable[[], object], count: int, timeout: float = 60) -> None:
+    """Run ``target`` in ``count`` threads at once and wait for all, at most ``timeout`` s."""
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    assert not any(thread.is_alive() for thread in threads), f"threads still running after {timeout} s"
+
+
 def json_of(response: TestResponse) -> dict[str, Any]:
     """The JSON object a test client's response carries (typed, and checked to be one)."""
     body = response.get_json()

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError, TimeoutError
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
-from .conftest import our_connections
+from .conftest import our_connections, run_in_threads
 from .views import (
     client_for,
     leave_a_subscription,
@@ -136,11 +136,7 @@ def test_waiting_for_a_connection_succeeds_when_the_timeout_allows(
         with app.app_context():
             results.append(redis_pool.client.execute_command("DEBUG", "SLEEP", "0.2"))
 
-    threads = [threading.Thread(target=sleepy) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    run_in_threads(sleepy, 10)
     assert results == [b"OK"] * 10
     stats = redis_pool.stats(app)
     assert (stats["timeouts"], stats["created"], stats["in_use"]) == (0, 2, 0)

@@ -17,7 +17,7 @@ from flask_redispool import PoolExhaustedError, RedisPool
 from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import our_connections
+from .conftest import our_connections, run_in_threads
 
 
 def test_init_app_makes_no_connection(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
@@ -154,11 +154,7 @@ def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url
                 pipe.get("n")
                 pipe.execute()
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_in_threads(work, 8)
     stats = redis_pool.stats(app)
     assert server.get("n") == b"400"
     assert stats["peak_in_use"] <= 3

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from redis import Redis
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
-from .conftest import PASSWORD, wait_until
+from .conftest import PASSWORD, run_in_threads, wait_until
 
 ServerFactory = Callable[..., RedisServer]
 
@@ -258,10 +257,6 @@ def test_async_views_work_where_client_is_disabled(
     observer = observe(hardened)
     with app.app_context():
         redis_pool.client.incr("hits")  # the sync pool learns that names are refused
-    threads = [threading.Thread(target=lambda: app.test_client().get("/")) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
+    run_in_threads(lambda: app.test_client().get("/"), 2)
     assert observer.get("hits") == b"3"
     assert redis_pool.stats(app)["async_pools"] == 2  # two loops, two new async connections

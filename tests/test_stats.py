@@ -140,9 +140,9 @@ def test_the_figures_table_and_the_typed_dicts_name_the_same_fields() -> None:
 def test_checkouts_are_counted_exactly_without_a_lock() -> None:
     """The checkout count is an itertools.count read back from its repr ("count(N)"):
     this pins that repr, and that concurrent checkouts lose nothing."""
-    import threading
-
     from flask_redispool._stats import PoolCounters
+
+    from .conftest import run_in_threads
 
     counters = PoolCounters()
     assert counters.checkouts == 0
@@ -151,9 +151,5 @@ def test_checkouts_are_counted_exactly_without_a_lock() -> None:
         for _ in range(10_000):
             counters.checked_out()
 
-    threads = [threading.Thread(target=count) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_in_threads(count, 4)
     assert counters.checkouts == 40_000

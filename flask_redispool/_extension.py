@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "RedisPool", "app_states"]
 
 _NONE: Final[dict[str, Any]] = {}  # the pools of an app with no RedisPool
+# Per prefix, the finalizer that cleans up when an app is collected without close().
+_FINALIZERS_KEY: Final = "redispool.finalizers"
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -98,7 +100,9 @@ class RedisPool:
         client = ContextClient(connection_pool=pool)
         client.held_key = self._held_key
         state = states[self.config_prefix] = AppState(self, settings, pool, client, async_pools)
-        weakref.finalize(app, _dropped, state).atexit = False  # the state does not refer to the app
+        dropped = weakref.finalize(app, _dropped, state)  # the state does not refer to the app
+        dropped.atexit = False
+        app.extensions.setdefault(_FINALIZERS_KEY, {})[self.config_prefix] = dropped
         app.teardown_appcontext(_flask_teardown(self._held_key) if isinstance(app, Flask) else self._async_teardown)
         register_commands(app)
 
@@ -135,6 +139,7 @@ class RedisPool:
             raise self._not_registered(app)
         del states[self.config_prefix]
         app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)
+        app.extensions[_FINALIZERS_KEY].pop(self.config_prefix).detach()  # disposed of here, not at collection
         state.pool.publisher.stop()
         state.async_pools.close_all()
         loops = app.extensions.get(LOOPS_KEY)

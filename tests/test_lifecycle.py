@@ -49,8 +49,10 @@ def test_close_disposes_of_everything_and_is_safe_twice(
     assert loops.live_loops() == 1
     assert len(our_connections(server, app.import_name)) == 3  # sync, async, publisher
 
+    collected = app.extensions["redispool.finalizers"]["REDIS"]
     redis_pool.close(app)
 
+    assert not collected.alive  # disposed of now: nothing waits for the app's collection to run again
     assert not publisher.running
     assert not server.exists(publisher.key)
     assert our_connections(server, app.import_name) == []

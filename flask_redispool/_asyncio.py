@@ -44,11 +44,11 @@ from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
-from ._pool import check_connection_kwargs
+from ._pool import check_connection_kwargs, exhausted_error
 from ._stats import PoolCounters
 
 if TYPE_CHECKING:
-    from ._pool import CountedConnectionPool
+    from ._poolset import PoolSet
 
 __all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops", "release_async"]
 
@@ -182,9 +182,9 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
     like the sync pool, instead of redis-py's ``ConnectionError("No connection available.")``.
     """
 
-    def __init__(self, sync_pool: CountedConnectionPool, counters: PoolCounters, **kwargs: Any) -> None:
-        settings = self.settings = sync_pool.settings
-        self._sync_pool = sync_pool
+    def __init__(self, pools: PoolSet, counters: PoolCounters, **kwargs: Any) -> None:
+        settings = self.settings = pools.settings
+        self._policy = pools.policy
         self._counters = counters
         self._asked = 0  # checkouts asked for and not given back: only this pool's loop touches it
         timeout = settings.pool_timeout if settings.pool_blocking else 0
@@ -200,8 +200,8 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
             self._asked -= 1
             if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
                 in_use = self.in_use()  # redis-py's pool timed out
-                raise self._sync_pool.exhausted_error(in_use, self._counters) from None
-            self._sync_pool.policy.explain(exc)  # redis-py connects on checkout: say what to check
+                raise exhausted_error(self.settings, self.max_connections, in_use, self._counters) from None
+            self._policy.explain(exc)  # redis-py connects on checkout: say what to check
             raise
         self._counters.checked_out()
         return connection
@@ -288,11 +288,11 @@ class AsyncPools:
     command runs.
     """
 
-    def __init__(self, sync_pool: CountedConnectionPool, loops: LoopOwner, held_key: str) -> None:
-        self._sync_pool = sync_pool
+    def __init__(self, pools: PoolSet, loops: LoopOwner, held_key: str) -> None:
+        self._pools = pools
         self._held_key = held_key
-        sync_pool.async_pools = self  # so that its snapshots count these too
-        self._kwargs = _async_connection_kwargs(sync_pool)
+        pools.async_pools = self  # so that its snapshots count these too
+        self._kwargs = _async_connection_kwargs(pools)
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
@@ -313,14 +313,17 @@ class AsyncPools:
         self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
-            pool = CountedAsyncPool(self._sync_pool, self.counters, **self._kwargs)
+            if self._kwargs is None:
+                raise RuntimeError(
+                    f"async_client is not available for {self._pools.settings.key('URL')} "
+                    f"({self._pools.settings.redacted_url}) yet: use client in async views too."
+                )
+            pool = CountedAsyncPool(self._pools, self.counters, **self._kwargs)
             client = AsyncContextClient(connection_pool=pool)
             client.loop, client.held_key = loop, self._held_key
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
-            publisher = self._sync_pool.publisher
-            if not publisher.started:  # an app that only uses async_client must show up too
-                publisher.start()
+            self._pools.connected()  # an app that only uses async_client must show up too
         return prepared
 
     def pool_count(self) -> int:
@@ -358,9 +361,12 @@ class AsyncPools:
             await client.connection_pool.aclose()
 
 
-def _async_connection_kwargs(sync_pool: CountedConnectionPool) -> dict[str, Any]:
-    """The sync pool's connection keyword arguments, for ``redis.asyncio``."""
-    settings = sync_pool.settings
+def _async_connection_kwargs(pools: PoolSet) -> dict[str, Any] | None:
+    """The sync pool's connection keyword arguments, for ``redis.asyncio`` (``None``
+    behind Sentinel, which has no async pools yet)."""
+    if pools.settings.sentinel:
+        return None
+    settings, sync_pool = pools.settings, pools.primary
     kwargs = dict(sync_pool.connection_options)
     twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.base)
     if twin is None and "server" in kwargs:  # fakeredis://: the same fake server as the sync side
@@ -370,6 +376,6 @@ def _async_connection_kwargs(sync_pool: CountedConnectionPool) -> dict[str, Any]
     if twin is None:
         raise ConfigError(f"{settings.key('URL')} ({settings.redacted_url}) has no redis.asyncio connection class")
     kwargs["retry"] = AsyncOnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
-    connection_class = pool_connection_class(twin, sync_pool.policy, asynchronous=True)
+    connection_class = pool_connection_class(twin, pools.policy, asynchronous=True)
     check_connection_kwargs(settings, connection_class, kwargs)
     return {**kwargs, "connection_class": connection_class}

@@ -43,12 +43,12 @@ def _command_app() -> App:
 def _not_a_server(app: App) -> None:
     """A command is not a serving process: it publishes no snapshot of its pools."""
     for state in app_states(app):
-        state.pool.publisher.stop()
+        state.pools.publisher.stop()
 
 
 def _report(state: AppState) -> PoolReport:
     try:
-        report = build_report(state.client, state.pool)
+        report = build_report(state.client, state.pools)
     except RedisError as exc:
         raise click.ClickException(failure_message(state.settings, exc)) from None
     if report["snapshots_error"] and report["server_error"]:
@@ -154,7 +154,7 @@ def ping_command() -> None:
     app = _command_app()
     _not_a_server(app)
     for state in app_states(app):
-        health, failure = probe(state.pool)
+        health, failure = probe(state.pools)
         settings = state.settings
         if failure is not None:
             raise click.ClickException(failure_message(settings, failure))

@@ -27,6 +27,7 @@ __all__ = [
     "BACKOFF_CAP",
     "CONFIG_KEYS",
     "SCHEMES",
+    "SENTINEL_SCHEME",
     "STATS_FRESH_INTERVALS",
     "STATS_TTL_INTERVALS",
     "ConfigKey",
@@ -37,7 +38,9 @@ __all__ = [
 
 #: URL schemes ``<PREFIX>_URL`` accepts. ``fakeredis://`` is an in-process fakeredis
 #: server behind the same pool (``pip install flask-redispool[fakeredis]``).
-SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis")
+SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis", "redis+sentinel")
+#: The scheme of a Redis Sentinel service: ``redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]``.
+SENTINEL_SCHEME: Final = "redis+sentinel"
 
 #: Retries back off exponentially with jitter, from ``BACKOFF_BASE`` up to
 #: ``BACKOFF_CAP`` seconds (redis-py's :class:`~redis.backoff.ExponentialWithJitterBackoff`).
@@ -201,6 +204,12 @@ def _after_authority(rest: str) -> str:
     return rest[min(ends) :] if ends else ""
 
 
+def _optional_text(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise ValueError("a non-empty string, or None")
+
+
 def _existing_file(value: object) -> str | None:
     if value is None:
         return None
@@ -251,7 +260,10 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         _url,
         REQUIRED,
         "Where Redis is: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS), "
-        "``unix:///path/to.sock?db=0``, or ``fakeredis://`` (an in-process fake server for tests).",
+        "``unix:///path/to.sock?db=0``, ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]`` "
+        "(a Sentinel service: the sentinels' addresses, default port 26379; the credentials and "
+        "database are the master's and replicas'), or ``fakeredis://`` (an in-process fake server "
+        "for tests).",
         secret=True,
     ),
     ConfigKey(
@@ -364,6 +376,20 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         redis_option="ssl_cert_reqs",
     ),
     ConfigKey(
+        "SENTINEL_USERNAME",
+        _optional_text,
+        None,
+        "``redis+sentinel://`` only: the user name the sentinels themselves want (ACL), if any.",
+    ),
+    ConfigKey(
+        "SENTINEL_PASSWORD",
+        _optional_text,
+        None,
+        "``redis+sentinel://`` only: the password the sentinels themselves want "
+        "(``requirepass`` in sentinel.conf), if any. The password in the URL is the master's.",
+        secret=True,
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -403,7 +429,14 @@ class Settings:
     ssl_certfile: str | None
     ssl_keyfile: str | None
     ssl_cert_reqs: str
+    sentinel_username: str | None
+    sentinel_password: str | None = field(repr=False)
     options: dict[str, Any] = field(repr=False)
+
+    @property
+    def sentinel(self) -> bool:
+        """Whether the URL names a Sentinel service (``redis+sentinel://``)."""
+        return self.url.lower().startswith(SENTINEL_SCHEME + "://")
 
     @property
     def tls(self) -> bool:
@@ -480,7 +513,19 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
     settings = Settings(prefix=prefix, **values)
     _check_option_conflicts(settings)
     _check_tls(settings, config)
+    _check_sentinel(settings, config)
     return settings
+
+
+def _check_sentinel(settings: Settings, config: Mapping[str, Any]) -> None:
+    given = [key.key(settings.prefix) for key in CONFIG_KEYS if key.name.startswith("SENTINEL_")]
+    given = [key for key in given if config.get(key) is not None]
+    if given and not settings.sentinel:
+        raise ConfigError(
+            f"{', '.join(given)} only apply to a Sentinel service, but {settings.key('URL')} is not "
+            f"{SENTINEL_SCHEME}:// ({settings.redacted_url}): use {SENTINEL_SCHEME}://host:port/service "
+            "or remove them."
+        )
 
 
 def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:

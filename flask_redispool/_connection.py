@@ -28,7 +28,14 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.exceptions import AuthenticationError, ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
 from redis.retry import Retry
 
 from ._commands import KINDS, Kind, command_kind
@@ -287,8 +294,15 @@ class PoolConnection(_Sending, _SyncBase):
         try:
             return super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(exc))
             raise
+
+
+def _refused_by_a_replica(error: BaseException) -> bool:
+    """redis-py's Sentinel connection turns a demoted master's ``READONLY`` into a
+    ``ConnectionError`` (and disconnects, so the retry asks the sentinels anew): the
+    command was refused, so it did not run and may be sent to the new master."""
+    return isinstance(error.__context__, ReadOnlyError)
 
 
 class AsyncPoolConnection(_Sending, _AsyncBase):

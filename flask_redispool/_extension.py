@@ -22,9 +22,10 @@ from ._client import ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
 from ._context import FLASK_CONTEXT, current_context, watch_quart
 from ._health import Health, check_health
-from ._pool import CountedConnectionPool, create_pool
+from ._pool import CountedPool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states
+from ._topology import build_pools
 
 if TYPE_CHECKING:
     from ._stats import PoolReport, PoolStats
@@ -95,11 +96,11 @@ class RedisPool:
                 f"RedisPool another config_prefix."
             )
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
-        pool = create_pool(settings)
-        async_pools = AsyncPools(pool, _loop_owner(app), self._held_key)
-        client = ContextClient(connection_pool=pool)
-        client.held_key = self._held_key
-        state = states[self.config_prefix] = AppState(self, settings, pool, client, async_pools)
+        pools = build_pools(settings)
+        async_pools = AsyncPools(pools, _loop_owner(app), self._held_key)
+        client = self._prepared_client(pools.primary)
+        replica_client = client if pools.replica is pools.primary else self._prepared_client(pools.replica)
+        state = states[self.config_prefix] = AppState(self, settings, pools, client, replica_client, async_pools)
         dropped = weakref.finalize(app, _dropped, state)  # the state does not refer to the app
         dropped.atexit = False
         app.extensions.setdefault(_FINALIZERS_KEY, {})[self.config_prefix] = dropped
@@ -140,12 +141,16 @@ class RedisPool:
         del states[self.config_prefix]
         app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)
         app.extensions[_FINALIZERS_KEY].pop(self.config_prefix).detach()  # disposed of here, not at collection
-        state.pool.publisher.stop()
         state.async_pools.close_all()
         loops = app.extensions.get(LOOPS_KEY)
         if not states and isinstance(loops, ThreadLoops):
             loops.close()
-        state.pool.disconnect()
+        state.pools.close()
+
+    def _prepared_client(self, pool: CountedPool) -> ContextClient:
+        client = ContextClient(connection_pool=pool)
+        client.held_key = self._held_key
+        return client
 
     def _state(self, app: App | None = None) -> AppState:
         if app is None:
@@ -188,6 +193,26 @@ class RedisPool:
         return state.client
 
     @property
+    def replica_client(self) -> Redis:
+        """Like :attr:`client`, on the pool that reads from replicas: behind Sentinel
+        (``redis+sentinel://``), the service's replicas in turn, or its master while no
+        replica is up. Elsewhere it is :attr:`client` itself, so code can read through it
+        whatever the topology.
+
+        .. code-block:: python
+
+            @app.get("/profile/<name>")
+            def profile(name):
+                return redis_pool.replica_client.hgetall(f"profile:{name}")
+
+        A replica may lag behind the master: read your own writes through :attr:`client`.
+        Replicas refuse writes (``READONLY``).
+
+        :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
+        """
+        return self._state(self._context().app).replica_client
+
+    @property
     def async_client(self) -> redis.asyncio.Redis:
         """The ``redis.asyncio`` client of the current app context, for ``async def`` views.
 
@@ -222,9 +247,10 @@ class RedisPool:
             client = async_pools.client(loop)
         return client
 
-    def get_pool(self, app: App | None = None) -> CountedConnectionPool:
-        """The redis-py connection pool of ``app`` (default: the current app)."""
-        return self._state(app).pool
+    def get_pool(self, app: App | None = None) -> CountedPool:
+        """The redis-py connection pool of ``app`` (default: the current app): behind
+        Sentinel, the master's."""
+        return self._state(app).pools.primary
 
     def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""
@@ -235,7 +261,7 @@ class RedisPool:
 
         ``in_use`` is 0 between requests. See :class:`~flask_redispool.PoolStats`.
         """
-        return self._state(app).pool.snapshot()
+        return self._state(app).pools.snapshot()
 
     def report(self, app: App | None = None) -> PoolReport:
         """What every process of ``app`` holds, as ``flask redis-stats`` shows it.
@@ -248,7 +274,7 @@ class RedisPool:
         :raises redis.RedisError: Redis is unreachable.
         """
         state = self._state(app)
-        return build_report(state.client, state.pool)
+        return build_report(state.client, state.pools)
 
     def health(self, app: App | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
@@ -266,7 +292,7 @@ class RedisPool:
                 health = redis_pool.health()
                 return health, 200 if health["ok"] else 503
         """
-        return check_health(self._state(app).pool)
+        return check_health(self._state(app).pools)
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
@@ -391,8 +417,7 @@ def _dropped(state: AppState) -> None:
     sockets before the collector finalizes them one by one (each would warn "unclosed"),
     and end the publisher, whose own thread deletes the snapshot. No network I/O here:
     this runs inside the garbage collector, in whichever thread triggered it."""
-    state.pool.publisher.orphan()
-    state.pool.disconnect()
+    state.pools.orphan()
 
 
 def _loop_owner(app: App) -> LoopOwner:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from ._config import Settings
-    from ._pool import CountedConnectionPool
+    from ._poolset import PoolSet
 
 __all__ = ["Health", "check_health", "describe_failure", "failure_message", "probe"]
 
@@ -36,40 +36,40 @@ class Health(TypedDict):
     timeouts: int  #: checkouts that ended in PoolExhaustedError so far
 
 
-def check_health(pool: CountedConnectionPool) -> Health:
+def check_health(pools: PoolSet) -> Health:
     """PING the server and report; any failure becomes ``ok=False`` with an ``error``.
 
     Takes at most the pool's worst case (``Settings.worst_case_seconds``) when Redis does
     not answer, about a millisecond when it refuses connections; never waits for a
     pooled connection.
     """
-    return probe(pool)[0]
+    return probe(pools)[0]
 
 
-def probe(pool: CountedConnectionPool) -> tuple[Health, Exception | None]:
+def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
     """:func:`check_health`, and the exception behind a failure (for the CLI's wording)."""
     version = error = None
     latency_ms = None
     failure: Exception | None = None
     try:
-        client = pool.publisher.side
+        client = pools.publisher.side
         started = time.perf_counter()
         client.ping()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         version = _server_version(client)
     except Exception as exc:  # documented never to raise, whatever the cause
-        pool.policy.explain(exc)
+        pools.policy.explain(exc)
         error, failure = describe_failure(exc), exc
-    in_use = pool.connection_counts()[0]
+    in_use, max_connections = pools.in_use(), pools.max_connections
     health = Health(
         ok=error is None,
         latency_ms=latency_ms,
         server_version=version,
         error=error,
         in_use=in_use,
-        max_connections=pool.max_connections,
-        saturated=in_use >= pool.max_connections,
-        timeouts=pool.counters.timeouts,
+        max_connections=max_connections,
+        saturated=in_use >= max_connections,
+        timeouts=pools.timeouts,
     )
     return health, failure
 

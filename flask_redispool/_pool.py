@@ -1,8 +1,9 @@
-"""A redis-py connection pool that counts, waits cheaply, names its connections.
+"""redis-py connection pools that count, wait cheaply, name their connections.
 
-:func:`create_pool` turns validated :class:`~flask_redispool.Settings` into
-redis-py's own :class:`~redis.ConnectionPool`, extended only where redis-py offers
-nothing:
+:class:`CountedPool` extends redis-py's own pools (:class:`~redis.ConnectionPool`, and
+:class:`~redis.sentinel.SentinelConnectionPool` behind Sentinel) only where redis-py
+offers nothing; :func:`create_pool` builds one for a single server from validated
+:class:`~flask_redispool.Settings`:
 
 - waiting for a free connection (``POOL_BLOCKING``) as a slow path only. redis-py's
   :class:`~redis.BlockingConnectionPool` passes every checkout through a queue and a
@@ -11,23 +12,20 @@ nothing:
   while somebody waits do checkouts queue, first come first served, and a release
   wakes the oldest waiter;
 - counters for :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts,
-  connections made), one uncontended lock section per checkout;
+  connections made); a checkout costs one C call;
 - :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
 - connections of its own class (:mod:`flask_redispool._connection`): named
   ``<client name>:<host>:<pid>`` so ``CLIENT LIST`` tells processes apart, also after
   a fork; retried only when the command is safe to repeat; explaining their failures;
-- a :class:`~flask_redispool._snapshots.StatsPublisher` per process, started by the
-  process's first connection, with a connection of its own.
+- a call to its owner (:class:`~flask_redispool._poolset.PoolSet`) at a process's first
+  connection, which starts publishing that process's snapshots.
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import threading
 import time
-import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -36,17 +34,22 @@ from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, parse_url
 from redis.exceptions import MaxConnectionsError, RedisError
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
-from ._snapshots import StatsPublisher
-from ._stats import HOST, PoolCounters, PoolStats
+from ._stats import PoolCounters, PoolFigures
 
-if TYPE_CHECKING:
-    from ._asyncio import AsyncPools
-
-__all__ = ["CountedConnectionPool", "create_pool"]
+__all__ = [
+    "CountedConnectionPool",
+    "CountedPool",
+    "CountedSentinelPool",
+    "connection_options",
+    "create_pool",
+    "exhausted_error",
+    "side_client",
+]
 
 # parse_url's keys that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
@@ -54,48 +57,69 @@ _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "pa
 _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
 
-class CountedConnectionPool(ConnectionPool):
-    """redis-py's :class:`~redis.ConnectionPool` with counters and an optional wait.
+if TYPE_CHECKING:
+    _PoolBase = ConnectionPool
+else:
+    _PoolBase = object
+
+
+class CountedPool(_PoolBase):
+    """Counters and an optional wait, mixed into a redis-py connection pool class.
+
+    :class:`CountedConnectionPool` puts it on redis-py's :class:`~redis.ConnectionPool`,
+    :class:`CountedSentinelPool` on :class:`~redis.sentinel.SentinelConnectionPool`. The
+    pools of one app and prefix belong to a :class:`~flask_redispool._poolset.PoolSet`,
+    which builds snapshots from their :meth:`figures` and publishes them.
 
     The peak needs no counting: redis-py makes a connection only when none is idle, and
     never drops one, so the number made is the most in use at once. ``in_use`` and
-    ``idle`` come from redis-py's public ``get_connection_count()`` when a snapshot is
-    taken.
+    ``idle`` come from redis-py's public ``get_connection_count()`` when asked for.
     """
 
     settings: Settings
     counters: PoolCounters
-    #: Publishes this process's snapshots (:mod:`flask_redispool._snapshots`).
-    publisher: StatsPublisher
-    #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
-    async_pools: AsyncPools | None = None
+    max_connections: int
+    connection_class: type[Any]
+    #: What the pool serves: ``"primary"``, or ``"master"`` and ``"replica"`` behind Sentinel.
+    role: str
 
-    def __init__(self, *, settings: Settings, policy: ConnectionPolicy, **kwargs: Any) -> None:
+    @staticmethod
+    def on_first_connection() -> None:
+        """Called when the pool makes its first connection in a process; its owner replaces it."""
+
+    def __init__(
+        self,
+        *args: Any,
+        settings: Settings,
+        policy: ConnectionPolicy,
+        role: str = "primary",
+        **kwargs: Any,
+    ) -> None:
         self.settings = settings
         #: What this pool's connections share: names, refusals, error notes.
         self.policy = policy
+        self.role = role
         #: The connection keyword arguments flask-redispool built from the settings, for the
         #: publisher's connection and the async pools. Not ``connection_kwargs``: redis-py adds
         #: per-pool objects there that refer back to this pool and would keep it alive.
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
-        super().__init__(max_connections=settings.max_connections, **kwargs)
+        kwargs["max_connections"] = settings.max_connections
+        super().__init__(*args, **kwargs)
 
     def reset(self) -> None:
         # redis-py calls reset() from __init__ and in a forked child, where another thread's
-        # lock may be held forever: each process starts with fresh counters, queue and
-        # publisher (the parent's publishing thread does not exist in the child).
+        # lock may be held forever: each process starts with fresh counters and queue.
         self.counters = PoolCounters()
-        # The publisher's thread must not keep the pool alive: it gets a weak snapshot
-        # callable and a factory for its own connection.
-        side = functools.partial(side_client, self.connection_class, self.connection_options, self.settings)
-        self.publisher = StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), side)
+        self._announced = False  # whether this process's first connection was reported
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
         self._queue_lock = threading.Lock()
         super().reset()
 
+    # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
+    # extend; they are called directly, which is cheaper than super() on every command.
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
         # Every command passes here: the common case is one attribute check, redis-py's
-        # checkout and one lock section.
+        # checkout and one count.
         try:  # when others wait already, queue up behind them
             connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
@@ -105,7 +129,7 @@ class CountedConnectionPool(ConnectionPool):
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait_for_connection(*args, **kwargs)
-        self.counters.checked_out()  # read after super(): a forked child has just reset them
+        self.counters.checked_out()  # read after redis-py's: a forked child has just reset them
         return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
@@ -138,8 +162,7 @@ class CountedConnectionPool(ConnectionPool):
             while turn.wait(max(0.0, deadline - time.monotonic())):
                 turn.clear()
                 try:
-                    connection: Connection = super().get_connection(*args, **kwargs)
-                    return connection
+                    return ConnectionPool.get_connection(self, *args, **kwargs)
                 except MaxConnectionsError:
                     continue  # not free after all: wait for the next release
             raise self._exhausted() from None
@@ -152,8 +175,9 @@ class CountedConnectionPool(ConnectionPool):
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         with self.counters.lock:
             self.counters.created += 1
-        if not self.publisher.started:  # this process's first connection
-            self.publisher.start()
+        if not self._announced:  # this process's first connection: the owner starts publishing
+            self._announced = True
+            self.on_first_connection()
         return connection
 
     def connection_counts(self) -> tuple[int, int]:
@@ -161,78 +185,106 @@ class CountedConnectionPool(ConnectionPool):
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
         return counts.get("used", 0), counts.get("idle", 0)
 
-    def snapshot(self) -> PoolStats:
-        """This process's view of the pool, JSON-ready; no network I/O."""
-        settings, counters, async_pools = self.settings, self.counters, self.async_pools
+    @property
+    def address(self) -> str | None:
+        """Where this pool connects: ``host:port``, a socket path, or ``None`` when that
+        is not known yet (a Sentinel master before its first connection) or varies
+        (Sentinel replicas)."""
+        options = self.connection_options
+        if "path" in options:
+            return str(options["path"])
+        if "server" in options:
+            return "fakeredis"
+        return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+
+    def figures(self) -> PoolFigures:
+        """This pool's part of a snapshot; no network I/O."""
+        counters = self.counters
         in_use, idle = self.connection_counts()
-        return PoolStats(
-            prefix=settings.prefix,
-            url=settings.redacted_url,
+        return PoolFigures(
+            role=self.role,
+            address=self.address,
             max_connections=self.max_connections,
-            blocking=settings.pool_blocking,
-            pool_timeout=settings.pool_timeout,
-            socket_timeout=settings.socket_timeout,
-            retries=settings.retries,
-            worst_case_seconds=settings.worst_case_seconds,
-            created=counters.created,
             in_use=in_use,
             idle=idle,
-            peak_in_use=counters.created,
+            created=counters.created,
             checkouts=counters.checkouts,
             waits=counters.waits,
             timeouts=counters.timeouts,
-            pid=os.getpid(),
-            host=HOST,
-            client_name=settings.client_name,
-            naming_refused=self.policy.naming_refused,
-            async_pools=async_pools.pool_count() if async_pools else 0,
-            async_in_use=async_pools.in_use() if async_pools else 0,
-            async_checkouts=async_pools.counters.checkouts if async_pools else 0,
-            async_waits=async_pools.counters.waits if async_pools else 0,
-            async_timeouts=async_pools.counters.timeouts if async_pools else 0,
         )
 
     def _exhausted(self) -> PoolExhaustedError:
-        return self.exhausted_error(self.connection_counts()[0], self.counters)
-
-    def exhausted_error(self, in_use: int, counters: PoolCounters) -> PoolExhaustedError:
-        """Count a timeout in ``counters`` (this pool's, or the app's async pools'), and say
-        which keys to raise."""
-        counters.timed_out()
-        settings = self.settings
-        if settings.pool_blocking:
-            how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"
-        else:
-            how = f"{settings.key('POOL_BLOCKING')} is false, so no wait"
-        return PoolExhaustedError(
-            f"No free Redis connection: {in_use} in use of the {self.max_connections} allowed by "
-            f"{settings.key('MAX_CONNECTIONS')}, and {how}. Raise "
-            f"{settings.key('MAX_CONNECTIONS')}, or run 'flask redis-stats' to see who holds them."
-        )
+        return exhausted_error(self.settings, self.max_connections, self.connection_counts()[0], self.counters)
 
 
-def side_client(connection_class: type[Any], kwargs: dict[str, Any], settings: Settings) -> Redis:
-    """A client on one connection of its own, outside the pool, for the publisher and
+class CountedConnectionPool(CountedPool, ConnectionPool):
+    """redis-py's :class:`~redis.ConnectionPool`, counted (:class:`CountedPool`)."""
+
+
+class CountedSentinelPool(CountedPool, SentinelConnectionPool):
+    """redis-py's :class:`~redis.sentinel.SentinelConnectionPool`, counted: a Sentinel
+    service's master (``is_master=True``) or its replicas."""
+
+    @property
+    def address(self) -> str | None:
+        if not self.is_master:
+            return None
+        master = self.master_address
+        return f"{master[0]}:{master[1]}" if master else None
+
+
+class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """One connection to a Sentinel service's master, waited for: the publisher's."""
+
+
+def exhausted_error(
+    settings: Settings, max_connections: int, in_use: int, counters: PoolCounters
+) -> PoolExhaustedError:
+    """Count a timeout in ``counters`` (a sync pool's, or the app's async pools'), and say
+    which keys to raise."""
+    counters.timed_out()
+    if settings.pool_blocking:
+        how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"
+    else:
+        how = f"{settings.key('POOL_BLOCKING')} is false, so no wait"
+    return PoolExhaustedError(
+        f"No free Redis connection: {in_use} in use of the {max_connections} allowed by "
+        f"{settings.key('MAX_CONNECTIONS')}, and {how}. Raise "
+        f"{settings.key('MAX_CONNECTIONS')}, or run 'flask redis-stats' to see who holds them."
+    )
+
+
+def side_client(
+    settings: Settings,
+    connection_class: type[Any],
+    kwargs: dict[str, Any],
+    sentinel: tuple[str, Sentinel] | None = None,
+) -> Redis:
+    """A client on one connection of its own, outside the pools, for the publisher and
     :meth:`~flask_redispool.RedisPool.health`: it never takes or waits for a connection
     that requests need. Named ``<client name>:<host>:<pid>:stats``, which keeps it out of
     the per-process counts. redis-py's pool checks it before each use, so one the server
-    closed while idle (its ``timeout``) is reconnected, not failed."""
-    pool = BlockingConnectionPool(  # type: ignore[no-untyped-call]
-        connection_class=connection_class,
-        max_connections=1,
-        timeout=settings.worst_case_seconds,
-        name_suffix=":stats",
+    closed while idle (its ``timeout``) is reconnected, not failed. Behind Sentinel
+    (``sentinel`` is the service name and its :class:`~redis.sentinel.Sentinel`) it
+    follows the master like the pools do."""
+    common: dict[str, Any] = {
+        "connection_class": connection_class,
+        "max_connections": 1,
+        "timeout": settings.worst_case_seconds,
+        "name_suffix": ":stats",
         **kwargs,
-    )
+    }
+    if sentinel is None:
+        pool: ConnectionPool = BlockingConnectionPool(**common)  # type: ignore[no-untyped-call]
+    else:
+        pool = _SideSentinelPool(*sentinel, is_master=True, **common)  # type: ignore[no-untyped-call]
     return Redis(connection_pool=pool)
 
 
-def create_pool(settings: Settings) -> CountedConnectionPool:
-    """Build the one pool of an app and prefix. Does no network I/O.
-
-    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
-    """
-    kwargs = _url_kwargs(settings)
+def connection_options(settings: Settings, url_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The redis-py connection keyword arguments of ``settings``: the URL's, then
+    ``OPTIONS``, TLS, timeouts and a retry that never repeats a write."""
+    kwargs = dict(url_kwargs)
     kwargs.update(settings.options)
     kwargs.update(settings.ssl_options)
     kwargs.update(
@@ -242,6 +294,16 @@ def create_pool(settings: Settings) -> CountedConnectionPool:
         decode_responses=settings.decode_responses,
         retry=OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
     )
+    return kwargs
+
+
+def create_pool(settings: Settings) -> CountedConnectionPool:
+    """Build the pool of a single server (``redis://``, ``rediss://``, ``unix://``,
+    ``fakeredis://``). Does no network I/O.
+
+    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
+    """
+    kwargs = connection_options(settings, _url_kwargs(settings))
     policy = ConnectionPolicy(settings)
     connection_class = pool_connection_class(kwargs.pop("connection_class", Connection), policy)
     check_connection_kwargs(settings, connection_class, kwargs)

@@ -56,7 +56,7 @@ from ._stats import FIGURES, HOST, PoolReport, PoolStats, group_client_list, pro
 if TYPE_CHECKING:
     from redis import Redis
 
-    from ._pool import CountedConnectionPool
+    from ._poolset import PoolSet
 
 __all__ = [
     "KEY_PREFIX",
@@ -266,6 +266,9 @@ def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
         number = value.setdefault(name, 0) if name in _SNAPSHOT_OPTIONAL_INTS else value.get(name)
         if not isinstance(number, int) or isinstance(number, bool) or number < 0:
             return None
+    pools = value.setdefault("pools", [])  # [] if older
+    if not isinstance(pools, list) or not all(isinstance(pool, dict) for pool in pools):
+        return None
     for name in ("published_at", "interval"):
         number = value.get(name)
         if not isinstance(number, int | float) or isinstance(number, bool) or not 0 < number < math.inf:
@@ -306,11 +309,14 @@ def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
         if name != "pid":
             total[name] += other[name]  # type: ignore[literal-required]
     total["published_at"] = min(one["published_at"], other["published_at"])
+    total["pools"] = [*one["pools"], *other["pools"]]
     return cast("PublishedStats", total)
 
 
-def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
-    """Every process's snapshot of ``pool`` beside the connections the server sees from it.
+def build_report(client: Redis, pools: PoolSet) -> PoolReport:
+    """Every process's snapshot of ``pools`` beside the connections the servers see from it
+    (``CLIENT LIST`` on ``client``'s server and on every other server the pools use, such
+    as Sentinel replicas).
 
     A command the server refuses (an ACL without ``CLIENT`` or ``SCAN``) leaves its part
     out and says why in ``server_error`` or ``snapshots_error``; so do unnamed connections
@@ -321,7 +327,7 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
     :raises RedisError: Redis is unreachable, or refused the connection itself
         (credentials, database number).
     """
-    settings = pool.settings
+    settings = pools.settings
     _connect(client)  # first: a connection the server refuses is no partial view
     snapshots: list[PublishedStats] = []
     server = snapshots_error = server_error = None
@@ -330,19 +336,19 @@ def build_report(client: Redis, pool: CountedConnectionPool) -> PoolReport:
         snapshots, skipped = read_snapshots(client, settings)
     except ResponseError as exc:
         snapshots_error = f"{type(exc).__name__}: {exc}"
-    unnamed = _why_unnamed(pool)
+    unnamed = _why_unnamed(pools)
     if unnamed is not None:
         server_error = unnamed
     else:
         try:
-            server = group_client_list(client.client_list(), settings.client_name)
+            server = group_client_list(_client_lists(client, pools), settings.client_name)
         except ResponseError as exc:
             server_error = f"{type(exc).__name__}: {exc}"
     rows = process_rows(
         snapshots, server, interval=settings.stats_interval, fresh_intervals=STATS_FRESH_INTERVALS, now=time.time()
     )
     return PoolReport(
-        pool=pool.snapshot(),
+        pool=pools.snapshot(),
         stats_interval=settings.stats_interval,
         processes=rows,
         totals=totals(rows, server_seen=server is not None),
@@ -358,11 +364,22 @@ def _connect(client: Redis) -> None:
     pool.release(pool.get_connection())
 
 
-def _why_unnamed(pool: CountedConnectionPool) -> str | None:
-    settings = pool.settings
+def _client_lists(client: Redis, pools: PoolSet) -> list[dict[str, Any]]:
+    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use."""
+    entries: list[dict[str, Any]] = list(client.client_list())
+    for node in pools.nodes():
+        try:
+            entries += node.client_list()
+        finally:
+            node.close()
+    return entries
+
+
+def _why_unnamed(pools: PoolSet) -> str | None:
+    settings = pools.settings
     if not settings.name_connections:
         return f"connections are unnamed ({settings.key('CLIENT_NAME')} is False)"
-    refused = pool.policy.naming_refused
+    refused = pools.policy.naming_refused
     if refused is not None:
         return f"connections are unnamed: the server refused CLIENT SETNAME ({refused})"
     return None

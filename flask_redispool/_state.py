@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ._client import ContextClient
     from ._config import Settings
     from ._extension import RedisPool
-    from ._pool import CountedConnectionPool
+    from ._poolset import PoolSet
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states"]
 
@@ -31,12 +31,13 @@ CLOSED_KEY: Final = "redispool.closed"
 
 @dataclass(frozen=True)
 class AppState:
-    """One app's pool for one config prefix, kept in ``app.extensions``."""
+    """One app's pools for one config prefix, kept in ``app.extensions``."""
 
     extension: RedisPool
     settings: Settings
-    pool: CountedConnectionPool
+    pools: PoolSet  # one server's pool, or a Sentinel service's master and replica pools
     client: ContextClient  # prepared once, shared by every context
+    replica_client: ContextClient  # on the replicas' pool, or the same as client
     async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "ROW_FIGURES",
     "Figure",
     "PoolCounters",
+    "PoolFigures",
     "PoolReport",
     "PoolStats",
     "ProcessConnections",
@@ -40,8 +41,27 @@ __all__ = [
 HOST: Final = re.sub(r"[^!-9;-~]", "-", socket.gethostname()) or "unknown"
 
 
+class PoolFigures(TypedDict):
+    """One pool of an app and prefix, in :attr:`PoolStats.pools`: there is one per
+    server role (a single server's; a Sentinel service's master and replicas)."""
+
+    role: str  #: ``"primary"`` (a single server), ``"master"`` or ``"replica"``
+    address: str | None  #: ``host:port`` (the current master's behind Sentinel), if known
+    max_connections: int
+    in_use: int
+    idle: int
+    created: int
+    checkouts: int
+    waits: int
+    timeouts: int
+
+
 class PoolStats(TypedDict):
-    """What :meth:`RedisPool.stats() <flask_redispool.RedisPool.stats>` returns."""
+    """What :meth:`RedisPool.stats() <flask_redispool.RedisPool.stats>` returns.
+
+    The counts add up the pools of :attr:`pools` (a single server has one); so does
+    ``max_connections``, the most this process's sync pools may hold at once.
+    """
 
     prefix: str
     url: str
@@ -67,6 +87,7 @@ class PoolStats(TypedDict):
     async_checkouts: int  #: connections checked out of them so far
     async_waits: int  #: async checkouts that found their loop's pool full and queued
     async_timeouts: int  #: async checkouts that ended in PoolExhaustedError
+    pools: list[PoolFigures]  #: each pool apart
 
 
 @dataclass(frozen=True)

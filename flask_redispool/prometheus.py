@@ -63,7 +63,7 @@ class RedisPoolCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        snapshots = [state.pool.snapshot() for state in app_states(self.app)]
+        snapshots = [state.pools.snapshot() for state in app_states(self.app)]
         for family, name, key, documentation in METRICS:
             metric = family(name, documentation, labels=LABELS)
             for stats in snapshots:

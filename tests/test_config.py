@@ -82,8 +82,8 @@ def test_defaults_are_the_declared_ones() -> None:
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must be a URL with one of the schemes"),
         (
             {"REDIS_URL": "localhost:6379"},  # no password in it: what was typed is shown
-            "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://, fakeredis://, got "
-            "localhost:6379",
+            "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://, fakeredis://, "
+            "redis+sentinel://, got localhost:6379",
         ),
         ({"REDIS_URL": 6379}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://"),
         # Durations beyond a day overflow the socket and thread layers at the first command.
@@ -190,8 +190,9 @@ def test_a_typo_warns_with_the_close_match() -> None:
 
 @pytest.mark.parametrize(
     "key",
-    # Flask-Caching's own keys, read with prefix CACHE_REDIS (CACHE_TYPE="RedisCache").
-    ["HOST", "PORT", "PASSWORD", "DB", "SENTINELS", "SENTINEL_MASTER", "SENTINEL_PASSWORD", "CLUSTER"],
+    # Flask-Caching's own keys, read with prefix CACHE_REDIS (CACHE_TYPE="RedisCache"). Its
+    # SENTINEL_PASSWORD is ours too, with the same meaning: refused without redis+sentinel://.
+    ["HOST", "PORT", "PASSWORD", "DB", "SENTINELS", "SENTINEL_MASTER", "CLUSTER"],
 )
 def test_another_extensions_keys_under_our_prefix_do_not_warn(key: str) -> None:
     with warnings.catch_warnings():

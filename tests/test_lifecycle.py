@@ -19,7 +19,7 @@ from flask_redispool import RedisPool
 from flask_redispool._extension import LOOPS_KEY, app_states
 from flask_redispool._stats import HOST
 
-from .conftest import Lines, our_connections, stop_process, wait_until
+from .conftest import Lines, our_connections, pools_of, stop_process, wait_until
 
 
 def open_fds() -> int:
@@ -43,7 +43,7 @@ def test_close_disposes_of_everything_and_is_safe_twice(
     with app.app_context():
         redis_pool.client.incr("hits")
     assert app.test_client().get("/async").text == "2"
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     wait_until(lambda: server.exists(publisher.key), 5, "the first snapshot")
     loops = app.extensions[LOOPS_KEY]
     assert loops.live_loops() == 1

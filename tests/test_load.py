@@ -21,7 +21,7 @@ from bench.loadgen import ConnectionSampler, drive, gunicorn, worker_pids
 from example_app import redis_pool
 from flask_redispool._stats import ProcessRow, group_client_list
 
-from .conftest import load_every_worker, wait_until
+from .conftest import load_every_worker, pools_of, wait_until
 
 
 def test_gunicorn_workers_under_load(redis_url: str, server: Redis) -> None:
@@ -44,7 +44,7 @@ def test_redis_stats_sees_each_gunicorn_worker_until_it_dies(
     interval = 0.5
     env = {"FLASK_REDIS_STATS_INTERVAL": str(interval)}
     app = make_example(REDIS_URL=redis_url)
-    redis_pool.get_pool(app).publisher.stop()  # this test process only reads
+    pools_of(app).publisher.stop()  # this test process only reads
 
     def rows() -> dict[int, ProcessRow]:
         return {row["pid"]: row for row in redis_pool.report(app)["processes"] if not row["this_process"]}

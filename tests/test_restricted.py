@@ -20,7 +20,7 @@ from redis import Redis
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
-from .conftest import PASSWORD, run_in_threads, wait_until
+from .conftest import PASSWORD, pools_of, run_in_threads, wait_until
 
 ServerFactory = Callable[..., RedisServer]
 
@@ -206,7 +206,7 @@ def test_the_publisher_backs_off_on_a_server_that_refuses_its_snapshot(
     redis_pool.init_app(app)
     observer = observe(server)
     connections_before = int(observer.info("stats")["total_connections_received"])
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     with caplog.at_level(logging.WARNING, logger="flask_redispool"), app.app_context():
         assert redis_pool.client.get("anything") is None  # reads work, and start the publisher
         wait_until(lambda: publisher.failures, 5, "the first refused snapshot")
@@ -229,7 +229,7 @@ def test_the_publisher_survives_a_server_timeout_shorter_than_its_interval(
     app = make_app(REDIS_URL=server.url, REDIS_STATS_INTERVAL=1.5)
     redis_pool.init_app(app)
     observer = observe(server)
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     with caplog.at_level(logging.INFO, logger="flask_redispool"), app.app_context():
         redis_pool.client.incr("hits")
         deadline = time.monotonic() + 6.5  # four publishes, each on a connection the server closed

@@ -19,7 +19,7 @@ from flask_redispool._snapshots import PublishedStats, read_snapshots, snapshot_
 from flask_redispool._stats import HOST
 from flask_redispool.testing import free_port
 
-from .conftest import Worker, our_connections, wait_until
+from .conftest import Worker, our_connections, pools_of, wait_until
 
 INTERVAL = 0.2
 Snapshots = Callable[[Flask], dict[int, PublishedStats]]
@@ -49,7 +49,7 @@ def use_redis(app: Flask, redis_pool: RedisPool) -> None:
 
 
 def test_nothing_is_published_before_the_first_connection(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     with app.app_context():
         assert redis_pool.stats()["created"] == 0
     assert not publisher.running  # init_app and an unused context start nothing
@@ -69,7 +69,7 @@ def test_a_snapshot_agrees_with_the_server(
     assert published["checkouts"] == 1 == redis_pool.stats(app)["checkouts"]  # publishing is not counted
     assert published["interval"] == INTERVAL
     assert abs(published["published_at"] - time.time()) < 5
-    key = redis_pool.get_pool(app).publisher.key
+    key = pools_of(app).publisher.key
     assert key.startswith(f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}:{os.getpid()}:")
     assert key == snapshot_key(redis_pool.settings(app), HOST, os.getpid(), int(key.rpartition(":")[2]))
     assert 0 < server.pttl(key) <= 3 * INTERVAL * 1000
@@ -101,7 +101,7 @@ def test_interval_zero_publishes_nothing(make_app: Callable[..., Flask], redis_u
     app = make_app(REDIS_URL=redis_url, REDIS_STATS_INTERVAL=0)
     redis_pool.init_app(app)
     use_redis(app, redis_pool)
-    assert not redis_pool.get_pool(app).publisher.running
+    assert not pools_of(app).publisher.running
 
 
 def test_publishing_to_a_dead_server_warns_once_and_never_raises(
@@ -109,7 +109,7 @@ def test_publishing_to_a_dead_server_warns_once_and_never_raises(
 ) -> None:
     app = make_app(REDIS_URL=f"redis://:pw-not-for-logs@127.0.0.1:{free_port()}/0", REDIS_STATS_INTERVAL=INTERVAL)
     redis_pool.init_app(app)
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     with caplog.at_level(logging.INFO, logger="flask_redispool"):
         assert [publisher.publish() for _ in range(3)] == [False] * 3
     (record,) = caplog.records
@@ -154,7 +154,7 @@ def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisP
     from flask_redispool.prometheus import PublishedPoolsCollector
 
     use_redis(app, redis_pool)
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     assert publisher.publish()
     good = json.loads(server.get(publisher.key) or "{}")
     base = f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}"
@@ -190,7 +190,7 @@ def test_a_forked_child_never_deletes_its_parents_snapshot(app: Flask, redis_poo
     """health() in a child makes the child a connection of its own; stopping there must
     leave the parent's snapshot alone."""
     use_redis(app, redis_pool)
-    publisher = redis_pool.get_pool(app).publisher
+    publisher = pools_of(app).publisher
     assert publisher.publish()
     pid = os.fork()
     if pid == 0:

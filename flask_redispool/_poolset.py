@@ -1,0 +1,187 @@
+"""The pools of one app and prefix, and what they share: the hub's part that holds connections.
+
+A single server has one pool; a Sentinel service has two, its master's and its
+replicas'. A :class:`PoolSet` owns them and everything that spans them:
+
+- one :class:`~flask_redispool._snapshots.StatsPublisher` per process, started by the
+  process's first connection in any of its pools, publishing one snapshot that adds
+  the pools up and lists each (:meth:`PoolSet.snapshot`);
+- the connection outside the pools that the publisher and health checks use;
+- closing: the publisher, every pool, and what the topology opened besides (the
+  connections to the sentinels).
+
+The pools know nothing of it but a callable they call at a process's first connection.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ._snapshots import StatsPublisher
+from ._stats import HOST, PoolFigures, PoolStats
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from ._asyncio import AsyncPools
+    from ._config import Settings
+    from ._connection import ConnectionPolicy
+    from ._pool import CountedPool
+
+__all__ = ["PoolSet"]
+
+# Every live set, so that a forked child can give each a publisher of its own.
+_SETS: weakref.WeakSet[PoolSet] = weakref.WeakSet()
+
+
+class PoolSet:
+    """The counted pools of one app and prefix; :attr:`primary` serves ``client``.
+
+    :param settings: the validated settings every pool was built from.
+    :param policy: what the pools' connections share (names, refusals, error notes).
+    :param pools: the pools, the primary (a single server's, or the master's) first.
+    :param side_client: makes the client of the one connection outside the pools.
+    :param nodes: the servers besides the primary's that the pools connect to now, as
+        short-lived clients (Sentinel replicas), for the server's view of connections.
+    :param closers: what else to close with the set (the :class:`~redis.sentinel.Sentinel`).
+    """
+
+    #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
+    async_pools: AsyncPools | None = None
+
+    def __init__(
+        self,
+        settings: Settings,
+        policy: ConnectionPolicy,
+        side_client: Callable[[], Redis],
+        nodes: Callable[[], list[Redis]] = list,
+        closers: Sequence[Callable[[], object]] = (),
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.pools: tuple[CountedPool, ...] = ()
+        self._side_client = side_client
+        self._nodes = nodes
+        self._closers = closers
+        self._publisher = self._new_publisher()
+        _SETS.add(self)
+
+    def add(self, pool: CountedPool) -> None:
+        """Own ``pool`` too (the first one added is :attr:`primary`)."""
+        pool.on_first_connection = self.connected  # type: ignore[method-assign]
+        self.pools += (pool,)
+
+    @property
+    def primary(self) -> CountedPool:
+        """The pool :attr:`RedisPool.client <flask_redispool.RedisPool.client>` uses."""
+        return self.pools[0]
+
+    @property
+    def replica(self) -> CountedPool:
+        """The pool that reads from replicas, or :attr:`primary` where there are none."""
+        return self.pools[-1]
+
+    @property
+    def publisher(self) -> StatsPublisher:
+        """This process's publisher (a forked child gets its own)."""
+        return self._publisher
+
+    def _new_publisher(self) -> StatsPublisher:
+        return StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), self._side_client)
+
+    def connected(self) -> None:
+        """A pool made this process's first connection: start publishing."""
+        publisher = self._publisher
+        if not publisher.started:
+            publisher.start()
+
+    def _forked(self) -> None:
+        self._publisher = self._new_publisher()
+
+    @property
+    def max_connections(self) -> int:
+        """The most connections the sync pools may hold at once, together."""
+        return sum(pool.max_connections for pool in self.pools)
+
+    def in_use(self) -> int:
+        """Connections checked out of the sync pools now."""
+        return sum(pool.connection_counts()[0] for pool in self.pools)
+
+    @property
+    def timeouts(self) -> int:
+        """Checkouts of the sync pools that ended in :class:`~flask_redispool.PoolExhaustedError`."""
+        return sum(pool.counters.timeouts for pool in self.pools)
+
+    def snapshot(self) -> PoolStats:
+        """This process's view of every pool, added up and one by one; no network I/O."""
+        settings, async_pools = self.settings, self.async_pools
+        pools = [pool.figures() for pool in self.pools]
+        created = _sum(pools, "created")
+        return PoolStats(
+            prefix=settings.prefix,
+            url=settings.redacted_url,
+            max_connections=_sum(pools, "max_connections"),
+            blocking=settings.pool_blocking,
+            pool_timeout=settings.pool_timeout,
+            socket_timeout=settings.socket_timeout,
+            retries=settings.retries,
+            worst_case_seconds=settings.worst_case_seconds,
+            created=created,
+            in_use=_sum(pools, "in_use"),
+            idle=_sum(pools, "idle"),
+            peak_in_use=created,
+            checkouts=_sum(pools, "checkouts"),
+            waits=_sum(pools, "waits"),
+            timeouts=_sum(pools, "timeouts"),
+            pid=os.getpid(),
+            host=HOST,
+            client_name=settings.client_name,
+            naming_refused=self.policy.naming_refused,
+            async_pools=async_pools.pool_count() if async_pools else 0,
+            async_in_use=async_pools.in_use() if async_pools else 0,
+            async_checkouts=async_pools.counters.checkouts if async_pools else 0,
+            async_waits=async_pools.counters.waits if async_pools else 0,
+            async_timeouts=async_pools.counters.timeouts if async_pools else 0,
+            pools=pools,
+        )
+
+    def nodes(self) -> list[Redis]:
+        """Clients of the servers besides the primary's that the pools use now; the caller
+        closes them. Empty for a single server."""
+        return self._nodes()
+
+    def disconnect(self) -> None:
+        """Close every pool's connections (no network I/O beyond closing sockets)."""
+        for pool in self.pools:
+            pool.disconnect()
+
+    def close(self) -> None:
+        """Stop publishing (the snapshot deleted, the thread joined), then close every pool
+        and what the topology opened besides."""
+        self._publisher.stop()
+        self.disconnect()
+        for close in self._closers:
+            close()
+
+    def orphan(self) -> None:
+        """The app was collected without ``close()``: end the publisher's thread and close
+        the sockets, without network I/O (this runs inside the garbage collector)."""
+        self._publisher.orphan()
+        self.disconnect()
+        for close in self._closers:
+            close()
+
+
+def _sum(pools: list[PoolFigures], name: str) -> int:
+    return sum(int(pool[name]) for pool in pools)  # type: ignore[literal-required,misc]
+
+
+def _after_fork_in_child() -> None:
+    for pool_set in list(_SETS):
+        pool_set._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,136 @@
+"""A Redis Sentinel service behind the same pools: ``redis+sentinel://`` URLs.
+
+``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db][?option=value]``
+names the sentinels to ask and the service; the credentials, database and options are
+the master's and replicas' (the form Flask-Limiter's ``limits`` reads). The sentinels'
+own credentials have keys of their own, ``SENTINEL_USERNAME`` and ``SENTINEL_PASSWORD``.
+
+Built on redis-py's :class:`~redis.sentinel.Sentinel` and its
+:class:`~redis.sentinel.SentinelConnectionPool`, made **once** per app and prefix (redis-py's
+``master_for()`` makes a new pool on every call): a counted pool for the master, which
+``client`` uses, and one for the replicas, which ``replica_client`` uses and which falls
+back to the master while no replica is up. A connection asks the sentinels where the
+master is when it connects; after a failover, a write that meets the demoted master's
+``READONLY`` is refused there, so it is retried on the new master (it never ran), and
+idle connections to the old master are closed when the new address is first seen.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Final
+from urllib.parse import unquote, urlsplit
+
+from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.connection import Connection, parse_url
+from redis.sentinel import Sentinel, SentinelManagedConnection
+
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
+from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
+from ._errors import ConfigError
+from ._pool import CountedSentinelPool, check_connection_kwargs, connection_options, side_client
+from ._poolset import PoolSet
+
+__all__ = ["DEFAULT_SENTINEL_PORT", "parse_sentinel_url", "sentinel_pools"]
+
+#: The port of a sentinel given without one.
+DEFAULT_SENTINEL_PORT: Final = 26379
+# What parse_url reads from the authority and path, not from the query string.
+_URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path"})
+
+
+def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """The sentinels' addresses, the service name, and the master's connection keyword
+    arguments (credentials, ``db``, query options) of ``settings.url``.
+
+    :raises ConfigError: the URL does not name sentinels and a service.
+    """
+    parts = urlsplit(settings.url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    path = [part for part in parts.path.split("/") if part]
+    try:
+        sentinels = [_address(host) for host in hosts.split(",")]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError("the path must be the service name, then an optional database number: /mymaster/0")
+        # redis-py reads the credentials, the database and the options as for one server.
+        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
+            f"redis://{userinfo + '@' if userinfo else ''}sentinel/{path[1] if len(path) == 2 else ''}"
+            f"{'?' + parts.query if parts.query else ''}"
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"{settings.key('URL')} is not a valid Sentinel URL ({settings.redacted_url}): {exc}"
+        ) from None
+    url_query_conflicts(settings, {k: v for k, v in kwargs.items() if k not in _URL_PARTS})
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    return sentinels, unquote(path[0]), kwargs
+
+
+def _address(host_port: str) -> tuple[str, int]:
+    host, colon, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
+    if not host or (colon and not port.isdigit()) or not 0 < int(port or DEFAULT_SENTINEL_PORT) < 65536:
+        raise ValueError(f"each sentinel must be host[:port], separated by commas; got {host_port!r}")
+    return host, int(port or DEFAULT_SENTINEL_PORT)
+
+
+def sentinel_pools(settings: Settings) -> PoolSet:
+    """The master's and the replicas' counted pools of a Sentinel service, and the
+    :class:`~redis.sentinel.Sentinel` that both ask. Does no network I/O.
+
+    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
+    """
+    sentinels, service, url_kwargs = parse_sentinel_url(settings)
+    kwargs = connection_options(settings, url_kwargs)
+    policy = ConnectionPolicy(settings)
+    check_connection_kwargs(settings, pool_connection_class(Connection, policy), kwargs)
+    connection_class = pool_connection_class(SentinelManagedConnection, policy)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+    pools = PoolSet(
+        settings,
+        policy,
+        functools.partial(side_client, settings, connection_class, kwargs, (service, sentinel)),
+        nodes=functools.partial(_replica_clients, sentinel, service, kwargs),
+        closers=(sentinel.close,),
+    )
+    for role in ("master", "replica"):
+        pools.add(
+            CountedSentinelPool(
+                service,
+                sentinel,
+                is_master=role == "master",
+                settings=settings,
+                policy=policy,
+                role=role,
+                connection_class=connection_class,
+                **kwargs,
+            )
+        )
+    return pools
+
+
+def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+    """How to talk to the sentinels: the pools' timeouts, the sentinels' own credentials,
+    connections named ``<client name>:sentinel``."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.socket_connect_timeout,
+        "retry": OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
+    }
+    if settings.name_connections:
+        kwargs["client_name"] = f"{settings.client_name}:sentinel"
+    if settings.sentinel_username is not None:
+        kwargs["username"] = settings.sentinel_username
+    if settings.sentinel_password is not None:
+        kwargs["password"] = settings.sentinel_password
+    return kwargs
+
+
+def _replica_clients(sentinel: Sentinel, service: str, kwargs: dict[str, Any]) -> list[Redis]:
+    """A one-connection client per replica the sentinels list now (for ``CLIENT LIST``)."""
+    options = {name: value for name, value in kwargs.items() if name != "retry"}
+    return [
+        Redis(host=host, port=port, single_connection_client=True, **options)
+        for host, port in sentinel.discover_replicas(service)  # type: ignore[no-untyped-call]
+    ]

@@ -1,0 +1,301 @@
+"""Redis Sentinel behind the same ``RedisPool``, against real servers: a master, two
+replicas and three sentinels started on loopback (``sentinel_service``), then failovers
+while threads keep writing.
+
+The failover tests run last in this module, in this order: the first hands the master
+role to a replica, the second kills whichever server is master then.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.exceptions import ConnectionError, RedisError
+
+from flask_redispool import ConfigError, RedisPool
+from flask_redispool.testing import RedisServer, free_port
+
+from .conftest import PASSWORD, SentinelService, our_connections, run_in_threads, wait_until
+
+
+@pytest.fixture
+def sentinel_app(make_app: Callable[..., Flask], sentinel_service: SentinelService) -> tuple[Flask, RedisPool]:
+    app = make_app(REDIS_URL=sentinel_service.url, REDIS_MAX_CONNECTIONS=4, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+
+    @app.post("/incr/<key>")
+    def incr(key: str) -> dict[str, int]:
+        return {"value": redis_pool.client.incr(key)}
+
+    @app.get("/read/<key>")
+    def read(key: str) -> dict[str, str | None]:
+        value = redis_pool.replica_client.get(key)
+        return {"value": value.decode() if isinstance(value, bytes) else value}
+
+    return app, redis_pool
+
+
+def server_of(port: int) -> Redis:
+    return Redis(port=port, socket_timeout=2)
+
+
+def test_writes_go_to_the_master_and_reads_to_the_replicas(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    app, redis_pool = sentinel_app
+    master_port = sentinel_service.master_port()
+    client = app.test_client()
+    assert client.post("/incr/sentinel-reads").json == {"value": 1}
+    with server_of(master_port) as master:
+        master.wait(2, 2000)  # both replicas have the write
+        assert len(our_connections(master, app.import_name)) == 1  # the master pool's
+    assert client.get("/read/sentinel-reads").json == {"value": "1"}
+    replica_ports = [r.port for r in [*sentinel_service.replicas, sentinel_service.master] if r.port != master_port]
+    on_replicas = 0
+    for port in replica_ports:
+        with server_of(port) as replica:
+            on_replicas += len(our_connections(replica, app.import_name))
+    assert on_replicas == 1  # the replica pool's, on one of them
+
+    stats = redis_pool.stats(app)
+    assert [(pool["role"], pool["address"], pool["created"]) for pool in stats["pools"]] == [
+        ("master", f"127.0.0.1:{master_port}", 1),
+        ("replica", None, 1),
+    ]
+    assert (stats["in_use"], stats["created"], stats["max_connections"]) == (0, 2, 8)
+
+
+def test_a_replica_refuses_writes_through_replica_client(
+    sentinel_app: tuple[Flask, RedisPool],
+) -> None:
+    app, redis_pool = sentinel_app
+    with app.app_context(), pytest.raises(RedisError, match=r"READONLY|read only"):
+        redis_pool.replica_client.set("not-here", 1)
+
+
+def test_redis_ping_and_stats_follow_the_service(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    app, _ = sentinel_app
+    runner = app.test_cli_runner()
+    ping = runner.invoke(args=["redis-ping"])
+    assert ping.exit_code == 0, ping.output
+    app.test_client().get("/read/anything")
+    app.test_client().post("/incr/anything")
+    stats = runner.invoke(args=["redis-stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert '"role": "master"' in stats.output
+    assert '"role": "replica"' in stats.output
+
+
+def test_init_app_does_no_io_and_unreachable_sentinels_are_a_clear_error(make_app: Callable[..., Flask]) -> None:
+    url = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{free_port()},127.0.0.1:{free_port()}/mymaster"
+    app = make_app(REDIS_URL=url)
+    redis_pool = RedisPool(app)  # no sentinel answers: nothing is asked yet
+    with app.app_context(), pytest.raises(ConnectionError) as info:
+        redis_pool.client.get("x")
+    text = " ".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    assert "No master found for 'mymaster'" in text
+    assert "REDIS_URL" in text
+    assert PASSWORD not in text
+    ping = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert ping.exit_code == 1
+    assert "unreachable" in ping.output
+    assert PASSWORD not in ping.output
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379"}, "REDIS_URL is not a valid Sentinel URL"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:26379/mymaster/zero"}, "the path must be the service name"),
+        ({"REDIS_URL": "redis+sentinel://127.0.0.1:x/mymaster"}, "each sentinel must be host[:port]"),
+        ({"REDIS_URL": "redis+sentinel://a:1,,b:2/mymaster"}, "each sentinel must be host[:port]"),
+        (
+            {"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_PASSWORD": PASSWORD},
+            "REDIS_SENTINEL_PASSWORD only apply to a Sentinel service",
+        ),
+        ({"REDIS_URL": "redis+sentinel://h:1/m", "REDIS_SENTINEL_PASSWORD": ""}, "REDIS_SENTINEL_PASSWORD must be"),
+        (
+            {"REDIS_URL": "redis+sentinel://h:1/m?socket_timeout=3"},
+            "REDIS_URL query argument 'socket_timeout' conflicts with REDIS_SOCKET_TIMEOUT",
+        ),
+    ],
+)
+def test_bad_sentinel_config_is_refused_naming_the_key(
+    make_app: Callable[..., Flask], config: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisPool(make_app(**config))
+    assert message in str(info.value)
+    assert PASSWORD not in str(info.value)
+
+
+def test_the_sentinels_own_password(make_app: Callable[..., Flask], start_server: Callable[..., RedisServer]) -> None:
+    master = start_server("--requirepass", PASSWORD)
+    sentinel = RedisServer.sentinel_for(master.port, quorum=1, binary=master.binary)
+    assert sentinel.sentinel is not None
+    sentinel.sentinel += [f"sentinel auth-pass mymaster {PASSWORD}", f"requirepass {PASSWORD}x"]
+    sentinel.start()
+    try:
+        url = f"redis+sentinel://:{PASSWORD}@127.0.0.1:{sentinel.port}/mymaster"
+        without = make_app(REDIS_URL=url)
+        with without.app_context(), pytest.raises(ConnectionError, match="No master found"):
+            RedisPool(without).client.ping()
+        app = make_app(REDIS_URL=url, REDIS_SENTINEL_PASSWORD=PASSWORD + "x")
+        redis_pool = RedisPool(app)
+        with app.app_context():
+            assert redis_pool.client.set("sentinel-auth", 1)
+            assert redis_pool.replica_client.get("sentinel-auth") == b"1"  # no replica: the master
+        shown = repr(redis_pool.settings(app)) + str(redis_pool.stats(app))
+        assert PASSWORD not in shown
+    finally:
+        sentinel.stop()
+
+
+def test_close_closes_the_pools_and_the_sentinels(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    app, redis_pool = sentinel_app
+
+    def connections(servers: list[RedisServer]) -> int:
+        return sum(len(our_connections(server_of(server.port), app.import_name)) for server in servers)
+
+    data_servers = [sentinel_service.master, *sentinel_service.replicas]
+    app.test_client().post("/incr/closing")
+    app.test_client().get("/read/closing")
+    assert connections(data_servers) == 2  # the master's pool's and the replicas' pool's
+    assert connections(sentinel_service.sentinels) >= 1  # named <client name>:sentinel
+    redis_pool.close(app)
+    wait_until(lambda: connections(data_servers) == 0, 5, "the servers to see our connections close")
+    wait_until(lambda: connections(sentinel_service.sentinels) == 0, 5, "the sentinels to see them close")
+
+
+@dataclass
+class Writes:
+    """Threads that INCR one counter through the app until stopped; what they saw."""
+
+    app: Flask
+    acknowledged: int = 0
+    failures: list[float] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def run(self) -> None:
+        client = self.app.test_client()
+        while not self.stop.is_set():
+            response = client.post("/incr/failover-counter")
+            with self.lock:
+                if response.status_code == 200:
+                    self.acknowledged += 1
+                else:
+                    self.failures.append(time.monotonic())
+            time.sleep(0.002)
+
+
+def survive_a_failover(
+    app: Flask, redis_pool: RedisPool, service: SentinelService, cause_failover: Callable[[int], None]
+) -> tuple[int, int, float]:
+    """Keep 4 threads writing while ``cause_failover(master_port)`` runs; return the failed
+    requests, the acknowledged ones, and the window the failures fall in (seconds)."""
+    app.testing = False  # a failed request is a 500, not an exception in the thread
+    old_master = service.master_port()
+    with server_of(old_master) as master:
+        master.delete("failover-counter")
+    writes = Writes(app)
+    threads = [threading.Thread(target=writes.run, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        cause_failover(old_master)
+        wait_until(
+            lambda: service.agreed_master() not in (None, old_master), 30, "the sentinels to agree on a new master"
+        )
+        wait_until(lambda: not _is_master(old_master), 30, "the old master to step down")
+        wait_until(lambda: writes.acknowledged and not _recent(writes, 1.0), 30, "writes to succeed again")
+    finally:
+        writes.stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert not any(thread.is_alive() for thread in threads)
+    new_master = service.master_port()
+    assert new_master != old_master
+    with app.app_context():
+        assert redis_pool.client.set("after-failover", 1)  # the app follows the new master
+    stats = redis_pool.stats(app)
+    assert stats["in_use"] == 0
+    assert stats["pools"][0]["address"] == f"127.0.0.1:{new_master}"
+    with server_of(new_master) as master:
+        counter = int(master.get("failover-counter") or 0)
+    # No write ran twice: the counter holds at most every acknowledged INCR plus those that failed.
+    assert counter <= writes.acknowledged + len(writes.failures)
+    assert_max_connections_reachable(app, redis_pool)
+    window = (max(writes.failures) - min(writes.failures)) if writes.failures else 0.0
+    return len(writes.failures), writes.acknowledged, window
+
+
+def _is_master(port: int) -> bool:
+    """Whether the server on ``port`` runs and serves as a master."""
+    try:
+        with server_of(port) as server:
+            return bool(server.info("replication")["role"] == "master")
+    except RedisError:
+        return False
+
+
+def _recent(writes: Writes, seconds: float) -> bool:
+    with writes.lock:
+        return bool(writes.failures) and writes.failures[-1] > time.monotonic() - seconds
+
+
+def assert_max_connections_reachable(app: Flask, redis_pool: RedisPool) -> None:
+    """``REDIS_MAX_CONNECTIONS`` connections can be held at once, then all go back."""
+    limit = redis_pool.settings(app).max_connections
+    held = threading.Barrier(limit, timeout=10)
+
+    def hold() -> None:
+        with app.app_context(), redis_pool.connection() as connection:
+            connection.send_command("PING")
+            assert connection.read_response() in (b"PONG", "PONG")
+            held.wait()
+
+    run_in_threads(hold, limit, timeout=20)
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_a_sentinel_failover_under_writes(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService, record_property: Callable[..., None]
+) -> None:
+    app, redis_pool = sentinel_app
+
+    def failover(master_port: int) -> None:
+        with sentinel_service.ask() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", sentinel_service.name)
+
+    failed, acknowledged, window = survive_a_failover(app, redis_pool, sentinel_service, failover)
+    record_property("failover", {"failed": failed, "acknowledged": acknowledged, "window_s": round(window, 2)})
+    print(f"SENTINEL FAILOVER: {failed} failed of {failed + acknowledged}, within {window:.2f} s")
+    assert window < 10
+    sentinel_service.wait_ready(replicas=2)
+
+
+def test_the_master_killed_under_writes(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService, record_property: Callable[..., None]
+) -> None:
+    app, redis_pool = sentinel_app
+    servers = {server.port: server for server in (sentinel_service.master, *sentinel_service.replicas)}
+
+    def kill(master_port: int) -> None:
+        servers[master_port].kill()
+
+    failed, acknowledged, window = survive_a_failover(app, redis_pool, sentinel_service, kill)
+    record_property("killed", {"failed": failed, "acknowledged": acknowledged, "window_s": round(window, 2)})
+    print(f"master SIGKILL: {failed} failed of {failed + acknowledged}, within {window:.2f} s")
+    assert window < 15

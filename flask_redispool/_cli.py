@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from ._health import failure_message, probe
 from ._snapshots import build_report
 from ._state import AppState, app_states
-from ._stats import FIGURES, PoolReport
+from ._stats import FIGURES, PoolFigures, PoolReport
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
 
@@ -93,6 +93,8 @@ def _format(report: PoolReport) -> list[str]:
     for row in report["processes"]:
         mark = "  (this command)" if row["this_process"] else ""
         lines.append("  " + " ".join(_cell(row[name], name, width) for _, name, width in _COLUMNS) + mark)  # type: ignore[literal-required]
+        if len(row["pools"]) > 1:  # a Sentinel service's master and replicas: each apart
+            lines += [_pool_line(pool) for pool in row["pools"]]
     totals = report["totals"]
     total_row = {**totals, "host": "total", "pid": f"{totals['processes']} proc"}  # no sum of peaks or loops
     lines.append("  " + " ".join(_cell(total_row.get(name), name, width) for _, name, width in _COLUMNS))
@@ -105,6 +107,16 @@ def _format(report: PoolReport) -> list[str]:
     if report["snapshots_skipped"]:
         lines.append(f"  {report['snapshots_skipped']} malformed snapshot(s) skipped")
     return lines
+
+
+def _pool_line(pool: PoolFigures) -> str:
+    where = pool["address"] or "-"
+    counts = " ".join(f"{name}={pool[name]}" for name in _POOL_FIGURES)
+    return f"    {pool['role']:<8} {where:<22} {counts}"
+
+
+#: What a process's line per pool shows.
+_POOL_FIGURES: Final = ("in_use", "idle", "created", "max_connections", "checkouts", "waits", "timeouts")
 
 
 def _render(app: App, as_json: bool, compact: bool = False) -> str:

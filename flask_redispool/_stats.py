@@ -246,6 +246,7 @@ class ProcessRow(TypedDict):
     server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
     this_process: bool
     suspect: str | None  #: why this process may leak connections, if it may
+    pools: list[PoolFigures]  #: each of its pools apart, from its snapshot (empty without one)
 
 
 class Totals(TypedDict):
@@ -316,7 +317,9 @@ def _row(
 ) -> ProcessRow:
     figures = {figure.name: None if snap is None else int(snap.get(figure.name, 0)) for figure in ROW_FIGURES}
     row = {"host": where[0], "pid": where[1], **figures, "snapshot_age": age}
-    return cast(ProcessRow, {**row, "server_connections": server, "this_process": False, "suspect": None})
+    pools = list(snap.get("pools", [])) if snap is not None else []
+    extra = {"server_connections": server, "this_process": False, "suspect": None, "pools": pools}
+    return cast(ProcessRow, {**row, **extra})
 
 
 def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:

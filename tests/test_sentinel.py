@@ -8,6 +8,7 @@ role to a replica, the second kills whichever server is master then.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from redis.exceptions import ConnectionError, RedisError
 from flask_redispool import ConfigError, RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import PASSWORD, SentinelService, our_connections, run_in_threads, wait_until
+from .conftest import PASSWORD, SentinelService, our_connections, pools_of, run_in_threads, wait_until
 
 
 @pytest.fixture
@@ -80,18 +81,35 @@ def test_a_replica_refuses_writes_through_replica_client(
 
 
 def test_redis_ping_and_stats_follow_the_service(
-    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+    make_app: Callable[..., Flask], sentinel_service: SentinelService
 ) -> None:
-    app, _ = sentinel_app
+    app = make_app(REDIS_URL=sentinel_service.url, REDIS_STATS_INTERVAL=60)
+    redis_pool = RedisPool(app)
+
+    @app.get("/both")
+    def both() -> str:
+        redis_pool.client.incr("stats-writes")
+        return str(redis_pool.replica_client.get("stats-writes"))
+
     runner = app.test_cli_runner()
     ping = runner.invoke(args=["redis-ping"])
     assert ping.exit_code == 0, ping.output
-    app.test_client().get("/read/anything")
-    app.test_client().post("/incr/anything")
-    stats = runner.invoke(args=["redis-stats", "--json"])
-    assert stats.exit_code == 0, stats.output
-    assert '"role": "master"' in stats.output
-    assert '"role": "replica"' in stats.output
+    app.test_client().get("/both")
+    pools_of(app).publisher.publish()  # as a serving process would, every REDIS_STATS_INTERVAL
+    report = runner.invoke(args=["redis-stats", "--json"])
+    assert report.exit_code == 0, report.output
+    (pool,) = json.loads(report.output)["pools"]
+    (process,) = pool["processes"]
+    master = f"127.0.0.1:{sentinel_service.master_port()}"
+    assert [(p["role"], p["address"], p["created"]) for p in process["pools"]] == [
+        ("master", master, 1),
+        ("replica", None, 1),
+    ]
+    assert process["server_connections"] == 2  # CLIENT LIST of the master and of every replica
+    assert process["suspect"] is None
+    table = runner.invoke(args=["redis-stats"]).output
+    assert f"    master   {master}" in table
+    assert "    replica  -" in table
 
 
 def test_init_app_does_no_io_and_unreachable_sentinels_are_a_clear_error(make_app: Callable[..., Flask]) -> None:

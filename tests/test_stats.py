@@ -130,7 +130,7 @@ def test_the_figures_table_and_the_typed_dicts_name_the_same_fields() -> None:
 
     names = {figure.name for figure in FIGURES}
     assert names <= set(get_type_hints(PoolStats))
-    row_extra = {"host", "pid", "snapshot_age", "server_connections", "this_process", "suspect"}
+    row_extra = {"host", "pid", "snapshot_age", "server_connections", "this_process", "suspect", "pools"}
     assert set(get_type_hints(ProcessRow)) == {figure.name for figure in ROW_FIGURES} | row_extra
     totals_extra = {"processes", "server_connections", "suspects"}
     assert set(get_type_hints(Totals)) == {figure.name for figure in FIGURES if figure.total} | totals_extra

@@ -157,13 +157,18 @@ def table(url: str, processes: int, rounds: int) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_arguments(doc: str, gets: tuple[int, ...]) -> argparse.Namespace:
+    """The options of an app-against-app benchmark; ``--worker``/``--url`` run one process."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=9, help="rounds per process")
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per figure")
-    parser.add_argument("--worker", type=int, choices=GETS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=int, choices=gets, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_arguments(__doc__, GETS)
     if args.worker is not None:
         run_worker(args.url, args.worker, args.rounds)
         return

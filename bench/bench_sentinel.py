@@ -11,7 +11,6 @@ Usage: python bench/bench_sentinel.py [--processes N] [--rounds N]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -21,46 +20,34 @@ import sys
 import time
 from typing import Any
 
-from bench_apps import paired  # type: ignore[import-not-found]
+from bench_apps import build, paired, parse_arguments  # type: ignore[import-not-found]
 
 GETS = (1, 10)
 CALLS = {1: 400, 10: 150}
 
 
-def build(variant: str, url: str, gets: int) -> Any:
-    """A fresh app of ``variant`` whose ``/view`` does ``gets`` GETs; its test client."""
+def build_global(url: str, gets: int) -> Any:
+    """A plain app whose ``/view`` does ``gets`` GETs on a module-global
+    ``Sentinel(...).master_for(service)`` client; its test client."""
     from flask import Flask
+    from redis.sentinel import Sentinel
 
-    app = Flask(f"bench_sentinel_{variant}")
-    if variant == "global":
-        from redis.sentinel import Sentinel
+    hosts, service = url.removeprefix("redis+sentinel://").split("/")[:2]
+    sentinels = [(host, int(port)) for host, port in (h.split(":") for h in hosts.split(","))]
+    client = Sentinel(sentinels).master_for(service)
+    app = Flask("bench_sentinel_global")
 
-        hosts, service = url.removeprefix("redis+sentinel://").split("/")[:2]
-        sentinels = [(host, int(port)) for host, port in (h.split(":") for h in hosts.split(","))]
-        client = Sentinel(sentinels).master_for(service)
+    @app.get("/view")
+    def view() -> str:
+        for _ in range(gets):
+            client.get("k")
+        return "ok"
 
-        def view() -> str:
-            for _ in range(gets):
-                client.get("k")
-            return "ok"
-
-    else:
-        from flask_redispool import RedisPool
-
-        app.config["REDIS_URL"] = url
-        redis_pool = RedisPool(app)
-
-        def view() -> str:
-            for _ in range(gets):
-                redis_pool.client.get("k")
-            return "ok"
-
-    app.add_url_rule("/view", "view", view)
     return app.test_client()
 
 
 def run_worker(url: str, gets: int, rounds: int) -> None:
-    baseline, ours = build("global", url, gets), build("ours", url, gets)
+    baseline, ours = build_global(url, gets), build("ours", url, gets)
     print(json.dumps(paired(lambda: baseline.get("/view"), lambda: ours.get("/view"), CALLS[gets], rounds)))
 
 
@@ -72,12 +59,7 @@ def measure(url: str, gets: int, rounds: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=9, help="rounds per process")
-    parser.add_argument("--processes", type=int, default=3, help="fresh processes per figure")
-    parser.add_argument("--worker", type=int, choices=GETS, help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, GETS)
     if args.worker is not None:
         run_worker(args.url, args.worker, args.rounds)
         return

@@ -15,6 +15,7 @@ from redis.client import Pipeline
 from redis.exceptions import TimeoutError
 
 from flask_redispool import RedisPool
+from flask_redispool._pool import CountedPool
 
 from .conftest import our_connections
 from .views import LEAKY_VIEWS, client_for
@@ -213,8 +214,7 @@ def test_ordinary_commands_keep_the_short_timeout_after_blocking(app: Flask, red
         with redis_pool.blocking(1) as client:
             client.rpush("jobs", "a")
             assert client.blpop(["jobs"], timeout=1) == (b"jobs", b"a")
-        (connection,) = redis_pool.get_pool()._get_free_connections()
-        assert connection.socket_timeout == 0.5
+        assert idle_timeouts(redis_pool.get_pool()) == [0.5]  # the connection BLPOP used
         started = time.monotonic()
         with pytest.raises(TimeoutError):
             redis_pool.client.blpop(["empty"], timeout=5)
@@ -228,8 +228,17 @@ def test_an_abandoned_blocking_block_is_released_at_teardown(app: Flask, redis_p
         manager.__enter__().rpush("jobs", "x")  # never exited, as a crashed view would
         assert redis_pool.stats()["in_use"] == 1
     assert redis_pool.stats(app)["in_use"] == 0
-    pool = redis_pool.get_pool(app)
-    assert all(c.socket_timeout == 0.5 for c in pool._get_free_connections())
+    assert idle_timeouts(redis_pool.get_pool(app)) == [0.5]
+
+
+def idle_timeouts(pool: CountedPool) -> list[float | None]:
+    """The socket timeout of every idle connection, through the pool's public checkout."""
+    lent = [pool.get_connection() for _ in range(pool.connection_counts()[1])]
+    try:
+        return [connection.socket_timeout for connection in lent]
+    finally:
+        for connection in lent:
+            pool.release(connection)
 
 
 def test_a_quiet_pubsub_waits_with_get_message(app: Flask, redis_pool: RedisPool, server: Redis) -> None:

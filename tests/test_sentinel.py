@@ -128,6 +128,18 @@ def test_init_app_does_no_io_and_unreachable_sentinels_are_a_clear_error(make_ap
     assert PASSWORD not in ping.output
 
 
+def test_async_views_are_told_to_use_client(sentinel_app: tuple[Flask, RedisPool]) -> None:
+    app, redis_pool = sentinel_app
+
+    @app.get("/async")
+    async def view() -> str:
+        return str(await redis_pool.async_client.get("x"))
+
+    app.testing = True
+    with pytest.raises(RuntimeError, match=r"async_client is not available for REDIS_URL \(redis\+sentinel://"):
+        app.test_client().get("/async")
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

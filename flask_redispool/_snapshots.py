@@ -48,7 +48,7 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
 
 from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
 from ._stats import FIGURES, HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
@@ -365,11 +365,14 @@ def _connect(client: Redis) -> None:
 
 
 def _client_lists(client: Redis, pools: PoolSet) -> list[dict[str, Any]]:
-    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use."""
+    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use; a
+    node that went away since the sentinels listed it is left out."""
     entries: list[dict[str, Any]] = list(client.client_list())
     for node in pools.nodes():
         try:
             entries += node.client_list()
+        except (ConnectionError, TimeoutError):
+            continue
         finally:
             node.close()
     return entries

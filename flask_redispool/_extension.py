@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import redis.asyncio
 from flask import Flask
@@ -35,6 +35,7 @@ __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "RedisPool", 
 _NONE: Final[dict[str, Any]] = {}  # the pools of an app with no RedisPool
 # Per prefix, the finalizer that cleans up when an app is collected without close().
 _FINALIZERS_KEY: Final = "redispool.finalizers"
+T = TypeVar("T")
 _PREFIX_RE: Final = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)*")
 
 
@@ -308,12 +309,7 @@ class RedisPool:
         a reply it left unread never reaches the next borrower.
         """
         checkout, connection = self._context_client().checkout()
-        try:
-            yield connection
-        except BaseException:
-            release_holder(checkout)
-            raise
-        checkout.give_back()
+        yield from _lent(checkout, connection, checkout.give_back)
 
     @contextmanager
     def pipeline(self, transaction: bool = True) -> Iterator[Pipeline]:
@@ -326,12 +322,7 @@ class RedisPool:
                 hits, _ = pipe.execute()
         """
         pipe = self._context_client().pipeline(transaction=transaction)
-        try:
-            yield pipe
-        except BaseException:
-            release_holder(pipe)
-            raise
-        pipe.reset()
+        yield from _lent(pipe, pipe, pipe.reset)
 
     @contextmanager
     def blocking(self, seconds: float) -> Iterator[Redis]:
@@ -360,12 +351,7 @@ class RedisPool:
         """
         seconds = check_seconds(seconds, "seconds")
         pinned = self._context_client().pinned(wait=seconds)
-        try:
-            yield pinned
-        except BaseException:
-            release_holder(pinned)
-            raise
-        pinned.close()
+        yield from _lent(pinned, pinned, pinned.close)
 
     def _context_client(self) -> ContextClient:
         return cast(ContextClient, self.client)
@@ -389,6 +375,20 @@ class RedisPool:
         if held is not None:
             held.release_sync()
             await release_async(held.async_holders)
+
+
+def _lent(holder: Any, value: T, done: Callable[[], object]) -> Generator[T, None, None]:
+    """The body of a ``with`` block that lends ``value``, held by ``holder``: used with
+    ``yield from`` in a :func:`~contextlib.contextmanager`, which throws the block's
+    exception in here. On an exception the connection is given back disconnected
+    (:func:`release_holder`), so a reply left unread never reaches the next borrower;
+    otherwise ``done()`` ends the loan normally."""
+    try:
+        yield value
+    except BaseException:
+        release_holder(holder)
+        raise
+    done()
 
 
 def _flask_teardown(held_key: str) -> Callable[[BaseException | None], None]:

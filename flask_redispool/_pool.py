@@ -45,6 +45,7 @@ __all__ = [
     "CountedConnectionPool",
     "CountedPool",
     "CountedSentinelPool",
+    "check_query_options",
     "connection_options",
     "create_pool",
     "exhausted_error",
@@ -322,10 +323,16 @@ def _url_kwargs(settings: Settings) -> dict[str, Any]:
         )
     except ValueError as exc:
         raise ConfigError(f"{settings.key('URL')} is not a valid Redis URL ({settings.redacted_url}): {exc}") from None
-    url_query_conflicts(settings, {k: v for k, v in kwargs.items() if k not in _URL_PARTS})
+    check_query_options(settings, kwargs)
     if fake:
         kwargs = _fake_kwargs(settings, kwargs)
     return kwargs
+
+
+def check_query_options(settings: Settings, parsed: dict[str, Any]) -> None:
+    """Refuse options in the query string of a URL (as redis-py's ``parse_url`` gave
+    ``parsed``) that a dedicated key or ``OPTIONS`` sets too."""
+    url_query_conflicts(settings, {k: v for k, v in parsed.items() if k not in _URL_PARTS})
 
 
 def _fake_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -66,7 +66,8 @@ class PoolSet:
         self._side_client = side_client
         self._nodes = nodes
         self._closers = closers
-        self._publisher = self._new_publisher()
+        #: This process's publisher (a forked child gets its own).
+        self.publisher = self._new_publisher()
         _SETS.add(self)
 
     def add(self, pool: CountedPool) -> None:
@@ -84,22 +85,17 @@ class PoolSet:
         """The pool that reads from replicas, or :attr:`primary` where there are none."""
         return self.pools[-1]
 
-    @property
-    def publisher(self) -> StatsPublisher:
-        """This process's publisher (a forked child gets its own)."""
-        return self._publisher
-
     def _new_publisher(self) -> StatsPublisher:
         return StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), self._side_client)
 
     def connected(self) -> None:
         """A pool made this process's first connection: start publishing."""
-        publisher = self._publisher
+        publisher = self.publisher
         if not publisher.started:
             publisher.start()
 
     def _forked(self) -> None:
-        self._publisher = self._new_publisher()
+        self.publisher = self._new_publisher()
 
     @property
     def max_connections(self) -> int:
@@ -161,7 +157,7 @@ class PoolSet:
     def close(self) -> None:
         """Stop publishing (the snapshot deleted, the thread joined), then close every pool
         and what the topology opened besides."""
-        self._publisher.stop()
+        self.publisher.stop()
         self.disconnect()
         for close in self._closers:
             close()
@@ -169,7 +165,7 @@ class PoolSet:
     def orphan(self) -> None:
         """The app was collected without ``close()``: end the publisher's thread and close
         the sockets, without network I/O (this runs inside the garbage collector)."""
-        self._publisher.orphan()
+        self.publisher.orphan()
         self.disconnect()
         for close in self._closers:
             close()

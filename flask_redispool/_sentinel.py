@@ -26,18 +26,22 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, parse_url
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError
-from ._pool import CountedSentinelPool, check_connection_kwargs, connection_options, side_client
+from ._pool import (
+    CountedSentinelPool,
+    check_connection_kwargs,
+    check_query_options,
+    connection_options,
+    side_client,
+)
 from ._poolset import PoolSet
 
 __all__ = ["DEFAULT_SENTINEL_PORT", "parse_sentinel_url", "sentinel_pools"]
 
 #: The port of a sentinel given without one.
 DEFAULT_SENTINEL_PORT: Final = 26379
-# What parse_url reads from the authority and path, not from the query string.
-_URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path"})
 
 
 def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
@@ -62,7 +66,7 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
         raise ConfigError(
             f"{settings.key('URL')} is not a valid Sentinel URL ({settings.redacted_url}): {exc}"
         ) from None
-    url_query_conflicts(settings, {k: v for k, v in kwargs.items() if k not in _URL_PARTS})
+    check_query_options(settings, kwargs)
     kwargs.pop("host", None)
     kwargs.pop("port", None)
     return sentinels, unquote(path[0]), kwargs

@@ -41,7 +41,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/bench_apps.py
-	$(BIN)/python bench/bench_sentinel.py
+	$(BIN)/python bench/bench_scaleout.py
 	$(BIN)/python bench/bench_pool.py
 	$(BIN)/python bench/bench_load.py
 

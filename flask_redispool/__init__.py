@@ -15,7 +15,7 @@ starts with ``_`` are internal.
 from __future__ import annotations
 
 from ._config import CONFIG_KEYS, ConfigKey, Settings
-from ._errors import BlockingCommandError, ConfigError, ConfigWarning, PoolExhaustedError
+from ._errors import BlockingCommandError, ConfigError, ConfigWarning, MayHaveRunError, PoolExhaustedError
 from ._extension import RedisPool
 from ._health import Health
 from ._snapshots import PublishedStats
@@ -30,6 +30,7 @@ __all__ = [
     "ConfigKey",
     "ConfigWarning",
     "Health",
+    "MayHaveRunError",
     "PoolExhaustedError",
     "PoolReport",
     "PoolStats",

@@ -316,7 +316,7 @@ class AsyncPools:
             if self._kwargs is None:
                 raise RuntimeError(
                     f"async_client is not available for {self._pools.settings.key('URL')} "
-                    f"({self._pools.settings.redacted_url}) yet: use client in async views too."
+                    f"({self._pools.settings.redacted_url}) yet: use the sync client in async views too."
                 )
             pool = CountedAsyncPool(self._pools, self.counters, **self._kwargs)
             client = AsyncContextClient(connection_pool=pool)
@@ -363,8 +363,8 @@ class AsyncPools:
 
 def _async_connection_kwargs(pools: PoolSet) -> dict[str, Any] | None:
     """The sync pool's connection keyword arguments, for ``redis.asyncio`` (``None``
-    behind Sentinel, which has no async pools yet)."""
-    if pools.settings.sentinel:
+    behind Sentinel or a Cluster, which have no async pools yet)."""
+    if pools.settings.sentinel or pools.settings.cluster:
         return None
     settings, sync_pool = pools.settings, pools.primary
     kwargs = dict(sync_pool.connection_options)

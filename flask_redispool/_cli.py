@@ -14,8 +14,8 @@ from typing import Final
 
 import click
 from flask.sansio.app import App
-from redis.exceptions import RedisError
 
+from ._errors import REDIS_ERRORS
 from ._health import failure_message, probe
 from ._snapshots import build_report
 from ._state import AppState, app_states
@@ -48,8 +48,8 @@ def _not_a_server(app: App) -> None:
 
 def _report(state: AppState) -> PoolReport:
     try:
-        report = build_report(state.client, state.pools)
-    except RedisError as exc:
+        report = build_report(state.reader(), state.pools)
+    except REDIS_ERRORS as exc:
         raise click.ClickException(failure_message(state.settings, exc)) from None
     if report["snapshots_error"] and report["server_error"]:
         settings = state.settings

@@ -25,6 +25,7 @@ from ._errors import ConfigError, ConfigWarning
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
+    "CLUSTER_SCHEME",
     "CONFIG_KEYS",
     "SCHEMES",
     "SENTINEL_SCHEME",
@@ -38,9 +39,11 @@ __all__ = [
 
 #: URL schemes ``<PREFIX>_URL`` accepts. ``fakeredis://`` is an in-process fakeredis
 #: server behind the same pool (``pip install flask-redispool[fakeredis]``).
-SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis", "redis+sentinel")
+SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis", "redis+sentinel", "redis+cluster")
 #: The scheme of a Redis Sentinel service: ``redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]``.
 SENTINEL_SCHEME: Final = "redis+sentinel"
+#: The scheme of a Redis Cluster: ``redis+cluster://[user:password@]host:port[,host:port…]``.
+CLUSTER_SCHEME: Final = "redis+cluster"
 
 #: Retries back off exponentially with jitter, from ``BACKOFF_BASE`` up to
 #: ``BACKOFF_CAP`` seconds (redis-py's :class:`~redis.backoff.ExponentialWithJitterBackoff`).
@@ -262,8 +265,9 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "Where Redis is: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://…`` (TLS), "
         "``unix:///path/to.sock?db=0``, ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]`` "
         "(a Sentinel service: the sentinels' addresses, default port 26379; the credentials and "
-        "database are the master's and replicas'), or ``fakeredis://`` (an in-process fake server "
-        "for tests).",
+        "database are the master's and replicas'), ``redis+cluster://[[user]:password@]host:port[,host:port…]`` "
+        "(a Redis Cluster: some of its nodes, default port 6379; use ``cluster_client``), or "
+        "``fakeredis://`` (an in-process fake server for tests).",
         secret=True,
     ),
     ConfigKey(
@@ -393,7 +397,9 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "OPTIONS",
         _options,
         {},
-        "Further keyword arguments for redis-py's connection pool (e.g. ``socket_keepalive``). "
+        "Further keyword arguments for redis-py's connection pool (e.g. ``socket_keepalive``); "
+        "behind ``redis+cluster://`` also :class:`~redis.cluster.RedisCluster`'s own "
+        "(``load_balancing_strategy``, ``require_full_coverage``, ...). "
         "Options that have a key of their own above are refused here. Error messages name "
         "options, never their values.",
         secret=True,
@@ -404,7 +410,10 @@ _BY_NAME: Final = {k.name: k for k in CONFIG_KEYS}
 _RESERVED_OPTIONS: Final = {
     "connection_pool": "it is created by flask-redispool",
     "connection_class": "it follows from the URL scheme",
+    "connection_pool_class": "it is created by flask-redispool",
 }
+# Options that other names of redis-py's set what one of our keys sets.
+_ALIASES: Final = {"cluster_error_retry_attempts": "RETRIES"}
 
 
 @dataclass(frozen=True)
@@ -437,6 +446,11 @@ class Settings:
     def sentinel(self) -> bool:
         """Whether the URL names a Sentinel service (``redis+sentinel://``)."""
         return self.url.lower().startswith(SENTINEL_SCHEME + "://")
+
+    @property
+    def cluster(self) -> bool:
+        """Whether the URL names a Redis Cluster (``redis+cluster://``)."""
+        return self.url.lower().startswith(CLUSTER_SCHEME + "://")
 
     @property
     def tls(self) -> bool:
@@ -545,6 +559,7 @@ def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
 
 def _check_option_conflicts(settings: Settings) -> None:
     dedicated = {k.redis_option: k for k in CONFIG_KEYS if k.redis_option}
+    dedicated.update((option, _BY_NAME[name]) for option, name in _ALIASES.items())
     for option in settings.options:
         where = f"{settings.key('OPTIONS')}[{option!r}]"
         if option in dedicated:

@@ -39,7 +39,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from ._commands import KINDS, Kind, command_kind
-from ._errors import BlockingCommandError
+from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
 from ._stats import HOST
 
 if TYPE_CHECKING:
@@ -50,7 +50,15 @@ if TYPE_CHECKING:
 else:
     _AsyncBase = _SyncBase = object
 
-__all__ = ["AsyncPoolConnection", "ConnectionPolicy", "OnceRetry", "PoolConnection", "may_have_run"]
+__all__ = [
+    "AsyncPoolConnection",
+    "ConnectionPolicy",
+    "OnceRetry",
+    "PoolConnection",
+    "add_note",
+    "may_have_run",
+    "unsafe_failures",
+]
 
 logger = logging.getLogger("flask_redispool")
 T = TypeVar("T")
@@ -62,9 +70,29 @@ _NOTED: Final = "flask_redispool_noted"
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
 
 
+# redis-py's errors as they are raised once an unsafe command may have run. Only these
+# exact types: their subclasses mean something else (the pool is full, the server loads).
+_MAY_HAVE_RUN_TYPES: Final[dict[type[BaseException], type[MayHaveRunError]]] = {
+    ConnectionError: MayHaveRunConnectionError,
+    TimeoutError: MayHaveRunTimeoutError,
+}
+
+
+# How many failures after an unsafe send this process has seen: only ever grows (an
+# increment lost to a race still leaves it grown), so a change since a moment tells that
+# such a failure happened in between (cluster pipelines ask, see _cluster).
+_UNSAFE_FAILURES = [0]
+
+
+def unsafe_failures() -> int:
+    """A number that changes whenever a failure after an unsafe send is seen, anywhere
+    in this process."""
+    return _UNSAFE_FAILURES[0]
+
+
 def may_have_run(error: BaseException) -> bool:
     """Whether ``error`` was raised after an unsafe command may have reached the server."""
-    return bool(getattr(error, _MAY_HAVE_RUN, False))
+    return isinstance(error, MayHaveRunError) or bool(getattr(error, _MAY_HAVE_RUN, False))
 
 
 def _retryable(error: Exception) -> bool:
@@ -167,6 +195,7 @@ class ConnectionPolicy:
         """Mark ``error`` when an unsafe command may have run, and add one note naming our keys."""
         if unsafe_sent:
             setattr(error, _MAY_HAVE_RUN, True)
+            _mark_may_have_run(error)
         if getattr(error, _NOTED, False):
             return
         setattr(error, _NOTED, True)
@@ -201,6 +230,20 @@ class ConnectionPolicy:
                 f"{settings.key('SOCKET_TIMEOUT')}, {settings.key('RETRIES')})."
             )
         return f"flask-redispool: Redis at {where} refused the connection's set-up."
+
+
+def _mark_may_have_run(error: BaseException) -> None:
+    """Raise ``error`` (redis-py's own, as it is) as its :class:`MayHaveRunError` twin.
+
+    Not only for the callers' ``except``: redis-py's cluster client retries a failed
+    command when the error's type *is* ``ConnectionError`` or ``TimeoutError``
+    (``RedisCluster.ERRORS_ALLOW_RETRY``), so a subclass is not retried there.
+    ``tests/test_cluster.py`` pins that a write that timed out ran once.
+    """
+    _UNSAFE_FAILURES[0] += 1
+    twin = _MAY_HAVE_RUN_TYPES.get(type(error))
+    if twin is not None:
+        error.__class__ = twin
 
 
 class _Sending:

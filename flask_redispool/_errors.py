@@ -5,9 +5,24 @@ Every message names the config key involved and never contains a password.
 
 from __future__ import annotations
 
-from redis.exceptions import MaxConnectionsError, TimeoutError
+from typing import Final
 
-__all__ = ["BlockingCommandError", "ConfigError", "ConfigWarning", "PoolExhaustedError"]
+from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, RedisError, TimeoutError
+
+__all__ = [
+    "REDIS_ERRORS",
+    "BlockingCommandError",
+    "ConfigError",
+    "ConfigWarning",
+    "MayHaveRunConnectionError",
+    "MayHaveRunError",
+    "MayHaveRunTimeoutError",
+    "PoolExhaustedError",
+]
+
+#: What redis-py raises when Redis cannot serve a command: its ``RedisError``\ s, and the
+#: cluster client's ``RedisClusterException`` (no node told the slots), which is not one.
+REDIS_ERRORS: Final = (RedisError, RedisClusterException)
 
 
 class ConfigError(ValueError):
@@ -42,3 +57,30 @@ class BlockingCommandError(TimeoutError):
     otherwise have raised after the socket timeout. Run it inside
     :meth:`RedisPool.blocking() <flask_redispool.RedisPool.blocking>`.
     """
+
+
+class MayHaveRunError(RedisError):
+    """The connection failed after a command that is not safe to run twice had been sent:
+    it may have run on the server, so it was not retried.
+
+    Raised as :class:`MayHaveRunConnectionError` or :class:`MayHaveRunTimeoutError`,
+    subclasses of redis-py's :class:`~redis.exceptions.ConnectionError` and
+    :class:`~redis.exceptions.TimeoutError`, so handlers written for redis-py keep
+    catching them. Catch this class to check, before running the command again,
+    whether it took effect:
+
+    .. code-block:: python
+
+        try:
+            redis_pool.client.incr("orders")
+        except MayHaveRunError:
+            ...  # read the counter back before deciding to try again
+    """
+
+
+class MayHaveRunConnectionError(MayHaveRunError, ConnectionError):
+    """The connection was lost after an unsafe command was sent (see :class:`MayHaveRunError`)."""
+
+
+class MayHaveRunTimeoutError(MayHaveRunError, TimeoutError):
+    """No reply came in time after an unsafe command was sent (see :class:`MayHaveRunError`)."""

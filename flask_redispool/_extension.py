@@ -14,6 +14,7 @@ from flask import Flask
 from flask.sansio.app import App
 from redis import Redis
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.connection import Connection
 
 from ._asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
@@ -99,8 +100,12 @@ class RedisPool:
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
         pools = build_pools(settings)
         async_pools = AsyncPools(pools, _loop_owner(app), self._held_key)
-        client = self._prepared_client(pools.primary)
-        replica_client = client if pools.replica is pools.primary else self._prepared_client(pools.replica)
+        if pools.cluster is not None:
+            pools.cluster.held_key = self._held_key
+            client = replica_client = cast(ContextClient, _ClusterOnly(settings))
+        else:
+            client = self._prepared_client(pools.primary)
+            replica_client = client if pools.replica is pools.primary else self._prepared_client(pools.replica)
         state = states[self.config_prefix] = AppState(self, settings, pools, client, replica_client, async_pools)
         dropped = weakref.finalize(app, _dropped, state)  # the state does not refer to the app
         dropped.atexit = False
@@ -194,6 +199,41 @@ class RedisPool:
         return state.client
 
     @property
+    def cluster_client(self) -> RedisCluster:
+        """The Redis Cluster client of the current app, behind ``redis+cluster://`` URLs:
+        :attr:`client`'s twin for a cluster, typed as what it is, a
+        :class:`redis.cluster.RedisCluster`.
+
+        .. code-block:: python
+
+            @app.get("/hits")
+            def hits():
+                return {"hits": redis_pool.cluster_client.incr("hits")}
+
+        One client per app, made at the first use (it asks the URL's nodes for the slots),
+        then shared by every context and thread. It keeps one pool per node, each of at
+        most ``REDIS_MAX_CONNECTIONS``. A pubsub still open when the context ends is closed
+        at teardown. Keys of one multi-key command or transaction must share a slot: give
+        them one hash tag, as in ``{user:42}:profile`` and ``{user:42}:cart``.
+
+        :raises RuntimeError: outside an app context, on an app without :meth:`init_app`,
+            or when ``REDIS_URL`` is not a ``redis+cluster://`` URL.
+        :raises redis.exceptions.RedisClusterException: at first use, no node answered.
+        """
+        ctx = FLASK_CONTEXT.get(None) or self._context()
+        state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
+        if state is None or state.extension is not self:
+            state = self._state(ctx.app)  # raises the explanatory error
+        cluster = state.pools.cluster
+        if cluster is None:
+            settings = state.settings
+            raise RuntimeError(
+                f"{self!r}.cluster_client is for Redis Cluster URLs (redis+cluster://), but "
+                f"{settings.key('URL')} is {settings.redacted_url}: use redis_pool.client."
+            )
+        return cluster.made or cluster.get()
+
+    @property
     def replica_client(self) -> Redis:
         """Like :attr:`client`, on the pool that reads from replicas: behind Sentinel
         (``redis+sentinel://``), the service's replicas in turn, or its master while no
@@ -250,8 +290,17 @@ class RedisPool:
 
     def get_pool(self, app: App | None = None) -> CountedPool:
         """The redis-py connection pool of ``app`` (default: the current app): behind
-        Sentinel, the master's."""
-        return self._state(app).pools.primary
+        Sentinel, the master's.
+
+        :raises RuntimeError: behind ``redis+cluster://``, which has one pool per node.
+        """
+        pools = self._state(app).pools
+        if pools.cluster is not None:
+            raise RuntimeError(
+                f"{self!r} has one pool per node of a Redis Cluster: see stats()['pools'], "
+                "or cluster_client.get_nodes()."
+            )
+        return pools.primary
 
     def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""
@@ -275,7 +324,7 @@ class RedisPool:
         :raises redis.RedisError: Redis is unreachable.
         """
         state = self._state(app)
-        return build_report(state.client, state.pools)
+        return build_report(state.reader(), state.pools)
 
     def health(self, app: App | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
@@ -375,6 +424,22 @@ class RedisPool:
         if held is not None:
             held.release_sync()
             await release_async(held.async_holders)
+
+
+class _ClusterOnly:
+    """What :attr:`RedisPool.client` and the other accessors of one server's client are
+    behind ``redis+cluster://``: any use raises, pointing at ``cluster_client``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._message = (
+            f"{settings.key('URL')} is a Redis Cluster ({settings.redacted_url}): use "
+            "redis_pool.cluster_client, a redis.cluster.RedisCluster (its pipeline() and pubsub() too; "
+            "read from replicas with OPTIONS={'load_balancing_strategy': 'round_robin_replicas'}). redis_pool.client, "
+            "replica_client, connection(), pipeline() and blocking() are for one server or Sentinel."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(self._message)
 
 
 def _lent(holder: Any, value: T, done: Callable[[], object]) -> Generator[T, None, None]:

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, TypedDict
 from redis.exceptions import AuthenticationError, ResponseError
 
 if TYPE_CHECKING:
-    from redis import Redis
-
     from ._config import Settings
     from ._poolset import PoolSet
+    from ._snapshots import AnyClient
 
 __all__ = ["Health", "check_health", "describe_failure", "failure_message", "probe"]
 
@@ -89,7 +88,7 @@ def failure_message(settings: Settings, exc: BaseException) -> str:
     return f"Redis for {settings.key('URL')} ({settings.redacted_url}) {verdict}: {describe_failure(exc)}"
 
 
-def _server_version(client: Redis) -> str:
+def _server_version(client: AnyClient) -> str:
     try:
         return str(client.info("server").get("redis_version", "?"))
     except ResponseError:  # INFO not allowed for this ACL user: the server still answered

@@ -49,6 +49,7 @@ __all__ = [
     "connection_options",
     "create_pool",
     "exhausted_error",
+    "parse_addresses",
     "side_client",
 ]
 
@@ -327,6 +328,20 @@ def _url_kwargs(settings: Settings) -> dict[str, Any]:
     if fake:
         kwargs = _fake_kwargs(settings, kwargs)
     return kwargs
+
+
+def parse_addresses(hosts: str, default_port: int, what: str) -> list[tuple[str, int]]:
+    """``host[:port],host[:port]…`` of a URL naming several servers (sentinels, cluster nodes).
+
+    :raises ValueError: one is not ``host[:port]``.
+    """
+    addresses = []
+    for host_port in hosts.split(","):
+        host, colon, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
+        if not host or (colon and not port.isdigit()) or not 0 < int(port or default_port) < 65536:
+            raise ValueError(f"each {what} must be host[:port], separated by commas; got {host_port!r}")
+        addresses.append((host, int(port or default_port)))
+    return addresses
 
 
 def check_query_options(settings: Settings, parsed: dict[str, Any]) -> None:

@@ -27,9 +27,11 @@ if TYPE_CHECKING:
     from redis import Redis
 
     from ._asyncio import AsyncPools
+    from ._cluster import LazyCluster
     from ._config import Settings
     from ._connection import ConnectionPolicy
     from ._pool import CountedPool
+    from ._snapshots import AnyClient
 
 __all__ = ["PoolSet"]
 
@@ -42,8 +44,8 @@ class PoolSet:
 
     :param settings: the validated settings every pool was built from.
     :param policy: what the pools' connections share (names, refusals, error notes).
-    :param pools: the pools, the primary (a single server's, or the master's) first.
-    :param side_client: makes the client of the one connection outside the pools.
+    :param side_client: makes the client of the one connection outside the pools (per
+        node of a cluster).
     :param nodes: the servers besides the primary's that the pools connect to now, as
         short-lived clients (Sentinel replicas), for the server's view of connections.
     :param closers: what else to close with the set (the :class:`~redis.sentinel.Sentinel`).
@@ -51,18 +53,21 @@ class PoolSet:
 
     #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
     async_pools: AsyncPools | None = None
+    #: Behind ``redis+cluster://``, the cluster client that makes the pools, one per node.
+    cluster: LazyCluster | None = None
 
     def __init__(
         self,
         settings: Settings,
         policy: ConnectionPolicy,
-        side_client: Callable[[], Redis],
+        side_client: Callable[[], AnyClient],
         nodes: Callable[[], list[Redis]] = list,
         closers: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.settings = settings
         self.policy = policy
-        self.pools: tuple[CountedPool, ...] = ()
+        self._owned: tuple[CountedPool, ...] = ()
+        self._weak: list[weakref.ref[CountedPool]] = []
         self._side_client = side_client
         self._nodes = nodes
         self._closers = closers
@@ -70,10 +75,19 @@ class PoolSet:
         self.publisher = self._new_publisher()
         _SETS.add(self)
 
-    def add(self, pool: CountedPool) -> None:
-        """Own ``pool`` too (the first one added is :attr:`primary`)."""
+    def add(self, pool: CountedPool, *, weakly: bool = False) -> None:
+        """Own ``pool`` too (the first one added is :attr:`primary`); ``weakly``: count it in
+        only while its client keeps it (a cluster client drops the pool of a node that left)."""
         pool.on_first_connection = self.connected  # type: ignore[method-assign]
-        self.pools += (pool,)
+        if weakly:
+            self._weak = [ref for ref in self._weak if ref() is not None] + [weakref.ref(pool)]
+        else:
+            self._owned += (pool,)
+
+    @property
+    def pools(self) -> tuple[CountedPool, ...]:
+        """The pools in use, in the order they were made."""
+        return self._owned + tuple(pool for ref in self._weak if (pool := ref()) is not None)
 
     @property
     def primary(self) -> CountedPool:
@@ -158,15 +172,18 @@ class PoolSet:
         """Stop publishing (the snapshot deleted, the thread joined), then close every pool
         and what the topology opened besides."""
         self.publisher.stop()
-        self.disconnect()
-        for close in self._closers:
-            close()
+        self._close_all()
 
     def orphan(self) -> None:
         """The app was collected without ``close()``: end the publisher's thread and close
         the sockets, without network I/O (this runs inside the garbage collector)."""
         self.publisher.orphan()
+        self._close_all()
+
+    def _close_all(self) -> None:
         self.disconnect()
+        if self.cluster is not None:
+            self.cluster.close()
         for close in self._closers:
             close()
 

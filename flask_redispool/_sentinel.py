@@ -34,6 +34,7 @@ from ._pool import (
     check_connection_kwargs,
     check_query_options,
     connection_options,
+    parse_addresses,
     side_client,
 )
 from ._poolset import PoolSet
@@ -54,7 +55,7 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
     userinfo, _, hosts = parts.netloc.rpartition("@")
     path = [part for part in parts.path.split("/") if part]
     try:
-        sentinels = [_address(host) for host in hosts.split(",")]
+        sentinels = parse_addresses(hosts, DEFAULT_SENTINEL_PORT, "sentinel")
         if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ValueError("the path must be the service name, then an optional database number: /mymaster/0")
         # redis-py reads the credentials, the database and the options as for one server.
@@ -70,13 +71,6 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
     kwargs.pop("host", None)
     kwargs.pop("port", None)
     return sentinels, unquote(path[0]), kwargs
-
-
-def _address(host_port: str) -> tuple[str, int]:
-    host, colon, port = host_port.rpartition(":") if ":" in host_port else (host_port, "", "")
-    if not host or (colon and not port.isdigit()) or not 0 < int(port or DEFAULT_SENTINEL_PORT) < 65536:
-        raise ValueError(f"each sentinel must be host[:port], separated by commas; got {host_port!r}")
-    return host, int(port or DEFAULT_SENTINEL_PORT)
 
 
 def sentinel_pools(settings: Settings) -> PoolSet:

@@ -5,10 +5,12 @@ the connections are held by others (gunicorn workers). So each process that uses
 publishes that pool's :meth:`~flask_redispool._pool.CountedConnectionPool.snapshot`
 every ``STATS_INTERVAL`` seconds under::
 
-    flask_redispool:stats:<client name>:<prefix>:<host>:<pid>:<pool id>
+    flask_redispool:stats:{<client name>:<prefix>}:<host>:<pid>:<pool id>
 
 with a time to live of :data:`~flask_redispool._config.STATS_TTL_INTERVALS` intervals, and
-any process can read them all (:func:`read_snapshots`). The client name keeps two apps on
+any process can read them all (:func:`read_snapshots`). The braces are a hash tag: on a
+Redis Cluster, the snapshots of one app and prefix share a slot, and so one node. The
+client name keeps two apps on
 one Redis apart; the pool id two pools of one process with the same name, which readers
 add up per process. Readers check each snapshot's shape and skip (and count) what does
 not fit, so one bad value cannot break ``redis-stats``, a report or a scrape.
@@ -48,15 +50,20 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
-from redis.exceptions import ConnectionError, RedisError, ResponseError, TimeoutError
+from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
+from ._errors import REDIS_ERRORS
 from ._stats import FIGURES, HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
 
 if TYPE_CHECKING:
     from redis import Redis
 
     from ._poolset import PoolSet
+
+    #: A client of one server, or of a Redis Cluster.
+    AnyClient = Redis | RedisCluster
 
 __all__ = [
     "KEY_PREFIX",
@@ -74,9 +81,10 @@ KEY_PREFIX: Final = "flask_redispool:stats"
 
 logger = logging.getLogger("flask_redispool")
 _GLOB_SPECIAL: Final = str.maketrans({c: "\\" + c for c in "*?[]\\"})
-# What a send may raise: redis-py's errors, and socket errors when its connection is
-# closed under it (shutdown); the thread must outlive all of them.
-_SEND_ERRORS: Final = (RedisError, OSError, ValueError)
+# What a send may raise: redis-py's errors (a cluster client that finds no node raises one
+# that is not a RedisError), and socket errors when its connection is closed under it
+# (shutdown); the thread must outlive all of them.
+_SEND_ERRORS: Final = (*REDIS_ERRORS, OSError, ValueError)
 # Publishers whose thread runs, so that a clean exit can delete their snapshots.
 _RUNNING: weakref.WeakSet[StatsPublisher] = weakref.WeakSet()
 # Tells apart the pools of one process in their snapshot keys.
@@ -98,7 +106,7 @@ def snapshot_key(settings: Settings, host: str, pid: int, pool_id: int = 0) -> s
     ``pool_id`` tells apart two pools of one process with the same client name and
     prefix (two apps from one factory); readers add their snapshots up per process.
     """
-    return f"{KEY_PREFIX}:{settings.client_name}:{settings.prefix}:{host}:{pid}:{pool_id}"
+    return f"{KEY_PREFIX}:{{{settings.client_name}:{settings.prefix}}}:{host}:{pid}:{pool_id}"
 
 
 class StatsPublisher:
@@ -124,7 +132,7 @@ class StatsPublisher:
         self,
         settings: Settings,
         snapshot: Callable[[], Callable[[], PoolStats] | None],
-        side_client: Callable[[], Redis],
+        side_client: Callable[[], AnyClient],
     ) -> None:
         self.settings = settings
         self.interval = settings.stats_interval
@@ -137,7 +145,7 @@ class StatsPublisher:
         self._running = False
         self._snapshot = snapshot
         self._make_side = side_client
-        self._side: Redis | None = None
+        self._side: AnyClient | None = None
         self._side_pid = self.pid
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -151,7 +159,7 @@ class StatsPublisher:
         return self._running
 
     @property
-    def side(self) -> Redis:
+    def side(self) -> AnyClient:
         """The client of this process's own connection, outside the pool (made on first use)."""
         with self._lock:  # a forked child makes its own: the parent's socket is not its to use
             if self._side is None or self._side_pid != os.getpid():
@@ -202,7 +210,9 @@ class StatsPublisher:
         """Close the publisher's own connection (also the one :meth:`health` used)."""
         with self._lock:
             side, self._side = self._side, None
-        if side is not None:
+        if isinstance(side, RedisCluster):
+            side.close()
+        elif side is not None:
             side.connection_pool.disconnect()
 
     def publish(self) -> bool:
@@ -276,14 +286,14 @@ def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
     return cast("PublishedStats", value)
 
 
-def read_snapshots(client: Redis, settings: Settings) -> tuple[list[PublishedStats], int]:
+def read_snapshots(client: AnyClient, settings: Settings) -> tuple[list[PublishedStats], int]:
     """Every live process's published snapshot of the pool ``settings`` describe, one per
     process (two pools of one process with the same name are added up), and how many
     snapshots were skipped as malformed.
 
     :raises RedisError: Redis is unreachable, or SCAN/MGET are not allowed.
     """
-    pattern = f"{KEY_PREFIX}:{settings.client_name.translate(_GLOB_SPECIAL)}:{settings.prefix}:*"
+    pattern = f"{KEY_PREFIX}:{{{settings.client_name.translate(_GLOB_SPECIAL)}:{settings.prefix}}}:*"
     keys = list(client.scan_iter(match=pattern, count=1000))
     by_process: dict[tuple[str, int], PublishedStats] = {}
     skipped = 0
@@ -313,7 +323,7 @@ def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
     return cast("PublishedStats", total)
 
 
-def build_report(client: Redis, pools: PoolSet) -> PoolReport:
+def build_report(client: AnyClient, pools: PoolSet) -> PoolReport:
     """Every process's snapshot of ``pools`` beside the connections the servers see from it
     (``CLIENT LIST`` on ``client``'s server and on every other server the pools use, such
     as Sentinel replicas).
@@ -358,15 +368,20 @@ def build_report(client: Redis, pools: PoolSet) -> PoolReport:
     )
 
 
-def _connect(client: Redis) -> None:
-    """Check out (and so connect and set up) one connection of ``client`` and give it back."""
+def _connect(client: AnyClient) -> None:
+    """Check out (and so connect and set up) one connection of ``client`` and give it back
+    (a cluster client connected when it was made)."""
+    if isinstance(client, RedisCluster):
+        return
     pool = client.connection_pool
     pool.release(pool.get_connection())
 
 
-def _client_lists(client: Redis, pools: PoolSet) -> list[dict[str, Any]]:
-    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use; a
-    node that went away since the sentinels listed it is left out."""
+def _client_lists(client: AnyClient, pools: PoolSet) -> list[dict[str, Any]]:
+    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use (every
+    node of a cluster); a node that went away since the sentinels listed it is left out."""
+    if isinstance(client, RedisCluster):
+        return _cluster_client_lists(client)
     entries: list[dict[str, Any]] = list(client.client_list())
     for node in pools.nodes():
         try:
@@ -375,6 +390,16 @@ def _client_lists(client: Redis, pools: PoolSet) -> list[dict[str, Any]]:
             continue
         finally:
             node.close()
+    return entries
+
+
+def _cluster_client_lists(client: RedisCluster) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    for node in client.get_nodes():  # type: ignore[no-untyped-call]
+        try:
+            entries += client.client_list(target_nodes=node)
+        except (ConnectionError, TimeoutError):
+            continue
     return entries
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._extension import RedisPool
     from ._poolset import PoolSet
+    from ._snapshots import AnyClient
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states"]
 
@@ -39,6 +40,13 @@ class AppState:
     client: ContextClient  # prepared once, shared by every context
     replica_client: ContextClient  # on the replicas' pool, or the same as client
     async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
+
+    def reader(self) -> AnyClient:
+        """The pooled client that reads snapshots and ``CLIENT LIST`` for reports and
+        scrapes: :attr:`client`, or behind ``redis+cluster://`` the cluster client (made
+        now if need be, which asks the nodes for the slots)."""
+        cluster = self.pools.cluster
+        return self.client if cluster is None else cluster.get()
 
 
 def app_states(app: App) -> list[AppState]:

@@ -1,4 +1,5 @@
-"""Which pools a URL gets: one server's, or a Sentinel service's master and replicas.
+"""Which pools a URL gets: one server's, a Sentinel service's master and replicas, or
+one per node of a Redis Cluster.
 
 This is where a new topology plugs in: a function that turns validated settings into
 a :class:`~flask_redispool._poolset.PoolSet` of counted pools, without network I/O.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import functools
 
+from ._cluster import cluster_pools
 from ._config import Settings
 from ._pool import create_pool, side_client
 from ._poolset import PoolSet
@@ -23,6 +25,8 @@ def build_pools(settings: Settings) -> PoolSet:
     """
     if settings.sentinel:
         return sentinel_pools(settings)
+    if settings.cluster:
+        return cluster_pools(settings)
     pool = create_pool(settings)
     side = functools.partial(side_client, settings, pool.connection_class, pool.connection_options)
     pools = PoolSet(settings, pool.policy, side)

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 
 from ._config import STATS_FRESH_INTERVALS
+from ._errors import REDIS_ERRORS
 from ._snapshots import read_snapshots
 from ._state import app_states
 from ._stats import FIGURES, is_fresh
@@ -97,8 +97,8 @@ class PublishedPoolsCollector(Collector):
             settings = state.settings
             labels = [settings.prefix, settings.client_name]
             try:
-                snapshots, _skipped = read_snapshots(state.client, settings)
-            except RedisError:
+                snapshots, _skipped = read_snapshots(state.reader(), settings)
+            except REDIS_ERRORS:
                 up.add_metric(labels, 0)
                 continue
             now = time.time()

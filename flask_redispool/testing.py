@@ -32,7 +32,15 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry
 
-__all__ = ["RedisServer", "TLSFiles", "find_redis_server", "free_port", "server_version"]
+__all__ = [
+    "RedisClusterServers",
+    "RedisServer",
+    "TLSFiles",
+    "find_redis_server",
+    "free_cluster_port",
+    "free_port",
+    "server_version",
+]
 
 
 def find_redis_server() -> str | None:
@@ -61,6 +69,24 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (10000 above it) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536 and _free(port + 10000):
+            return port
+    raise RuntimeError("no free pair of ports for a cluster node")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -238,6 +264,147 @@ class RedisServer:
         self._log = self._config = self._dir = None
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class RedisClusterServers:
+    """A Redis Cluster of real ``redis-server`` children on 127.0.0.1, made with
+    ``redis-cli --cluster create``: ``masters`` masters, each with ``replicas`` replicas.
+
+    .. code-block:: python
+
+        with RedisClusterServers() as cluster:     # 3 masters, 3 replicas
+            app.config["REDIS_URL"] = cluster.url  # redis+cluster://127.0.0.1:p1,...
+
+    A node fails over after ``node_timeout_ms`` without answering (short, for tests).
+    Replicas sync at once and are pinged every second, so that they show in
+    ``CLUSTER SLOTS``, where clients learn about them, within a second.
+
+    :param binary: the server binary (``redis-cli`` is looked up beside it, then on ``PATH``).
+    :param args: further ``redis-server`` arguments for every node.
+    """
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout_ms: int = 1000,
+        args: tuple[str, ...] = (),
+    ) -> None:
+        cluster_args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
+                        "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")  # fmt: skip
+        self.nodes = [
+            RedisServer(binary, port=free_cluster_port(), args=cluster_args + args)
+            for _ in range(masters * (1 + replicas))
+        ]
+        self.replicas = replicas
+        self.node_timeout_ms = node_timeout_ms
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every node as a seed."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def redis_cli(self) -> str:
+        """The ``redis-cli`` binary beside the server's, else on ``PATH``."""
+        beside = Path(self.nodes[0].binary).with_name("redis-cli")
+        found = str(beside) if os.access(beside, os.X_OK) else shutil.which("redis-cli")
+        if found is None:
+            raise FileNotFoundError("No redis-cli beside redis-server nor on PATH")
+        return found
+
+    def start(self, timeout: float = 30.0) -> RedisClusterServers:
+        """Start every node, join them into a cluster, and return once all slots are
+        served and every replica is in sync."""
+        try:
+            for node in self.nodes:
+                node.start()
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            command = [self.redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas)]
+            subprocess.run(
+                [*command, "--cluster-yes"], capture_output=True, check=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every running node says ``cluster_state:ok``, knows each running node and
+        agrees on the masters, lists every running node in ``CLUSTER SLOTS``, and each
+        running replica is in sync with its master."""
+        deadline = time.monotonic() + timeout
+        while not self._healthy():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster was not healthy within {timeout} s")
+            time.sleep(0.05)
+
+    def _healthy(self) -> bool:
+        running = [node for node in self.nodes if node.pid is not None]
+        views = set()
+        for node in running:
+            try:
+                with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+                    info = client.cluster("INFO")
+                    masters = frozenset(self._masters_seen(client))
+                    replication = client.info("replication")
+                    slots = client.execute_command("CLUSTER", "SLOTS")
+            except (ConnectionError, TimeoutError):
+                return False
+            if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) < len(running):
+                return False
+            if sum(len(served) - 2 for served in slots) < len(running):  # clients learn the nodes from it
+                return False
+            if replication["role"] == "slave" and replication.get("master_link_status") != "up":
+                return False
+            views.add(masters)
+        return len(views) == 1
+
+    @staticmethod
+    def _masters_seen(client: Redis) -> list[int]:
+        lines = client.execute_command("CLUSTER", "NODES")  # type: ignore[no-untyped-call]
+        text = lines if isinstance(lines, str) else "\n".join(str(line) for line in lines)
+        return [
+            int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for fields in (line.split() for line in text.splitlines() if line)
+            if "master" in fields[2] and "fail" not in fields[2] and fields[8:]
+        ]
+
+    def masters(self) -> list[RedisServer]:
+        """The running nodes that are masters now (and serve slots)."""
+        for node in self.nodes:
+            if node.pid is None:
+                continue
+            with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+                ports = set(self._masters_seen(client))
+            return [server for server in self.nodes if server.port in ports and server.pid is not None]
+        return []
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A running replica of ``master``."""
+        for node in self.nodes:
+            if node.pid is None or node is master:
+                continue
+            with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+                replication = client.info("replication")
+            if replication["role"] == "slave" and int(replication["master_port"]) == master.port:
+                return node
+        raise RuntimeError(f"no running replica of the node on port {master.port}")
+
+    def stop(self) -> None:
+        """Stop every node (by its pid)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterServers:
         return self.start()
 
     def __exit__(

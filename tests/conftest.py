@@ -29,7 +29,7 @@ from flask_redispool import RedisPool
 from flask_redispool._extension import app_states
 from flask_redispool._poolset import PoolSet
 from flask_redispool._stats import HOST, group_client_list
-from flask_redispool.testing import RedisServer, find_redis_server
+from flask_redispool.testing import RedisClusterServers, RedisServer, find_redis_server
 
 PASSWORD = "s3cr3t-Pa55word-x9"
 T = TypeVar("T")
@@ -226,6 +226,21 @@ def sentinel_service(redis_server: RedisServer) -> Iterator[SentinelService]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(redis_server: RedisServer) -> Iterator[RedisClusterServers]:
+    """3 masters and 3 replicas in cluster mode on loopback, shared by a module's tests
+    that leave its topology as they found it; stopped by pid."""
+    with RedisClusterServers(redis_server.binary) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_cluster(redis_server: RedisServer) -> Iterator[RedisClusterServers]:
+    """A cluster of this test's own, free to fail over, lose a node or move slots."""
+    with RedisClusterServers(redis_server.binary) as cluster:
+        yield cluster
 
 
 def pools_of(app: Flask, prefix: str = "REDIS") -> PoolSet:

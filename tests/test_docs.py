@@ -2,7 +2,8 @@
 
 A page's snippets run in order in one namespace, as a reader would paste them into one
 module. Each runs inside a request context of the page's latest Flask ``app`` (the docs
-say "in a view"); Redis URLs in them point at the test's server. Afterwards every
+say "in a view"); Redis URLs in them point at the test's server, and Redis Cluster URLs
+at a cluster the test starts. Afterwards every
 ``GET`` route the page defined (on ``app``, or on the app its ``create_app()`` makes)
 is requested, and must not fail.
 """
@@ -26,6 +27,7 @@ from flask_redispool._extension import app_states
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 _URL_RE = re.compile(r"redis://[^\"'\s]*localhost:6379/[0-9]+")
+_CLUSTER_URL_RE = re.compile(r"redis\+cluster://localhost:[0-9]+(,localhost:[0-9]+)*")
 
 
 def snippets(page: Path) -> list[str]:
@@ -58,7 +60,10 @@ def close(namespace: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if snippets(p)], ids=lambda p: p.name)
-def test_every_snippet_runs(page: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_every_snippet_runs(
+    page: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    cluster_url = request.getfixturevalue("redis_cluster").url if _CLUSTER_URL_RE.search(page.read_text()) else ""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("FLASK_REDIS_URL", redis_url)  # for app.config.from_prefixed_env()
     monkeypatch.chdir(tmp_path)
@@ -66,7 +71,7 @@ def test_every_snippet_runs(page: Path, redis_url: str, monkeypatch: pytest.Monk
     try:
         for number, code in enumerate(snippets(page), 1):
             monkeypatch.setattr(prometheus_client, "REGISTRY", CollectorRegistry())  # each snippet: its own
-            code = _URL_RE.sub(redis_url, code)
+            code = _CLUSTER_URL_RE.sub(cluster_url, _URL_RE.sub(redis_url, code))
             with in_a_view(namespace):
                 exec(compile(code, f"{page.name} snippet {number}", "exec"), namespace)
         if "create_app" in namespace and not isinstance(namespace.get("app"), Flask):

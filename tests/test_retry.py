@@ -15,7 +15,7 @@ from flask import Flask
 from redis import Redis
 from redis.exceptions import TimeoutError
 
-from flask_redispool import RedisPool
+from flask_redispool import MayHaveRunError, RedisPool
 from flask_redispool._commands import command_kind
 from flask_redispool._connection import may_have_run
 from flask_redispool.testing import RedisServer
@@ -66,6 +66,7 @@ def test_a_slow_write_script_runs_once_and_says_it_was_not_retried(
     settle(observer)
     assert observer.get("counter") == b"1"  # redis-py's Retry alone would have made it 2
     assert may_have_run(raised.value)
+    assert isinstance(raised.value, MayHaveRunError)  # and still redis-py's TimeoutError
     assert "not retried: it may already have run" in " ".join(raised.value.__notes__)
     assert redis_pool.stats(app)["in_use"] == 0
 

@@ -70,7 +70,7 @@ def test_a_snapshot_agrees_with_the_server(
     assert published["interval"] == INTERVAL
     assert abs(published["published_at"] - time.time()) < 5
     key = pools_of(app).publisher.key
-    assert key.startswith(f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}:{os.getpid()}:")
+    assert key.startswith(f"flask_redispool:stats:{{{app.import_name}:REDIS}}:{HOST}:{os.getpid()}:")
     assert key == snapshot_key(redis_pool.settings(app), HOST, os.getpid(), int(key.rpartition(":")[2]))
     assert 0 < server.pttl(key) <= 3 * INTERVAL * 1000
 
@@ -141,7 +141,7 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
 
 def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], server: Redis) -> None:
     worker = start_worker("exiting", held=1, interval=INTERVAL)
-    pattern = f"flask_redispool:stats:exiting:REDIS:{HOST}:{worker.pid}:*"
+    pattern = f"flask_redispool:stats:{{exiting:REDIS}}:{HOST}:{worker.pid}:*"
     wait_until(lambda: server.keys(pattern), 10, "the worker's snapshot")
     worker.exit()
     assert not server.keys(pattern)
@@ -157,7 +157,7 @@ def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisP
     publisher = pools_of(app).publisher
     assert publisher.publish()
     good = json.loads(server.get(publisher.key) or "{}")
-    base = f"flask_redispool:stats:{app.import_name}:REDIS:{HOST}"
+    base = f"flask_redispool:stats:{{{app.import_name}:REDIS}}:{HOST}"
     junk = {
         "no-host": {k: v for k, v in good.items() if k != "host"},
         "text-time": {**good, "pid": 1, "published_at": "yesterday"},

@@ -1,0 +1,124 @@
+"""App against app behind Redis Sentinel and Redis Cluster: what one request costs with
+flask-redispool.
+
+Each baseline is a plain Flask app whose view uses a module-global client of redis-py
+(= 1.00): ``Sentinel(...).master_for(service)``, and ``RedisCluster(host, port)``. Ours
+is ``RedisPool(app)`` on the same ``redis+sentinel://`` or ``redis+cluster://`` URL, its
+view using ``redis_pool.client`` or ``redis_pool.cluster_client``. Views do 1 and 10 GETs
+against real servers started here on loopback: a master that a sentinel watches, and a
+cluster of 3 masters and 3 replicas. Pairing, rounds and medians as in ``bench_apps.py``.
+
+Usage: python bench/bench_scaleout.py [--processes N] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench_apps import paired, parse_arguments  # type: ignore[import-not-found]
+
+GETS = (1, 10)
+CALLS = {1: 400, 10: 150}
+
+
+def module_global_client(url: str) -> Any:
+    """redis-py's own client for ``url``, made once, as a module global would be."""
+    hosts = url.partition("://")[2].split("/")[0]
+    nodes = [(host, int(port)) for host, port in (h.split(":") for h in hosts.split(","))]
+    if url.startswith("redis+cluster://"):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster(*nodes[0])
+    from redis.sentinel import Sentinel
+
+    return Sentinel(nodes).master_for(url.split("/")[3])
+
+
+def build(variant: str, url: str, gets: int) -> Any:
+    """A fresh app of ``variant`` (``global`` or ``ours``) whose ``/view`` does ``gets``
+    GETs; its test client."""
+    from flask import Flask
+
+    from flask_redispool import RedisPool
+
+    app = Flask(f"bench_scaleout_{variant}")
+    if variant == "global":
+        client = module_global_client(url)
+
+        def current() -> Any:
+            return client
+
+    else:
+        app.config["REDIS_URL"] = url
+        redis_pool = RedisPool(app)
+        cluster = url.startswith("redis+cluster://")
+
+        def current() -> Any:
+            return redis_pool.cluster_client if cluster else redis_pool.client
+
+    @app.get("/view")
+    def view() -> str:
+        for _ in range(gets):
+            current().get("k")
+        return "ok"
+
+    return app.test_client()
+
+
+def run_worker(url: str, gets: int, rounds: int) -> None:
+    baseline, ours = build("global", url, gets), build("ours", url, gets)
+    print(json.dumps(paired(lambda: baseline.get("/view"), lambda: ours.get("/view"), CALLS[gets], rounds)))
+
+
+def measure(url: str, gets: int, rounds: int) -> tuple[float, float]:
+    command = [sys.executable, __file__, "--worker", str(gets), "--url", url, "--rounds", str(rounds)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900).stdout
+    ratio, added = json.loads(output)
+    return ratio, added
+
+
+def main() -> None:
+    args = parse_arguments(__doc__, GETS)
+    if args.worker is not None:
+        run_worker(args.url, args.worker, args.rounds)
+        return
+    from importlib.metadata import version
+
+    from flask_redispool.testing import RedisClusterServers, RedisServer
+
+    master = RedisServer().start()
+    sentinel = RedisServer.sentinel_for(master.port, quorum=1, binary=master.binary)
+    cluster = RedisClusterServers(master.binary)
+    try:
+        sentinel.start()
+        cluster.start()
+        time.sleep(1)  # the sentinel's first look at the master
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"Flask {version('flask')}, redis-py {version('redis')}; median of {args.processes} processes x "
+            f"{args.rounds} rounds"
+        )
+        print("| topology | GETs | flask-redispool ÷ module-global redis-py client |")
+        print("|---|---:|---:|")
+        urls = {"Sentinel": f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0", "Cluster": cluster.url}
+        for topology, url in urls.items():
+            for gets in GETS:
+                runs = [measure(url, gets, args.rounds) for _ in range(args.processes)]
+                ratio = statistics.median(run[0] for run in runs)
+                added = statistics.median(run[1] for run in runs) * 1e6
+                print(f"| {topology} | {gets} | {ratio:.3f} ({added:+.1f} µs) |")
+    finally:
+        cluster.stop()
+        sentinel.stop()
+        master.stop()
+
+
+if __name__ == "__main__":
+    main()

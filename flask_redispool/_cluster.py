@@ -1,0 +1,351 @@
+"""A Redis Cluster behind the same pools: ``redis+cluster://`` URLs.
+
+``redis+cluster://[[user]:password@]host:port[,host:port…][?option=value]`` names some
+nodes to ask for the slots (the seeds); the credentials and options are every node's.
+:class:`~redis.cluster.RedisCluster`'s own options (``load_balancing_strategy``,
+``require_full_coverage``, ...) go in ``OPTIONS`` beside the connection's.
+
+Built on redis-py's :class:`~redis.cluster.RedisCluster`, made **once** per app and
+prefix and on first use (its constructor asks the seeds for the slots: network I/O,
+which ``init_app`` does not do). It keeps one pool per node; each is one of our counted
+pools, made by the cluster client through its ``connection_pool_class``, so every node
+has ``MAX_CONNECTIONS`` at most, and :meth:`~flask_redispool.RedisPool.stats` lists them
+one by one. Redirects (``MOVED``, ``ASK``) are followed, and a command that failed is
+retried ``RETRIES`` times only when it is safe to repeat: redis-py's cluster client
+retries errors whose type *is* ``ConnectionError`` or ``TimeoutError``, and a failure
+after an unsafe command was sent is raised as a
+:class:`~flask_redispool.MayHaveRunError` subclass instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
+
+from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
+from redis.connection import BlockingConnectionPool, Connection, parse_url
+from redis.exceptions import RedisClusterException
+from redis.retry import Retry
+
+from ._client import held_here
+from ._commands import command_kind
+from ._connection import ConnectionPolicy, add_note, pool_connection_class, unsafe_failures
+from ._errors import ConfigError, MayHaveRunConnectionError
+from ._pool import (
+    CountedConnectionPool,
+    check_connection_kwargs,
+    check_query_options,
+    connection_options,
+    parse_addresses,
+)
+from ._poolset import PoolSet
+
+if TYPE_CHECKING:
+    from redis.client import PubSub
+
+    from ._config import Settings
+
+__all__ = ["DEFAULT_CLUSTER_PORT", "ClusterClient", "LazyCluster", "cluster_pools", "parse_cluster_url"]
+
+#: The port of a seed given without one.
+DEFAULT_CLUSTER_PORT: Final = 6379
+_NO_RETRY: Final = Retry(NoBackoff(), 0)
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("True or False")
+    return value
+
+
+def _steps(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("a whole number >= 0 (0: never refresh the slots on a MOVED alone)")
+    return value
+
+
+def _strategy(value: object) -> LoadBalancingStrategy:
+    try:
+        return LoadBalancingStrategy(value)
+    except ValueError:
+        names = ", ".join(repr(strategy.value) for strategy in LoadBalancingStrategy)
+        raise ValueError(f"a redis.cluster.LoadBalancingStrategy or one of {names}") from None
+
+
+def _replaced(value: object) -> object:
+    raise ValueError(
+        "left out: redis-py deprecates it. To read from replicas too, set "
+        "'load_balancing_strategy': 'round_robin_replicas' (or 'random_replica')"
+    )
+
+
+def _remap(value: object) -> Callable[[tuple[str, int]], tuple[str, int]]:
+    if not callable(value):
+        raise ValueError("a function from (host, port) to (host, port)")
+    return value
+
+
+#: :class:`~redis.cluster.RedisCluster`'s own options that ``OPTIONS`` may hold behind
+#: ``redis+cluster://``, and how each is checked.
+CLUSTER_OPTIONS: Final[dict[str, Callable[[object], object]]] = {
+    "read_from_replicas": _replaced,
+    "require_full_coverage": _flag,
+    "dynamic_startup_nodes": _flag,
+    "reinitialize_steps": _steps,
+    "load_balancing_strategy": _strategy,
+    "address_remap": _remap,
+}
+
+
+def parse_cluster_url(settings: Settings) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The seeds' addresses and every node's connection keyword arguments (credentials,
+    query options) of ``settings.url``.
+
+    :raises ConfigError: the URL does not name seeds, or names a database other than 0.
+    """
+    parts = urlsplit(settings.url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    try:
+        seeds = parse_addresses(hosts, DEFAULT_CLUSTER_PORT, "node")
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError("a cluster has database 0 only: leave the path out, or write /0")
+        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
+            f"redis://{userinfo + '@' if userinfo else ''}cluster{'?' + parts.query if parts.query else ''}"
+        )
+    except ValueError as exc:
+        raise ConfigError(
+            f"{settings.key('URL')} is not a valid Redis Cluster URL ({settings.redacted_url}): {exc}"
+        ) from None
+    check_query_options(settings, kwargs)
+    for name in ("host", "port", "db"):
+        kwargs.pop(name, None)
+    return seeds, kwargs
+
+
+def _cluster_options(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Take :data:`CLUSTER_OPTIONS` out of ``kwargs``, checked."""
+    chosen: dict[str, Any] = {}
+    for name, check in CLUSTER_OPTIONS.items():
+        if name not in kwargs:
+            continue
+        try:
+            chosen[name] = check(kwargs.pop(name))
+        except ValueError as exc:
+            raise ConfigError(f"{settings.key('OPTIONS')}[{name!r}] must be {exc}") from None
+    return chosen
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's :class:`~redis.cluster.RedisCluster`, as :attr:`RedisPool.cluster_client
+    <flask_redispool.RedisPool.cluster_client>` hands it out: a pubsub still open when the
+    app context ends is closed at teardown, and a pipeline does not send a command again
+    that may have run (see :meth:`pipeline`)."""
+
+    #: Where the current context's :class:`~flask_redispool._client.Held` lives in ``g``.
+    held_key = "_redispool_held"
+
+    def pubsub(
+        self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None, **kwargs: Any
+    ) -> PubSub:
+        pubsub: PubSub = super().pubsub(node=node, host=host, port=port, **kwargs)  # type: ignore[no-untyped-call]
+        held = held_here(self.held_key)
+        if held is not None:
+            held.sync.add(pubsub)
+        return pubsub
+
+    def close(self) -> None:
+        """Close the connections of every node's pool too: redis-py closes only the pools
+        it made itself, and these were made for it."""
+        nodes = [*self.get_nodes(), *self.startup_nodes]  # type: ignore[no-untyped-call]
+        super().close()
+        for node in nodes:
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> ClusterPipeline:
+        """redis-py's cluster pipeline, which never sends a write twice (:class:`_WriteOnce`)."""
+        pipe: ClusterPipeline = super().pipeline(transaction=transaction, shard_hint=shard_hint)  # type: ignore[no-untyped-call]
+        _WriteOnce(pipe)
+        return pipe
+
+
+class _WriteOnce:
+    """Keeps a cluster pipeline (not a transaction) from running a write twice.
+
+    redis-py's pipeline sends each command that met a redirect or a connection failure
+    again, one by one, and then, while an error of that kind is left, the whole batch
+    again, up to the client's retries. Here:
+
+    - the batch is never sent again as a whole: the pipeline's own retries are 0;
+    - a command sent again on its own is sent when it is safe to repeat, or when no
+      connection failed after an unsafe send during this ``execute()``, that is, when
+      it met a redirect (``MOVED``, ``ASK``), so it did not run; otherwise its result is
+      a :class:`~flask_redispool.MayHaveRunError`, which ``execute()`` raises.
+
+    A transaction (``transaction=True``) retries through redis-py's ``Retry``, which is
+    already ours. ``tests/test_cluster.py`` pins both.
+    """
+
+    def __init__(self, pipe: ClusterPipeline) -> None:
+        self._execute = pipe.execute
+        self._send = pipe.parent_execute_command
+        self._failures_before = 0
+        pipe.retry = _NO_RETRY
+        pipe.execute = self.execute  # type: ignore[method-assign]
+        pipe.parent_execute_command = self.send_again
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        self._failures_before = unsafe_failures()
+        return self._execute(raise_on_error)
+
+    def send_again(self, *args: Any, **kwargs: Any) -> Any:
+        """One command of the batch, sent again on its own after a redirect or a failure."""
+        if unsafe_failures() != self._failures_before and not command_kind(args[0]).repeatable:
+            raise MayHaveRunConnectionError(
+                f"{args[0]} was not sent again: a connection of the pipeline failed after sending "
+                "a command that is not safe to repeat, so it may have run."
+            )
+        return self._send(*args, **kwargs)  # type: ignore[no-untyped-call]
+
+
+class LazyCluster:
+    """The app's one :class:`ClusterClient`, made at first use, then shared by every thread.
+
+    :param make: builds the client (asks the seeds for the slots).
+    """
+
+    #: Where the app's contexts keep what holds a connection (set by the extension).
+    held_key = ClusterClient.held_key
+
+    def __init__(self, make: Callable[[], ClusterClient]) -> None:
+        self._make = make
+        self._client: ClusterClient | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def made(self) -> ClusterClient | None:
+        """The client, if it has been made (no network I/O)."""
+        return self._client
+
+    def get(self) -> ClusterClient:
+        """The client, made now if need be.
+
+        :raises RedisClusterException: no seed answered (the cause says why).
+        """
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("this Redis Cluster client was closed with its app")
+                if self._client is None:
+                    client = self._make()
+                    client.held_key = self.held_key
+                    self._client = client
+                client = self._client
+        return client
+
+    def role_of(self, address: str | None) -> str:
+        """``"primary"`` or ``"replica"``: what the node at ``address`` is now, as the
+        client last learnt; ``"node"`` before the client knows it."""
+        client = self._client
+        node = client.get_node(node_name=address) if client is not None and address else None  # type: ignore[no-untyped-call]
+        return str(node.server_type) if node is not None and node.server_type else "node"
+
+    def close(self) -> None:
+        """Close the client's connections to every node; a later :meth:`get` raises."""
+        with self._lock:
+            client, self._client, self._closed = self._client, None, True
+        if client is not None:
+            client.close()
+
+
+class CountedNodePool(CountedConnectionPool):
+    """A counted pool for one cluster node, whose role is the cluster's view of it."""
+
+    cluster: LazyCluster
+
+    @property
+    def role(self) -> str:
+        return self.cluster.role_of(self.address)
+
+    @role.setter
+    def role(self, value: str) -> None:
+        """Set by :class:`CountedPool`'s constructor; the cluster says better."""
+
+
+def cluster_pools(settings: Settings) -> PoolSet:
+    """A Redis Cluster's pools: one per node, made as the cluster client finds the nodes.
+    Does no network I/O.
+
+    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
+    """
+    seeds, url_kwargs = parse_cluster_url(settings)
+    options = connection_options(settings, url_kwargs)
+    chosen = _cluster_options(settings, options)
+    retry = options.pop("retry")  # the cluster client's: each node's own does not retry
+    policy = ConnectionPolicy(settings)
+    options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
+    check_connection_kwargs(settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"})
+    make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
+    pools = PoolSet(settings, policy, functools.partial(make, functools.partial(_side_pool, settings, options)))
+    pools.cluster = LazyCluster(functools.partial(make, functools.partial(_node_pool, pools, options)))
+    return pools
+
+
+def _make_cluster(
+    settings: Settings,
+    seeds: list[tuple[str, int]],
+    kwargs: dict[str, Any],
+    retry: Any,
+    pool_class: Callable[..., Any],
+) -> ClusterClient:
+    """Ask the seeds for the slots: a client whose nodes get their pools from ``pool_class``.
+
+    redis-py uses ``connection_pool_class`` for a client made from a URL: the first seed
+    is given as one, the others as further startup nodes.
+    """
+    (host, port), *others = seeds
+    try:
+        return ClusterClient(
+            url=f"redis://{host}:{port}",
+            startup_nodes=[ClusterNode(other_host, other_port) for other_host, other_port in others],  # type: ignore[no-untyped-call]
+            connection_pool_class=pool_class,
+            retry=retry,
+            **kwargs,
+        )
+    except RedisClusterException as exc:
+        add_note(
+            exc,
+            f"flask-redispool: no node of {settings.key('URL')} ({settings.redacted_url}) told the slots: "
+            "check that they run in cluster mode and that this host can reach them.",
+        )
+        raise
+
+
+def _node_pool(pools: PoolSet, options: dict[str, Any], **given: Any) -> CountedNodePool:
+    """A node's counted pool, as redis-py's cluster client asks for it: the node's address
+    and the client's hooks (``given``) over our options, some of which the client drops
+    before it calls (``health_check_interval``).
+
+    One pool per address: the client asks again for a node it first knew as a seed, or
+    after a failure, and both of its clients share the pool, so ``MAX_CONNECTIONS`` holds
+    per node."""
+    address = f"{given.get('host')}:{given.get('port')}"
+    for pool in pools.pools:
+        if isinstance(pool, CountedNodePool) and pool.address == address:
+            return pool
+    pool = CountedNodePool(settings=pools.settings, policy=pools.policy, **{**options, **given})
+    pool.cluster = pools.cluster  # type: ignore[assignment]
+    pools.add(pool, weakly=True)
+    return pool
+
+
+def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> BlockingConnectionPool:
+    """One connection per node outside the counted pools, for the publisher and health checks."""
+    kwargs = {**options, **given, "max_connections": 1, "timeout": settings.worst_case_seconds, "name_suffix": ":stats"}
+    return BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]

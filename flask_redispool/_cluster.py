@@ -227,11 +227,6 @@ class LazyCluster:
         self._lock = threading.Lock()
         self._closed = False
 
-    @property
-    def made(self) -> ClusterClient | None:
-        """The client, if it has been made (no network I/O)."""
-        return self._client
-
     def get(self) -> ClusterClient:
         """The client, made now if need be.
 

@@ -231,7 +231,7 @@ class RedisPool:
                 f"{self!r}.cluster_client is for Redis Cluster URLs (redis+cluster://), but "
                 f"{settings.key('URL')} is {settings.redacted_url}: use redis_pool.client."
             )
-        return cluster.made or cluster.get()
+        return cluster.get()
 
     @property
     def replica_client(self) -> Redis:

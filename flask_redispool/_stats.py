@@ -12,7 +12,7 @@ import os
 import re
 import socket
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypedDict, cast
@@ -156,6 +156,8 @@ class ProcessConnections(TypedDict):
     idle_max: int
     idle_min: int
     this_process: bool
+    #: Per node of a Redis Cluster (``host:port``), its connections there; empty elsewhere.
+    nodes: dict[str, int]
 
 
 class PoolCounters:
@@ -202,14 +204,18 @@ def split_client_name(name: str) -> tuple[str, str, int] | None:
 def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) -> list[ProcessConnections]:
     """Group ``CLIENT LIST`` entries carrying ``client_name`` by host and pid.
 
-    This is how the CLI, in its own process, sees what the serving workers hold.
+    This is how the CLI, in its own process, sees what the serving workers hold. Entries
+    of a cluster carry the ``node`` they were listed on, and are counted per node too.
     """
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    nodes: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
     for entry in clients:
         parsed = split_client_name(str(entry.get("name", "")))
         if parsed is None or parsed[0] != client_name:
             continue
         groups[(parsed[1], parsed[2])].append(int(entry.get("idle", 0)))
+        if "node" in entry:
+            nodes[(parsed[1], parsed[2])][str(entry["node"])] += 1
     here = (HOST, os.getpid())
     return [
         ProcessConnections(
@@ -219,6 +225,7 @@ def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) ->
             idle_max=max(idles),
             idle_min=min(idles),
             this_process=(host, pid) == here,
+            nodes=dict(nodes[(host, pid)]),
         )
         for (host, pid), idles in sorted(groups.items())
     ]
@@ -288,10 +295,12 @@ def process_rows(
     now: float,
 ) -> list[ProcessRow]:
     """Join published snapshots and ``CLIENT LIST`` groups by host and pid, and flag
-    leak suspects: a process with more server connections than its pool allows, or one
-    holding connections without a fresh snapshot (only when ``interval`` is not 0)."""
+    leak suspects: a process with more server connections than its pools allow (in all,
+    or on one node of a cluster), or one holding connections without a fresh snapshot
+    (only when ``interval`` is not 0)."""
     rows: dict[tuple[str, int], ProcessRow] = {}
     fresh: dict[tuple[str, int], bool] = {}
+    on_nodes: dict[tuple[str, int], dict[str, int]] = {}
     for snap in snapshots:
         where = (str(snap["host"]), int(snap["pid"]))
         age = round(max(0.0, now - float(snap["published_at"])), 1)
@@ -301,9 +310,11 @@ def process_rows(
         where = (proc["host"], proc["pid"])
         row = rows.get(where) or _row(where, None, None, server=0)
         row["server_connections"], row["this_process"] = proc["connections"], proc["this_process"]
-        rows[where] = row
+        rows[where], on_nodes[where] = row, proc.get("nodes", {})
     for where, row in rows.items():
-        row["suspect"] = _suspicion(row, expected=bool(interval), fresh=fresh.get(where, False))
+        row["suspect"] = _node_suspicion(row, on_nodes.get(where, {})) or _suspicion(
+            row, expected=bool(interval), fresh=fresh.get(where, False)
+        )
     return [rows[where] for where in sorted(rows)]
 
 
@@ -320,6 +331,17 @@ def _row(
     pools = list(snap.get("pools", [])) if snap is not None else []
     extra = {"server_connections": server, "this_process": False, "suspect": None, "pools": pools}
     return cast(ProcessRow, {**row, **extra})
+
+
+def _node_suspicion(row: ProcessRow, on_nodes: Mapping[str, int]) -> str | None:
+    """A cluster's node on which the process holds more than that node's pool allows."""
+    for pool in row["pools"]:
+        held = on_nodes.get(str(pool.get("address")), 0)
+        if held > pool["max_connections"]:
+            return (
+                f"{held} connections on node {pool['address']}, more than its pool's limit of {pool['max_connections']}"
+            )
+    return None
 
 
 def _suspicion(row: ProcessRow, *, expected: bool, fresh: bool) -> str | None:

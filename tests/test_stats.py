@@ -46,10 +46,24 @@ def test_group_client_list_counts_per_process_of_this_app_only() -> None:
         {"idle": "1"},
     ]
     assert group_client_list(clients, "shop") == [
-        {"host": HOST, "pid": os.getpid(), "connections": 1, "idle_max": 0, "idle_min": 0, "this_process": True},
-        {"host": "web-1", "pid": 10, "connections": 2, "idle_max": 3, "idle_min": 0, "this_process": False},
-        {"host": "web-2", "pid": 10, "connections": 1, "idle_max": 7, "idle_min": 7, "this_process": False},
-    ]
+        {"host": HOST, "pid": os.getpid(), "connections": 1, "idle_max": 0, "idle_min": 0, "this_process": True,
+         "nodes": {}},
+        {"host": "web-1", "pid": 10, "connections": 2, "idle_max": 3, "idle_min": 0, "this_process": False,
+         "nodes": {}},
+        {"host": "web-2", "pid": 10, "connections": 1, "idle_max": 7, "idle_min": 7, "this_process": False,
+         "nodes": {}},
+    ]  # fmt: skip
+
+
+def test_a_cluster_process_is_suspect_when_one_node_holds_more_than_its_pool() -> None:
+    listed = [{"name": "shop:web:1", "node": node} for node in ("a:1", "a:1", "a:1", "b:2")]
+    (server,) = group_client_list(listed, "shop")
+    assert server["nodes"] == {"a:1": 3, "b:2": 1}
+    pools = [{"address": address, "max_connections": 2} for address in ("a:1", "b:2", "c:3")]
+    snapshot = {**_snapshot(1, in_use=0, age=0.1, limit=6), "pools": pools}
+    (row,) = process_rows([snapshot], [server], interval=1.0, fresh_intervals=2, now=NOW)
+    # 4 connections are within the process's 6 in all, but 3 are on a node allowed 2.
+    assert row["suspect"] == "3 connections on node a:1, more than its pool's limit of 2"
 
 
 def _snapshot(
@@ -63,7 +77,9 @@ def _snapshot(
 
 
 def _server(pid: int, connections: int) -> ProcessConnections:
-    return ProcessConnections(host="web", pid=pid, connections=connections, idle_max=0, idle_min=0, this_process=False)
+    return ProcessConnections(
+        host="web", pid=pid, connections=connections, idle_max=0, idle_min=0, this_process=False, nodes={}
+    )
 
 
 NOW = 1_000_000.0

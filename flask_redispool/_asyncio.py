@@ -35,10 +35,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import redis.asyncio
 import redis.asyncio.connection as aio_connection
+import redis.asyncio.sentinel as aio_sentinel
 from redis.asyncio.client import Monitor
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError, RedisError
+from redis.sentinel import SentinelManagedConnection
 
 from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
@@ -50,16 +52,31 @@ from ._stats import PoolCounters
 if TYPE_CHECKING:
     from ._poolset import PoolSet
 
-__all__ = ["AsyncContextClient", "AsyncPools", "LoopOwner", "ServingLoops", "ThreadLoops", "release_async"]
+__all__ = [
+    "AsyncContextClient",
+    "AsyncPoolFactory",
+    "AsyncPools",
+    "CountedAsyncPool",
+    "CountedAsyncSentinelPool",
+    "LoopOwner",
+    "ServingLoops",
+    "ThreadLoops",
+    "async_connection_kwargs",
+    "release_async",
+    "single_server_async_pools",
+]
 
 T = TypeVar("T")
 Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
+#: Makes one loop's counted pool, given the counters the app's async pools share.
+AsyncPoolFactory = Callable[[PoolCounters], "CountedAsyncPool"]
 
 #: The sync connection classes a URL gives, and their ``redis.asyncio`` twins.
 _ASYNC_TWINS: Final[dict[type[Any], type[Any]]] = {
     Connection: aio_connection.Connection,
     SSLConnection: aio_connection.SSLConnection,
     UnixDomainSocketConnection: aio_connection.UnixDomainSocketConnection,
+    SentinelManagedConnection: aio_sentinel.SentinelManagedConnection,
 }
 
 
@@ -216,6 +233,20 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
         return int(counts.get("used", 0))
 
 
+class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnectionPool):
+    """:class:`CountedAsyncPool` on a Sentinel service's master, found through this loop's
+    own ``redis.asyncio`` :class:`~redis.asyncio.sentinel.Sentinel` (``sentinel_manager``),
+    which closes with the pool."""
+
+    sentinel_manager: aio_sentinel.Sentinel
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            await self.sentinel_manager.aclose()
+
+
 class AsyncHeldMonitor(Monitor):
     """:class:`~flask_redispool._client.HeldMonitor` for ``redis.asyncio``."""
 
@@ -292,7 +323,7 @@ class AsyncPools:
         self._pools = pools
         self._held_key = held_key
         pools.async_pools = self  # so that its snapshots count these too
-        self._kwargs = _async_connection_kwargs(pools)
+        self._make_pool = pools.make_async_pool
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
@@ -313,12 +344,12 @@ class AsyncPools:
         self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
-            if self._kwargs is None:
+            if self._make_pool is None:
                 raise RuntimeError(
                     f"async_client is not available for {self._pools.settings.key('URL')} "
                     f"({self._pools.settings.redacted_url}) yet: use the sync client in async views too."
                 )
-            pool = CountedAsyncPool(self._pools, self.counters, **self._kwargs)
+            pool = self._make_pool(self.counters)
             client = AsyncContextClient(connection_pool=pool)
             client.loop, client.held_key = loop, self._held_key
             with self._lock:
@@ -361,11 +392,12 @@ class AsyncPools:
             await client.connection_pool.aclose()
 
 
-def _async_connection_kwargs(pools: PoolSet) -> dict[str, Any] | None:
-    """The sync pool's connection keyword arguments, for ``redis.asyncio`` (``None``
-    behind Sentinel or a Cluster, which have no async pools yet)."""
-    if pools.settings.sentinel or pools.settings.cluster:
-        return None
+def async_connection_kwargs(pools: PoolSet) -> dict[str, Any]:
+    """The primary sync pool's connection keyword arguments, for ``redis.asyncio``: the
+    same settings, the connection class's async twin, and an async retry.
+
+    :raises ConfigError: the URL's connection class has no ``redis.asyncio`` twin.
+    """
     settings, sync_pool = pools.settings, pools.primary
     kwargs = dict(sync_pool.connection_options)
     twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.base)
@@ -376,6 +408,13 @@ def _async_connection_kwargs(pools: PoolSet) -> dict[str, Any] | None:
     if twin is None:
         raise ConfigError(f"{settings.key('URL')} ({settings.redacted_url}) has no redis.asyncio connection class")
     kwargs["retry"] = AsyncOnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
-    connection_class = pool_connection_class(twin, pools.policy, asynchronous=True)
-    check_connection_kwargs(settings, connection_class, kwargs)
-    return {**kwargs, "connection_class": connection_class}
+    return {**kwargs, "connection_class": pool_connection_class(twin, pools.policy, asynchronous=True)}
+
+
+def single_server_async_pools(pools: PoolSet) -> AsyncPoolFactory:
+    """Makes a loop's counted ``redis.asyncio`` pool for one server."""
+    kwargs = async_connection_kwargs(pools)
+    check_connection_kwargs(
+        pools.settings, kwargs["connection_class"], {k: v for k, v in kwargs.items() if k != "connection_class"}
+    )
+    return functools.partial(CountedAsyncPool, pools, **kwargs)

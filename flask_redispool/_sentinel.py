@@ -22,12 +22,14 @@ from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 from redis import Redis
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, parse_url
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
+from ._asyncio import CountedAsyncSentinelPool, async_connection_kwargs
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
-from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
+from ._connection import AsyncOnceRetry, ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import (
     CountedSentinelPool,
@@ -38,6 +40,7 @@ from ._pool import (
     side_client,
 )
 from ._poolset import PoolSet
+from ._stats import PoolCounters
 
 __all__ = ["DEFAULT_SENTINEL_PORT", "parse_sentinel_url", "sentinel_pools"]
 
@@ -92,6 +95,7 @@ def sentinel_pools(settings: Settings) -> PoolSet:
         nodes=functools.partial(_replica_clients, sentinel, service, kwargs),
         closers=(sentinel.close,),
     )
+    pools.make_async_pool = functools.partial(_async_master_pool, pools, sentinels, service)
     for role in ("master", "replica"):
         pools.add(
             CountedSentinelPool(
@@ -108,13 +112,23 @@ def sentinel_pools(settings: Settings) -> PoolSet:
     return pools
 
 
-def _sentinel_kwargs(settings: Settings) -> dict[str, Any]:
+def _async_master_pool(
+    pools: PoolSet, sentinels: list[tuple[str, int]], service: str, counters: PoolCounters
+) -> CountedAsyncSentinelPool:
+    """One event loop's counted pool on the master, with a ``redis.asyncio`` Sentinel of
+    its own (its connections to the sentinels belong to the loop too)."""
+    kwargs = async_connection_kwargs(pools)  # the master pool's, is_master included
+    manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))  # type: ignore[no-untyped-call]
+    return CountedAsyncSentinelPool(pools, counters, service_name=service, sentinel_manager=manager, **kwargs)
+
+
+def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> dict[str, Any]:
     """How to talk to the sentinels: the pools' timeouts, the sentinels' own credentials,
     connections named ``<client name>:sentinel``."""
     kwargs: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.socket_connect_timeout,
-        "retry": OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
+        "retry": retry_class(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
     }
     if settings.name_connections:
         kwargs["client_name"] = f"{settings.client_name}:sentinel"

@@ -128,16 +128,36 @@ def test_init_app_does_no_io_and_unreachable_sentinels_are_a_clear_error(make_ap
     assert PASSWORD not in ping.output
 
 
-def test_async_views_are_told_to_use_client(sentinel_app: tuple[Flask, RedisPool]) -> None:
+def test_async_views_write_to_the_master_and_close_with_the_app(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
     app, redis_pool = sentinel_app
 
-    @app.get("/async")
-    async def view() -> str:
-        return str(await redis_pool.async_client.get("x"))
+    @app.post("/async/<key>")
+    async def view(key: str) -> dict[str, int]:
+        return {"value": await redis_pool.async_client.incr(key)}
 
-    app.testing = True
-    with pytest.raises(RuntimeError, match=r"async_client is not available for REDIS_URL \(redis\+sentinel://"):
-        app.test_client().get("/async")
+    def post() -> None:
+        client = app.test_client()
+        for _ in range(10):
+            assert client.post("/async/async-counter").status_code == 200
+
+    with server_of(sentinel_service.master_port()) as master:
+        master.delete("async-counter")
+        run_in_threads(post, 3)
+        assert master.get("async-counter") == b"30"
+        assert len(our_connections(master, app.import_name)) >= 1  # the loops' pools are on the master
+    stats = redis_pool.stats(app)
+    assert (stats["async_pools"], stats["async_in_use"], stats["async_checkouts"]) == (3, 0, 30)
+
+    def on_sentinels() -> int:
+        return sum(len(our_connections(server_of(s.port), app.import_name)) for s in sentinel_service.sentinels)
+
+    assert on_sentinels() >= 1
+    redis_pool.close(app)  # each loop's pool and its own Sentinel, on that loop
+    wait_until(lambda: on_sentinels() == 0, 5, "the sentinels to see every connection close")
+    with server_of(sentinel_service.master_port()) as master:
+        wait_until(lambda: not our_connections(master, app.import_name), 5, "the master to see them close")
 
 
 @pytest.mark.parametrize(

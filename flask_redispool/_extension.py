@@ -302,6 +302,28 @@ class RedisPool:
             )
         return pools.primary
 
+    def get_client(self, app: App | None = None) -> Redis:
+        """A :class:`redis.Redis` on the pool of ``app`` (default: the current app) for code
+        that keeps a client for the app's life and runs outside requests too: Flask-Caching,
+        Flask-Session, RQ's queues, a thread started at start-up.
+
+        .. code-block:: python
+
+            redis_pool.init_app(app)
+            app.config["SESSION_REDIS"] = redis_pool.get_client(app)
+
+        Same pool and settings as :attr:`client`: its connections are bounded by
+        ``REDIS_MAX_CONNECTIONS``, named, counted in :meth:`stats`, and never run a write
+        twice. What it does not get is the teardown guarantee: a pipeline, pubsub or lock
+        it leaves open keeps its connection until it is closed, whether or not a request
+        ends. Each call returns a new client, so a library that changes its client's
+        attributes does not change the others'. Behind Sentinel it writes to the master.
+
+        :raises RuntimeError: ``app`` has no ``RedisPool`` with this prefix, or its URL is
+            a Redis Cluster (use :attr:`cluster_client` inside an app context).
+        """
+        return Redis(connection_pool=self.get_pool(app))
+
     def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""
         return self._state(app).settings

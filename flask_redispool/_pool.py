@@ -23,6 +23,7 @@ offers nothing; :func:`create_pool` builds one for a single server from validate
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -55,6 +56,9 @@ __all__ = [
 
 # parse_url's keys that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
+# Options a library sharing the pool may change in its connection_kwargs, and we watch.
+_WATCHED: Final = ("socket_timeout", "socket_connect_timeout", "retry", "health_check_interval")
+logger = logging.getLogger("flask_redispool")
 # redis-py reads a non-numeric path ("/zero") silently as db 0; we refuse it.
 _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
@@ -113,6 +117,7 @@ class CountedPool(_PoolBase):
         # lock may be held forever: each process starts with fresh counters and queue.
         self.counters = PoolCounters()
         self._announced = False  # whether this process's first connection was reported
+        self._drift_seen: set[str] = set()  # options found changed by somebody else, warned about
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
         self._queue_lock = threading.Lock()
         super().reset()
@@ -174,6 +179,7 @@ class CountedPool(_PoolBase):
             self._wake_first()  # the next in line looks for a free connection too
 
     def make_connection(self) -> Connection:
+        self._check_drift()
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         with self.counters.lock:
             self.counters.created += 1
@@ -181,6 +187,26 @@ class CountedPool(_PoolBase):
             self._announced = True
             self.on_first_connection()
         return connection
+
+    def _check_drift(self) -> None:
+        """Warn once per option when a library sharing the pool changed how its new
+        connections are made (RQ's ``Worker`` raises ``socket_timeout`` to minutes): the
+        settings that ``stats()`` and the error notes quote no longer hold for them."""
+        for name in _WATCHED:
+            live, meant = self.connection_kwargs.get(name), self.connection_options.get(name)
+            if live != meant and name not in self._drift_seen:
+                self._drift_seen.add(name)
+                settings = self.settings
+                logger.warning(
+                    "Something changed the %s pool's %s from %r to %r (RQ's Worker raises socket_timeout): "
+                    "requests on this pool now use it too. Give that consumer a RedisPool of its own "
+                    "(another config_prefix) instead of sharing %s's.",
+                    settings.prefix,
+                    name,
+                    meant,
+                    live,
+                    settings.key("URL"),
+                )
 
     def connection_counts(self) -> tuple[int, int]:
         """``(in_use, idle)`` as redis-py's public ``get_connection_count()`` reports them."""

@@ -1,0 +1,156 @@
+"""One pool shared by Flask-Caching, Flask-Limiter, Flask-Session and RQ, each the real
+package, against a real redis-server of the test's own (so that every connection it sees
+is the app's)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, session
+from flask_caching import Cache
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_session import Session
+from redis import Redis
+from rq import Queue, SimpleWorker
+
+from flask_redispool import RedisPool
+from flask_redispool.testing import RedisServer
+
+from .conftest import json_of, our_connections, run_in_threads
+from .jobs import add
+
+
+@pytest.fixture
+def observer(own_server: RedisServer) -> Iterator[Redis]:
+    client = Redis(port=own_server.port, socket_timeout=5)
+    yield client
+    client.close()
+
+
+def shared_app(make_app: Callable[..., Flask], url: str) -> tuple[Flask, RedisPool]:
+    """An app whose cache, rate limits, sessions and job queue all use its RedisPool."""
+    app = make_app(REDIS_URL=url + "?socket_keepalive=true", REDIS_MAX_CONNECTIONS=6, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    shared = redis_pool.get_client(app)
+    app.config.update(
+        CACHE_TYPE="RedisCache",
+        CACHE_REDIS_HOST=shared,
+        SESSION_TYPE="redis",
+        SESSION_REDIS=shared,
+        RATELIMIT_STORAGE_URI="redis://",
+        RATELIMIT_STORAGE_OPTIONS={"connection_pool": redis_pool.get_pool(app)},
+    )
+    cache = Cache(app)
+    Session(app)
+    limiter = Limiter(get_remote_address, app=app)
+    queue = Queue("jobs", connection=shared)
+    cached_calls = iter(range(1, 10_000))
+
+    @app.get("/visit")
+    def visit() -> dict[str, int]:
+        session["visits"] = session.get("visits", 0) + 1
+        return {"visits": session["visits"]}
+
+    @app.get("/cached")
+    @cache.cached(timeout=60)
+    def cached() -> dict[str, int]:
+        return {"call": next(cached_calls)}
+
+    @app.get("/limited")
+    @limiter.limit("5/minute")
+    def limited() -> str:
+        return "ok"
+
+    @app.post("/jobs")
+    def enqueue() -> dict[str, str]:
+        return {"id": queue.enqueue(add, 2, 3).id}
+
+    @app.get("/hits")
+    def hits() -> dict[str, int]:
+        return {"hits": redis_pool.client.incr("hits")}
+
+    return app, redis_pool
+
+
+def test_four_libraries_and_the_views_share_one_counted_pool(
+    make_app: Callable[..., Flask], own_server: RedisServer, observer: Redis
+) -> None:
+    app, redis_pool = shared_app(make_app, own_server.url)
+    statuses: list[int] = []
+    lock = threading.Lock()
+    assert json_of(app.test_client().get("/cached")) == {"call": 1}  # computed once
+
+    def browse() -> None:
+        client = app.test_client()  # one browser: its own session cookie
+        for n in range(1, 11):
+            assert json_of(client.get("/visit")) == {"visits": n}  # the session persists
+            assert json_of(client.get("/cached")) == {"call": 1}  # then the cache hits
+            assert client.post("/jobs").status_code == 200
+            assert client.get("/hits").status_code == 200
+            status = client.get("/limited").status_code
+            with lock:
+                statuses.append(status)
+
+    run_in_threads(browse, 8)
+    assert statuses.count(200) == 5  # one address, 5 per minute: the limit holds across threads
+    assert statuses.count(429) == 75
+    assert observer.llen("rq:queue:jobs") == 80
+    assert int(observer.get("hits") or 0) == 80
+
+    stats = redis_pool.stats(app)
+    assert stats["in_use"] == 0
+    assert 1 <= stats["created"] <= stats["max_connections"] == 6
+    mine = our_connections(observer, app.import_name)
+    assert len(mine) == stats["created"]  # what the server sees from the app is the pool's
+    others = [c for c in observer.client_list() if c["name"] == "" and int(c["id"]) != observer.client_id()]
+    assert others == []  # no library opened a connection of its own
+    assert redis_pool.get_pool(app).connection_kwargs["socket_keepalive"] is True  # the URL's options, for all
+
+
+def test_an_rq_worker_runs_the_jobs_on_a_pool_of_its_own(
+    make_app: Callable[..., Flask], own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "flask_redispool")
+    app, redis_pool = shared_app(make_app, own_server.url)
+    app.config.update(RQ_REDIS_URL=own_server.url, RQ_REDIS_SOCKET_TIMEOUT=600)
+    worker_pool = RedisPool(app, config_prefix="RQ_REDIS")
+    job_id = json_of(app.test_client().post("/jobs"))["id"]
+
+    worker = SimpleWorker(["jobs"], connection=worker_pool.get_client(app))
+    assert worker.work(burst=True)
+    job = Queue("jobs", connection=redis_pool.get_client(app)).fetch_job(job_id)
+    assert job is not None
+    assert job.return_value() == 5
+    assert redis_pool.get_pool(app).connection_kwargs["socket_timeout"] == 0.5  # the web pool is untouched
+    assert "changed" not in caplog.text
+
+
+def test_a_worker_on_the_web_pool_is_reported(
+    make_app: Callable[..., Flask], own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app, redis_pool = shared_app(make_app, own_server.url)
+    app.test_client().post("/jobs")
+    caplog.set_level(logging.WARNING, "flask_redispool")
+    worker = SimpleWorker(["jobs"], connection=redis_pool.get_client(app))
+    worker.work(burst=True)
+    pool = redis_pool.get_pool(app)
+    pool.disconnect()
+    with app.app_context():
+        redis_pool.client.ping()  # a new connection: made with RQ's timeout
+    assert pool.connection_kwargs["socket_timeout"] > 400  # RQ's Worker raised it for the whole pool
+    assert "changed the REDIS pool's socket_timeout from 0.5 to" in caplog.text
+    assert "Give that consumer a RedisPool of its own" in caplog.text
+
+
+def test_get_client_outside_a_request(make_app: Callable[..., Flask], own_server: RedisServer) -> None:
+    app, redis_pool = shared_app(make_app, own_server.url)
+    client: Any = redis_pool.get_client(app)
+    assert client.set("outside", 1)
+    assert client.connection_pool is redis_pool.get_pool(app)
+    assert client is not redis_pool.get_client(app)  # each caller its own
+    assert redis_pool.stats(app)["checkouts"] == 1

@@ -53,8 +53,9 @@ if TYPE_CHECKING:
     from ._poolset import PoolSet
 
 __all__ = [
+    "AsyncClientFactory",
     "AsyncContextClient",
-    "AsyncPoolFactory",
+    "AsyncLoopClient",
     "AsyncPools",
     "CountedAsyncPool",
     "CountedAsyncSentinelPool",
@@ -63,13 +64,30 @@ __all__ = [
     "ThreadLoops",
     "async_connection_kwargs",
     "release_async",
-    "single_server_async_pools",
+    "remember_async",
+    "single_server_async_clients",
 ]
 
 T = TypeVar("T")
 Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
-#: Makes one loop's counted pool, given the counters the app's async pools share.
-AsyncPoolFactory = Callable[[PoolCounters], "CountedAsyncPool"]
+#: Makes one loop's client on a counted pool of its own, given the counters the app's
+#: async pools share.
+AsyncClientFactory = Callable[[PoolCounters], "AsyncLoopClient"]
+
+
+class AsyncLoopClient(Protocol):
+    """One event loop's client of an app: on a counted pool of the loop's own
+    (:class:`AsyncContextClient`), or a cluster client with a pool per node."""
+
+    loop: asyncio.AbstractEventLoop
+    held_key: str
+
+    def in_use(self) -> int:
+        """Connections it has checked out now."""
+
+    async def close_pool(self) -> None:
+        """Close its connections, on its loop."""
+
 
 #: The sync connection classes a URL gives, and their ``redis.asyncio`` twins.
 _ASYNC_TWINS: Final[dict[type[Any], type[Any]]] = {
@@ -273,6 +291,14 @@ class AsyncContextClient(redis.asyncio.Redis):
     #: Where the current context's ``Held`` lives in ``g``.
     held_key = "_redispool_held"
 
+    def in_use(self) -> int:
+        """Connections checked out of this loop's pool now."""
+        return self.connection_pool.in_use()  # type: ignore[attr-defined,no-any-return]
+
+    async def close_pool(self) -> None:
+        """Close this loop's pool: its connections are disconnected."""
+        await self.connection_pool.aclose()
+
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         return self._remember(super().pipeline(transaction, shard_hint))
 
@@ -286,11 +312,17 @@ class AsyncContextClient(redis.asyncio.Redis):
         return self._remember(super().client())
 
     def _remember(self, holder: T) -> T:
-        held = held_here(self.held_key)
-        if held is not None:
-            held.async_holders.append(holder)
-            held.loop = self.loop
-        return holder
+        return remember_async(self, holder)
+
+
+def remember_async(client: AsyncLoopClient, holder: T) -> T:
+    """Keep ``holder`` (a pipeline, pubsub, monitor or pinned client of ``client``) in the
+    current context's :class:`~flask_redispool._client.Held`, for teardown."""
+    held = held_here(client.held_key)
+    if held is not None:
+        held.async_holders.append(holder)
+        held.loop = client.loop
+    return holder
 
 
 async def release_async(holders: list[Any]) -> None:
@@ -323,34 +355,28 @@ class AsyncPools:
         self._pools = pools
         self._held_key = held_key
         pools.async_pools = self  # so that its snapshots count these too
-        self._make_pool = pools.make_async_pool
+        self._make_client = pools.make_async_client
         self._lock = threading.Lock()
         self._pid = os.getpid()
-        self._clients: dict[asyncio.AbstractEventLoop, AsyncContextClient] = {}
+        self._clients: dict[asyncio.AbstractEventLoop, AsyncLoopClient] = {}
         #: Checkouts, waits and timeouts over every loop's pool, counted apart from the sync pool's.
         self.counters = PoolCounters()
         self.loops = loops
         loops.on_close(self.close)
 
-    def prepared(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient | None:
+    def prepared(self, loop: asyncio.AbstractEventLoop) -> AsyncLoopClient | None:
         """``loop``'s client, if it has a pool already (one dict look-up: every async
         request asks)."""
         if self._pid != os.getpid():
             return None
         return self._clients.get(loop)
 
-    def client(self, loop: asyncio.AbstractEventLoop) -> AsyncContextClient:
+    def client(self, loop: asyncio.AbstractEventLoop) -> AsyncLoopClient:
         """``loop``'s client, making its pool on first use."""
         self._forget_parent()
         prepared = self._clients.get(loop)
         if prepared is None:
-            if self._make_pool is None:
-                raise RuntimeError(
-                    f"async_client is not available for {self._pools.settings.key('URL')} "
-                    f"({self._pools.settings.redacted_url}) yet: use the sync client in async views too."
-                )
-            pool = self._make_pool(self.counters)
-            client = AsyncContextClient(connection_pool=pool)
+            client = self._make_client(self.counters)
             client.loop, client.held_key = loop, self._held_key
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
@@ -365,7 +391,7 @@ class AsyncPools:
     def in_use(self) -> int:
         """Connections checked out now, over every loop's pool."""
         self._forget_parent()
-        return sum(client.connection_pool.in_use() for client in list(self._clients.values()))  # type: ignore[attr-defined]
+        return sum(client.in_use() for client in list(self._clients.values()))
 
     def _forget_parent(self) -> None:
         # In a forked child the parent's pools and loops are not ours to use or close.
@@ -389,7 +415,7 @@ class AsyncPools:
         with self._lock:
             client = self._clients.pop(loop, None)
         if client is not None:
-            await client.connection_pool.aclose()
+            await client.close_pool()
 
 
 def async_connection_kwargs(pools: PoolSet) -> dict[str, Any]:
@@ -411,10 +437,10 @@ def async_connection_kwargs(pools: PoolSet) -> dict[str, Any]:
     return {**kwargs, "connection_class": pool_connection_class(twin, pools.policy, asynchronous=True)}
 
 
-def single_server_async_pools(pools: PoolSet) -> AsyncPoolFactory:
-    """Makes a loop's counted ``redis.asyncio`` pool for one server."""
+def single_server_async_clients(pools: PoolSet) -> AsyncClientFactory:
+    """Makes a loop's client, on a counted ``redis.asyncio`` pool of its own, for one server."""
     kwargs = async_connection_kwargs(pools)
     check_connection_kwargs(
         pools.settings, kwargs["connection_class"], {k: v for k, v in kwargs.items() if k != "connection_class"}
     )
-    return functools.partial(CountedAsyncPool, pools, **kwargs)
+    return lambda counters: AsyncContextClient(connection_pool=CountedAsyncPool(pools, counters, **kwargs))

@@ -19,27 +19,35 @@ after an unsafe command was sent is raised as a
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import functools
+import inspect
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from redis.backoff import NoBackoff
+import redis.asyncio.cluster as aio_cluster
+import redis.asyncio.connection as aio_connection
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
 from redis.connection import BlockingConnectionPool, Connection, parse_url
-from redis.exceptions import RedisClusterException
+from redis.exceptions import MaxConnectionsError, RedisClusterException
 from redis.retry import Retry
 
+from ._asyncio import remember_async
 from ._client import held_here
 from ._commands import command_kind
-from ._connection import ConnectionPolicy, add_note, pool_connection_class, unsafe_failures
+from ._config import BACKOFF_BASE, BACKOFF_CAP
+from ._connection import AsyncOnceRetry, ConnectionPolicy, add_note, pool_connection_class, unsafe_failures
 from ._errors import ConfigError, MayHaveRunConnectionError
 from ._pool import (
     CountedConnectionPool,
     check_connection_kwargs,
     check_query_options,
     connection_options,
+    exhausted_error,
     parse_addresses,
 )
 from ._poolset import PoolSet
@@ -48,12 +56,27 @@ if TYPE_CHECKING:
     from redis.client import PubSub
 
     from ._config import Settings
+    from ._stats import PoolCounters
 
-__all__ = ["DEFAULT_CLUSTER_PORT", "ClusterClient", "LazyCluster", "cluster_pools", "parse_cluster_url"]
+__all__ = [
+    "DEFAULT_CLUSTER_PORT",
+    "AsyncClusterClient",
+    "ClusterClient",
+    "LazyCluster",
+    "cluster_pools",
+    "parse_cluster_url",
+]
 
 #: The port of a seed given without one.
 DEFAULT_CLUSTER_PORT: Final = 6379
 _NO_RETRY: Final = Retry(NoBackoff(), 0)
+# What redis.asyncio's cluster client takes; our other connection options reach its
+# connections through its connection_kwargs.
+_ASYNC_CLUSTER_PARAMETERS: Final = frozenset(inspect.signature(aio_cluster.RedisCluster.__init__).parameters)
+# Set while a pipeline of this task executes: the async cluster client's retries are 0.
+_IN_PIPELINE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_redispool_in_pipeline", default=False)
+# How often a command that finds a node's connections all busy looks again.
+_WAIT_STEP: Final = 0.002
 
 
 def _flag(value: object) -> bool:
@@ -289,6 +312,7 @@ def cluster_pools(settings: Settings) -> PoolSet:
     make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
     pools = PoolSet(settings, policy, functools.partial(make, functools.partial(_side_pool, settings, options)))
     pools.cluster = LazyCluster(functools.partial(make, functools.partial(_node_pool, pools, options)))
+    pools.make_async_client = functools.partial(_async_cluster_client, pools, seeds, {**options, **chosen})
     return pools
 
 
@@ -344,3 +368,122 @@ def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> Blo
     """One connection per node outside the counted pools, for the publisher and health checks."""
     kwargs = {**options, **given, "max_connections": 1, "timeout": settings.worst_case_seconds, "name_suffix": ":stats"}
     return BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]
+
+
+class _PipelineAwareRetry(AsyncOnceRetry):
+    """The async cluster client's retry: none while a pipeline of this task executes, so
+    that redis-py does not send the pipeline again as a whole (see :class:`_WriteOnce`);
+    one that never repeats an unsafe command otherwise."""
+
+    def get_retries(self) -> int:
+        return 0 if _IN_PIPELINE.get() else super().get_retries()
+
+
+class AsyncClusterClient(aio_cluster.RedisCluster):
+    """redis-py's :class:`redis.asyncio.cluster.RedisCluster` for one event loop, as
+    :attr:`RedisPool.async_cluster_client <flask_redispool.RedisPool.async_cluster_client>`
+    hands it out.
+
+    Its connections are ours (named, never sending an unsafe command twice, explaining
+    their failures): redis-py's async cluster client takes no connection class, so it is
+    set in the client's ``connection_kwargs``, from which every node it finds makes its
+    connections, and on the startup nodes, before the first command. A command that
+    finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
+    raises at once), and is counted in the app's async figures.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    held_key = ClusterClient.held_key
+
+    def __init__(
+        self,
+        *,
+        pools: PoolSet,
+        counters: PoolCounters,
+        connection_class: type[Any],
+        connection_options: dict[str, Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.connection_kwargs.update(connection_options, connection_class=connection_class)
+        for node in self.startup_nodes:
+            node.connection_class = connection_class
+            node.connection_kwargs.update(connection_options)
+        self._pools = pools
+        self._counters = counters
+        self._in_flight = 0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._counters.checked_out()
+        self._in_flight += 1
+        try:
+            return await self._execute_waiting(*args, **kwargs)
+        finally:
+            self._in_flight -= 1
+
+    async def _execute_waiting(self, *args: Any, **kwargs: Any) -> Any:
+        settings = self._pools.settings
+        deadline = None
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except MaxConnectionsError:  # raised before anything was sent
+                now = self.loop.time()
+                if deadline is None:
+                    self._counters.waited()
+                    deadline = now + (settings.pool_timeout if settings.pool_blocking else 0)
+                if now >= deadline:
+                    raise self._exhausted() from None
+            await asyncio.sleep(_WAIT_STEP)
+
+    def _exhausted(self) -> Exception:
+        settings = self._pools.settings
+        return exhausted_error(settings, settings.max_connections, self._in_flight, self._counters)
+
+    def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        execute = pipe.execute
+
+        async def execute_once(raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+            token = _IN_PIPELINE.set(True)
+            try:
+                return await execute(raise_on_error=raise_on_error, allow_redirections=allow_redirections)
+            finally:
+                _IN_PIPELINE.reset(token)
+
+        pipe.execute = execute_once  # type: ignore[method-assign]
+        return pipe
+
+    def pubsub(self, *args: Any, **kwargs: Any) -> Any:
+        return remember_async(self, super().pubsub(*args, **kwargs))
+
+    def in_use(self) -> int:
+        """Commands of this loop in flight now (each holds a connection)."""
+        return self._in_flight
+
+    async def close_pool(self) -> None:
+        """Close every node's connections, on this loop. redis-py's ``aclose()`` alone
+        closes nothing while the client means to ask for the slots again (after a
+        connection failure), so the nodes are closed here too."""
+        await self.aclose()
+        await self.nodes_manager.aclose()
+        await self.nodes_manager.aclose("startup_nodes")
+
+
+def _async_cluster_client(
+    pools: PoolSet, seeds: list[tuple[str, int]], options: dict[str, Any], counters: PoolCounters
+) -> AsyncClusterClient:
+    """One event loop's async cluster client, with every node's connections ours."""
+    settings = pools.settings
+    kwargs = {name: value for name, value in options.items() if name in _ASYNC_CLUSTER_PARAMETERS}
+    others = {name: value for name, value in options.items() if name not in kwargs and name != "connection_class"}
+    return AsyncClusterClient(
+        pools=pools,
+        counters=counters,
+        connection_class=pool_connection_class(aio_connection.Connection, pools.policy, asynchronous=True),
+        connection_options=others,
+        startup_nodes=[aio_cluster.ClusterNode(host, port) for host, port in seeds],
+        max_connections=settings.max_connections,
+        retry=_PipelineAwareRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
+        **kwargs,
+    )

@@ -13,11 +13,12 @@ import redis.asyncio
 from flask import Flask
 from flask.sansio.app import App
 from redis import Redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 
-from ._asyncio import AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
+from ._asyncio import AsyncLoopClient, AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
 from ._cli import register_commands
 from ._client import ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
@@ -272,17 +273,50 @@ class RedisPool:
         :raises RuntimeError: outside an app context or a running event loop, or on a
             loop the app does not manage (``app.async_to_sync`` was replaced).
         """
+        return cast(redis.asyncio.Redis, self._loop_client("async_client", cluster=False))
+
+    @property
+    def async_cluster_client(self) -> AsyncRedisCluster:
+        """:attr:`cluster_client`'s twin for ``async def`` views: a
+        :class:`redis.asyncio.cluster.RedisCluster` of the running event loop.
+
+        .. code-block:: python
+
+            @app.get("/hits")
+            async def hits():
+                return {"hits": await redis_pool.async_cluster_client.incr("hits")}
+
+        One per event loop, like :attr:`async_client`, made at its first use on that loop
+        and closed with the loop or the app. Each node has at most
+        ``REDIS_MAX_CONNECTIONS`` connections per loop; a command finding them all busy
+        waits up to ``REDIS_POOL_TIMEOUT`` for one. A write is never run twice, in a
+        pipeline neither (a pipeline is not sent again as a whole).
+
+        :raises RuntimeError: outside an app context or a running event loop, or when
+            ``REDIS_URL`` is not a ``redis+cluster://`` URL.
+        """
+        return cast(AsyncRedisCluster, self._loop_client("async_cluster_client", cluster=True))
+
+    def _loop_client(self, accessor: str, *, cluster: bool) -> AsyncLoopClient:
+        """The running event loop's client of the current app, made on first use."""
         ctx = self._context()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            raise RuntimeError(f"{self!r}.async_client needs a running event loop: use it in async views.") from None
-        async_pools = self._state(ctx.app).async_pools
+            raise RuntimeError(f"{self!r}.{accessor} needs a running event loop: use it in async views.") from None
+        state = self._state(ctx.app)
+        if (state.pools.cluster is not None) != cluster:
+            settings = state.settings
+            other = "async_cluster_client" if state.pools.cluster is not None else "async_client"
+            raise RuntimeError(
+                f"{self!r}.{accessor} does not serve {settings.key('URL')} ({settings.redacted_url}): use {other}."
+            )
+        async_pools = state.async_pools
         client = async_pools.prepared(loop)
         if client is None:
             if not async_pools.loops.manages(loop):
                 raise RuntimeError(
-                    f"{self!r}.async_client runs on the event loops flask-redispool gives the app's async "
+                    f"{self!r}.{accessor} runs on the event loops flask-redispool gives the app's async "
                     "views, but this code runs on another loop (app.async_to_sync was replaced?)."
                 )
             client = async_pools.client(loop)
@@ -456,6 +490,7 @@ class _ClusterOnly:
         self._message = (
             f"{settings.key('URL')} is a Redis Cluster ({settings.redacted_url}): use "
             "redis_pool.cluster_client, a redis.cluster.RedisCluster (its pipeline() and pubsub() too; "
+            "async_cluster_client in async views; "
             "read from replicas with OPTIONS={'load_balancing_strategy': 'round_robin_replicas'}). redis_pool.client, "
             "replica_client, connection(), pipeline() and blocking() are for one server or Sentinel."
         )

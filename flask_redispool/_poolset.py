@@ -26,7 +26,7 @@ from ._stats import HOST, PoolFigures, PoolStats
 if TYPE_CHECKING:
     from redis import Redis
 
-    from ._asyncio import AsyncPoolFactory, AsyncPools
+    from ._asyncio import AsyncClientFactory, AsyncPools
     from ._cluster import LazyCluster
     from ._config import Settings
     from ._connection import ConnectionPolicy
@@ -55,8 +55,8 @@ class PoolSet:
     async_pools: AsyncPools | None = None
     #: Behind ``redis+cluster://``, the cluster client that makes the pools, one per node.
     cluster: LazyCluster | None = None
-    #: Makes one event loop's counted ``redis.asyncio`` pool (``None``: no async client).
-    make_async_pool: AsyncPoolFactory | None = None
+    #: Makes one event loop's ``redis.asyncio`` client on pools of its own.
+    make_async_client: AsyncClientFactory
 
     def __init__(
         self,

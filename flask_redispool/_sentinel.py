@@ -27,7 +27,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, parse_url
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from ._asyncio import CountedAsyncSentinelPool, async_connection_kwargs
+from ._asyncio import AsyncContextClient, CountedAsyncSentinelPool, async_connection_kwargs
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
 from ._connection import AsyncOnceRetry, ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError
@@ -95,7 +95,7 @@ def sentinel_pools(settings: Settings) -> PoolSet:
         nodes=functools.partial(_replica_clients, sentinel, service, kwargs),
         closers=(sentinel.close,),
     )
-    pools.make_async_pool = functools.partial(_async_master_pool, pools, sentinels, service)
+    pools.make_async_client = functools.partial(_async_master_client, pools, sentinels, service)
     for role in ("master", "replica"):
         pools.add(
             CountedSentinelPool(
@@ -112,14 +112,15 @@ def sentinel_pools(settings: Settings) -> PoolSet:
     return pools
 
 
-def _async_master_pool(
+def _async_master_client(
     pools: PoolSet, sentinels: list[tuple[str, int]], service: str, counters: PoolCounters
-) -> CountedAsyncSentinelPool:
-    """One event loop's counted pool on the master, with a ``redis.asyncio`` Sentinel of
-    its own (its connections to the sentinels belong to the loop too)."""
+) -> AsyncContextClient:
+    """One event loop's client on a counted pool on the master, with a ``redis.asyncio``
+    Sentinel of its own (its connections to the sentinels belong to the loop too)."""
     kwargs = async_connection_kwargs(pools)  # the master pool's, is_master included
     manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))  # type: ignore[no-untyped-call]
-    return CountedAsyncSentinelPool(pools, counters, service_name=service, sentinel_manager=manager, **kwargs)
+    pool = CountedAsyncSentinelPool(pools, counters, service_name=service, sentinel_manager=manager, **kwargs)
+    return AsyncContextClient(connection_pool=pool)
 
 
 def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> dict[str, Any]:

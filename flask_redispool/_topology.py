@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 
-from ._asyncio import single_server_async_pools
+from ._asyncio import single_server_async_clients
 from ._cluster import cluster_pools
 from ._config import Settings
 from ._pool import create_pool, side_client
@@ -32,5 +32,5 @@ def build_pools(settings: Settings) -> PoolSet:
     side = functools.partial(side_client, settings, pool.connection_class, pool.connection_options)
     pools = PoolSet(settings, pool.policy, side)
     pools.add(pool)
-    pools.make_async_pool = single_server_async_pools(pools)
+    pools.make_async_client = single_server_async_clients(pools)
     return pools

@@ -6,6 +6,7 @@ writes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -109,17 +111,83 @@ def test_each_topology_points_at_its_own_client(
         other.cluster_client.ping()
 
 
-def test_async_views_are_told_to_use_the_sync_client(cluster_app: tuple[Flask, RedisPool]) -> None:
-    app, redis_pool = cluster_app
-    app.testing = True  # the view's exception reaches the test
+def test_async_views_use_a_cluster_client_per_loop(
+    cluster_app: tuple[Flask, RedisPool], redis_cluster: RedisClusterServers, make_app: Callable[..., Flask]
+) -> None:
+    app, redis_pool = cluster_app  # REDIS_MAX_CONNECTIONS=4
+    app.testing = True
 
     @app.get("/async")
-    async def async_view() -> str:
-        await redis_pool.async_client.ping()
-        return "unreachable"
+    async def async_view() -> dict[str, Any]:
+        client = redis_pool.async_cluster_client
+        spread = [await client.set(f"async-spread:{i}", i) for i in range(12)]
+        async with client.pipeline() as pipe:
+            for i in range(6):
+                pipe.incr(f"async-piped:{i}")
+            piped = await pipe.execute()
+        burst = await asyncio.gather(*(client.incr("async-burst") for _ in range(20)))  # 20 at once, 4 at most
+        pubsub = client.pubsub()  # left open: teardown closes it
+        await pubsub.subscribe("async-news")
+        return {"spread": all(spread), "piped": piped, "burst": max(burst)}
 
-    with pytest.raises(RuntimeError, match="async_client is not available for REDIS_URL"):
-        app.test_client().get("/async")
+    with (
+        app.test_request_context(),
+        pytest.raises(RuntimeError, match=r"async_client does not serve REDIS_URL .* use async_cluster_client"),
+    ):
+        asyncio.run(_use(lambda: redis_pool.async_client))
+    assert app.test_client().get("/async").json == {"spread": True, "piped": [1] * 6, "burst": 20}
+    stats = redis_pool.stats(app)
+    assert (stats["async_pools"], stats["async_in_use"]) == (1, 0)
+    assert stats["async_waits"] > 0
+    assert stats["async_timeouts"] == 0
+    per_node = ours_per_node(redis_cluster, app.import_name)
+    assert max(per_node.values()) <= 4  # per node and loop
+    for server in redis_cluster.nodes:
+        with node(server) as client:
+            assert not [c for c in our_connections(client, app.import_name) if int(c["sub"])]  # pubsub closed
+    single = make_app(REDIS_URL=f"redis://127.0.0.1:{redis_cluster.nodes[0].port}/0")
+    other = RedisPool(single)
+    with single.test_request_context(), pytest.raises(RuntimeError, match="use async_client"):
+        asyncio.run(_use(lambda: other.async_cluster_client))
+
+
+async def _use(accessor: Callable[[], object]) -> object:
+    return accessor()
+
+
+@pytest.mark.parametrize("transaction", [None, False, True])
+def test_async_writes_that_time_out_run_once_and_close_leaves_nothing(
+    slow_app: tuple[Flask, RedisPool], redis_cluster: RedisClusterServers, transaction: bool | None
+) -> None:
+    app, redis_pool = slow_app
+    app.testing = True
+
+    @app.get("/slow")
+    async def slow() -> dict[str, str]:
+        client = redis_pool.async_cluster_client
+        await client.delete("{aslow}counter", "{aslow}script")
+        try:
+            if transaction is None:
+                await client.eval(SLOW_INCR, 1, "{aslow}script")
+            else:
+                async with client.pipeline(transaction=transaction) as pipe:
+                    pipe.incr("{aslow}counter")
+                    pipe.execute_command("EVAL", SLOW_INCR, 1, "{aslow}script")
+                    await pipe.execute()
+        except MayHaveRunError as exc:
+            return {"error": type(exc).__name__}
+        return {"error": "none"}
+
+    assert app.test_client().get("/slow").json == {"error": "MayHaveRunTimeoutError"}
+    time.sleep(0.3)
+    assert settled_value(redis_pool, app, "{aslow}script") == "1"
+    assert settled_value(redis_pool, app, "{aslow}counter") in (None, "1")
+    redis_pool.close(app)  # after a timeout too, when redis-py's own aclose() closes nothing
+    wait_until(
+        lambda: sum(ours_per_node(redis_cluster, app.import_name, publishers=True).values()) == 0,
+        5,
+        "every connection to close",
+    )
 
 
 def test_redis_ping_and_stats_on_a_cluster(cluster_app: tuple[Flask, RedisPool]) -> None:

@@ -82,6 +82,9 @@ class AsyncLoopClient(Protocol):
     loop: asyncio.AbstractEventLoop
     held_key: str
 
+    def bind(self, loop: asyncio.AbstractEventLoop, held_key: str) -> None:
+        """Belong to ``loop``, and keep what holds a connection under ``held_key`` in ``g``."""
+
     def in_use(self) -> int:
         """Connections it has checked out now."""
 
@@ -290,14 +293,26 @@ class AsyncContextClient(redis.asyncio.Redis):
     loop: asyncio.AbstractEventLoop
     #: Where the current context's ``Held`` lives in ``g``.
     held_key = "_redispool_held"
+    #: Behind Sentinel, the same loop's client on the replicas' pool.
+    replica: AsyncContextClient | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop, held_key: str) -> None:
+        self.loop, self.held_key = loop, held_key
+        if self.replica is not None:
+            self.replica.bind(loop, held_key)
 
     def in_use(self) -> int:
-        """Connections checked out of this loop's pool now."""
-        return self.connection_pool.in_use()  # type: ignore[attr-defined,no-any-return]
+        """Connections checked out of this loop's pools now."""
+        in_use: int = self.connection_pool.in_use()  # type: ignore[attr-defined]
+        return in_use + (self.replica.in_use() if self.replica is not None else 0)
 
     async def close_pool(self) -> None:
-        """Close this loop's pool: its connections are disconnected."""
-        await self.connection_pool.aclose()
+        """Close this loop's pools: their connections are disconnected."""
+        try:
+            if self.replica is not None:
+                await self.replica.close_pool()
+        finally:
+            await self.connection_pool.aclose()
 
     def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
         return self._remember(super().pipeline(transaction, shard_hint))
@@ -377,7 +392,7 @@ class AsyncPools:
         prepared = self._clients.get(loop)
         if prepared is None:
             client = self._make_client(self.counters)
-            client.loop, client.held_key = loop, self._held_key
+            client.bind(loop, self._held_key)
             with self._lock:
                 prepared = self._clients.setdefault(loop, client)
             self._pools.connected()  # an app that only uses async_client must show up too

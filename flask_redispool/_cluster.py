@@ -457,6 +457,9 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     def pubsub(self, *args: Any, **kwargs: Any) -> Any:
         return remember_async(self, super().pubsub(*args, **kwargs))
 
+    def bind(self, loop: asyncio.AbstractEventLoop, held_key: str) -> None:
+        self.loop, self.held_key = loop, held_key
+
     def in_use(self) -> int:
         """Commands of this loop in flight now (each holds a connection)."""
         return self._in_flight

@@ -18,7 +18,15 @@ from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 
-from ._asyncio import AsyncLoopClient, AsyncPools, LoopOwner, ServingLoops, ThreadLoops, release_async
+from ._asyncio import (
+    AsyncContextClient,
+    AsyncLoopClient,
+    AsyncPools,
+    LoopOwner,
+    ServingLoops,
+    ThreadLoops,
+    release_async,
+)
 from ._cli import register_commands
 from ._client import ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
@@ -274,6 +282,17 @@ class RedisPool:
             loop the app does not manage (``app.async_to_sync`` was replaced).
         """
         return cast(redis.asyncio.Redis, self._loop_client("async_client", cluster=False))
+
+    @property
+    def async_replica_client(self) -> redis.asyncio.Redis:
+        """:attr:`replica_client`'s twin for ``async def`` views: behind Sentinel, the running
+        loop's client on a pool of the replicas (the master while none is up); elsewhere
+        :attr:`async_client` itself.
+
+        :raises RuntimeError: as :attr:`async_client` does.
+        """
+        client = cast(AsyncContextClient, self._loop_client("async_replica_client", cluster=False))
+        return client.replica or client
 
     @property
     def async_cluster_client(self) -> AsyncRedisCluster:

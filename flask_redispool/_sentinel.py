@@ -115,12 +115,21 @@ def sentinel_pools(settings: Settings) -> PoolSet:
 def _async_master_client(
     pools: PoolSet, sentinels: list[tuple[str, int]], service: str, counters: PoolCounters
 ) -> AsyncContextClient:
-    """One event loop's client on a counted pool on the master, with a ``redis.asyncio``
-    Sentinel of its own (its connections to the sentinels belong to the loop too)."""
-    kwargs = async_connection_kwargs(pools)  # the master pool's, is_master included
+    """One event loop's client on a counted pool on the master, and its ``replica`` on
+    one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
+    connections to the sentinels belong to the loop too)."""
+    kwargs = async_connection_kwargs(pools)  # the master pool's
     manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))  # type: ignore[no-untyped-call]
-    pool = CountedAsyncSentinelPool(pools, counters, service_name=service, sentinel_manager=manager, **kwargs)
-    return AsyncContextClient(connection_pool=pool)
+    clients = [
+        AsyncContextClient(
+            connection_pool=CountedAsyncSentinelPool(
+                pools, counters, service_name=service, sentinel_manager=manager, **{**kwargs, "is_master": is_master}
+            )
+        )
+        for is_master in (True, False)
+    ]
+    master, clients[0].replica = clients
+    return master
 
 
 def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> dict[str, Any]:

@@ -240,6 +240,14 @@ def test_an_exhausted_async_pool_raises_pool_exhausted(
     assert stats["async_waits"] == 1  # the PING found the pool of one full
 
 
+def test_on_one_server_the_async_replica_client_is_the_async_client(async_app: Flask, redis_pool: RedisPool) -> None:
+    @async_app.get("/same")
+    async def same() -> dict[str, bool]:
+        return {"same": redis_pool.async_replica_client is redis_pool.async_client}
+
+    assert json_of(async_app.test_client().get("/same")) == {"same": True}
+
+
 def test_async_client_needs_a_loop_and_a_context(async_app: Flask, redis_pool: RedisPool) -> None:
     @async_app.get("/sync")
     def sync_view() -> str:

@@ -87,7 +87,10 @@ def test_init_app_does_no_network_io_and_first_use_names_the_url(make_app: Calla
         redis_pool.cluster_client.ping()
     notes = " ".join(raised.value.__notes__)
     assert "REDIS_URL (redis+cluster://user:***@127.0.0.1:" in notes
-    assert PASSWORD not in str(raised.value) + notes + repr(redis_pool.settings(app))
+    ping = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert ping.exit_code == 1
+    assert "is unreachable" in ping.output
+    assert PASSWORD not in str(raised.value) + notes + repr(redis_pool.settings(app)) + ping.output
 
 
 def test_each_topology_points_at_its_own_client(

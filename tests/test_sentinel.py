@@ -137,6 +137,13 @@ def test_async_views_write_to_the_master_and_close_with_the_app(
     async def view(key: str) -> dict[str, int]:
         return {"value": await redis_pool.async_client.incr(key)}
 
+    @app.get("/async/<key>")
+    async def async_read(key: str) -> dict[str, str]:
+        with pytest.raises(RedisError, match=r"READONLY|read only"):
+            await redis_pool.async_replica_client.set(key, 0)  # a replica refuses writes
+        value = await redis_pool.async_replica_client.get(key)
+        return {"value": value.decode() if isinstance(value, bytes) else str(value)}
+
     def post() -> None:
         client = app.test_client()
         for _ in range(10):
@@ -147,8 +154,12 @@ def test_async_views_write_to_the_master_and_close_with_the_app(
         run_in_threads(post, 3)
         assert master.get("async-counter") == b"30"
         assert len(our_connections(master, app.import_name)) >= 1  # the loops' pools are on the master
+        master.wait(2, 2000)  # both replicas have the writes
+    assert app.test_client().get("/async/async-counter").json == {"value": "30"}
     stats = redis_pool.stats(app)
-    assert (stats["async_pools"], stats["async_in_use"], stats["async_checkouts"]) == (3, 0, 30)
+    # The ended threads' loops were closed when this thread made its own; the checkouts
+    # stay counted: 30 INCRs, the refused SET and the GET.
+    assert (stats["async_pools"], stats["async_in_use"], stats["async_checkouts"]) == (1, 0, 32)
 
     def on_sentinels() -> int:
         return sum(len(our_connections(server_of(s.port), app.import_name)) for s in sentinel_service.sentinels)

@@ -413,6 +413,17 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         self._counters = counters
         self._in_flight = 0
 
+    async def initialize(self, *args: Any, **kwargs: Any) -> AsyncClusterClient:
+        """Ask for the slots (redis-py's), then close the idle connection that asked: redis-py
+        keeps the startup nodes beside the nodes it found, a second set of connections to
+        the same servers that ``max_connections`` does not cover."""
+        await super().initialize(*args, **kwargs)
+        manager = self.nodes_manager
+        for name, node in list(manager.startup_nodes.items()):
+            if manager.nodes_cache.get(name) is not node:
+                await node.disconnect_free_connections()
+        return self
+
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         self._counters.checked_out()
         self._in_flight += 1

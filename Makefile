@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install system-packages lint test docs demo bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e . -r requirements/dev.txt
 	touch $@
 
 install: $(STAMP)
@@ -36,10 +36,9 @@ test: lint docs system-packages
 demo: $(STAMP)
 	$(BIN)/python -m example_app
 
-# The peers (flask-redis) and hiredis, for the benchmarks only: the tests run on
-# redis-py's own parser, as most installs do.
+# The peers (flask-redis) and hiredis, for the benchmarks only (requirements/bench.txt).
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -r requirements/bench.txt
 	$(BIN)/python bench/bench_apps.py
 	$(BIN)/python bench/bench_scaleout.py
 	$(BIN)/python bench/bench_pool.py

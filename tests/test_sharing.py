@@ -154,3 +154,19 @@ def test_get_client_outside_a_request(make_app: Callable[..., Flask], own_server
     assert client.connection_pool is redis_pool.get_pool(app)
     assert client is not redis_pool.get_client(app)  # each caller its own
     assert redis_pool.stats(app)["checkouts"] == 1
+
+
+def test_flask_limiter_runs_on_fake_mode(make_app: Callable[..., Flask]) -> None:
+    """limits runs Lua scripts (EVALSHA): the fakeredis extra brings fakeredis[lua]."""
+    app = make_app(REDIS_URL="fakeredis://", RATELIMIT_STORAGE_URI="redis://")
+    redis_pool = RedisPool(app)
+    app.config["RATELIMIT_STORAGE_OPTIONS"] = {"connection_pool": redis_pool.get_pool(app)}
+    limiter = Limiter(get_remote_address, app=app)
+
+    @app.get("/limited")
+    @limiter.limit("2/minute")
+    def limited() -> str:
+        return "ok"
+
+    client = app.test_client()
+    assert [client.get("/limited").status_code for _ in range(3)] == [200, 200, 429]

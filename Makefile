@@ -30,8 +30,11 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
+# The suite on the venv's Python, then on the lowest and the highest supported
+# (.ci/other-pythons: found through pyenv or PATH, skipped with a line where absent).
 test: lint docs system-packages
 	$(BIN)/pytest
+	bash .ci/other-pythons
 
 demo: $(STAMP)
 	$(BIN)/python -m example_app
@@ -45,4 +48,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_load.py
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-3.* docs/_build .pytest_cache .mypy_cache .ruff_cache *.egg-info

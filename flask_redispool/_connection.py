@@ -136,11 +136,12 @@ class AsyncOnceRetry(AsyncRetry):
 
 
 def add_note(error: BaseException, text: str) -> None:
-    """``error.add_note(text)``, on Python 3.10 too (where it joins the message)."""
+    """``error.add_note(text)``, on Python 3.10 too (where it joins the message, on the
+    same line: the CLI prints a failure as one line)."""
     if hasattr(error, "add_note"):
         error.add_note(text)
     elif error.args and isinstance(error.args[0], str):  # pragma: no cover - Python 3.10
-        error.args = (f"{error.args[0]}\n{text}", *error.args[1:])
+        error.args = (f"{error.args[0]} {text}", *error.args[1:])
 
 
 class ConnectionPolicy:

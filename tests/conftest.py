@@ -269,6 +269,12 @@ def run_in_threads(target: Callable[[], object], count: int, timeout: float = 60
     assert not any(thread.is_alive() for thread in threads), f"threads still running after {timeout} s"
 
 
+def notes(error: BaseException) -> str:
+    """What flask-redispool added to ``error``: its notes, or on Python 3.10, which has no
+    notes, its message, which they join."""
+    return " ".join(getattr(error, "__notes__", None) or [str(error)])
+
+
 def json_of(response: TestResponse) -> dict[str, Any]:
     """The JSON object a test client's response carries (typed, and checked to be one)."""
     body = response.get_json()

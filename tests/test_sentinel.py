@@ -22,7 +22,7 @@ from redis.exceptions import ConnectionError, RedisError
 from flask_redispool import ConfigError, RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import PASSWORD, SentinelService, our_connections, pools_of, run_in_threads, wait_until
+from .conftest import PASSWORD, SentinelService, notes, our_connections, pools_of, run_in_threads, wait_until
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def test_init_app_does_no_io_and_unreachable_sentinels_are_a_clear_error(make_ap
     redis_pool = RedisPool(app)  # no sentinel answers: nothing is asked yet
     with app.app_context(), pytest.raises(ConnectionError) as info:
         redis_pool.client.get("x")
-    text = " ".join([str(info.value), *getattr(info.value, "__notes__", [])])
+    text = f"{info.value} {notes(info.value)}"
     assert "No master found for 'mymaster'" in text
     assert "REDIS_URL" in text
     assert PASSWORD not in text

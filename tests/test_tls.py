@@ -40,7 +40,14 @@ def _issue(directory: Path, name: str, issuer: tuple[x509.Name, Key] | None, **k
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): both key identifiers are required.
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     )
+    if issuer is None:
+        unused = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment")
+        usage = dict.fromkeys((*unused, "key_agreement", "encipher_only", "decipher_only"), False)
+        builder = builder.add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), critical=True)
     if kind.get("server"):
         names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)

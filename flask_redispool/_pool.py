@@ -253,12 +253,19 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
     """redis-py's :class:`~redis.sentinel.SentinelConnectionPool`, counted: a Sentinel
     service's master (``is_master=True``) or its replicas."""
 
+    #: Where the last connection lent out was connected: the master as the pool last
+    #: reached it. (redis-py's ``master_address`` is what the last sentinel asked said,
+    #: even when that answer was stale and the connection failed.)
+    _lent_to: str | None = None
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        connection = CountedPool.get_connection(self, *args, **kwargs)
+        self._lent_to = f"{connection.host}:{connection.port}"
+        return connection
+
     @property
     def address(self) -> str | None:
-        if not self.is_master:
-            return None
-        master = self.master_address
-        return f"{master[0]}:{master[1]}" if master else None
+        return self._lent_to if self.is_master else None
 
 
 class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):

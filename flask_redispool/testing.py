@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from flask.sansio.app import App
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
@@ -36,11 +37,31 @@ __all__ = [
     "RedisClusterServers",
     "RedisServer",
     "TLSFiles",
+    "assert_nothing_held",
     "find_redis_server",
     "free_cluster_port",
     "free_port",
     "server_version",
 ]
+
+
+def assert_nothing_held(app: App) -> None:
+    """Fail when a ``RedisPool`` of ``app`` has a connection checked out now, sync or async:
+    something the code under test took (a pipeline, a pubsub, a raw connection, a client
+    from ``get_client``) was not given back. Call it after a request or a job, outside a
+    request (teardown gives back what views hold).
+
+    :raises AssertionError: naming each prefix that holds connections, and how many.
+    """
+    from ._state import app_states
+
+    held = []
+    for state in app_states(app):
+        stats = state.pools.snapshot()
+        if stats["in_use"] or stats["async_in_use"]:
+            held.append(f"{stats['prefix']}: {stats['in_use']} sync, {stats['async_in_use']} async")
+    if held:
+        raise AssertionError(f"Redis connections still checked out on app {app.name!r}: " + "; ".join(held))
 
 
 def find_redis_server() -> str | None:

@@ -15,6 +15,9 @@ retried ``RETRIES`` times only when it is safe to repeat: redis-py's cluster cli
 retries errors whose type *is* ``ConnectionError`` or ``TimeoutError``, and a failure
 after an unsafe command was sent is raised as a
 :class:`~flask_redispool.MayHaveRunError` subclass instead.
+
+Async views get redis-py's :class:`redis.asyncio.cluster.RedisCluster`, one per event loop
+(:class:`AsyncClusterClient`), with the same connections, retries and bounds.
 """
 
 from __future__ import annotations

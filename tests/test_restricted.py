@@ -232,14 +232,16 @@ def test_the_publisher_survives_a_server_timeout_shorter_than_its_interval(
     publisher = pools_of(app).publisher
     with caplog.at_level(logging.INFO, logger="flask_redispool"), app.app_context():
         redis_pool.client.incr("hits")
-        deadline = time.monotonic() + 6.5  # four publishes, each on a connection the server closed
-        present = 0
-        while time.monotonic() < deadline:
-            present += bool(observer.exists(publisher.key))
+        started = time.monotonic()
+        samples: list[tuple[float, bool]] = []  # four publishes, each on a connection the server closed
+        while (elapsed := time.monotonic() - started) < 6.5:
+            samples.append((elapsed, bool(observer.exists(publisher.key))))
             time.sleep(0.25)
     assert publisher.failures == 0
     assert not [r for r in caplog.records if r.name == "flask_redispool"]
-    assert present >= 20  # there from the first publish (at 1.5 s) on: 20 of the 26 samples
+    after_first_publish = [present for elapsed, present in samples if elapsed > 2.0]  # first at 1.5 s
+    assert len(after_first_publish) >= 4
+    assert all(after_first_publish)  # there from then on, however few samples a slow machine takes
     snapshot = json.loads(observer.get(publisher.key) or "{}")
     assert snapshot["checkouts"] == 1
 

@@ -15,13 +15,21 @@ import flask_redispool  # noqa: E402
 project = "flask-redispool"
 copyright = "2026, the flask-redispool authors"
 release = version = flask_redispool.__version__
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "myst_parser", "pallets_sphinx_themes"]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-exclude_patterns = ["_build", "_generated"]
-html_theme = "alabaster"
-intersphinx_mapping: dict[str, Any] = {}
+exclude_patterns = ["_build", "_generated", "_inventories"]
+html_theme = "flask"
+html_static_path = ["_static"]
+html_title = f"flask-redispool {version}"
+# Each project's own inventory first; without a network, the copies in _inventories/
+# (made by building those projects' docs), so the links resolve offline too.
+intersphinx_mapping: dict[str, Any] = {
+    "flask": ("https://flask.palletsprojects.com/en/stable/", (None, "_inventories/flask.inv")),
+    "redis": ("https://redis.readthedocs.io/en/stable/", (None, "_inventories/redis.inv")),
+}
 nitpicky = False
+suppress_warnings = ["myst.header"]  # CHANGES.md, included under the page title, starts at "##"
 
 
 def _config_table() -> str:

@@ -46,8 +46,9 @@ from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
-from ._pool import check_connection_kwargs, exhausted_error
+from ._pool import check_connection_kwargs, exhausted_error, pool_repr
 from ._stats import PoolCounters
+from ._telemetry import observed, record_timeout
 
 if TYPE_CHECKING:
     from ._poolset import PoolSet
@@ -227,6 +228,10 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
         self._asked = 0  # checkouts asked for and not given back: only this pool's loop touches it
         timeout = settings.pool_timeout if settings.pool_blocking else 0
         super().__init__(max_connections=settings.max_connections, timeout=timeout, **kwargs)
+        self._observed = observed()  # redis-py records the waits; we record the timeouts
+
+    def __repr__(self) -> str:
+        return pool_repr(self, self.settings, "async")
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self._asked += 1  # before the first await: concurrent checkouts see each other
@@ -238,6 +243,8 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
             self._asked -= 1
             if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
                 in_use = self.in_use()  # redis-py's pool timed out
+                if self._observed:
+                    record_timeout(self)
                 raise exhausted_error(self.settings, self.max_connections, in_use, self._counters) from None
             self._policy.explain(exc)  # redis-py connects on checkout: say what to check
             raise
@@ -264,8 +271,9 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
     async def aclose(self) -> None:
         try:
             await super().aclose()
-        finally:
-            await self.sentinel_manager.aclose()
+        finally:  # what redis-py 8's Sentinel.aclose() does, which 7 lacks
+            for client in self.sentinel_manager.sentinels:
+                await client.aclose()
 
 
 class AsyncHeldMonitor(Monitor):

@@ -25,7 +25,7 @@ from redis.connection import Connection, ConnectionPool
 
 from ._context import current_context
 
-__all__ = ["ContextClient", "Held", "HeldMonitor", "PinnedClient", "held_here", "release_holder"]
+__all__ = ["AppClient", "ContextClient", "Held", "HeldMonitor", "PinnedClient", "held_here", "release_holder"]
 
 
 class _Holder(Protocol):
@@ -91,7 +91,25 @@ def held_here(key: str) -> Held | None:
     return held
 
 
-class ContextClient(Redis):
+class AppClient(Redis):
+    """A :class:`redis.Redis` on one app's pool that keeps the pool's connection names.
+
+    ``CLIENT SETNAME`` renames whichever pooled connection runs it, for good: RQ's
+    ``Worker`` does so to find its address. ``flask redis-stats`` matches the server's
+    connections to processes by their names, so while the pool names its connections,
+    :meth:`client_setname` leaves them as they are, answers ``True`` and logs one
+    warning per pool. With naming off (``CLIENT_NAME = False``), it runs as usual.
+    """
+
+    def client_setname(self, name: str, **kwargs: Any) -> bool:
+        policy = getattr(self.connection_pool, "policy", None)
+        if policy is None or policy.connection_name("") is None:
+            return bool(super().client_setname(name, **kwargs))
+        policy.kept_name(name)
+        return True
+
+
+class ContextClient(AppClient):
     """The :class:`redis.Redis` of one app's pool, shared by every context and thread.
 
     Behaves exactly like :class:`redis.Redis`. Plain commands borrow a connection and

@@ -373,6 +373,10 @@ def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> Blo
     return BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]
 
 
+#: redis-py 8 added ``pubsub()`` to the ``redis.asyncio`` cluster client.
+ASYNC_CLUSTER_PUBSUB: Final = hasattr(aio_cluster.RedisCluster, "pubsub")
+
+
 class _PipelineAwareRetry(AsyncOnceRetry):
     """The async cluster client's retry: none while a pipeline of this task executes, so
     that redis-py does not send the pipeline again as a whole (see :class:`_WriteOnce`);
@@ -469,6 +473,11 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         return pipe
 
     def pubsub(self, *args: Any, **kwargs: Any) -> Any:
+        if not ASYNC_CLUSTER_PUBSUB:
+            raise NotImplementedError(
+                "redis-py 7's redis.asyncio RedisCluster has no pubsub(): install redis>=8, "
+                "or use redis_pool.cluster_client.pubsub() (sync)"
+            )
         return remember_async(self, super().pubsub(*args, **kwargs))
 
     def bind(self, loop: asyncio.AbstractEventLoop, held_key: str) -> None:

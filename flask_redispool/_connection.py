@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.connection import AbstractConnection
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -105,6 +106,11 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
     return lambda error: _retryable(error) and is_retryable(error)
 
 
+#: redis-py 8 tells whether a sync connection is open (``is_connected``); redis-py 7 does
+#: not, and its ``connect()`` returns at once when the connection is open.
+KNOWS_IF_CONNECTED: Final = hasattr(AbstractConnection, "is_connected")
+
+
 # Each runs on every command and every checkout (redis-py connects through the retry),
 # so they call the base method directly rather than through super().
 class OnceRetry(Retry):
@@ -152,6 +158,7 @@ class ConnectionPolicy:
         self.settings = settings
         #: Why the server refused ``CLIENT SETNAME``, once it has; connections are unnamed then.
         self.naming_refused: str | None = None
+        self._rename_seen = False  # whether kept_name() has warned
         self._lock = threading.Lock()
 
     def connection_name(self, suffix: str) -> str | None:
@@ -160,6 +167,22 @@ class ConnectionPolicy:
         if not settings.name_connections or self.naming_refused is not None:
             return None
         return f"{settings.client_name}:{HOST}:{os.getpid()}{suffix}"
+
+    def kept_name(self, name: str) -> None:
+        """Something asked to rename a pooled connection to ``name``, and was not let: say so once."""
+        with self._lock:
+            if self._rename_seen:
+                return
+            self._rename_seen = True
+        settings = self.settings
+        logger.warning(
+            "Something asked to rename a %s connection to %r with CLIENT SETNAME (RQ's Worker does): the "
+            "pool's connections keep their names, so that 'flask redis-stats' can match them to processes. "
+            "Give that consumer a RedisPool of its own (another config_prefix) instead of sharing %s's.",
+            settings.prefix,
+            name,
+            settings.key("URL"),
+        )
 
     def refuse_naming(self, error: ResponseError) -> None:
         """The server refused ``CLIENT SETNAME``: stop asking, and say so once."""
@@ -297,6 +320,9 @@ class PoolConnection(_Sending, _SyncBase):
                 self.read_response()
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
+
+    if not KNOWS_IF_CONNECTED:  # redis-py 7: ask connect(), which returns when open
+        is_connected = False
 
     def connect(self) -> None:
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when

@@ -28,7 +28,7 @@ from ._asyncio import (
     release_async,
 )
 from ._cli import register_commands
-from ._client import ContextClient, Held, release_holder
+from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
 from ._context import FLASK_CONTEXT, current_context, watch_quart
 from ._health import Health, check_health
@@ -371,11 +371,13 @@ class RedisPool:
         it leaves open keeps its connection until it is closed, whether or not a request
         ends. Each call returns a new client, so a library that changes its client's
         attributes does not change the others'. Behind Sentinel it writes to the master.
+        Like :attr:`client`, it keeps the pool's connection names: ``client_setname()``
+        (RQ's ``Worker`` calls it) logs a warning instead of renaming a pooled connection.
 
         :raises RuntimeError: ``app`` has no ``RedisPool`` with this prefix, or its URL is
             a Redis Cluster (use :attr:`cluster_client` inside an app context).
         """
-        return Redis(connection_pool=self.get_pool(app))
+        return AppClient(connection_pool=self.get_pool(app))
 
     def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""

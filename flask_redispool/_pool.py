@@ -41,6 +41,7 @@ from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._stats import PoolCounters, PoolFigures
+from ._telemetry import observed, record_timeout, record_wait
 
 __all__ = [
     "CountedConnectionPool",
@@ -51,6 +52,7 @@ __all__ = [
     "create_pool",
     "exhausted_error",
     "parse_addresses",
+    "pool_repr",
     "side_client",
 ]
 
@@ -111,6 +113,8 @@ class CountedPool(_PoolBase):
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
         kwargs["max_connections"] = settings.max_connections
         super().__init__(*args, **kwargs)
+        #: Whether redis-py's OpenTelemetry metrics are on (:mod:`~flask_redispool._telemetry`).
+        self._observed = observed()
 
     def reset(self) -> None:
         # redis-py calls reset() from __init__ and in a forked child, where another thread's
@@ -125,6 +129,14 @@ class CountedPool(_PoolBase):
     # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
     # extend; they are called directly, which is cheaper than super() on every command.
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        if not self._observed:
+            return self._checkout(args, kwargs)
+        start = time.monotonic()  # OpenTelemetry on: time it, as redis-py's blocking pool does
+        connection = self._checkout(args, kwargs)
+        record_wait(self, time.monotonic() - start)
+        return connection
+
+    def _checkout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Connection:
         # Every command passes here: the common case is one attribute check, redis-py's
         # checkout and one count.
         try:  # when others wait already, queue up behind them
@@ -180,6 +192,7 @@ class CountedPool(_PoolBase):
 
     def make_connection(self) -> Connection:
         self._check_drift()
+        self._observed = observed()  # OpenTelemetry may have been turned on since the last
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         with self.counters.lock:
             self.counters.created += 1
@@ -213,6 +226,9 @@ class CountedPool(_PoolBase):
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
         return counts.get("used", 0), counts.get("idle", 0)
 
+    def __repr__(self) -> str:
+        return pool_repr(self, self.settings, f"role={self.role} address={self.address}")
+
     @property
     def address(self) -> str | None:
         """Where this pool connects: ``host:port``, a socket path, or ``None`` when that
@@ -242,6 +258,8 @@ class CountedPool(_PoolBase):
         )
 
     def _exhausted(self) -> PoolExhaustedError:
+        if self._observed:
+            record_timeout(self)
         return exhausted_error(self.settings, self.max_connections, self.connection_counts()[0], self.counters)
 
 
@@ -270,6 +288,15 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
 
 class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """One connection to a Sentinel service's master, waited for: the publisher's."""
+
+
+def pool_repr(pool: Any, settings: Settings, where: str) -> str:
+    """A pool's repr, with nothing secret in it on any redis-py (7's lists every
+    connection keyword argument, the password included)."""
+    return (
+        f"<{type(pool).__module__}.{type(pool).__name__} {settings.key('URL')}={settings.redacted_url} "
+        f"{where} max_connections={pool.max_connections}>"
+    )
 
 
 def exhausted_error(

@@ -93,7 +93,7 @@ def sentinel_pools(settings: Settings) -> PoolSet:
         policy,
         functools.partial(side_client, settings, connection_class, kwargs, (service, sentinel)),
         nodes=functools.partial(_replica_clients, sentinel, service, kwargs),
-        closers=(sentinel.close,),
+        closers=(functools.partial(_close_sentinels, sentinel),),
     )
     pools.make_async_client = functools.partial(_async_master_client, pools, sentinels, service)
     for role in ("master", "replica"):
@@ -149,10 +149,17 @@ def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> 
     return kwargs
 
 
+def _close_sentinels(sentinel: Sentinel) -> None:
+    """Close the clients ``sentinel`` asks (redis-py 8's ``Sentinel.close()``, which 7 lacks)."""
+    for client in sentinel.sentinels:
+        client.close()
+
+
 def _replica_clients(sentinel: Sentinel, service: str, kwargs: dict[str, Any]) -> list[Redis]:
     """A one-connection client per replica the sentinels list now (for ``CLIENT LIST``)."""
     options = {name: value for name, value in kwargs.items() if name != "retry"}
     return [
         Redis(host=host, port=port, single_connection_client=True, **options)
-        for host, port in sentinel.discover_replicas(service)  # type: ignore[no-untyped-call]
+        # discover_slaves: redis-py 8's discover_replicas is an alias that 7 lacks
+        for host, port in sentinel.discover_slaves(service)  # type: ignore[no-untyped-call]
     ]

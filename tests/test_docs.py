@@ -21,6 +21,8 @@ import prometheus_client
 import pytest
 from flask import Flask
 from prometheus_client import CollectorRegistry
+from redis.observability.providers import reset_observability_instance
+from redis.observability.recorder import reset_collector
 
 from flask_redispool._extension import app_states
 
@@ -57,6 +59,8 @@ def close(namespace: dict[str, Any]) -> None:
     for app in flask_apps(namespace):
         for state in app_states(app):
             state.extension.close(app)
+    reset_observability_instance()  # a page turns redis-py's OpenTelemetry metrics on: off again
+    reset_collector()
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if snippets(p)], ids=lambda p: p.name)

@@ -131,7 +131,7 @@ def test_an_rq_worker_runs_the_jobs_on_a_pool_of_its_own(
 
 
 def test_a_worker_on_the_web_pool_is_reported(
-    make_app: Callable[..., Flask], own_server: RedisServer, caplog: pytest.LogCaptureFixture
+    make_app: Callable[..., Flask], own_server: RedisServer, observer: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     app, redis_pool = shared_app(make_app, own_server.url)
     app.test_client().post("/jobs")
@@ -145,6 +145,20 @@ def test_a_worker_on_the_web_pool_is_reported(
     assert pool.connection_kwargs["socket_timeout"] > 400  # RQ's Worker raised it for the whole pool
     assert "changed the REDIS pool's socket_timeout from 0.5 to" in caplog.text
     assert "Give that consumer a RedisPool of its own" in caplog.text
+    # RQ's Worker renames a pooled connection to find its address: the names stay ours
+    assert f"rename a REDIS connection to {worker.name!r} with CLIENT SETNAME" in caplog.text
+    names = [entry["name"] for entry in observer.client_list()]
+    assert our_connections(observer, app.name)
+    assert not [name for name in names if name.startswith("rq:")]
+
+
+def test_a_pool_that_does_not_name_lets_a_library_rename(
+    make_app: Callable[..., Flask], own_server: RedisServer
+) -> None:
+    app = make_app(REDIS_URL=own_server.url, REDIS_CLIENT_NAME=False)
+    client = RedisPool(app).get_client(app)
+    assert client.client_setname("rq:worker:1") is True
+    assert client.client_getname() == "rq:worker:1"
 
 
 def test_get_client_outside_a_request(make_app: Callable[..., Flask], own_server: RedisServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -40,3 +41,23 @@ def test_server_starts_on_loopback_and_stops_by_pid(redis_server: RedisServer) -
 def test_a_server_that_cannot_start_says_why(redis_server: RedisServer) -> None:
     with pytest.raises(RuntimeError, match="redis-server exited with"):
         RedisServer(args=("--no-such-option", "1")).start()
+
+
+@pytest.mark.parametrize("args", [(), ("--cluster-enabled", "yes")], ids=["server", "cluster node"])
+def test_a_port_taken_before_the_first_start_is_chosen_again(redis_server: RedisServer, args: tuple[str, ...]) -> None:
+    server = RedisServer(redis_server.binary, args=args)
+    taken = server.port
+    with socket.create_server(("127.0.0.1", taken)):  # another process binds it first
+        server.start()
+    try:
+        assert server.port != taken
+        assert Redis.from_url(server.url).ping() is True
+    finally:
+        server.stop()
+
+
+def test_a_port_given_is_kept(redis_server: RedisServer) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            RedisServer(redis_server.binary, port=port).start()

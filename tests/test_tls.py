@@ -1,19 +1,14 @@
-"""rediss:// against a real TLS redis-server, with certificates made for the test."""
+"""rediss:// against a real TLS redis-server, with certificates made for the test by trustme."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import trustme
 from flask import Flask
 from redis.exceptions import ConnectionError
 
@@ -22,50 +17,18 @@ from flask_redispool.testing import RedisServer, TLSFiles, find_redis_server
 
 from .test_config import URL
 
-Key = ec.EllipticCurvePrivateKey
-
-
-def _issue(directory: Path, name: str, issuer: tuple[x509.Name, Key] | None, **kind: bool) -> tuple[x509.Name, Key]:
-    """Write ``name``.pem and ``name``.key: a CA (no issuer) or a leaf signed by ``issuer``."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"flask-redispool test {name}")])
-    issuer_name, issuer_key = issuer or (subject, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-        # Python 3.13 verifies strictly (VERIFY_X509_STRICT): both key identifiers are required.
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
-    )
-    if issuer is None:
-        unused = ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment")
-        usage = dict.fromkeys((*unused, "key_agreement", "encipher_only", "decipher_only"), False)
-        builder = builder.add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), critical=True)
-    if kind.get("server"):
-        names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    certificate = builder.sign(issuer_key, hashes.SHA256())
-    (directory / f"{name}.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    (directory / f"{name}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return subject, key
-
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate signed by it, and
+    a CA that signed neither (trustme's, with the key identifiers Python 3.13 requires)."""
     directory = tmp_path_factory.mktemp("tls")
-    ca = _issue(directory, "ca", None)
-    _issue(directory, "server", ca, server=True)
-    _issue(directory, "client", ca)
-    _issue(directory, "other-ca", None)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
+    for name, leaf in [("server", ca.issue_cert("127.0.0.1", "localhost")), ("client", ca.issue_cert("client.test"))]:
+        leaf.cert_chain_pems[0].write_to_path(str(directory / f"{name}.pem"))
+        leaf.private_key_pem.write_to_path(str(directory / f"{name}.key"))
+    trustme.CA().cert_pem.write_to_path(str(directory / "other-ca.pem"))
     return directory
 
 

@@ -1,0 +1,41 @@
+"""OpenTelemetry: what redis-py cannot see of our pools, recorded through redis-py's own
+recorder, under its names.
+
+redis-py reports its pools to OpenTelemetry once a program has turned its observability
+on (``redis.observability.get_observability_instance().init(OTelConfig())``), and ours
+are redis-py pools: connection counts by state (redis-py 8) and creation times come from
+redis-py itself. What it cannot see is the wait: a sync pool here waits for a free
+connection itself, in front of redis-py's non-blocking pool, so it records each
+checkout's ``db.client.connection.wait_time`` (as redis-py's own blocking pool does) and
+each ``db.client.connection.timeouts``. The ``redis.asyncio`` pools are redis-py's
+blocking pool and record their own waits; their timeouts are recorded here.
+
+One counter for one thing: nothing here is recorded by redis-py as well. Nothing is
+recorded when observability is off; a pool asks whether it is on when it makes a
+connection, so the hot path pays one attribute check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.observability.attributes import get_pool_name
+from redis.observability.providers import get_observability_instance
+from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
+
+__all__ = ["observed", "record_timeout", "record_wait"]
+
+
+def observed() -> bool:
+    """Whether redis-py's OpenTelemetry metrics are on in this process."""
+    return get_observability_instance().is_enabled()
+
+
+def record_wait(pool: Any, seconds: float) -> None:
+    """``db.client.connection.wait_time``: how long a checkout of ``pool`` took."""
+    record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=seconds)
+
+
+def record_timeout(pool: Any) -> None:
+    """``db.client.connection.timeouts``: a checkout of ``pool`` found no free connection in time."""
+    record_connection_timeout(pool_name=get_pool_name(pool))

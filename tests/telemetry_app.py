@@ -1,0 +1,105 @@
+"""An app whose pools report to OpenTelemetry, run by ``tests/test_telemetry.py`` in a
+process of its own (OpenTelemetry's meter provider is set once per process, and redis-py's
+observability is process-wide). Prints what an in-memory reader collected, the pool
+names and the pool's own figures, as one JSON object.
+
+Usage: ``python tests/telemetry_app.py redis://127.0.0.1:PORT/0``
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from flask import Flask
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from redis.observability.attributes import get_pool_name
+from redis.observability.config import MetricGroup, OTelConfig
+from redis.observability.providers import get_observability_instance
+
+from flask_redispool import PoolExhaustedError, RedisPool
+
+#: How long both connections are held while another checkout waits for one.
+HOLD = 0.2
+
+
+def sync_traffic(app: Flask, redis_pool: RedisPool) -> None:
+    """Ten commands; a checkout that waits ``HOLD`` for a connection; one that times out."""
+
+    def waiting_read() -> None:
+        with app.app_context():
+            redis_pool.client.get("otel")
+
+    with app.app_context():
+        for _ in range(10):
+            redis_pool.client.incr("otel")
+        waiter = threading.Thread(target=waiting_read)
+        with redis_pool.connection(), redis_pool.connection():
+            waiter.start()
+            time.sleep(HOLD)
+        waiter.join(timeout=10)
+        with redis_pool.connection(), redis_pool.connection(), contextlib.suppress(PoolExhaustedError):
+            redis_pool.client.get("otel")
+
+
+def async_timeout(app: Flask, redis_pool: RedisPool) -> str:
+    """A checkout of this loop's full async pool that times out; the pool's name."""
+
+    async def full_pool() -> str:
+        pool = redis_pool.async_client.connection_pool
+        held = [await pool.get_connection() for _ in range(2)]
+        with contextlib.suppress(PoolExhaustedError):
+            await pool.get_connection()
+        for connection in held:
+            await pool.release(connection)
+        return get_pool_name(pool)
+
+    with app.app_context():  # as Flask runs an async view
+        return str(app.ensure_sync(full_pool)())
+
+
+def collected(reader: InMemoryMetricReader) -> dict[str, list[dict[str, Any]]]:
+    """Each metric's data points: attributes, and a value or a histogram's count and sum."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    data = reader.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
+                    if isinstance(point, HistogramDataPoint):
+                        entry.update(count=point.count, sum=point.sum)
+                    elif isinstance(point, NumberDataPoint):
+                        entry["value"] = point.value
+                    found.setdefault(metric.name, []).append(entry)
+    return found
+
+
+def main(url: str) -> None:
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    groups = [MetricGroup.CONNECTION_BASIC, MetricGroup.CONNECTION_ADVANCED]
+    get_observability_instance().init(OTelConfig(metric_groups=groups))
+    app = Flask("telemetry_app")
+    app.config.update(REDIS_URL=url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.3, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    sync_traffic(app, redis_pool)
+    async_pool = async_timeout(app, redis_pool)
+    report = {
+        "pool": get_pool_name(redis_pool.get_pool(app)),
+        "async_pool": async_pool,
+        "stats": redis_pool.stats(app),
+        "metrics": collected(reader),
+    }
+    redis_pool.close(app)
+    print(json.dumps(report, default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,247 @@
+"""docs/troubleshooting.rst quotes the messages users meet as the code writes them: each
+case here makes one happen, against a real server where it takes one, and finds it on
+the page. The case's own URL, ports and app name are first written as the page's
+(``redis://localhost:6379/0``, app ``shop``); whitespace is compared collapsed, since the
+page wraps long messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_redispool import RedisPool
+from flask_redispool.testing import RedisServer, free_port
+
+from .conftest import PASSWORD, close_pools
+from .test_retry import SLOW_INCR, SOCKET_TIMEOUT
+
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
+PAGE_URL = "redis://localhost:6379/0"
+
+
+class Case:
+    """What a case gets: an app factory, and the servers it asks for."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self.request = request
+        self.urls: list[str] = []
+        self.apps: list[Flask] = []
+
+    def app(self, url: str | None = None, **config: Any) -> tuple[Flask, RedisPool]:
+        """App ``shop`` on ``url`` (a fakeredis server when ``None``), with a pool."""
+        app = Flask("shop")
+        if url is not None and "127.0.0.1" in url:  # a server of the test's: written as the page's
+            self.urls.append(url)
+        app.config.update(REDIS_URL=url or "fakeredis://", REDIS_STATS_INTERVAL=0, **config)
+        self.apps.append(app)
+        return app, RedisPool(app)
+
+    def server(self, fixture: str = "own_server") -> RedisServer:
+        server: RedisServer = self.request.getfixturevalue(fixture)
+        return server
+
+    def as_on_the_page(self, text: str) -> str:
+        for url in self.urls:
+            text = text.replace(url.replace("://", "://:***@") if "@" in url else url, PAGE_URL)
+            text = text.replace(re.sub(r"//[^@]*@", "//", url), PAGE_URL)
+            text = text.replace(re.sub(r"^\w+://(?:[^@]*@)?([^/]+).*", r"\1", url), "localhost:6379")
+        text = re.sub(r"'shop:[^' ]*'", "'shop:web-1:4101'", text)  # a connection's name: host and pid
+        return " ".join(text.split())
+
+
+def shown(error: BaseException) -> str:
+    """An error as a traceback's last line shows it, with its notes."""
+    return " ".join([f"{type(error).__module__}.{type(error).__qualname__}: {error}", *getattr(error, "__notes__", [])])
+
+
+def raised(run: Callable[[], object]) -> str:
+    try:
+        run()
+    except Exception as exc:  # any error: the one shown
+        return shown(exc)
+    raise AssertionError("nothing was raised")
+
+
+def missing_url(case: Case) -> str:
+    app = Flask("shop")
+    return raised(lambda: RedisPool(app))
+
+
+def bad_value(case: Case) -> str:
+    return raised(lambda: case.app(REDIS_MAX_CONNECTIONS=0))
+
+
+def bad_scheme(case: Case) -> str:
+    return raised(lambda: case.app("http://localhost:6379/0"))
+
+
+def pool_exhausted(case: Case) -> str:
+    app, redis_pool = case.app(REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.1)
+    with app.app_context(), redis_pool.connection():
+        return raised(lambda: redis_pool.client.get("key"))
+
+
+def unreachable(case: Case) -> str:
+    app, redis_pool = case.app(f"redis://127.0.0.1:{free_port()}/0")
+    with app.app_context():
+        return raised(lambda: redis_pool.client.get("key"))
+
+
+def no_answer(case: Case) -> str:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        app, redis_pool = case.app(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", REDIS_RETRIES=0)
+        with app.app_context():
+            return raised(lambda: redis_pool.client.get("key"))
+
+
+def credentials(case: Case) -> str:
+    app, redis_pool = case.app(f"redis://127.0.0.1:{case.server('auth_server').port}/0")
+    with app.app_context():
+        return raised(lambda: redis_pool.client.get("key"))
+
+
+def may_have_run(case: Case) -> str:
+    app, redis_pool = case.app(case.server().url, REDIS_SOCKET_TIMEOUT=SOCKET_TIMEOUT)
+    with app.app_context():
+        return raised(lambda: redis_pool.client.eval(SLOW_INCR, 1, "counter"))
+
+
+def blocking_command(case: Case) -> str:
+    app, redis_pool = case.app()
+    with app.app_context():
+        return raised(lambda: redis_pool.client.blpop(["jobs"], timeout=0))
+
+
+def outside_a_context(case: Case) -> str:
+    _app, redis_pool = case.app()
+    return raised(lambda: redis_pool.client)
+
+
+def not_registered(case: Case) -> str:
+    app, _redis_pool = case.app()
+    with app.app_context():
+        return raised(lambda: RedisPool().client)
+
+
+def registered_twice(case: Case) -> str:
+    app, redis_pool = case.app()
+    return raised(lambda: redis_pool.init_app(app))
+
+
+def closed(case: Case) -> str:
+    app, redis_pool = case.app()
+    redis_pool.close(app)
+    with app.app_context():
+        return raised(lambda: redis_pool.client)
+
+
+def async_outside_a_loop(case: Case) -> str:
+    app, redis_pool = case.app()
+    with app.app_context():
+        return raised(lambda: redis_pool.async_client)
+
+
+def cluster_client_on_one_server(case: Case) -> str:
+    app, redis_pool = case.app(PAGE_URL)
+    with app.app_context():
+        return raised(lambda: redis_pool.cluster_client)
+
+
+def client_on_a_cluster(case: Case) -> str:
+    app, redis_pool = case.app("redis+cluster://localhost:7000,localhost:7001")
+    with app.app_context():
+        return raised(lambda: redis_pool.client.get("key"))
+
+
+def async_on_another_loop(case: Case) -> str:
+    app, redis_pool = case.app()
+
+    async def elsewhere() -> object:
+        return redis_pool.async_client
+
+    with app.app_context():
+        return raised(lambda: asyncio.run(elsewhere()))
+
+
+def bad_prefix(case: Case) -> str:
+    return raised(lambda: RedisPool(config_prefix="redis"))
+
+
+def naming_refused(case: Case) -> str:
+    start_server: Callable[..., RedisServer] = case.request.getfixturevalue("start_server")
+    app, redis_pool = case.app(start_server("--rename-command", "CLIENT", '""').url)
+    return logged(case, lambda: _ping(app, redis_pool))
+
+
+def settings_changed(case: Case) -> str:
+    app, redis_pool = case.app(case.server().url)
+    redis_pool.get_pool(app).connection_kwargs["socket_timeout"] = 415  # as RQ's Worker does
+    return logged(case, lambda: _ping(app, redis_pool))
+
+
+def rename_kept(case: Case) -> str:
+    app, redis_pool = case.app()
+    return logged(case, lambda: redis_pool.get_client(app).client_setname("rq:worker:4f2a"))
+
+
+def _ping(app: Flask, redis_pool: RedisPool) -> None:
+    with app.app_context():
+        redis_pool.client.ping()
+
+
+def logged(case: Case, run: Callable[[], object]) -> str:
+    caplog: pytest.LogCaptureFixture = case.request.getfixturevalue("caplog")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flask_redispool"):
+        run()
+    [record] = caplog.records
+    return f"WARNING:flask_redispool:{record.getMessage()}"
+
+
+CASES: list[Callable[[Case], str]] = [
+    missing_url,
+    bad_value,
+    bad_scheme,
+    bad_prefix,
+    registered_twice,
+    pool_exhausted,
+    unreachable,
+    no_answer,
+    credentials,
+    may_have_run,
+    blocking_command,
+    outside_a_context,
+    not_registered,
+    closed,
+    async_outside_a_loop,
+    async_on_another_loop,
+    cluster_client_on_one_server,
+    client_on_a_cluster,
+    naming_refused,
+    settings_changed,
+    rename_kept,
+]
+
+
+@pytest.fixture
+def case(request: pytest.FixtureRequest) -> Iterator[Case]:
+    made = Case(request)
+    yield made
+    for app in made.apps:
+        close_pools(app)
+
+
+@pytest.mark.parametrize("make", CASES, ids=lambda make: make.__name__)
+def test_the_page_quotes_the_message(case: Case, make: Callable[[Case], str]) -> None:
+    message = case.as_on_the_page(make(case))
+    assert PASSWORD not in message
+    assert message in " ".join(PAGE.read_text().split()), f"not on {PAGE.name}:\n{message}"

@@ -24,11 +24,12 @@ __all__ = ["KINDS", "ONCE", "REPEATABLE", "Kind", "command_kind"]
 
 #: Commands that change no data, beyond redis-py's read-only data commands: the
 #: handshake, introspection, and the brackets of a transaction (a batch is repeatable
-#: when every command in it is).
+#: when every command in it is). ``CLIENT`` alone is how redis-py's handshake spells
+#: ``CLIENT SETINFO`` (``"CLIENT", "SETINFO", …``); no ``CLIENT`` subcommand changes data.
 _ALSO_REPEATABLE: Final = frozenset(
     {
         "AUTH", "HELLO", "SELECT", "PING", "ECHO", "QUIT", "RESET", "READONLY", "READWRITE",
-        "CLIENT SETNAME", "CLIENT GETNAME", "CLIENT SETINFO", "CLIENT ID", "CLIENT INFO", "CLIENT LIST",
+        "CLIENT", "CLIENT SETNAME", "CLIENT GETNAME", "CLIENT SETINFO", "CLIENT ID", "CLIENT INFO", "CLIENT LIST",
         "INFO", "TIME", "ROLE", "LASTSAVE", "COMMAND", "COMMAND INFO", "COMMAND COUNT", "CONFIG GET",
         "MEMORY USAGE", "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT",
         "SLOWLOG GET", "SLOWLOG LEN", "PUBSUB CHANNELS", "PUBSUB NUMSUB", "PUBSUB NUMPAT",

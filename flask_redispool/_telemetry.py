@@ -11,8 +11,8 @@ each ``db.client.connection.timeouts``. The ``redis.asyncio`` pools are redis-py
 blocking pool and record their own waits; their timeouts are recorded here.
 
 One counter for one thing: nothing here is recorded by redis-py as well. Nothing is
-recorded when observability is off; a pool asks whether it is on when it makes a
-connection, so the hot path pays one attribute check.
+recorded when observability is off; a pool asks whether it is on when it is made and
+when it makes a connection, so a command pays one attribute check.
 """
 
 from __future__ import annotations

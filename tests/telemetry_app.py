@@ -25,7 +25,7 @@ from redis.observability.providers import get_observability_instance
 
 from flask_redispool import PoolExhaustedError, RedisPool
 
-#: How long both connections are held while another checkout waits for one.
+#: How long both connections are held once another checkout waits for one.
 HOLD = 0.2
 
 
@@ -42,6 +42,9 @@ def sync_traffic(app: Flask, redis_pool: RedisPool) -> None:
         waiter = threading.Thread(target=waiting_read)
         with redis_pool.connection(), redis_pool.connection():
             waiter.start()
+            deadline = time.monotonic() + 10
+            while redis_pool.stats(app)["waits"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until the read queues for a connection
             time.sleep(HOLD)
         waiter.join(timeout=10)
         with redis_pool.connection(), redis_pool.connection(), contextlib.suppress(PoolExhaustedError):

@@ -231,7 +231,7 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
         self._observed = observed()  # redis-py records the waits; we record the timeouts
 
     def __repr__(self) -> str:
-        return pool_repr(self, self.settings, "async")
+        return pool_repr(self, "async")
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         self._asked += 1  # before the first await: concurrent checkouts see each other

@@ -222,7 +222,7 @@ class CountedPool(_PoolBase):
         return counts.get("used", 0), counts.get("idle", 0)
 
     def __repr__(self) -> str:
-        return pool_repr(self, self.settings, f"role={self.role} address={self.address}")
+        return pool_repr(self, f"role={self.role} address={self.address}")
 
     @property
     def address(self) -> str | None:
@@ -287,9 +287,11 @@ class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """One connection to a Sentinel service's master, waited for: the publisher's."""
 
 
-def pool_repr(pool: Any, settings: Settings, where: str) -> str:
-    """A pool's repr, with nothing secret in it on any redis-py (7's lists every
-    connection keyword argument, the password included)."""
+def pool_repr(pool: Any, where: str) -> str:
+    """A pool's repr (a sync or async pool of ours, with its ``settings``), with nothing
+    secret in it on any redis-py (7's lists every connection keyword argument, the
+    password included)."""
+    settings: Settings = pool.settings
     return (
         f"<{type(pool).__module__}.{type(pool).__name__} {settings.key('URL')}={settings.redacted_url} "
         f"{where} max_connections={pool.max_connections}>"

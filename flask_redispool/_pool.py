@@ -277,6 +277,22 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
         self._lent = connection
         return connection
 
+    def release(self, connection: Connection) -> None:  # type: ignore[override]
+        if self.is_master and (connection.host, connection.port) != self.master_address:
+            # It served a former master: its next checkout connects to the new one.
+            connection.disconnect()  # type: ignore[no-untyped-call]
+        CountedPool.release(self, connection)
+
+    def owns_connection(self, connection: Connection) -> bool:
+        """Whether ``connection`` is this process's: the check of a plain pool.
+
+        redis-py's Sentinel pool also disowns a connection to a former master when it comes
+        back after a failover, and drops it; before redis-py 8.1 the pool's slot went with
+        it, so every failover shrank the pool for good (redis-py#4187). :meth:`release`
+        disconnects such a connection and keeps it instead, on every version.
+        """
+        return ConnectionPool.owns_connection(self, connection)  # type: ignore[return-value]
+
     @property
     def address(self) -> str | None:
         lent = self._lent

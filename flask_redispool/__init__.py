@@ -15,7 +15,15 @@ starts with ``_`` are internal.
 from __future__ import annotations
 
 from ._config import CONFIG_KEYS, ConfigKey, Settings
-from ._errors import BlockingCommandError, ConfigError, ConfigWarning, MayHaveRunError, PoolExhaustedError
+from ._errors import (
+    BlockingCommandError,
+    ConfigError,
+    ConfigWarning,
+    MayHaveRunConnectionError,
+    MayHaveRunError,
+    MayHaveRunTimeoutError,
+    PoolExhaustedError,
+)
 from ._extension import RedisPool
 from ._health import Health
 from ._snapshots import PublishedStats
@@ -30,7 +38,9 @@ __all__ = [
     "ConfigKey",
     "ConfigWarning",
     "Health",
+    "MayHaveRunConnectionError",
     "MayHaveRunError",
+    "MayHaveRunTimeoutError",
     "PoolExhaustedError",
     "PoolReport",
     "PoolStats",

@@ -48,7 +48,7 @@ from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import check_connection_kwargs, exhausted_error, pool_repr
 from ._stats import PoolCounters
-from ._telemetry import observed, record_timeout
+from ._telemetry import observed, record_async_timeout
 
 if TYPE_CHECKING:
     from ._poolset import PoolSet
@@ -244,7 +244,7 @@ class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
             if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
                 in_use = self.in_use()  # redis-py's pool timed out
                 if self._observed:
-                    record_timeout(self)
+                    record_async_timeout(self)
                 raise exhausted_error(self.settings, self.max_connections, in_use, self._counters) from None
             self._policy.explain(exc)  # redis-py connects on checkout: say what to check
             raise

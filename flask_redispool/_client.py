@@ -133,7 +133,7 @@ class ContextClient(AppClient):
         return pipe
 
     def pubsub(self, **kwargs: Any) -> PubSub:
-        pubsub: PubSub = super().pubsub(**kwargs)  # type: ignore[no-untyped-call]
+        pubsub: PubSub = super().pubsub(**kwargs)
         self._hold(pubsub)
         return pubsub
 

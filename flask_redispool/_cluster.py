@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import redis.asyncio.cluster as aio_cluster
 import redis.asyncio.connection as aio_connection
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.cluster import ClusterNode, ClusterPipeline, LoadBalancingStrategy, RedisCluster
+from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
 from redis.connection import BlockingConnectionPool, Connection, parse_url
 from redis.exceptions import MaxConnectionsError, RedisClusterException
 from redis.retry import Retry
@@ -56,8 +56,6 @@ from ._pool import (
 from ._poolset import PoolSet
 
 if TYPE_CHECKING:
-    from redis.client import PubSub
-
     from ._config import Settings
     from ._stats import PoolCounters
 
@@ -176,8 +174,8 @@ class ClusterClient(RedisCluster):
 
     def pubsub(
         self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None, **kwargs: Any
-    ) -> PubSub:
-        pubsub: PubSub = super().pubsub(node=node, host=host, port=port, **kwargs)  # type: ignore[no-untyped-call]
+    ) -> ClusterPubSub:
+        pubsub = super().pubsub(node=node, host=host, port=port, **kwargs)
         held = held_here(self.held_key)
         if held is not None:
             held.sync.add(pubsub)

@@ -84,3 +84,16 @@ class MayHaveRunConnectionError(MayHaveRunError, ConnectionError):
 
 class MayHaveRunTimeoutError(MayHaveRunError, TimeoutError):
     """No reply came in time after an unsafe command was sent (see :class:`MayHaveRunError`)."""
+
+
+# Users import these from ``flask_redispool``: tracebacks and the docs name them so.
+for _public in (
+    ConfigError,
+    ConfigWarning,
+    PoolExhaustedError,
+    BlockingCommandError,
+    MayHaveRunError,
+    MayHaveRunConnectionError,
+    MayHaveRunTimeoutError,
+):
+    _public.__module__ = "flask_redispool"

@@ -87,7 +87,7 @@ def sentinel_pools(settings: Settings) -> PoolSet:
     policy = ConnectionPolicy(settings)
     check_connection_kwargs(settings, pool_connection_class(Connection, policy), kwargs)
     connection_class = pool_connection_class(SentinelManagedConnection, policy)
-    sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))
     pools = PoolSet(
         settings,
         policy,
@@ -119,7 +119,7 @@ def _async_master_client(
     one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
     connections to the sentinels belong to the loop too)."""
     kwargs = async_connection_kwargs(pools)  # the master pool's
-    manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))  # type: ignore[no-untyped-call]
+    manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))
     clients = [
         AsyncContextClient(
             connection_pool=CountedAsyncSentinelPool(
@@ -159,7 +159,7 @@ def _replica_clients(sentinel: Sentinel, service: str, kwargs: dict[str, Any]) -
     """A one-connection client per replica the sentinels list now (for ``CLIENT LIST``)."""
     options = {name: value for name, value in kwargs.items() if name != "retry"}
     return [
-        Redis(host=host, port=port, single_connection_client=True, **options)
+        Redis(host=str(host), port=int(port), single_connection_client=True, **options)
         # discover_slaves: redis-py 8's discover_replicas is an alias that 7 lacks
-        for host, port in sentinel.discover_slaves(service)  # type: ignore[no-untyped-call]
+        for host, port in sentinel.discover_slaves(service)
     ]

@@ -17,13 +17,18 @@ when it makes a connection, so a command pays one attribute check.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+import redis
 from redis.observability.attributes import get_pool_name
 from redis.observability.providers import get_observability_instance
 from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
 
-__all__ = ["observed", "record_timeout", "record_wait"]
+__all__ = ["ASYNC_POOLS_RECORD_TIMEOUTS", "observed", "record_async_timeout", "record_timeout", "record_wait"]
+
+#: Whether ``redis.asyncio``'s blocking pool records its own timeouts (redis-py 8.2 and
+#: later): then an async pool's timeout is recorded there, not here as well.
+ASYNC_POOLS_RECORD_TIMEOUTS: Final = tuple(int(part) for part in redis.__version__.split(".")[:2]) >= (8, 2)
 
 
 def observed() -> bool:
@@ -39,3 +44,9 @@ def record_wait(pool: Any, seconds: float) -> None:
 def record_timeout(pool: Any) -> None:
     """``db.client.connection.timeouts``: a checkout of ``pool`` found no free connection in time."""
     record_connection_timeout(pool_name=get_pool_name(pool))
+
+
+def record_async_timeout(pool: Any) -> None:
+    """:func:`record_timeout` for a ``redis.asyncio`` pool, where redis-py does not record it itself."""
+    if not ASYNC_POOLS_RECORD_TIMEOUTS:
+        record_timeout(pool)

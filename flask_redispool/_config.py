@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 from ._errors import ConfigError, ConfigWarning
 
@@ -67,6 +68,9 @@ _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 _NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
 _CERT_REQS: Final = ("required", "optional", "none")
 _HOST_PORT_RE: Final = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}(/[0-9]*)?")  # localhost:6379/0, scheme forgotten
+# A URL query argument whose name holds one of these is a secret: redis-py's password and
+# ssl_password, other libraries' sentinel_password, tokens.
+_SECRET_WORDS: Final = ("password", "secret", "token")
 
 
 class _Required:
@@ -618,32 +622,54 @@ def _warn_unknown_keys(config: Mapping[str, Any], prefix: str) -> None:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
+    """Return ``url`` with every password in it replaced by ``***``.
 
     The host and port shown are the ones redis-py connects to: the authority ends at the
     first ``/``, ``?`` or ``#``, as :func:`urllib.parse.urlsplit` reads it. A URL with an
     ``@`` after that point (a password with an unencoded ``/``, ``?`` or ``#``) shows
     nothing before its last ``@``. A lone userinfo (``redis://secret@host``) is redacted
-    too, since some write the password there, and so is a ``password=`` query argument.
-    A URL without a password is shown as typed, and so is ``host:port`` without a scheme.
+    too, since some write the password there. So is the value of each query argument
+    whose name, decoded as redis-py's :func:`~redis.connection.parse_url` decodes it,
+    names a secret (``password``, ``%70assword``, ``ssl_password``,
+    ``sentinel_password``...); the fragment, which redis-py ignores, is read the same
+    way. A URL without a password is shown as typed, and so is ``host:port`` without a
+    scheme.
 
     >>> redact_url("redis://:hunter2@localhost:6379/0")
     'redis://:***@localhost:6379/0'
     >>> redact_url("redis://:pa/ss@localhost:6379/0")
     'redis://***@localhost:6379/0'
+    >>> redact_url("redis://localhost:6379/0?%70assword=hunter2")
+    'redis://localhost:6379/0?%70assword=***'
     """
     scheme, sep, rest = url.partition("://")
     if not sep:  # not a URL: show a mistyped host:port, hide anything else (a password?)
         if "@" in url:
             return f"***@{url.rpartition('@')[2]}"
         return url if _HOST_PORT_RE.fullmatch(url) else "***"
+    if "@" in _after_authority(rest):  # where the userinfo ends is anybody's guess: show only what follows
+        rest = f"***@{rest.rpartition('@')[2]}"
     tail = _after_authority(rest)
     authority = rest[: len(rest) - len(tail)]
-    if "@" in tail:  # where the userinfo ends is anybody's guess: show only what follows
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
     if "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         authority = f"{user}:***@{host}" if colon else f"***@{host}"
-    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}://{authority}{tail}"
+    # urlsplit's order: the fragment starts at the first '#', the query at the first '?' before it.
+    before, hash_, fragment = tail.partition("#")
+    path, question, query = before.partition("?")
+    return f"{scheme}://{authority}{path}{question}{_redact_query(query)}{hash_}{_redact_query(fragment)}"
+
+
+def _redact_query(query: str) -> str:
+    """``query`` with the value of each argument that names a secret replaced by ``***``.
+
+    Names are decoded as :func:`urllib.parse.parse_qsl` decodes them for redis-py: ``+``
+    is a space, then percent-decoding.
+    """
+    arguments = []
+    for argument in query.split("&"):
+        name, equals, _ = argument.partition("=")
+        secret = equals and any(word in unquote_plus(name).lower() for word in _SECRET_WORDS)
+        arguments.append(f"{name}=***" if secret else argument)
+    return "&".join(arguments)

@@ -236,9 +236,36 @@ def test_worst_case_follows_the_documented_formula() -> None:
         (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=none", "rediss://:***@h/0?ssl_cert_reqs=none"),
         (f"unix://user:{PASSWORD}@/tmp/redis.sock?db=1", "unix://user:***@/tmp/redis.sock?db=1"),
         (f"unix:///tmp/redis.sock?db=1&password={PASSWORD}", "unix:///tmp/redis.sock?db=1&password=***"),
+        # Query argument names are decoded as redis-py decodes them: each of these is a password.
+        (f"redis://localhost/0?%70assword={PASSWORD}", "redis://localhost/0?%70assword=***"),
+        (f"redis://localhost/0?db=1&pass%77ord={PASSWORD}&x=1", "redis://localhost/0?db=1&pass%77ord=***&x=1"),
+        (
+            f"unix:///tmp/redis.sock?%70%61%73%73%77%6F%72%64={PASSWORD}",
+            "unix:///tmp/redis.sock?%70%61%73%73%77%6F%72%64=***",
+        ),
+        (f"redis://localhost/0?PassWord={PASSWORD}", "redis://localhost/0?PassWord=***"),
+        (f"redis://h/0?password={PASSWORD}&password={PASSWORD}", "redis://h/0?password=***&password=***"),
+        (
+            f"rediss://h/0?ssl_%70assword={PASSWORD}&ssl_cert_reqs=none",
+            "rediss://h/0?ssl_%70assword=***&ssl_cert_reqs=none",
+        ),
+        (f"redis://h/0#password={PASSWORD}", "redis://h/0#password=***"),  # redis-py ignores it; still a password
+        (f"redis://h/0?db=0#x&%70assword={PASSWORD}", "redis://h/0?db=0#x&%70assword=***"),
+        (
+            f"redis+sentinel://:{PASSWORD}@h1:26379,h2:26380/mymaster/0?sentinel_password={PASSWORD}",
+            "redis+sentinel://:***@h1:26379,h2:26380/mymaster/0?sentinel_password=***",
+        ),
+        (f"redis+cluster://h1:7000,h2:7001?%70assword={PASSWORD}", "redis+cluster://h1:7000,h2:7001?%70assword=***"),
+        (
+            f"redis+cluster://user%3A{PASSWORD}@h1:7000,h2:7001",
+            "redis+cluster://***@h1:7000,h2:7001",
+        ),  # all a user name
+        (f"redis://%75ser:{PASSWORD}@h/0", "redis://%75ser:***@h/0"),
+        ("redis://h/0?db=1&ssl_cert_reqs=none&pass+word=x", "redis://h/0?db=1&ssl_cert_reqs=none&pass+word=x"),
         (f"redis://:pa/ss@wo:rd{PASSWORD}@h:1/0", "redis://***@h:1/0"),
         (f"redis://:pa#ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
         (f"redis://:pa?ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
+        (f"redis://:pa/ss@h:1/0?%70assword={PASSWORD}", "redis://***@h:1/0?%70assword=***"),
         ("localhost:6379", "localhost:6379"),  # no password: the mistake (no scheme) stays visible
         ("localhost:6379/0", "localhost:6379/0"),
         (f"{PASSWORD}@localhost:6379", "***@localhost:6379"),
@@ -266,6 +293,8 @@ def test_redact_url(url: str, redacted: str) -> None:
         {"REDIS_URL": f"redis://:{PASSWORD}/x@localhost/0"},
         {"REDIS_URL": f"redis://:{PASSWORD}#x@localhost/0"},
         {"REDIS_URL": f"redis://:{PASSWORD}?x@localhost/0"},
+        {"REDIS_URL": f"redis://localhost/0?%70assword={PASSWORD}&socket_timeout=1"},
+        {"REDIS_URL": f"redis+sentinel://h1,h2/mymaster/0?sentinel_password={PASSWORD}"},
     ],
 )
 def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], config: dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ def _config_table() -> str:
         default = "*required*" if key.default is REQUIRED else f"``{key.default!r}``"
         if key.name == "CLIENT_NAME":
             default = "*from the app*"
-        lines += [f"   * - ``REDIS_{key.name}``", f"     - {default}", f"     - {key.doc}"]
+        lines += [f"   * - ``REDIS_{key.name}``", f"     - {default}", f"     - {key.doc} Takes {key.accepts}."]
     return "\n".join(lines) + "\n"
 
 

@@ -135,11 +135,11 @@ def parse_cluster_url(settings: Settings) -> tuple[list[tuple[str, int]], dict[s
     userinfo, _, hosts = parts.netloc.rpartition("@")
     try:
         seeds = parse_addresses(hosts, DEFAULT_CLUSTER_PORT, "node")
-        if parts.path.strip("/") not in ("", "0"):
-            raise ValueError("a cluster has database 0 only: leave the path out, or write /0")
         kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
             f"redis://{userinfo + '@' if userinfo else ''}cluster{'?' + parts.query if parts.query else ''}"
         )
+        if parts.path.strip("/") not in ("", "0") or kwargs.get("db", 0) != 0:
+            raise ValueError("a cluster has database 0 only: leave the path out, or write /0")
     except ValueError as exc:
         raise ConfigError(
             f"{settings.key('URL')} is not a valid Redis Cluster URL ({settings.redacted_url}): {exc}"

@@ -18,7 +18,8 @@ import re
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
+from urllib.parse import unquote_plus
 
 from ._errors import ConfigError, ConfigWarning
 
@@ -59,14 +60,24 @@ STATS_MIN_INTERVAL: Final = 0.1
 #: The longest duration any key (and ``blocking()``) takes: one day. Longer ones overflow
 #: the socket and thread layers (``OverflowError`` at the first command).
 MAX_SECONDS: Final = 86_400.0
+#: The most ``RETRIES`` taken: each retry adds a connect and a wait for a reply to the
+#: worst case (:attr:`Settings.worst_case_seconds`), which grows with its square.
+MAX_RETRIES: Final = 10
+#: The highest database number, and the bound of other redis-py options a C ``int``
+#: holds: the server reads SELECT's index as a 32-bit signed integer.
+INT32_MAX: Final = 2**31 - 1
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off"})
 _INT_RE: Final = re.compile(r"[0-9]+")
+_MAX_DIGITS: Final = 100  # longer digit strings are refused before int() (which refuses 4,300)
 _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 _NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
 _CERT_REQS: Final = ("required", "optional", "none")
 _HOST_PORT_RE: Final = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}(/[0-9]*)?")  # localhost:6379/0, scheme forgotten
+# A URL query argument whose name holds one of these is a secret: redis-py's password and
+# ssl_password, other libraries' sentinel_password, tokens.
+_SECRET_WORDS: Final = ("password", "secret", "token")
 
 
 class _Required:
@@ -104,6 +115,19 @@ class ConfigKey:
         """The full config key for ``prefix``."""
         return f"{prefix}_{self.name}"
 
+    @property
+    def accepts(self) -> str:
+        """The values the key takes, as its error message says them ("an integer >= 1"):
+        :attr:`parse`'s refusal of a value no key takes. The config reference shows it."""
+        try:
+            self.parse(_NOT_A_VALUE)
+        except ValueError as exc:
+            return str(exc)
+        raise AssertionError(f"{self.name} took {_NOT_A_VALUE!r}")  # pragma: no cover
+
+
+_NOT_A_VALUE: Final = object()
+
 
 def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
@@ -118,15 +142,40 @@ def _describe_secret(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _integer(minimum: int) -> Callable[[object], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[object], int]:
+    expected = f"an integer >= {minimum}" if maximum is None else f"an integer from {minimum} to {maximum}"
+
     def parse(value: object) -> int:
-        if isinstance(value, str) and _INT_RE.fullmatch(value):
+        if isinstance(value, str) and len(value) <= _MAX_DIGITS and _INT_RE.fullmatch(value):
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ValueError(f"an integer >= {minimum}")
+        if not _int(value) or value < minimum or (maximum is not None and value > maximum):
+            raise ValueError(expected)
         return value
 
     return parse
+
+
+def _retries(value: object) -> int:
+    try:
+        return _integer(0, MAX_RETRIES)(value)
+    except ValueError as exc:
+        # Every other key at its default: how long a command may take at the bound.
+        worst = load_settings({"REDIS_URL": "redis://", "REDIS_RETRIES": MAX_RETRIES}, "REDIS", "app")
+        raise ValueError(
+            f"{exc} (at {MAX_RETRIES}, a command that Redis does not answer may already take "
+            f"{worst.worst_case_seconds:g} s with the default timeouts)"
+        ) from None
+
+
+def check_database(number: object) -> None:
+    """Refuse a URL's database number (``/5``, ``?db=5``) that no server takes.
+
+    :raises ValueError: saying which numbers are taken.
+    """
+    try:
+        _integer(0, INT32_MAX)(number)
+    except ValueError:
+        raise ValueError(f"the database must be a number from 0 to {INT32_MAX}") from None
 
 
 def _seconds(*, allow_zero: bool) -> Callable[[object], float]:
@@ -252,8 +301,18 @@ def _check_option_values(options: dict[str, Any]) -> None:
         raise ValueError("a dict whose 'socket_keepalive_options' maps socket option numbers to ints")
 
 
-def _int(value: object) -> bool:
+def _int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+#: redis-py connection options that it leaves unchecked until the first command (the
+#: server's refusal of ``SELECT zero``, a ``TypeError`` at the first read): read at
+#: init_app instead, as our own keys are.
+_OPTION_PARSERS: Final[dict[str, Callable[[object], int]]] = {
+    "db": _integer(0, INT32_MAX),
+    "socket_read_size": _integer(1, INT32_MAX),
+    "socket_type": _integer(0, INT32_MAX),
+}
 
 
 #: Every key flask-redispool reads, in documentation order.
@@ -307,7 +366,7 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey(
         "RETRIES",
-        _integer(0),
+        _retries,
         1,
         "Times a command is retried after a connection error or timeout, with jittered "
         f"exponential backoff of at most {BACKOFF_CAP} s: a command that is safe to run twice "
@@ -521,6 +580,7 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
         except ValueError as exc:
             shown = _describe(raw) if not key.secret else _describe_secret(raw)
             raise ConfigError(f"{full} must be {exc}, got {shown}") from None
+    values["options"] = _parse_options(values["options"], _BY_NAME["OPTIONS"].key(prefix))
     values["name_connections"] = values["client_name"] is not False
     if not isinstance(values["client_name"], str):
         values["client_name"] = default_client_name
@@ -560,6 +620,29 @@ def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
         )
     if settings.ssl_keyfile and not settings.ssl_certfile:
         raise ConfigError(f"{settings.key('SSL_KEYFILE')} is set without {settings.key('SSL_CERTFILE')}.")
+
+
+def _parse_options(options: dict[str, Any], key: str) -> dict[str, Any]:
+    """``options`` with the values of :data:`_OPTION_PARSERS` parsed (``"5"`` is 5).
+
+    :raises ConfigError: naming the option, not its value (``OPTIONS`` may hold secrets).
+    """
+    parsed = dict(options)
+    for option in options.keys() & _OPTION_PARSERS.keys():
+        parse = _OPTION_PARSERS[option]
+        try:
+            parsed[option] = parse(options[option])
+        except ValueError as exc:
+            raise ConfigError(f"{key}[{option!r}] must be {exc}, got {_kind(options[option])}.") from None
+    return parsed
+
+
+def _kind(value: object) -> str:
+    """What ``value`` is, without showing it: ``"a str"``, ``"a number out of that range"``."""
+    if _int(value):
+        return "a number out of that range"
+    noun = type(value).__name__
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
 
 def _check_option_conflicts(settings: Settings) -> None:
@@ -618,32 +701,54 @@ def _warn_unknown_keys(config: Mapping[str, Any], prefix: str) -> None:
 
 
 def redact_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***``.
+    """Return ``url`` with every password in it replaced by ``***``.
 
     The host and port shown are the ones redis-py connects to: the authority ends at the
     first ``/``, ``?`` or ``#``, as :func:`urllib.parse.urlsplit` reads it. A URL with an
     ``@`` after that point (a password with an unencoded ``/``, ``?`` or ``#``) shows
     nothing before its last ``@``. A lone userinfo (``redis://secret@host``) is redacted
-    too, since some write the password there, and so is a ``password=`` query argument.
-    A URL without a password is shown as typed, and so is ``host:port`` without a scheme.
+    too, since some write the password there. So is the value of each query argument
+    whose name, decoded as redis-py's :func:`~redis.connection.parse_url` decodes it,
+    names a secret (``password``, ``%70assword``, ``ssl_password``,
+    ``sentinel_password``...); the fragment, which redis-py ignores, is read the same
+    way. A URL without a password is shown as typed, and so is ``host:port`` without a
+    scheme.
 
     >>> redact_url("redis://:hunter2@localhost:6379/0")
     'redis://:***@localhost:6379/0'
     >>> redact_url("redis://:pa/ss@localhost:6379/0")
     'redis://***@localhost:6379/0'
+    >>> redact_url("redis://localhost:6379/0?%70assword=hunter2")
+    'redis://localhost:6379/0?%70assword=***'
     """
     scheme, sep, rest = url.partition("://")
     if not sep:  # not a URL: show a mistyped host:port, hide anything else (a password?)
         if "@" in url:
             return f"***@{url.rpartition('@')[2]}"
         return url if _HOST_PORT_RE.fullmatch(url) else "***"
+    if "@" in _after_authority(rest):  # where the userinfo ends is anybody's guess: show only what follows
+        rest = f"***@{rest.rpartition('@')[2]}"
     tail = _after_authority(rest)
     authority = rest[: len(rest) - len(tail)]
-    if "@" in tail:  # where the userinfo ends is anybody's guess: show only what follows
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
     if "@" in authority:
         userinfo, _, host = authority.rpartition("@")
         user, colon, _ = userinfo.partition(":")
         authority = f"{user}:***@{host}" if colon else f"***@{host}"
-    tail = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", tail)
-    return f"{scheme}://{authority}{tail}"
+    # urlsplit's order: the fragment starts at the first '#', the query at the first '?' before it.
+    before, hash_, fragment = tail.partition("#")
+    path, question, query = before.partition("?")
+    return f"{scheme}://{authority}{path}{question}{_redact_query(query)}{hash_}{_redact_query(fragment)}"
+
+
+def _redact_query(query: str) -> str:
+    """``query`` with the value of each argument that names a secret replaced by ``***``.
+
+    Names are decoded as :func:`urllib.parse.parse_qsl` decodes them for redis-py: ``+``
+    is a space, then percent-decoding.
+    """
+    arguments = []
+    for argument in query.split("&"):
+        name, equals, _ = argument.partition("=")
+        secret = equals and any(word in unquote_plus(name).lower() for word in _SECRET_WORDS)
+        arguments.append(f"{name}=***" if secret else argument)
+    return "&".join(arguments)

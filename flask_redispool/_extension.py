@@ -34,7 +34,7 @@ from ._context import FLASK_CONTEXT, current_context, watch_quart
 from ._health import Health, check_health
 from ._pool import CountedPool
 from ._snapshots import build_report
-from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states
+from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
 from ._topology import build_pools
 
 if TYPE_CHECKING:
@@ -153,6 +153,7 @@ class RedisPool:
             if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
                 return
             raise self._not_registered(app)
+        before_close(app)
         del states[self.config_prefix]
         app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)
         app.extensions[_FINALIZERS_KEY].pop(self.config_prefix).detach()  # disposed of here, not at collection

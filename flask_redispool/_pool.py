@@ -37,7 +37,7 @@ from redis.connection import BlockingConnectionPool, Connection, ConnectionPool,
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._stats import PoolCounters, PoolFigures
@@ -391,12 +391,15 @@ def _url_kwargs(settings: Settings) -> dict[str, Any]:
     url = settings.url
     scheme, _, rest = url.partition("://")
     fake = scheme.lower() == "fakeredis"
+    path = "" if scheme.lower() == "unix" else urlsplit(url).path  # a socket's path is no database
     try:
-        if scheme.lower() != "unix" and not _DB_PATH_RE.fullmatch(urlsplit(url).path):
+        if not _DB_PATH_RE.fullmatch(path):
             raise ValueError("the path must be a database number, such as /0")
         kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
             "redis://" + rest if fake else url
         )
+        # redis-py reads a path it cannot convert (4,300 digits and more) as database 0.
+        check_database(kwargs.get("db", path.strip("/") or 0))
     except ValueError as exc:
         raise ConfigError(f"{settings.key('URL')} is not a valid Redis URL ({settings.redacted_url}): {exc}") from None
     check_query_options(settings, kwargs)

@@ -28,7 +28,7 @@ from redis.connection import Connection, parse_url
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from ._asyncio import AsyncContextClient, CountedAsyncSentinelPool, async_connection_kwargs
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database
 from ._connection import AsyncOnceRetry, ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import (
@@ -66,6 +66,8 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
             f"redis://{userinfo + '@' if userinfo else ''}sentinel/{path[1] if len(path) == 2 else ''}"
             f"{'?' + parts.query if parts.query else ''}"
         )
+        # redis-py reads a path it cannot convert (4,300 digits and more) as database 0.
+        check_database(kwargs.get("db", path[1] if len(path) == 2 else 0))
     except ValueError as exc:
         raise ConfigError(
             f"{settings.key('URL')} is not a valid Sentinel URL ({settings.redacted_url}): {exc}"

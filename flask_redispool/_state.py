@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask.sansio.app import App
 
     from ._asyncio import AsyncPools
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from ._poolset import PoolSet
     from ._snapshots import AnyClient
 
-__all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states"]
+__all__ = ["CLOSED_KEY", "CLOSE_CHECKS_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states", "before_close"]
 
 #: Where each app keeps its pools: ``app.extensions["redispool"][config_prefix]``.
 EXTENSION_KEY: Final = "redispool"
@@ -28,6 +30,9 @@ EXTENSION_KEY: Final = "redispool"
 LOOPS_KEY: Final = "redispool.loops"
 #: The config prefixes whose pools :meth:`RedisPool.close` has disposed of on an app.
 CLOSED_KEY: Final = "redispool.closed"
+#: Callables that :meth:`RedisPool.close` calls with the app before it disposes of anything
+#: (the pytest plugin's leak watch): a list in ``app.extensions``.
+CLOSE_CHECKS_KEY: Final = "redispool.close_checks"
 
 
 @dataclass(frozen=True)
@@ -52,3 +57,11 @@ class AppState:
 def app_states(app: App) -> list[AppState]:
     """Every :class:`RedisPool` registered on ``app``, in registration order."""
     return list(app.extensions.get(EXTENSION_KEY, {}).values())
+
+
+def before_close(app: App) -> None:
+    """Run the checks registered under :data:`CLOSE_CHECKS_KEY` on ``app``, which still has
+    every pool and connection it had."""
+    checks: list[Callable[[App], None]] = app.extensions.get(CLOSE_CHECKS_KEY, [])
+    for check in list(checks):
+        check(app)

@@ -1,7 +1,7 @@
 """pytest fixtures for apps that use flask-redispool, installed with the package.
 
-They do nothing until a test asks for one: no server starts and no hook changes how an
-unrelated suite runs.
+They do nothing until a test asks for one: no server starts, and the one hook (the leak
+watch's check after a test's teardown) passes over a test that did not ask for it.
 
 .. code-block:: python
 
@@ -23,20 +23,24 @@ unrelated suite runs.
   (``pip install flask-redispool[fakeredis]``).
 - ``redispool_watch``: call it with an app; after the test, the test errors if a
   ``RedisPool`` of the app still has a connection checked out
-  (:func:`~flask_redispool.testing.assert_nothing_held`).
+  (:func:`~flask_redispool.testing.assert_nothing_held`) once the test's fixtures are
+  torn down, or as its ``RedisPool`` is closed before that (by the fixture that made
+  the app): the order of the fixtures does not matter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Final
 
 import pytest
 from flask.sansio.app import App
 from redis import Redis
 
+from ._state import CLOSE_CHECKS_KEY
 from .testing import RedisServer, assert_nothing_held, find_redis_server
 
-__all__ = ["redispool_fake_url", "redispool_server", "redispool_url", "redispool_watch"]
+__all__ = ["pytest_runtest_teardown", "redispool_fake_url", "redispool_server", "redispool_url", "redispool_watch"]
 
 
 @pytest.fixture(scope="session")
@@ -63,15 +67,54 @@ def redispool_fake_url() -> str:
 
 
 @pytest.fixture
-def redispool_watch() -> Iterator[Callable[[App], App]]:
-    """Call it with an app (it returns the app); when the test ends, the test errors if a
-    ``RedisPool`` of that app still has a connection checked out."""
-    watched: list[App] = []
+def redispool_watch(request: pytest.FixtureRequest) -> Callable[[App], App]:
+    """Call it with an app (it returns the app); the test errors if a ``RedisPool`` of that
+    app still has a connection checked out once the test's fixtures are torn down, or as
+    the app is closed before that. The order of the fixtures does not matter."""
+    watch = request.node.stash[_WATCH] = _LeakWatch()
+    return watch
 
-    def watch(app: App) -> App:
-        watched.append(app)
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """Check the apps a test watched after its fixtures are torn down: those that give a
+    connection back at teardown have, whichever order the test asked for them in."""
+    watch = item.stash.get(_WATCH, None)
+    if watch is not None:
+        del item.stash[_WATCH]
+        watch.finish()
+
+
+class _LeakWatch:
+    """The apps one test watches, each checked as a ``RedisPool`` of it closes and at the end."""
+
+    def __init__(self) -> None:
+        self.apps: list[App] = []
+        self.leaks: list[str] = []
+
+    def __call__(self, app: App) -> App:
+        if not any(app is watched for watched in self.apps):
+            self.apps.append(app)
+            app.extensions.setdefault(CLOSE_CHECKS_KEY, []).append(self.check)
         return app
 
-    yield watch
-    for app in watched:
-        assert_nothing_held(app)
+    def check(self, app: App) -> None:
+        """Note what ``app`` holds now; a leak fails the test in :meth:`finish`, once."""
+        try:
+            assert_nothing_held(app)
+        except AssertionError as exc:
+            if str(exc) not in self.leaks:
+                self.leaks.append(str(exc))
+
+    def finish(self) -> None:
+        for app in self.apps:
+            checks = app.extensions.get(CLOSE_CHECKS_KEY, [])
+            if self.check in checks:
+                checks.remove(self.check)
+            self.check(app)  # what is left open: an app closed already holds nothing more
+        if self.leaks:
+            raise AssertionError("\n".join(self.leaks))
+
+
+#: Where a test keeps its leak watch, for the teardown hook.
+_WATCH: Final = pytest.StashKey[_LeakWatch]()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import runpy
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -12,13 +13,20 @@ import pytest
 from flask import Flask
 
 from flask_redispool import CONFIG_KEYS, ConfigError, ConfigWarning, RedisPool
-from flask_redispool._config import BACKOFF_CAP, load_settings, redact_url
+from flask_redispool._config import BACKOFF_CAP, MAX_RETRIES, load_settings, redact_url
 
 from .conftest import PASSWORD
 
 URL = "redis://127.0.0.1:1/0"  # nothing listens there: init_app must not connect
 
 STATS_INTERVAL_MUST = "REDIS_STATS_INTERVAL must be 0 (off) or a number of seconds from 0.1 to 86400, got "
+RETRIES_MUST = (
+    "REDIS_RETRIES must be an integer from 0 to 10 (at 10, a command that Redis does not answer may already "
+    "take 35.7 s with the default timeouts), got "
+)
+DB_MUST = "REDIS_OPTIONS['db'] must be an integer from 0 to 2147483647, got "
+NOT_A_DB = "the database must be a number from 0 to 2147483647"
+MANY_DIGITS = "1" * 4301  # int() refuses it (Python's int-size limit); redis-py then reads db 0
 
 
 def settings_for(**config: Any) -> Any:
@@ -50,7 +58,25 @@ def test_defaults_are_the_declared_ones() -> None:
         ({"REDIS_SOCKET_TIMEOUT": 0}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0 and <= 86400, got 0 (int)"),
         ({"REDIS_SOCKET_TIMEOUT": None}, "REDIS_SOCKET_TIMEOUT must be a number of seconds > 0 and <= 86400, got None"),
         ({"REDIS_SOCKET_CONNECT_TIMEOUT": float("inf")}, "REDIS_SOCKET_CONNECT_TIMEOUT must be a number"),
-        ({"REDIS_RETRIES": -1}, "REDIS_RETRIES must be an integer >= 0, got -1 (int)"),
+        ({"REDIS_RETRIES": -1}, RETRIES_MUST + "-1 (int)"),
+        ({"REDIS_RETRIES": 10**9}, RETRIES_MUST + "1000000000 (int)"),
+        ({"REDIS_RETRIES": "11"}, RETRIES_MUST + "'11' (str)"),
+        ({"REDIS_MAX_CONNECTIONS": MANY_DIGITS}, f"REDIS_MAX_CONNECTIONS must be an integer >= 1, got '{MANY_DIGITS}'"),
+        # Options redis-py would only refuse at the first command (SELECT zero), naming the option.
+        ({"REDIS_OPTIONS": {"db": "zero"}}, DB_MUST + "a str."),
+        ({"REDIS_OPTIONS": {"db": -1}}, DB_MUST + "a number out of that range."),
+        ({"REDIS_OPTIONS": {"db": 2**31}}, DB_MUST + "a number out of that range."),
+        ({"REDIS_OPTIONS": {"db": 1.0}}, DB_MUST + "a float."),
+        ({"REDIS_OPTIONS": {"db": True}}, DB_MUST + "a bool."),
+        ({"REDIS_OPTIONS": {"db": MANY_DIGITS}}, DB_MUST + "a str."),
+        (
+            {"REDIS_OPTIONS": {"socket_read_size": "64k"}},
+            "REDIS_OPTIONS['socket_read_size'] must be an integer from 1 to 2147483647, got a str.",
+        ),
+        (
+            {"REDIS_OPTIONS": {"socket_type": -1}},
+            "REDIS_OPTIONS['socket_type'] must be an integer from 0 to 2147483647, got a number out of that range.",
+        ),
         ({"REDIS_HEALTH_CHECK_INTERVAL": "-5"}, "REDIS_HEALTH_CHECK_INTERVAL must be a number of seconds >= 0"),
         (
             {"REDIS_STATS_INTERVAL": 0.05},
@@ -128,6 +154,13 @@ def test_bad_config_is_refused_naming_the_key(config: dict[str, Any], message: s
     assert str(info.value).startswith(message)
 
 
+def test_the_retries_bound_states_the_worst_case_it_allows() -> None:
+    at_bound = settings_for(REDIS_RETRIES=MAX_RETRIES)
+    assert f"{at_bound.worst_case_seconds:g} s" in RETRIES_MUST
+    with pytest.raises(ConfigError, match=re.escape(RETRIES_MUST)):
+        settings_for(REDIS_RETRIES=MAX_RETRIES + 1)
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -141,6 +174,10 @@ def test_bad_config_is_refused_naming_the_key(config: dict[str, Any], message: s
         ),
         ({"REDIS_URL": "redis://127.0.0.1:notaport/0"}, "REDIS_URL is not a valid Redis URL"),
         ({"REDIS_URL": "redis://127.0.0.1:1/zero"}, "REDIS_URL is not a valid Redis URL"),
+        (
+            {"REDIS_URL": "redis+cluster://127.0.0.1:1?db=3"},
+            "REDIS_URL is not a valid Redis Cluster URL (redis+cluster://127.0.0.1:1?db=3): a cluster has database 0",
+        ),
         ({"REDIS_OPTIONS": {"no_such_option": 1}}, "REDIS_OPTIONS or REDIS_URL holds an option that Connection"),
         ({"REDIS_URL": "rediss://127.0.0.1:1/0", "REDIS_OPTIONS": {"ssl_cert_reqs": "sometimes"}}, "REDIS_OPTIONS"),
     ],
@@ -152,6 +189,44 @@ def test_bad_url_or_options_are_refused_at_init_app(
     with pytest.raises(ConfigError) as info:
         RedisPool(app)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        (f"redis://127.0.0.1:1/{MANY_DIGITS}", "Redis"),
+        ("redis://127.0.0.1:1/2147483648", "Redis"),
+        ("redis://127.0.0.1:1/0?db=-1", "Redis"),
+        ("redis://127.0.0.1:1?%64b=2147483648", "Redis"),
+        ("unix:///tmp/redis.sock?db=-1", "Redis"),
+        (f"fakeredis:///{MANY_DIGITS}", "Redis"),
+        (f"redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/{MANY_DIGITS}", "Sentinel"),
+        ("redis+sentinel://127.0.0.1:1/mymaster/0?db=2147483648", "Sentinel"),
+        ("redis+sentinel://127.0.0.1:1/mymaster/\u00b2", "Sentinel"),
+    ],
+)
+def test_a_database_no_server_takes_is_refused_at_init_app(make_app: Callable[..., Flask], url: str, kind: str) -> None:
+    """The server reads the number as a 32-bit int; redis-py reads a path int() refuses as db 0."""
+    with pytest.raises(ConfigError) as info:
+        RedisPool(make_app(REDIS_URL=url))
+    assert str(info.value) == f"REDIS_URL is not a valid {kind} URL ({url}): {NOT_A_DB}"
+
+
+@pytest.mark.parametrize(
+    ("config", "db"),
+    [
+        ({"REDIS_URL": "redis://127.0.0.1:1/2147483647"}, 2147483647),
+        ({"REDIS_URL": "redis://127.0.0.1:1/000000000000003"}, 3),
+        ({"REDIS_URL": "redis://127.0.0.1:1/?db=4"}, 4),
+        ({"REDIS_URL": "redis://127.0.0.1:1", "REDIS_OPTIONS": {"db": "5"}}, 5),  # as redis-py sends it
+        ({"REDIS_URL": "unix:///tmp/redis.sock?db=6"}, 6),
+    ],
+)
+def test_database_numbers_the_server_takes_are_accepted(
+    make_app: Callable[..., Flask], config: dict[str, Any], db: int
+) -> None:
+    app = make_app(**config)
+    assert int(RedisPool(app).get_pool(app).connection_kwargs["db"]) == db
 
 
 def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
@@ -236,9 +311,36 @@ def test_worst_case_follows_the_documented_formula() -> None:
         (f"rediss://:{PASSWORD}@h/0?ssl_cert_reqs=none", "rediss://:***@h/0?ssl_cert_reqs=none"),
         (f"unix://user:{PASSWORD}@/tmp/redis.sock?db=1", "unix://user:***@/tmp/redis.sock?db=1"),
         (f"unix:///tmp/redis.sock?db=1&password={PASSWORD}", "unix:///tmp/redis.sock?db=1&password=***"),
+        # Query argument names are decoded as redis-py decodes them: each of these is a password.
+        (f"redis://localhost/0?%70assword={PASSWORD}", "redis://localhost/0?%70assword=***"),
+        (f"redis://localhost/0?db=1&pass%77ord={PASSWORD}&x=1", "redis://localhost/0?db=1&pass%77ord=***&x=1"),
+        (
+            f"unix:///tmp/redis.sock?%70%61%73%73%77%6F%72%64={PASSWORD}",
+            "unix:///tmp/redis.sock?%70%61%73%73%77%6F%72%64=***",
+        ),
+        (f"redis://localhost/0?PassWord={PASSWORD}", "redis://localhost/0?PassWord=***"),
+        (f"redis://h/0?password={PASSWORD}&password={PASSWORD}", "redis://h/0?password=***&password=***"),
+        (
+            f"rediss://h/0?ssl_%70assword={PASSWORD}&ssl_cert_reqs=none",
+            "rediss://h/0?ssl_%70assword=***&ssl_cert_reqs=none",
+        ),
+        (f"redis://h/0#password={PASSWORD}", "redis://h/0#password=***"),  # redis-py ignores it; still a password
+        (f"redis://h/0?db=0#x&%70assword={PASSWORD}", "redis://h/0?db=0#x&%70assword=***"),
+        (
+            f"redis+sentinel://:{PASSWORD}@h1:26379,h2:26380/mymaster/0?sentinel_password={PASSWORD}",
+            "redis+sentinel://:***@h1:26379,h2:26380/mymaster/0?sentinel_password=***",
+        ),
+        (f"redis+cluster://h1:7000,h2:7001?%70assword={PASSWORD}", "redis+cluster://h1:7000,h2:7001?%70assword=***"),
+        (
+            f"redis+cluster://user%3A{PASSWORD}@h1:7000,h2:7001",
+            "redis+cluster://***@h1:7000,h2:7001",
+        ),  # all a user name
+        (f"redis://%75ser:{PASSWORD}@h/0", "redis://%75ser:***@h/0"),
+        ("redis://h/0?db=1&ssl_cert_reqs=none&pass+word=x", "redis://h/0?db=1&ssl_cert_reqs=none&pass+word=x"),
         (f"redis://:pa/ss@wo:rd{PASSWORD}@h:1/0", "redis://***@h:1/0"),
         (f"redis://:pa#ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
         (f"redis://:pa?ss{PASSWORD}@h:1/0", "redis://***@h:1/0"),
+        (f"redis://:pa/ss@h:1/0?%70assword={PASSWORD}", "redis://***@h:1/0?%70assword=***"),
         ("localhost:6379", "localhost:6379"),  # no password: the mistake (no scheme) stays visible
         ("localhost:6379/0", "localhost:6379/0"),
         (f"{PASSWORD}@localhost:6379", "***@localhost:6379"),
@@ -266,6 +368,12 @@ def test_redact_url(url: str, redacted: str) -> None:
         {"REDIS_URL": f"redis://:{PASSWORD}/x@localhost/0"},
         {"REDIS_URL": f"redis://:{PASSWORD}#x@localhost/0"},
         {"REDIS_URL": f"redis://:{PASSWORD}?x@localhost/0"},
+        {"REDIS_URL": f"redis://localhost/0?%70assword={PASSWORD}&socket_timeout=1"},
+        {"REDIS_URL": f"redis://localhost/{MANY_DIGITS}?%70assword={PASSWORD}"},
+        {"REDIS_URL": f"redis+sentinel://h1,h2/mymaster/0?sentinel_password={PASSWORD}"},
+        {"REDIS_URL": f"redis+cluster://h1,h2?%70assword={PASSWORD}&db=2"},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": {"password": PASSWORD, "db": "zero"}},
+        {"REDIS_URL": "redis://localhost/0", "REDIS_OPTIONS": {"db": PASSWORD}},
     ],
 )
 def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], config: dict[str, Any]) -> None:
@@ -273,6 +381,17 @@ def test_config_errors_never_show_the_password(make_app: Callable[..., Flask], c
         RedisPool(make_app(**config))
     assert PASSWORD not in str(info.value)
     assert PASSWORD not in repr(info.value)
+
+
+def test_the_config_reference_states_what_each_key_takes() -> None:
+    """The generated table quotes each key's error message: the bounds included."""
+    table = runpy.run_path(str(Path(__file__).resolve().parent.parent / "docs" / "conf.py"))["_config_table"]()
+    for key in CONFIG_KEYS:
+        with pytest.raises(ConfigError) as info:
+            settings_for(**{f"REDIS_{key.name}": object()})
+        assert str(info.value).startswith(f"REDIS_{key.name} must be {key.accepts}, got ")
+        assert f"Takes {key.accepts}." in table
+    assert "an integer from 0 to 10 (at 10, a command" in table
 
 
 def test_the_readme_table_lists_every_key() -> None:

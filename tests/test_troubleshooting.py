@@ -84,6 +84,10 @@ def bad_value(case: Case) -> str:
     return raised(lambda: case.app(REDIS_MAX_CONNECTIONS=0))
 
 
+def too_many_retries(case: Case) -> str:
+    return raised(lambda: case.app(REDIS_RETRIES=100))
+
+
 def bad_scheme(case: Case) -> str:
     return raised(lambda: case.app("http://localhost:6379/0"))
 
@@ -268,6 +272,7 @@ def logged(case: Case, run: Callable[[], object]) -> str:
 CASES: list[Callable[[Case], str]] = [
     missing_url,
     bad_value,
+    too_many_retries,
     bad_scheme,
     bad_prefix,
     option_of_a_key,

@@ -154,9 +154,11 @@ def test_bad_url_or_options_are_refused_at_init_app(
     assert str(info.value).startswith(message)
 
 
-def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
+@pytest.mark.parametrize("config", [{}, {"REDIS_URL": None}], ids=["absent", "none"])
+def test_missing_url_says_what_to_set(make_app: Callable[..., Flask], config: dict[str, object]) -> None:
+    """``None`` is what ``os.environ.get("REDIS_URL")`` gives when the variable is unset."""
     with pytest.raises(ConfigError, match=r"^REDIS_URL is not set: give the Redis server's URL"):
-        RedisPool(make_app())
+        RedisPool(make_app(**config))
 
 
 @pytest.mark.parametrize(

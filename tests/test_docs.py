@@ -42,7 +42,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 _URL_RE = re.compile(r"redis://[^\"'\s]*localhost:6379/[0-9]+")
 _CLUSTER_URL_RE = re.compile(r"redis\+cluster://localhost:[0-9]+(,localhost:[0-9]+)*")
 # A reST Python block: its caption if it names a file (":caption: app.py"), and its code.
-_RST_PYTHON = r"^\.\. code-block:: python\n(?:[ ]{3}:caption: (\S+\.py)\n)?\n((?:(?:[ ]{3,}.*)?\n)+)"
+_RST_PYTHON = r"^\.\. code-block:: python\n(?:[ ]{3,}:caption: (\S+\.py)\n)?\n((?:(?:[ ]{3,}.*)?\n)+)"
 
 
 def snippets(page: Path) -> list[str]:

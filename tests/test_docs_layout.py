@@ -1,6 +1,6 @@
 """The built docs in a real headless Chromium, 1280 px wide (a laptop): the pages a
 newcomer reads first fit the window. No table makes the page scroll sideways, and no
-quoted message hides its end in a block that scrolls."""
+quoted message or code hides its end in a block that scrolls."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from .test_dashboard import browser  # noqa: F401  (the fixture: Debian's headle
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = 1280
-#: The page's width, and each table or text block (messages, commands) wider than its box.
+#: The page's width, and each table or code block wider than its box.
 MEASURE = """
 const wider = element => element.scrollWidth > element.clientWidth + 1;
-const blocks = [...document.querySelectorAll("div.body table, div.body div.highlight-text pre")];
+const blocks = [...document.querySelectorAll("div.body table, div.body pre")];
 return [
     document.documentElement.scrollWidth,
     blocks.filter(wider).map(element => element.textContent.trim().slice(0, 80)),

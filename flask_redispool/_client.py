@@ -125,7 +125,8 @@ class ContextClient(AppClient):
     give it back before they return; what holds one longer (``pipeline()``,
     ``pubsub()``, ``monitor()``, ``client()``, and the pool's ``pinned()`` and
     ``checkout()``) is remembered in the current app context's :class:`Held`, so that
-    teardown can give back whatever is still out when the context ends.
+    teardown can give back whatever is still out when the context ends. Its
+    ``pipeline()`` makes a :class:`HeldPipeline`.
     """
 
     #: Where the current context's :class:`Held` lives in ``g``.

@@ -21,6 +21,7 @@ autodoc_typehints = "description"
 exclude_patterns = ["_build", "_generated", "_inventories"]
 html_theme = "flask"
 html_static_path = ["_static"]
+html_css_files = ["fit.css"]  # long table cells and messages wrap at 1280 px
 html_title = f"flask-redispool {version}"
 # Each project's own inventory first; without a network, the copies in _inventories/
 # (made by building those projects' docs), so the links resolve offline too.

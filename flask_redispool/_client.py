@@ -25,7 +25,16 @@ from redis.connection import Connection, ConnectionPool
 
 from ._context import current_context
 
-__all__ = ["AppClient", "ContextClient", "Held", "HeldMonitor", "PinnedClient", "held_here", "release_holder"]
+__all__ = [
+    "AppClient",
+    "ContextClient",
+    "Held",
+    "HeldMonitor",
+    "HeldPipeline",
+    "PinnedClient",
+    "held_here",
+    "release_holder",
+]
 
 
 class _Holder(Protocol):
@@ -116,7 +125,8 @@ class ContextClient(AppClient):
     give it back before they return; what holds one longer (``pipeline()``,
     ``pubsub()``, ``monitor()``, ``client()``, and the pool's ``pinned()`` and
     ``checkout()``) is remembered in the current app context's :class:`Held`, so that
-    teardown can give back whatever is still out when the context ends.
+    teardown can give back whatever is still out when the context ends. Its
+    ``pipeline()`` makes a :class:`HeldPipeline`.
     """
 
     #: Where the current context's :class:`Held` lives in ``g``.
@@ -128,7 +138,7 @@ class ContextClient(AppClient):
             held.sync.add(holder)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Pipeline:
-        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        pipe = HeldPipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
         self._hold(pipe)
         return pipe
 
@@ -187,6 +197,18 @@ class PinnedClient(ContextClient):
         if connection is not None:
             set_socket_timeout(connection, self._short_timeout)
         super().close()
+
+
+class HeldPipeline(Pipeline):
+    """redis-py's :class:`~redis.client.Pipeline`, whose ``with`` block, when it raises,
+    gives the connection back disconnected: the block may have left a reply unread or a
+    ``WATCH`` open, which must not reach the next borrower. A block that ends normally
+    resets it, as redis-py's does."""
+
+    def __exit__(self, exc_type: type[BaseException] | None, *args: object) -> None:
+        if exc_type is not None:
+            release_holder(self)
+        self.reset()
 
 
 class HeldMonitor(Monitor):

@@ -566,7 +566,7 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
     values: dict[str, Any] = {}
     for key in CONFIG_KEYS:
         full = key.key(prefix)
-        if full not in config:
+        if full not in config or (config[full] is None and key.default is REQUIRED):  # None: os.environ.get()
             if key.default is REQUIRED:
                 raise ConfigError(
                     f"{full} is not set: give the Redis server's URL, e.g. "

@@ -69,6 +69,10 @@ _MAY_HAVE_RUN: Final = "flask_redispool_may_have_run"
 _NOTED: Final = "flask_redispool_noted"
 # What a server answers when it wants credentials it did not get, or refuses them.
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
+# Why a command that does not wait on purpose got no reply in time.
+_STALLED: Final = (
+    "the server is stalled or overloaded (a slow script, a large KEYS, a fork for persistence), or the network is."
+)
 
 
 # redis-py's errors as they are raised once an unsafe command may have run. Only these
@@ -215,15 +219,16 @@ class ConnectionPolicy:
             f"'with {hint} as client: client.{str(args[0]).lower()}(...)'."
         )
 
-    def explain(self, error: BaseException, *, unsafe_sent: bool = False) -> None:
-        """Mark ``error`` when an unsafe command may have run, and add one note naming our keys."""
+    def explain(self, error: BaseException, *, unsafe_sent: bool = False, connection: _Sending | None = None) -> None:
+        """Mark ``error`` when an unsafe command may have run, and add one note naming our keys
+        (and fitting the command ``connection`` last sent, when given)."""
         if unsafe_sent:
             setattr(error, _MAY_HAVE_RUN, True)
             _mark_may_have_run(error)
         if getattr(error, _NOTED, False):
             return
         setattr(error, _NOTED, True)
-        note = self._note(error)
+        note = self._note(error, connection)
         if unsafe_sent and isinstance(error, ConnectionError | TimeoutError):
             note += (
                 " The command was not retried: it may already have run on the server "
@@ -231,7 +236,7 @@ class ConnectionPolicy:
             )
         add_note(error, note)
 
-    def _note(self, error: BaseException) -> str:
+    def _note(self, error: BaseException, connection: _Sending | None = None) -> str:
         settings = self.settings
         where = f"{settings.key('URL')} ({settings.redacted_url})"
         if isinstance(error, AuthenticationError) or (
@@ -242,11 +247,7 @@ class ConnectionPolicy:
                 f"{settings.key('URL')} as redis://user:password@host:port/db (percent-encode the password)."
             )
         if isinstance(error, TimeoutError):
-            return (
-                f"flask-redispool: no answer from {where} within {settings.key('SOCKET_TIMEOUT')}="
-                f"{settings.socket_timeout:g} s. A command that waits on the server on purpose belongs in "
-                "'with redis_pool.blocking(seconds) as client:'."
-            )
+            return self._timeout_note(where, connection)
         if isinstance(error, ConnectionError):
             return (
                 f"flask-redispool: could not reach Redis at {where}; a command gives up after at most "
@@ -254,6 +255,23 @@ class ConnectionPolicy:
                 f"{settings.key('SOCKET_TIMEOUT')}, {settings.key('RETRIES')})."
             )
         return f"flask-redispool: Redis at {where} refused the connection's set-up."
+
+    def _timeout_note(self, where: str, connection: _Sending | None) -> str:
+        """A reply that did not come in time: only a command that waits on the server on
+        purpose belongs in ``blocking()``; after any other, the server (or the link) stalled."""
+        settings = self.settings
+        key = settings.key("SOCKET_TIMEOUT")
+        timeout = getattr(connection, "socket_timeout", None) or settings.socket_timeout
+        if timeout != settings.socket_timeout:  # raised for this connection, as in blocking()
+            return f"flask-redispool: no answer from {where} within this connection's {timeout:g} s: {_STALLED}"
+        within = f"flask-redispool: no answer from {where} within {key}={timeout:g} s"
+        waiting = getattr(connection, "waiting", None)
+        if waiting is not None:
+            return (
+                f"{within}. {waiting} waits on the server on purpose: run it in "
+                "'with redis_pool.blocking(seconds) as client:', whose timeout covers the wait."
+            )
+        return f"{within}: {_STALLED} Raise {key} only if such pauses are normal for your server."
 
 
 def _mark_may_have_run(error: BaseException) -> None:
@@ -277,6 +295,8 @@ class _Sending:
     driver_info: Any  # redis-py's, for CLIENT SETINFO
     #: The bytes of a command that is not safe to repeat may have left.
     unsafe_sent = False
+    #: The name of the command last sent if it waits on the server on purpose (``BLPOP``), else None.
+    waiting: Any = None
     _batch_repeatable = False
 
     def _init_name(self, name_suffix: str) -> None:
@@ -296,6 +316,7 @@ class _Sending:
     def _batch_kind(self, commands: Iterable[Iterable[Any]]) -> list[Sequence[Any]]:
         batch: list[Sequence[Any]] = [tuple(args) for args in commands]
         self._batch_repeatable = all(command_kind(args[0]).repeatable for args in batch)
+        self.waiting = None
         return batch
 
     def _take_batch_kind(self) -> bool:
@@ -335,6 +356,7 @@ class PoolConnection(_Sending, _SyncBase):
         if kind.blocking is not None:
             self._check_blocking(args, kind)
         self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)  # type: ignore[no-untyped-call]
+        self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))  # type: ignore[no-any-return,no-untyped-call]
@@ -364,7 +386,7 @@ class PoolConnection(_Sending, _SyncBase):
         try:
             return super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(exc))
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(exc), connection=self)
             raise
 
 
@@ -402,6 +424,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         if kind.blocking is not None:
             self._check_blocking(args, kind)
         await self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)
+        self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))
@@ -429,7 +452,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         try:
             return await super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            self.policy.explain(exc, unsafe_sent=self.unsafe_sent, connection=self)
             raise
 
 

@@ -438,18 +438,23 @@ class RedisPool:
         checkout, connection = self._context_client().checkout()
         yield from _lent(checkout, connection, checkout.give_back)
 
-    @contextmanager
-    def pipeline(self, transaction: bool = True) -> Iterator[Pipeline]:
-        """A pipeline for the ``with`` block, reset and released on exit.
+    def pipeline(self, transaction: bool = True) -> Pipeline:
+        """A redis-py :class:`~redis.client.Pipeline` on the app's pool, the same as
+        ``redis_pool.client.pipeline()``: use it in a ``with`` block or as it is.
 
         .. code-block:: python
 
             with redis_pool.pipeline() as pipe:
                 pipe.incr("hits").expire("hits", 60)
                 hits, _ = pipe.execute()
+
+        A ``with`` block resets it on exit; if the block raises, its connection is
+        disconnected before it is given back, so a reply left unread or a ``WATCH`` left
+        open never reaches the next borrower. Without a block, ``execute()`` gives the
+        connection back (``pipe.reset()`` too), and teardown gives back one still held
+        when the app context ends (after ``pipe.watch()``, say).
         """
-        pipe = self._context_client().pipeline(transaction=transaction)
-        yield from _lent(pipe, pipe, pipe.reset)
+        return self._context_client().pipeline(transaction=transaction)
 
     @contextmanager
     def blocking(self, seconds: float) -> Iterator[Redis]:

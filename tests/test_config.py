@@ -229,9 +229,11 @@ def test_database_numbers_the_server_takes_are_accepted(
     assert int(RedisPool(app).get_pool(app).connection_kwargs["db"]) == db
 
 
-def test_missing_url_says_what_to_set(make_app: Callable[..., Flask]) -> None:
+@pytest.mark.parametrize("config", [{}, {"REDIS_URL": None}], ids=["absent", "none"])
+def test_missing_url_says_what_to_set(make_app: Callable[..., Flask], config: dict[str, object]) -> None:
+    """``None`` is what ``os.environ.get("REDIS_URL")`` gives when the variable is unset."""
     with pytest.raises(ConfigError, match=r"^REDIS_URL is not set: give the Redis server's URL"):
-        RedisPool(make_app())
+        RedisPool(make_app(**config))
 
 
 @pytest.mark.parametrize(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from flask import Flask
-from redis.exceptions import AuthenticationError, ConnectionError, RedisError
+from redis import Redis
+from redis.exceptions import AuthenticationError, ConnectionError, RedisError, TimeoutError
 
 from flask_redispool import BlockingCommandError, PoolExhaustedError, RedisPool
 from flask_redispool.testing import RedisServer, free_port
@@ -115,3 +117,51 @@ def test_pool_exhausted_comes_without_redis_py_internals(make_app: Callable[...,
     shown = "".join(traceback.format_exception(error))
     assert "During handling of the above exception" not in shown
     assert "REDIS_MAX_CONNECTIONS" in shown
+
+
+@contextlib.contextmanager
+def writes_paused(url: str) -> Iterator[None]:
+    """The server holds every write command (``CLIENT PAUSE … WRITE``) for the block."""
+    observer = Redis.from_url(url)
+    observer.client_pause(5000, all=False)
+    try:
+        yield
+    finally:
+        observer.client_unpause()
+        observer.close()
+
+
+STALLED = "within REDIS_SOCKET_TIMEOUT=0.5 s: the server is stalled or overloaded"
+WAITS = (
+    "within REDIS_SOCKET_TIMEOUT=0.5 s. BLPOP waits on the server on purpose: "
+    "run it in 'with redis_pool.blocking(seconds) as client:'"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "advice"),
+    [
+        (lambda client: client.incr("hits"), STALLED),
+        (lambda client: client.blpop(["jobs"], timeout=0.4), WAITS),
+        (lambda client: client.pipeline().incr("hits").execute(), STALLED),
+    ],
+    ids=["incr", "blpop", "pipeline"],
+)
+def test_a_timeout_note_gives_the_advice_that_fits_the_command(
+    make_app: Callable[..., Flask],
+    own_server: RedisServer,
+    redis_pool: RedisPool,
+    command: Callable[[Redis], object],
+    advice: str,
+) -> None:
+    """Only a command that waits on the server on purpose is sent to ``blocking()``; a write
+    that met a stalled server is not, even on a connection that ran a BLPOP before it."""
+    app = make_app(REDIS_URL=own_server.url, REDIS_MAX_CONNECTIONS=1, REDIS_RETRIES=0)
+    redis_pool.init_app(app)
+    with app.app_context():
+        assert redis_pool.client.blpop(["jobs"], timeout=0.1) is None  # connected; its last command waited
+        with writes_paused(own_server.url), pytest.raises(TimeoutError) as raised:
+            command(redis_pool.client)
+    note = notes(raised.value)
+    assert advice in note
+    assert ("blocking(" in note) is (advice == WAITS)

@@ -6,18 +6,19 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import flask
 import pytest
 from flask import Flask
 from redis import Redis
 from redis.client import Pipeline
-from redis.exceptions import TimeoutError
+from redis.exceptions import TimeoutError, WatchError
 
 from flask_redispool import RedisPool
 from flask_redispool._pool import CountedPool
 
-from .conftest import our_connections
+from .conftest import our_connections, wait_until
 from .views import LEAKY_VIEWS, client_for
 
 
@@ -147,6 +148,78 @@ def test_a_pipeline_block_resets_and_releases(app: Flask, redis_pool: RedisPool)
         assert redis_pool.stats()["in_use"] == 0
         assert pipe.connection is None
         assert not pipe.watching
+
+
+def sell_one(pipe: Pipeline, server: Redis, *, interfere: bool) -> None:
+    """redis-py's checked transaction: WATCH, read, MULTI, write, EXEC. ``interfere``: another
+    client sells one between the read and EXEC, so EXEC must abort."""
+    pipe.watch("stock")
+    stock = int(cast(bytes, pipe.get("stock")))
+    if interfere:
+        server.decr("stock")
+    pipe.multi()
+    pipe.set("stock", stock - 1)
+    if interfere:
+        with pytest.raises(WatchError):
+            pipe.execute()
+    else:
+        assert pipe.execute() == [True]
+
+
+@pytest.mark.parametrize("in_a_block", [True, False], ids=["with", "kept"])
+def test_a_pipeline_runs_a_checked_transaction_in_a_block_or_kept(
+    app: Flask, redis_pool: RedisPool, server: Redis, in_a_block: bool
+) -> None:
+    """``with redis_pool.pipeline() as pipe:``, or ``pipe = redis_pool.pipeline()`` as in redis-py's docs."""
+    server.set("stock", 10)
+    with app.app_context():
+        for interfere in (True, False):
+            if in_a_block:
+                with redis_pool.pipeline() as pipe:
+                    sell_one(pipe, server, interfere=interfere)
+            else:
+                sell_one(redis_pool.pipeline(), server, interfere=interfere)
+            assert redis_pool.stats()["in_use"] == 0
+    assert server.get("stock") == b"8"
+
+
+def connection_closed(server: Redis, client_id: int) -> bool:
+    return str(client_id) not in {client["id"] for client in server.client_list()}
+
+
+def test_a_pipeline_block_that_raises_gives_back_its_connection_disconnected(
+    app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    watching: list[int] = []
+
+    def fail_midway(pipe: Pipeline) -> None:
+        with pipe:
+            pipe.watch("guarded")
+            watching.append(pipe.client_id())
+            pipe.multi()
+            pipe.set("guarded", "from the failed block")
+            raise LookupError
+
+    with app.app_context():
+        pipe = redis_pool.pipeline()
+        with pytest.raises(LookupError):
+            fail_midway(pipe)
+        assert redis_pool.stats()["in_use"] == 0
+        assert (pipe.connection, pipe.watching, len(pipe)) == (None, False, 0)
+    wait_until(lambda: connection_closed(server, watching[0]), 10, "the WATCHing connection to be closed")
+    assert server.get("guarded") is None
+
+
+def test_a_pipeline_kept_open_is_given_back_at_teardown(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    @app.get("/reserve")
+    def reserve() -> str:
+        flask.g.pipe = pipe = redis_pool.pipeline()  # alive until the context ends
+        pipe.watch("stock")  # holds a connection; the view neither executes nor resets it
+        return str(pipe.client_id())
+
+    watching = int(app.test_client().get("/reserve").text)
+    assert redis_pool.stats(app)["in_use"] == 0
+    wait_until(lambda: connection_closed(server, watching), 10, "the WATCHing connection to be closed")
 
 
 def test_teardown_never_disturbs_a_command_in_another_thread(app: Flask, redis_pool: RedisPool) -> None:

@@ -23,6 +23,7 @@ from flask_redispool import ConfigWarning, RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, close_pools
+from .test_errors import writes_paused
 from .test_retry import SLOW_INCR, SOCKET_TIMEOUT
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
@@ -177,6 +178,26 @@ def may_have_run(case: Case) -> str:
         )
 
 
+def waiting_command_timed_out(case: Case) -> str:
+    server = case.server()
+    app, redis_pool = case.app(server.url, REDIS_RETRIES=0)
+    with app.app_context():
+        redis_pool.client.ping()
+        with writes_paused(server.url):
+            message = raised(lambda: redis_pool.client.blpop(["jobs"], timeout=0.4))
+    return read_timeout(message, urlsplit(server.url).netloc)
+
+
+def timed_out_in_blocking(case: Case) -> str:
+    server = case.server()
+    app, redis_pool = case.app(server.url, REDIS_RETRIES=0)
+    with app.app_context(), redis_pool.blocking(1) as client:
+        client.ping()
+        with writes_paused(server.url):
+            message = raised(lambda: client.blpop(["jobs"], timeout=1))
+    return read_timeout(message, urlsplit(server.url).netloc)
+
+
 def blocking_command(case: Case) -> str:
     app, redis_pool = case.app()
     with app.app_context():
@@ -289,6 +310,8 @@ CASES: list[Callable[[Case], str]] = [
     no_answer,
     credentials,
     may_have_run,
+    waiting_command_timed_out,
+    timed_out_in_blocking,
     blocking_command,
     outside_a_context,
     not_registered,

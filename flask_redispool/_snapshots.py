@@ -22,7 +22,9 @@ Publishing stays off the request path and cannot fail a request:
 
 - a daemon thread publishes, one interval after the process's pool made its first
   connection, then every interval. So ``init_app`` does no I/O, a gunicorn master that
-  preloads the app publishes nothing, and each forked worker starts its own thread
+  preloads the app publishes nothing (one that ran a warm-up command withdraws its
+  snapshot when it forks the workers with nothing in use, until it uses a pool again:
+  :meth:`StatsPublisher.withdraw`), and each forked worker starts its own thread
   (the pool resets itself in a child) with its first connection, then publishes while
   idle too;
 - the thread has a connection of its own, outside the pool, so it neither takes nor
@@ -130,7 +132,9 @@ class StatsPublisher:
     collected, and then :meth:`orphan` ends the thread, which deletes the snapshot and
     closes its connection. A server that refuses the snapshot (an ACL, a read-only
     replica, a full ``maxmemory``) is asked again after a growing pause, up to
-    :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection.
+    :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection. A process that
+    forks with nothing in use :meth:`withdraws <withdraw>` its snapshot until it uses
+    its pools again.
 
     :param settings: the pool's settings.
     :param snapshot: returns the pool's :class:`~flask_redispool.PoolStats`, or is
@@ -162,6 +166,9 @@ class StatsPublisher:
         self._stopped = threading.Event()
         self._orphaned = False
         self._delay = self.interval
+        # Checkouts when the process forked with nothing in use; None: publishing.
+        self._withdrawn_at: int | None = None
+        self._retract = False  # whether the withdrawn snapshot is still to be deleted
 
     @property
     def running(self) -> bool:
@@ -225,14 +232,42 @@ class StatsPublisher:
         elif side is not None:
             side.connection_pool.disconnect()
 
+    def withdraw(self) -> None:
+        """The process forks with no connection in use (a gunicorn master that preloaded the
+        app, its idle connections just closed): it serves nothing, so publish nothing until
+        its pools check a connection out again. The thread deletes the snapshot and closes
+        its connection at its next turn; no network I/O here (this runs just before a fork)."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return
+        checkouts = _checkouts(snapshot())
+        with self._lock:  # a snapshot may be out if the publisher's connection was made
+            self._withdrawn_at = checkouts
+            self._retract = self._retract or (self._running and self._side is not None)
+
     def publish(self) -> bool:
-        """Publish the snapshot now; ``False`` if Redis could not take it (or the pool is gone)."""
+        """Publish the snapshot now; ``False`` if Redis could not take it (or the pool is gone,
+        or the process has not used it since it withdrew the snapshot)."""
         snapshot = self._snapshot()
         if snapshot is None:
             return False
-        stats = PublishedStats(**snapshot(), published_at=time.time(), interval=self.interval)
+        pool_stats = snapshot()
+        if self._withdrawn(pool_stats):
+            return False
+        stats = PublishedStats(**pool_stats, published_at=time.time(), interval=self.interval)
         ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
         return self._send(("SET", self.key, json.dumps(stats), "PX", ttl_ms))
+
+    def _withdrawn(self, stats: PoolStats) -> bool:
+        """Whether the snapshot stays withdrawn; deletes it first, once."""
+        with self._lock:
+            if self._withdrawn_at is not None and _checkouts(stats) > self._withdrawn_at:
+                self._withdrawn_at, self._retract = None, False  # used again: publish again
+            withdrawn, retract, self._retract = self._withdrawn_at is not None, self._retract, False
+        if retract:
+            self._send(("DEL", self.key), warn=False)
+            self.close()
+        return withdrawn
 
     def _run(self) -> None:
         # The first snapshot goes out one interval after the pool's first connection.
@@ -270,6 +305,11 @@ class StatsPublisher:
                 "with a growing pause" if isinstance(exc, ResponseError) else f"every {self.interval:g} s",
             )
         return False
+
+
+def _checkouts(stats: PoolStats) -> int:
+    """Connections the pools of ``stats`` checked out so far, sync and async."""
+    return stats["checkouts"] + stats["async_checkouts"]
 
 
 #: A snapshot longer than this is skipped unparsed. Ours take about 1 KB, and 200 bytes

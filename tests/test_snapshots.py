@@ -21,7 +21,7 @@ from flask_redispool._stats import HOST
 from flask_redispool.prometheus import PublishedPoolsCollector
 from flask_redispool.testing import free_port
 
-from .conftest import Worker, our_connections, pools_of, wait_until
+from .conftest import Worker, held_by_this_process, our_connections, pools_of, wait_until
 
 INTERVAL = 0.2
 Snapshots = Callable[[Flask], dict[int, PublishedStats]]
@@ -125,7 +125,11 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
     use_redis(app, redis_pool)
     wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot")
     read_end, write_end = os.pipe()
+    pool = redis_pool.get_pool(app)
+    serving = pool.get_connection()  # the parent serves a request while it forks
     pid = os.fork()
+    if pid != 0:
+        pool.release(serving)
     if pid == 0:  # the child: use the pool, then wait for the parent's word
         try:
             use_redis(app, redis_pool)
@@ -139,6 +143,27 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
     finally:
         os.write(write_end, b"x")
         os.waitpid(pid, 0)
+
+
+def test_a_parent_that_forks_with_nothing_in_use_holds_and_publishes_nothing_until_used_again(
+    snapshots: Snapshots, app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    """A gunicorn master that preloads the app and runs a warm-up command serves nothing
+    once it forks its workers: no connection of its own, no snapshot (with --preload,
+    the children are gunicorn's workers: see test_load)."""
+    use_redis(app, redis_pool)
+    wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert held_by_this_process(server, app.import_name) == 0  # closed before the fork: none inherited
+    wait_until(lambda: os.getpid() not in snapshots(app), 5, "the parent's snapshot to be withdrawn")
+    ours = f"{app.import_name}:{HOST}:{os.getpid()}"
+    wait_until(lambda: not our_connections(server, ours), 5, "the publisher's connection to close")
+    use_redis(app, redis_pool)  # the parent serves again
+    again = wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot again")
+    assert again["checkouts"] == 2
 
 
 def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], server: Redis) -> None:
@@ -257,7 +282,11 @@ def test_a_forked_child_never_deletes_its_parents_snapshot(app: Flask, redis_poo
     use_redis(app, redis_pool)
     publisher = pools_of(app).publisher
     assert publisher.publish()
+    pool = redis_pool.get_pool(app)
+    serving = pool.get_connection()  # a parent that serves while it forks keeps publishing
     pid = os.fork()
+    if pid != 0:
+        pool.release(serving)
     if pid == 0:
         try:
             assert redis_pool.health(app)["ok"]

@@ -6,6 +6,9 @@ replicas'. A :class:`PoolSet` owns them and everything that spans them:
 - one :class:`~flask_redispool._snapshots.StatsPublisher` per process, started by the
   process's first connection in any of its pools, publishing one snapshot that adds
   the pools up and lists each (:meth:`PoolSet.snapshot`);
+- forks: a child gets a publisher of its own, and a parent that forks with nothing in
+  use closes its idle connections and withdraws its snapshot until it uses a pool again
+  (a gunicorn master that preloads the app serves nothing);
 - the connection outside the pools that the publisher and health checks use;
 - closing: the publisher, every pool, and what the topology opened besides (the
   connections to the sentinels).
@@ -113,6 +116,19 @@ class PoolSet:
     def _forked(self) -> None:
         self.publisher = self._new_publisher()
 
+    def _forking(self) -> None:
+        """This process is about to fork. One with no connection in use, such as a gunicorn
+        master that preloaded the app and ran a warm-up command, serves nothing: it closes
+        its idle connections, so that no child inherits them and the server sees none of
+        its own, and withdraws its snapshot until it checks a connection out again. One
+        that is serving (a connection in use, an event loop's pool) keeps everything."""
+        async_pools = self.async_pools
+        if self.in_use() or (async_pools is not None and async_pools.pool_count()):
+            return
+        for pool in self.pools:
+            pool.disconnect(inuse_connections=False)
+        self.publisher.withdraw()
+
     @property
     def max_connections(self) -> int:
         """The most connections the sync pools may hold at once, together."""
@@ -194,9 +210,14 @@ def _sum(pools: list[PoolFigures], name: str) -> int:
     return sum(int(pool[name]) for pool in pools)  # type: ignore[literal-required,misc]
 
 
+def _before_fork() -> None:
+    for pool_set in list(_SETS):
+        pool_set._forking()
+
+
 def _after_fork_in_child() -> None:
     for pool_set in list(_SETS):
         pool_set._forked()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

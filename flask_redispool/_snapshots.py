@@ -12,14 +12,19 @@ any process can read them all (:func:`read_snapshots`). The braces are a hash ta
 Redis Cluster, the snapshots of one app and prefix share a slot, and so one node. The
 client name keeps two apps on
 one Redis apart; the pool id two pools of one process with the same name, which readers
-add up per process. Readers check each snapshot's shape and skip (and count) what does
-not fit, so one bad value cannot break ``redis-stats``, a report or a scrape.
+add up per process. Anybody who can write under the key pattern can write anything, so
+every reader goes through one check (:func:`parse_snapshot`): the size bounded before
+parsing, every field, nested ones included, checked against its type and bounds, and
+what does not fit skipped and counted. One bad value cannot break ``redis-stats``, a
+report or a scrape.
 
 Publishing stays off the request path and cannot fail a request:
 
 - a daemon thread publishes, one interval after the process's pool made its first
   connection, then every interval. So ``init_app`` does no I/O, a gunicorn master that
-  preloads the app publishes nothing, and each forked worker starts its own thread
+  preloads the app publishes nothing (one that ran a warm-up command withdraws its
+  snapshot when it forks the workers with nothing in use, until it uses a pool again:
+  :meth:`StatsPublisher.withdraw`), and each forked worker starts its own thread
   (the pool resets itself in a child) with its first connection, then publishes while
   idle too;
 - the thread has a connection of its own, outside the pool, so it neither takes nor
@@ -44,18 +49,19 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Final, cast, get_type_hints
 
 from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 
 from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
 from ._errors import REDIS_ERRORS
-from ._stats import FIGURES, HOST, PoolReport, PoolStats, group_client_list, process_rows, totals
+from ._stats import FIGURES, HOST, PoolFigures, PoolReport, PoolStats, group_client_list, process_rows, totals
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -68,9 +74,13 @@ if TYPE_CHECKING:
 __all__ = [
     "KEY_PREFIX",
     "MAX_BACKOFF_INTERVALS",
+    "MAX_COUNT",
+    "MAX_SNAPSHOT_SIZE",
+    "MAX_TEXT",
     "PublishedStats",
     "StatsPublisher",
     "build_report",
+    "parse_snapshot",
     "read_snapshots",
     "snapshot_key",
     "valid_snapshot",
@@ -91,6 +101,8 @@ _RUNNING: weakref.WeakSet[StatsPublisher] = weakref.WeakSet()
 _POOL_IDS: Final = itertools.count()
 #: The longest pause, in intervals, before a refused snapshot is offered again.
 MAX_BACKOFF_INTERVALS: Final = 64
+# Snapshots read per MGET (and keys asked for per SCAN).
+_MGET_KEYS: Final = 1000
 
 
 class PublishedStats(PoolStats):
@@ -120,7 +132,9 @@ class StatsPublisher:
     collected, and then :meth:`orphan` ends the thread, which deletes the snapshot and
     closes its connection. A server that refuses the snapshot (an ACL, a read-only
     replica, a full ``maxmemory``) is asked again after a growing pause, up to
-    :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection.
+    :data:`MAX_BACKOFF_INTERVALS` intervals, on the same connection. A process that
+    forks with nothing in use :meth:`withdraws <withdraw>` its snapshot until it uses
+    its pools again.
 
     :param settings: the pool's settings.
     :param snapshot: returns the pool's :class:`~flask_redispool.PoolStats`, or is
@@ -152,6 +166,9 @@ class StatsPublisher:
         self._stopped = threading.Event()
         self._orphaned = False
         self._delay = self.interval
+        # Checkouts when the process forked with nothing in use; None: publishing.
+        self._withdrawn_at: int | None = None
+        self._retract = False  # whether the withdrawn snapshot is still to be deleted
 
     @property
     def running(self) -> bool:
@@ -215,14 +232,42 @@ class StatsPublisher:
         elif side is not None:
             side.connection_pool.disconnect()
 
+    def withdraw(self) -> None:
+        """The process forks with no connection in use (a gunicorn master that preloaded the
+        app, its idle connections just closed): it serves nothing, so publish nothing until
+        its pools check a connection out again. The thread deletes the snapshot and closes
+        its connection at its next turn; no network I/O here (this runs just before a fork)."""
+        snapshot = self._snapshot()
+        if snapshot is None:
+            return
+        checkouts = _checkouts(snapshot())
+        with self._lock:  # a snapshot may be out if the publisher's connection was made
+            self._withdrawn_at = checkouts
+            self._retract = self._retract or (self._running and self._side is not None)
+
     def publish(self) -> bool:
-        """Publish the snapshot now; ``False`` if Redis could not take it (or the pool is gone)."""
+        """Publish the snapshot now; ``False`` if Redis could not take it (or the pool is gone,
+        or the process has not used it since it withdrew the snapshot)."""
         snapshot = self._snapshot()
         if snapshot is None:
             return False
-        stats = PublishedStats(**snapshot(), published_at=time.time(), interval=self.interval)
+        pool_stats = snapshot()
+        if self._withdrawn(pool_stats):
+            return False
+        stats = PublishedStats(**pool_stats, published_at=time.time(), interval=self.interval)
         ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
         return self._send(("SET", self.key, json.dumps(stats), "PX", ttl_ms))
+
+    def _withdrawn(self, stats: PoolStats) -> bool:
+        """Whether the snapshot stays withdrawn; deletes it first, once."""
+        with self._lock:
+            if self._withdrawn_at is not None and _checkouts(stats) > self._withdrawn_at:
+                self._withdrawn_at, self._retract = None, False  # used again: publish again
+            withdrawn, retract, self._retract = self._withdrawn_at is not None, self._retract, False
+        if retract:
+            self._send(("DEL", self.key), warn=False)
+            self.close()
+        return withdrawn
 
     def _run(self) -> None:
         # The first snapshot goes out one interval after the pool's first connection.
@@ -262,28 +307,140 @@ class StatsPublisher:
         return False
 
 
-#: Fields every published snapshot must have, and their types: a reader skips one that
-#: does not fit rather than fail (anybody who can write the key pattern can write junk).
-_SNAPSHOT_INTS: Final = ("pid", *(figure.name for figure in FIGURES if not figure.since_async))
-_SNAPSHOT_OPTIONAL_INTS: Final = tuple(figure.name for figure in FIGURES if figure.since_async)  # 0 if older
+def _checkouts(stats: PoolStats) -> int:
+    """Connections the pools of ``stats`` checked out so far, sync and async."""
+    return stats["checkouts"] + stats["async_checkouts"]
+
+
+#: A snapshot longer than this is skipped unparsed. Ours take about 1 KB, and 200 bytes
+#: more per pool: a Redis Cluster of a thousand nodes publishes about 200 KB.
+MAX_SNAPSHOT_SIZE: Final = 1 << 20
+#: The largest count a reader takes: a signed 64-bit integer, which Prometheus exports
+#: as a float without overflow. Ours come nowhere near it.
+MAX_COUNT: Final = 2**63 - 1
+#: The longest text a reader takes (a redacted URL that lists many nodes fits).
+MAX_TEXT: Final = 4096
+# A host as HOST spells it: printable ASCII without spaces or colons.
+_HOST_RE: Final = re.compile(r"[!-9;-~]{1,255}")
+
+#: Checks one published value and returns it, or raises :class:`_Misfit`.
+Check = Callable[[object], Any]
+
+
+class _Misfit(Exception):
+    """A published value that does not fit its field."""
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+        raise _Misfit
+    return value
+
+
+def _seconds(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise _Misfit  # NaN fails the comparison too
+    return value
+
+
+def _moment(value: object) -> float:
+    """A publisher's ``published_at`` or ``interval``: more than 0 seconds."""
+    seconds = _seconds(value)
+    if not seconds:
+        raise _Misfit
+    return seconds
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Misfit
+    return value
+
+
+def _text(value: object) -> str:
+    """Text a terminal can show as it is: bounded, without control characters."""
+    if not isinstance(value, str) or len(value) > MAX_TEXT or not value.isprintable():
+        raise _Misfit
+    return value
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _host(value: object) -> str:
+    if not isinstance(value, str) or not _HOST_RE.fullmatch(value):
+        raise _Misfit
+    return value
+
+
+def _pools(value: object) -> list[PoolFigures]:
+    if not isinstance(value, list):
+        raise _Misfit
+    return [cast("PoolFigures", _fields(pool, _POOL_CHECKS)) for pool in value]
+
+
+def _fields(value: object, checks: Mapping[str, Check], absent: Mapping[str, object] | None = None) -> dict[str, Any]:
+    """The JSON object ``value`` with each field of ``checks`` checked, and no other field;
+    a field missing from ``value`` is read from ``absent``, if it is there."""
+    absent = absent or {}
+    if not isinstance(value, dict):
+        raise _Misfit
+    fields = {}
+    for name, check in checks.items():
+        if name not in value and name not in absent:
+            raise _Misfit
+        fields[name] = check(value[name] if name in value else absent[name])
+    return fields
+
+
+def _checks(kind: type, **by_name: Check) -> dict[str, Check]:
+    """A check per field of the TypedDict ``kind``, by the field's type, or ``by_name``."""
+    return {name: by_name.get(name) or _CHECKS_BY_TYPE[hint] for name, hint in get_type_hints(kind).items()}
+
+
+_CHECKS_BY_TYPE: Final[dict[object, Check]] = {
+    int: _count,
+    float: _seconds,
+    bool: _flag,
+    str: _text,
+    str | None: _optional_text,
+    list[PoolFigures]: _pools,
+}
+_POOL_CHECKS: Final = _checks(PoolFigures)
+_SNAPSHOT_CHECKS: Final = _checks(PublishedStats, host=_host, published_at=_moment, interval=_moment)
+#: Fields a snapshot of an older release lacks, and how they are read then.
+_ABSENT_AS: Final = {**{figure.name: 0 for figure in FIGURES if figure.since_async}, "pools": []}
 
 
 def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
-    """``value`` as a snapshot of ``prefix``'s pool, or ``None`` when it does not fit."""
-    if not isinstance(value, dict) or value.get("prefix") != prefix or not isinstance(value.get("host"), str):
+    """``value``, parsed JSON, as a snapshot of ``prefix``'s pool; ``None`` when it does not fit.
+
+    Every field of :class:`PublishedStats`, those of each pool included, is checked
+    against its type and bounds (counts from 0 to :data:`MAX_COUNT`, finite seconds,
+    text of at most :data:`MAX_TEXT` printable characters); fields it does not declare
+    are left out. This is what every reader (``redis-stats``, ``report()``, a Prometheus
+    scrape) gets, so none of them checks again.
+    """
+    try:
+        stats = _fields(value, _SNAPSHOT_CHECKS, _ABSENT_AS)
+    except _Misfit:
         return None
-    for name in (*_SNAPSHOT_INTS, *_SNAPSHOT_OPTIONAL_INTS):
-        number = value.setdefault(name, 0) if name in _SNAPSHOT_OPTIONAL_INTS else value.get(name)
-        if not isinstance(number, int) or isinstance(number, bool) or number < 0:
-            return None
-    pools = value.setdefault("pools", [])  # [] if older
-    if not isinstance(pools, list) or not all(isinstance(pool, dict) for pool in pools):
+    return cast("PublishedStats", stats) if stats["prefix"] == prefix else None
+
+
+def parse_snapshot(raw: bytes | str, prefix: str) -> PublishedStats | None:
+    """A published snapshot of ``prefix``'s pool as read from Redis, parsed and checked
+    (:func:`valid_snapshot`); ``None`` when it does not fit. Parsing is bounded: a value
+    longer than :data:`MAX_SNAPSHOT_SIZE` is not parsed, and one nested too deep for
+    :func:`json.loads` is skipped."""
+    if len(raw) > MAX_SNAPSHOT_SIZE:
         return None
-    for name in ("published_at", "interval"):
-        number = value.get(name)
-        if not isinstance(number, int | float) or isinstance(number, bool) or not 0 < number < math.inf:
-            return None
-    return cast("PublishedStats", value)
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8), a number too long, nested too deep
+        return None
+    return valid_snapshot(value, prefix)
 
 
 def read_snapshots(client: AnyClient, settings: Settings) -> tuple[list[PublishedStats], int]:
@@ -294,16 +451,13 @@ def read_snapshots(client: AnyClient, settings: Settings) -> tuple[list[Publishe
     :raises RedisError: Redis is unreachable, or SCAN/MGET are not allowed.
     """
     pattern = f"{KEY_PREFIX}:{{{settings.client_name.translate(_GLOB_SPECIAL)}:{settings.prefix}}}:*"
-    keys = list(client.scan_iter(match=pattern, count=1000))
+    keys = list(client.scan_iter(match=pattern, count=_MGET_KEYS))
     by_process: dict[tuple[str, int], PublishedStats] = {}
     skipped = 0
-    for raw in client.mget(keys) if keys else []:
+    for raw in _values(client, keys):
         if raw is None:  # expired between SCAN and MGET
             continue
-        try:
-            stats = valid_snapshot(json.loads(raw), settings.prefix)
-        except ValueError:
-            stats = None
+        stats = parse_snapshot(raw, settings.prefix)
         if stats is None:
             skipped += 1
             continue
@@ -312,12 +466,17 @@ def read_snapshots(client: AnyClient, settings: Settings) -> tuple[list[Publishe
     return [by_process[where] for where in sorted(by_process)], skipped
 
 
+def _values(client: AnyClient, keys: list[str]) -> Iterator[bytes | str | None]:
+    """The values of ``keys``, a thousand per MGET: no one reply grows with the key count."""
+    for start in range(0, len(keys), _MGET_KEYS):
+        yield from client.mget(keys[start : start + _MGET_KEYS])
+
+
 def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
     """Two pools of one process, as one: counts added, the older publication time kept."""
     total: dict[str, Any] = dict(one)
-    for name in (*_SNAPSHOT_INTS, *_SNAPSHOT_OPTIONAL_INTS):
-        if name != "pid":
-            total[name] += other[name]  # type: ignore[literal-required]
+    for figure in FIGURES:
+        total[figure.name] += other[figure.name]  # type: ignore[literal-required]
     total["published_at"] = min(one["published_at"], other["published_at"])
     total["pools"] = [*one["pools"], *other["pools"]]
     return cast("PublishedStats", total)

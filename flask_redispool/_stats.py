@@ -155,6 +155,8 @@ class ProcessConnections(TypedDict):
     connections: int
     idle_max: int
     idle_min: int
+    #: Seconds since its oldest connection connected (``CLIENT LIST``'s ``age``), if the server says.
+    age_max: int | None
     this_process: bool
     #: Per node of a Redis Cluster (``host:port``), its connections there; empty elsewhere.
     nodes: dict[str, int]
@@ -208,12 +210,15 @@ def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) ->
     of a cluster carry the ``node`` they were listed on, and are counted per node too.
     """
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    ages: dict[tuple[str, int], list[int]] = defaultdict(list)
     nodes: dict[tuple[str, int], Counter[str]] = defaultdict(Counter)
     for entry in clients:
         parsed = split_client_name(str(entry.get("name", "")))
         if parsed is None or parsed[0] != client_name:
             continue
         groups[(parsed[1], parsed[2])].append(int(entry.get("idle", 0)))
+        if "age" in entry:
+            ages[(parsed[1], parsed[2])].append(int(entry["age"]))
         if "node" in entry:
             nodes[(parsed[1], parsed[2])][str(entry["node"])] += 1
     here = (HOST, os.getpid())
@@ -224,6 +229,7 @@ def group_client_list(clients: Iterable[Mapping[str, Any]], client_name: str) ->
             connections=len(idles),
             idle_max=max(idles),
             idle_min=min(idles),
+            age_max=max(ages[(host, pid)], default=None),
             this_process=(host, pid) == here,
             nodes=dict(nodes[(host, pid)]),
         )
@@ -297,9 +303,13 @@ def process_rows(
     """Join published snapshots and ``CLIENT LIST`` groups by host and pid, and flag
     leak suspects: a process with more server connections than its pools allow (in all,
     or on one node of a cluster), or one holding connections without a fresh snapshot
-    (only when ``interval`` is not 0)."""
+    (only when ``interval`` is not 0). A process without any snapshot gets the same
+    ``fresh_intervals`` of grace, counted from its oldest connection (``CLIENT LIST``'s
+    ``age``): a new process publishes its first snapshot one interval after its first
+    connection, and is no suspect until then."""
     rows: dict[tuple[str, int], ProcessRow] = {}
     fresh: dict[tuple[str, int], bool] = {}
+    grace = fresh_intervals * interval
     on_nodes: dict[tuple[str, int], dict[str, int]] = {}
     for snap in snapshots:
         where = (str(snap["host"]), int(snap["pid"]))
@@ -311,6 +321,9 @@ def process_rows(
         row = rows.get(where) or _row(where, None, None, server=0)
         row["server_connections"], row["this_process"] = proc["connections"], proc["this_process"]
         rows[where], on_nodes[where] = row, proc.get("nodes", {})
+        oldest = proc.get("age_max")
+        if where not in fresh and oldest is not None and oldest < grace:  # new: its first snapshot is due
+            fresh[where] = True
     for where, row in rows.items():
         row["suspect"] = _node_suspicion(row, on_nodes.get(where, {})) or _suspicion(
             row, expected=bool(interval), fresh=fresh.get(where, False)

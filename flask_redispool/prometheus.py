@@ -77,8 +77,10 @@ class PublishedPoolsCollector(Collector):
     Each scrape reads the snapshots from Redis (one SCAN and one MGET per pool). Only
     fresh snapshots count: a process that stopped publishing drops out within
     two intervals, as it does from ``flask redis-stats``. Also exposes
-    ``flask_redispool_published_processes`` and ``flask_redispool_published_up`` (0 when
-    Redis could not be read: the scrape still succeeds).
+    ``flask_redispool_published_processes``, ``flask_redispool_published_skipped``
+    (snapshots left out because they did not fit: see :ref:`published-stats`) and
+    ``flask_redispool_published_up`` (0 when Redis could not be read: the scrape still
+    succeeds).
     """
 
     def __init__(self, app: Flask) -> None:
@@ -92,12 +94,12 @@ class PublishedPoolsCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         metrics = [family(name, doc, labels=PROCESS_LABELS) for family, name, _key, doc in METRICS]
-        processes, up = self._process_gauges()
+        processes, skipped_snapshots, up = self._process_gauges()
         for state in app_states(self.app):
             settings = state.settings
             labels = [settings.prefix, settings.client_name]
             try:
-                snapshots, _skipped = read_snapshots(state.reader(), settings)
+                snapshots, skipped = read_snapshots(state.reader(), settings)
             except REDIS_ERRORS:
                 up.add_metric(labels, 0)
                 continue
@@ -108,16 +110,23 @@ class PublishedPoolsCollector(Collector):
                     values = [*labels, stats["host"], str(stats["pid"])]
                     metric.add_metric(values, stats[key])  # type: ignore[literal-required]
             processes.add_metric(labels, len(fresh))
+            skipped_snapshots.add_metric(labels, skipped)
             up.add_metric(labels, 1)
         yield from metrics
         yield processes
+        yield skipped_snapshots
         yield up
 
     @staticmethod
-    def _process_gauges() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    def _process_gauges() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
         return (
             GaugeMetricFamily(
                 "flask_redispool_published_processes", "Processes with a fresh published snapshot.", labels=LABELS
+            ),
+            GaugeMetricFamily(
+                "flask_redispool_published_skipped",
+                "Published snapshots left out because they did not fit.",
+                labels=LABELS,
             ),
             GaugeMetricFamily(
                 "flask_redispool_published_up", "1 if the published snapshots could be read from Redis.", labels=LABELS

@@ -89,13 +89,42 @@ def test_stats_json_rows_match_the_server(
     assert (row["in_use"], row["idle"], row["max_connections"], row["suspect"]) == (2, 0, 10, None)
     assert 0 <= row["snapshot_age"] <= 2 * 0.2
     assert rows[silent.pid]["in_use"] is None
-    assert rows[silent.pid]["suspect"] == "holds 1 connection(s) but publishes no snapshot"
+    assert rows[silent.pid]["suspect"] is None  # new: within two intervals of its first connection
     assert rows[os.getpid()]["this_process"] is True
     assert report["totals"] == {
         "processes": 3, "in_use": 2, "idle": 0, "checkouts": 2, "waits": 0, "timeouts": 0, "async_in_use": 0,
-        "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "server_connections": 4, "suspects": 1,
+        "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "server_connections": 4, "suspects": 0,
     }  # fmt: skip
     assert report["server_error"] is report["snapshots_error"] is None
+
+
+def test_a_new_process_is_no_leak_suspect_before_two_intervals(
+    make_app: Callable[..., Flask], redis_url: str, start_worker: Callable[..., Worker], server: Redis
+) -> None:
+    """A process publishes its first snapshot one interval after its first connection: a
+    deploy must raise no alarm for two intervals, and a real leak still does after them."""
+    worker = start_worker("newcomer", held=1, interval=60)  # its first snapshot is a minute away
+    deploy = make_app(REDIS_URL=redis_url, REDIS_CLIENT_NAME="newcomer", REDIS_STATS_INTERVAL=60)
+    RedisPool(deploy)
+    runner = deploy.test_cli_runner()
+
+    def connection_age() -> int:
+        (held,) = [c for c in server.client_list() if c["name"] == f"newcomer:{HOST}:{worker.pid}"]
+        return int(held["age"])
+
+    for _ in range(2):  # as soon as it connected, and once CLIENT LIST gives it an age
+        row = _rows(_stats_json(runner))[worker.pid]
+        assert (row["server_connections"], row["snapshot_age"], row["suspect"]) == (1, None, None)
+        table = runner.invoke(args=["redis-stats"])
+        assert table.exit_code == 0, table.output
+        assert "leak suspect" not in table.output
+        wait_until(lambda: connection_age() >= 1, 10, "a connection a second old")
+
+    hasty = make_app(REDIS_URL=redis_url, REDIS_CLIENT_NAME="newcomer", REDIS_STATS_INTERVAL=0.5)
+    RedisPool(hasty)  # two of its intervals are a second: the same connection is soon past them
+    wait_until(lambda: connection_age() >= 2, 10, "a connection two seconds old")
+    leak = _rows(_stats_json(hasty.test_cli_runner()))[worker.pid]
+    assert leak["suspect"] == "holds 1 connection(s) but publishes no snapshot"
 
 
 def test_stats_does_not_list_itself_as_a_publisher(app: Flask, runner: FlaskCliRunner, server: Redis) -> None:

@@ -202,7 +202,11 @@ def test_a_connection_dropped_while_idle_is_replaced_unseen(
 def test_parent_and_forked_child_share_no_socket(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
     with app.app_context():
         parent_id = redis_pool.client.client_id()  # the pool holds a connection before the fork
+    pool = redis_pool.get_pool(app)
+    serving = pool.get_connection()  # and it is in use: a parent that forks idle closes it first
     pid = os.fork()
+    if pid != 0:
+        pool.release(serving)
     if pid == 0:  # pragma: no cover - the child reports through Redis
         try:
             with app.app_context():

@@ -19,7 +19,7 @@ from redis import Redis
 
 from bench.loadgen import ConnectionSampler, drive, gunicorn, worker_pids
 from example_app import redis_pool
-from flask_redispool._stats import ProcessRow, group_client_list
+from flask_redispool._stats import HOST, ProcessRow, group_client_list
 
 from .conftest import load_every_worker, pools_of, wait_until
 
@@ -80,3 +80,31 @@ def test_redis_stats_sees_each_gunicorn_worker_until_it_dies(
         assert row["server_connections"] == clients[pid] == row["in_use"] + row["idle"]
         assert (row["in_use"], row["suspect"]) == (0, None)
     assert sum(row["checkouts"] for row in listed.values()) >= 400
+
+
+def test_a_preloading_master_that_warms_up_holds_and_publishes_nothing(
+    make_example: Callable[..., Flask], redis_url: str, server: Redis
+) -> None:
+    """``gunicorn --preload`` with a factory that pings Redis: the master made a connection
+    and started publishing before it forked, and serves nothing after. Only the two
+    workers show in the report, and the server sees no connection of the master's."""
+    env = {"FLASK_REDIS_STATS_INTERVAL": "0.5", "GUNICORN_CMD_ARGS": "--preload"}
+    app = make_example(REDIS_URL=redis_url)
+    pools_of(app).publisher.stop()  # this test process only reads
+
+    def published() -> dict[int, ProcessRow]:
+        """The report's rows besides this test's, once each of them has a snapshot."""
+        rows = {row["pid"]: row for row in redis_pool.report(app)["processes"] if not row["this_process"]}
+        return {} if any(row["in_use"] is None for row in rows.values()) else rows
+
+    factory = "tests.preload_app:create_app()"
+    with gunicorn(factory, redis_url=redis_url, workers=2, threads=4, env=env) as (port, master):
+        workers = wait_until(lambda: len(pids := worker_pids(master)) == 2 and pids, 30, "two workers")
+        load_every_worker(port, workers, server)
+        rows = wait_until(lambda: (rows := published()).keys() == workers and rows, 10, "a report of the two workers")
+        names = [str(c["name"]) for c in server.client_list()]
+        masters = {f"example_app:{HOST}:{master}", f"example_app:{HOST}:{master}:stats"}  # the pool's, the publisher's
+        wait_until(lambda: not masters & {str(c["name"]) for c in server.client_list()}, 10, "no master connection")
+
+    assert [row["suspect"] for row in rows.values()] == [None, None]
+    assert f"example_app:{HOST}:{master}" not in names  # the pool's was closed before the workers forked

@@ -8,6 +8,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, get_type_hints
 
 import pytest
 from flask import Flask
@@ -17,9 +18,10 @@ from flask_redispool import RedisPool
 from flask_redispool._extension import app_states
 from flask_redispool._snapshots import PublishedStats, read_snapshots, snapshot_key
 from flask_redispool._stats import HOST
+from flask_redispool.prometheus import PublishedPoolsCollector
 from flask_redispool.testing import free_port
 
-from .conftest import Worker, our_connections, pools_of, wait_until
+from .conftest import Worker, held_by_this_process, our_connections, pools_of, wait_until
 
 INTERVAL = 0.2
 Snapshots = Callable[[Flask], dict[int, PublishedStats]]
@@ -123,7 +125,11 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
     use_redis(app, redis_pool)
     wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot")
     read_end, write_end = os.pipe()
+    pool = redis_pool.get_pool(app)
+    serving = pool.get_connection()  # the parent serves a request while it forks
     pid = os.fork()
+    if pid != 0:
+        pool.release(serving)
     if pid == 0:  # the child: use the pool, then wait for the parent's word
         try:
             use_redis(app, redis_pool)
@@ -139,6 +145,27 @@ def test_a_forked_child_publishes_its_own_snapshot(snapshots: Snapshots, app: Fl
         os.waitpid(pid, 0)
 
 
+def test_a_parent_that_forks_with_nothing_in_use_holds_and_publishes_nothing_until_used_again(
+    snapshots: Snapshots, app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    """A gunicorn master that preloads the app and runs a warm-up command serves nothing
+    once it forks its workers: no connection of its own, no snapshot (with --preload,
+    the children are gunicorn's workers: see test_load)."""
+    use_redis(app, redis_pool)
+    wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert held_by_this_process(server, app.import_name) == 0  # closed before the fork: none inherited
+    wait_until(lambda: os.getpid() not in snapshots(app), 5, "the parent's snapshot to be withdrawn")
+    ours = f"{app.import_name}:{HOST}:{os.getpid()}"
+    wait_until(lambda: not our_connections(server, ours), 5, "the publisher's connection to close")
+    use_redis(app, redis_pool)  # the parent serves again
+    again = wait_until(lambda: snapshots(app).get(os.getpid()), 5, "the parent's snapshot again")
+    assert again["checkouts"] == 2
+
+
 def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], server: Redis) -> None:
     worker = start_worker("exiting", held=1, interval=INTERVAL)
     pattern = f"flask_redispool:stats:{{exiting:REDIS}}:{HOST}:{worker.pid}:*"
@@ -147,43 +174,106 @@ def test_a_clean_exit_deletes_the_snapshot(start_worker: Callable[..., Worker], 
     assert not server.keys(pattern)
 
 
-def test_readers_skip_and_count_what_does_not_fit(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
-    """Anybody who can write the key pattern can write junk: every reader survives it."""
-    from prometheus_client import CollectorRegistry, generate_latest
+def _without(good: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {key: value for key, value in good.items() if key not in names}
 
-    from flask_redispool.prometheus import PublishedPoolsCollector
+
+def _pool(good: dict[str, Any], **fields: object) -> dict[str, Any]:
+    """``good`` with its one pool changed by ``fields``."""
+    return {**good, "pools": [{**good["pools"][0], **fields}]}
+
+
+#: Snapshots anybody who may write under the key pattern can write, each made from this
+#: process's good one: JSON text, or bytes as they are.
+HOSTILE: dict[str, Callable[[dict[str, Any]], str | bytes]] = {
+    "a pool without fields": lambda good: json.dumps({**good, "pools": [{}]}),
+    "a pool limit in words": lambda good: json.dumps(_pool(good, max_connections="ten")),
+    "200,000 nested brackets": lambda good: "[" * 200_000,
+    "a count of 401 digits": lambda good: json.dumps({**good, "checkouts": 10**400}),
+    "a count past 64 bits": lambda good: json.dumps({**good, "waits": 2**63}),
+    "a pool count past 64 bits": lambda good: json.dumps(_pool(good, checkouts=2**64)),
+    "a negative count": lambda good: json.dumps({**good, "idle": -1}),
+    "a count in a bool": lambda good: json.dumps({**good, "in_use": True}),
+    "a fractional count": lambda good: json.dumps({**good, "timeouts": 1.5}),
+    "a pid in a float": lambda good: json.dumps({**good, "pid": 7.0}),
+    "a time in words": lambda good: json.dumps({**good, "published_at": "yesterday"}),
+    "an infinite time": lambda good: json.dumps({**good, "published_at": float("inf")}),
+    "a NaN interval": lambda good: json.dumps({**good, "interval": float("nan")}),
+    "a zero interval": lambda good: json.dumps({**good, "interval": 0}),
+    "a flag in a number": lambda good: json.dumps({**good, "blocking": 1}),
+    "a host with a terminal escape": lambda good: json.dumps({**good, "host": "\x1b[2Jweb"}),
+    "a host with a space": lambda good: json.dumps({**good, "host": "web 1"}),
+    "a host of 300 characters": lambda good: json.dumps({**good, "host": "w" * 300}),
+    "an address with a newline": lambda good: json.dumps(_pool(good, address="a:1\nleak suspect: none")),
+    "a role in a list": lambda good: json.dumps(_pool(good, role=["primary"])),
+    "a URL of 5,000 characters": lambda good: json.dumps({**good, "url": "redis://" + "h" * 5000}),
+    "pools in an object": lambda good: json.dumps({**good, "pools": {"0": good["pools"][0]}}),
+    "a pool in a list": lambda good: json.dumps({**good, "pools": [list(good["pools"][0].values())]}),
+    "no host": lambda good: json.dumps(_without(good, "host")),
+    "no publication time": lambda good: json.dumps(_without(good, "published_at")),
+    "no counters": lambda good: json.dumps(_without(good, "in_use", "checkouts")),
+    "another prefix": lambda good: json.dumps({**good, "prefix": "CACHE_REDIS"}),
+    "a list": lambda good: json.dumps([good]),
+    "null": lambda good: "null",
+    "a number of 5,000 digits": lambda good: "9" * 5000,
+    "not JSON": lambda good: "{oops",
+    "not UTF-8": lambda good: b'{"host": "\xff"}',
+    "over 1 MiB": lambda good: json.dumps({**good, "padding": "x" * (1 << 20)}),
+}
+
+
+@pytest.mark.parametrize("make", HOSTILE.values(), ids=HOSTILE.keys())
+def test_every_reader_skips_and_counts_a_hostile_snapshot(
+    make: Callable[[dict[str, Any]], str | bytes], app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    """``report()``, a Prometheus scrape and ``flask redis-stats`` (also ``--json``) read
+    a snapshot written by anybody who may write the key pattern: each shows the good
+    one, skips the bad one and says so."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
 
     use_redis(app, redis_pool)
     publisher = pools_of(app).publisher
     assert publisher.publish()
     good = json.loads(server.get(publisher.key) or "{}")
-    base = f"flask_redispool:stats:{{{app.import_name}:REDIS}}:{HOST}"
-    junk = {
-        "no-host": {k: v for k, v in good.items() if k != "host"},
-        "text-time": {**good, "pid": 1, "published_at": "yesterday"},
-        "no-counters": {k: v for k, v in good.items() if k not in ("in_use", "checkouts")} | {"pid": 2},
-        "bool-count": {**good, "pid": 3, "in_use": True},
-        "nan-interval": {**good, "pid": 4, "interval": float("nan")},
-        "a-list": [good],
-    }
-    for name, value in junk.items():
-        server.set(f"{base}:{name}", json.dumps(value))
-    server.set(f"{base}:not-json", "{oops")
+    server.set(snapshot_key(redis_pool.settings(app), HOST, 4242), make(good))
 
     with app.app_context():
         report = redis_pool.report()
-    assert report["snapshots_skipped"] == len(junk) + 1
+    assert report["snapshots_skipped"] == 1
     assert [row["pid"] for row in report["processes"]] == [os.getpid()]
     registry = CollectorRegistry()
     registry.register(PublishedPoolsCollector(app))
-    scraped = generate_latest(registry).decode()
-    in_use = [line for line in scraped.splitlines() if line.startswith("flask_redispool_connections_in_use{")]
-    assert len(in_use) == 1  # the one good snapshot: this process's
-    assert f'host="{HOST}",pid="{os.getpid()}"' in in_use[0]
-    result = app.test_cli_runner().invoke(args=["redis-stats"])  # last: the command stops our publisher
-    assert result.exit_code == 0, result.output
-    assert f"{len(junk) + 1} malformed snapshot(s) skipped" in result.output
-    assert "flask_redispool_published_processes" in scraped
+    samples = [s for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples]
+    assert [s.labels["pid"] for s in samples if s.name == "flask_redispool_connections_in_use"] == [str(os.getpid())]
+    assert [s.value for s in samples if s.name == "flask_redispool_published_skipped"] == [1]
+    runner = app.test_cli_runner()  # last: the command stops this process's publisher
+    as_json = runner.invoke(args=["redis-stats", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.output)["pools"][0]["snapshots_skipped"] == 1
+    table = runner.invoke(args=["redis-stats"])
+    assert table.exit_code == 0, table.output
+    assert table.output.splitlines()[-1] == "  1 malformed snapshot(s) skipped"
+
+
+def test_readers_keep_only_the_fields_they_know(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """A snapshot that fits but carries more is read without the rest; one published
+    before async pools reads them as 0."""
+    use_redis(app, redis_pool)
+    publisher = pools_of(app).publisher
+    assert publisher.publish()
+    good = json.loads(server.get(publisher.key) or "{}")
+    older = {
+        **_without(good, *(name for name in good if name.startswith("async_")), "pools"),
+        "pid": 4242, "note": "x" * 10_000, "pools_extra": [[[]]],
+    }  # fmt: skip
+    server.set(snapshot_key(redis_pool.settings(app), HOST, 4242), json.dumps(older))
+    (state,) = app_states(app)
+    snapshots, skipped = read_snapshots(server, state.settings)
+    assert skipped == 0
+    read = {stats["pid"]: stats for stats in snapshots}
+    assert set(read[4242]) == set(read[os.getpid()]) == set(get_type_hints(PublishedStats))
+    assert (read[4242]["async_checkouts"], read[4242]["pools"]) == (0, [])
 
 
 def test_a_forked_child_never_deletes_its_parents_snapshot(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
@@ -192,7 +282,11 @@ def test_a_forked_child_never_deletes_its_parents_snapshot(app: Flask, redis_poo
     use_redis(app, redis_pool)
     publisher = pools_of(app).publisher
     assert publisher.publish()
+    pool = redis_pool.get_pool(app)
+    serving = pool.get_connection()  # a parent that serves while it forks keeps publishing
     pid = os.fork()
+    if pid != 0:
+        pool.release(serving)
     if pid == 0:
         try:
             assert redis_pool.health(app)["ok"]

@@ -36,8 +36,8 @@ def test_split_client_name(name: str, parsed: tuple[str, str, int] | None) -> No
 
 def test_group_client_list_counts_per_process_of_this_app_only() -> None:
     clients = [
-        {"name": "shop:web-1:10", "idle": "3"},
-        {"name": "shop:web-1:10", "idle": "0"},
+        {"name": "shop:web-1:10", "idle": "3", "age": "12"},
+        {"name": "shop:web-1:10", "idle": "0", "age": "40"},
         {"name": "shop:web-2:10", "idle": "7"},
         {"name": f"shop:{HOST}:{os.getpid()}", "idle": "0"},
         {"name": "shop.cache_redis:web-1:10", "idle": "1"},
@@ -46,12 +46,12 @@ def test_group_client_list_counts_per_process_of_this_app_only() -> None:
         {"idle": "1"},
     ]
     assert group_client_list(clients, "shop") == [
-        {"host": HOST, "pid": os.getpid(), "connections": 1, "idle_max": 0, "idle_min": 0, "this_process": True,
-         "nodes": {}},
-        {"host": "web-1", "pid": 10, "connections": 2, "idle_max": 3, "idle_min": 0, "this_process": False,
-         "nodes": {}},
-        {"host": "web-2", "pid": 10, "connections": 1, "idle_max": 7, "idle_min": 7, "this_process": False,
-         "nodes": {}},
+        {"host": HOST, "pid": os.getpid(), "connections": 1, "idle_max": 0, "idle_min": 0, "age_max": None,
+         "this_process": True, "nodes": {}},
+        {"host": "web-1", "pid": 10, "connections": 2, "idle_max": 3, "idle_min": 0, "age_max": 40,
+         "this_process": False, "nodes": {}},
+        {"host": "web-2", "pid": 10, "connections": 1, "idle_max": 7, "idle_min": 7, "age_max": None,
+         "this_process": False, "nodes": {}},
     ]  # fmt: skip
 
 
@@ -76,9 +76,9 @@ def _snapshot(
     }  # fmt: skip
 
 
-def _server(pid: int, connections: int) -> ProcessConnections:
+def _server(pid: int, connections: int, age: int | None = None) -> ProcessConnections:
     return ProcessConnections(
-        host="web", pid=pid, connections=connections, idle_max=0, idle_min=0, this_process=False, nodes={}
+        host="web", pid=pid, connections=connections, idle_max=0, idle_min=0, age_max=age, this_process=False, nodes={}
     )
 
 
@@ -115,6 +115,25 @@ def test_leak_suspects(snapshot: dict[str, Any] | None, connections: int, interv
     server = [_server(1, connections)] if connections else []
     (row,) = process_rows([snapshot] if snapshot else [], server, interval=interval, fresh_intervals=2, now=NOW)
     assert (row["pid"], row["server_connections"], row["suspect"]) == (1, connections, suspect)
+
+
+@pytest.mark.parametrize(
+    ("age", "suspect"),
+    [
+        (0, None),  # a new process: its first snapshot is due one interval after its first connection
+        (1, None),  # within the two intervals a snapshot stays fresh
+        (2, "holds 3 connection(s) but publishes no snapshot"),
+        (None, "holds 3 connection(s) but publishes no snapshot"),  # the server did not say
+    ],
+)
+def test_a_process_without_a_snapshot_is_suspect_once_its_oldest_connection_is_two_intervals_old(
+    age: int | None, suspect: str | None
+) -> None:
+    (row,) = process_rows([], [_server(1, 3, age)], interval=1.0, fresh_intervals=2, now=NOW)
+    assert row["suspect"] == suspect
+    (over,) = process_rows([_snapshot(1, in_use=3, age=9.0, limit=2)], [_server(1, 3, 0)], interval=1.0,
+                           fresh_intervals=2, now=NOW)  # fmt: skip
+    assert over["suspect"] == f"3 {MORE_THAN} 2"  # young connections, but more than the pool allows
 
 
 def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:

@@ -60,7 +60,7 @@ def main() -> None:
         counted = int(Redis.from_url(server.url).get("example:hits") or 0)
     finally:
         server.stop()
-    expected = sum(t.requests for t in totals.values()) + 2 * 1000 + 2  # + warm-up and readiness probes
+    expected = sum(t.requests for t in totals.values()) + 2 * 1000  # + warm-up
     setup = (
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"redis-server {'.'.join(map(str, server.version))}; gunicorn {WORKERS} workers x {THREADS} threads "

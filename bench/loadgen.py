@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -145,13 +146,18 @@ def worker_pids(master: int) -> set[int]:
 
 
 def _wait_http(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    """Wait until gunicorn answers HTTP. The probe asks for a page no app has: any answer,
+    a 404 included, means a worker serves, and no probe (nor its retry after a slow
+    answer) runs a view that counts."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"gunicorn exited with {process.returncode}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/hits", timeout=2):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/no-such-page-readiness-probe", timeout=2):
                 return
+        except urllib.error.HTTPError:
+            return
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"gunicorn on port {port} did not answer in {timeout} s")

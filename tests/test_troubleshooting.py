@@ -23,7 +23,7 @@ from flask_redispool import ConfigWarning, RedisPool
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, close_pools
-from .test_retry import SLOW_INCR, SOCKET_TIMEOUT
+from .test_retry import SLOW_INCR, SLOW_READ, SOCKET_TIMEOUT
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
 PAGE_URL = "redis://localhost:6379/0"
@@ -173,6 +173,16 @@ def may_have_run(case: Case) -> str:
         )
 
 
+def continued_a_transaction(case: Case) -> str:
+    server = case.server()
+    app, redis_pool = case.app(server.url, REDIS_SOCKET_TIMEOUT=SOCKET_TIMEOUT)
+    with app.app_context():
+        client = redis_pool.client.client()
+        client.execute_command("MULTI")
+        client.execute_command("EVAL_RO", SLOW_READ, 0)
+        return read_timeout(raised(lambda: client.execute_command("EXEC")), urlsplit(server.url).netloc)
+
+
 def blocking_command(case: Case) -> str:
     app, redis_pool = case.app()
     with app.app_context():
@@ -284,6 +294,7 @@ CASES: list[Callable[[Case], str]] = [
     no_answer,
     credentials,
     may_have_run,
+    continued_a_transaction,
     blocking_command,
     outside_a_context,
     not_registered,

@@ -144,7 +144,10 @@ class Send(NamedTuple):
         return not (self.may_write or self.in_transaction)
 
 
-_PLAIN: Final = (Send(True, False, Transaction.NONE), Send(False, False, Transaction.NONE))
+# Looked up once: an enum member read through its class costs more than the rest of a
+# plain command's judgement.
+_NONE, _WATCHING, _QUEUING, _QUEUED_A_WRITE = Transaction
+_PLAIN: Final = (Send(True, False, _NONE), Send(False, False, _NONE))
 
 
 def judge_send(transaction: Transaction, kinds: Sequence[Kind] | None) -> Send:
@@ -176,21 +179,21 @@ def judge_send(transaction: Transaction, kinds: Sequence[Kind] | None) -> Send:
       drops the transaction with the connection).
     """
     if kinds is None:
-        return Send(True, transaction is not Transaction.NONE, transaction)
-    if transaction is Transaction.NONE and len(kinds) == 1 and kinds[0].bracket is None:
-        return _PLAIN[kinds[0].repeatable]  # most commands: one look-up
-    in_transaction = transaction is not Transaction.NONE
+        return Send(True, transaction is not _NONE, transaction)
+    if not transaction and len(kinds) == 1 and kinds[0].bracket is None:
+        return _PLAIN[kinds[0].repeatable]  # most commands
+    in_transaction = transaction is not _NONE
     may_write = False
     for kind in kinds:
         if kind.bracket is None:
             if kind.repeatable:
                 continue
-            if transaction >= Transaction.QUEUING:
-                transaction = Transaction.QUEUED_A_WRITE  # runs at EXEC
+            if transaction >= _QUEUING:
+                transaction = _QUEUED_A_WRITE  # runs at EXEC
             else:
                 may_write = True
         else:
-            may_write = may_write or (kind.bracket == "EXEC" and transaction is Transaction.QUEUED_A_WRITE)
+            may_write = may_write or (kind.bracket == "EXEC" and transaction is _QUEUED_A_WRITE)
             transaction = _after_bracket(transaction, kind.bracket)
     return Send(may_write, in_transaction, transaction)
 
@@ -200,11 +203,11 @@ def _after_bracket(transaction: Transaction, bracket: str) -> Transaction:
     a ``WATCH`` inside ``MULTI``, an ``EXEC`` or ``DISCARD`` without ``MULTI``; it queues an
     ``UNWATCH`` inside ``MULTI``)."""
     if bracket == "MULTI":
-        return Transaction.QUEUING if transaction < Transaction.QUEUING else transaction
+        return _QUEUING if transaction < _QUEUING else transaction
     if bracket == "WATCH":
-        return Transaction.WATCHING if transaction is Transaction.NONE else transaction
+        return _WATCHING if transaction is _NONE else transaction
     if bracket == "UNWATCH":
-        return Transaction.NONE if transaction is Transaction.WATCHING else transaction
+        return _NONE if transaction is _WATCHING else transaction
     if bracket in ("EXEC", "DISCARD"):
-        return Transaction.NONE if transaction >= Transaction.QUEUING else transaction
-    return Transaction.NONE  # RESET
+        return _NONE if transaction >= _QUEUING else transaction
+    return _NONE  # RESET

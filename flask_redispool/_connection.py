@@ -292,9 +292,9 @@ def _mark_may_have_run(error: BaseException) -> None:
 
 def _refused_by_a_replica(error: BaseException) -> bool:
     """redis-py's Sentinel connections, sync and async, turn a demoted master's
-    ``READONLY`` into a ``ConnectionError`` (and disconnect, so the retry asks the
-    sentinels anew): the command was refused, so it did not run and may be sent to the
-    new master."""
+    ``READONLY`` into a ``ConnectionError`` and disconnect: the command was refused, so
+    it did not run and may be sent again, to the new master (the retry reconnects
+    through ``connect()``, which asks the sentinels: see ``asks_sentinels``)."""
     return isinstance(error.__context__, ReadOnlyError)
 
 
@@ -325,11 +325,6 @@ class _Sending:
         # the error, but a connection should not send two doomed commands every time.
         if self.policy.naming_refused is not None:
             self.driver_info = None
-
-    def _judge(self, kinds: Sequence[Kind] | None) -> None:
-        """Record what the send about to leave means if its reply is lost."""
-        send = judge_send(self.transaction, kinds)
-        self.unsafe_sent, self.sent_in_transaction, self.transaction = send
 
     def _failed(self, error: BaseException) -> None:
         """Explain ``error``, raised by the last send or its reply: whether it may have run
@@ -408,7 +403,7 @@ class PoolConnection(_Sending, _SyncBase):
                 raise
         if check_health and self.health_check_interval:  # redis-py's check_health() tests the same
             self.check_health()  # type: ignore[no-untyped-call]
-        self._judge(kinds)
+        self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
         try:
             super().send_packed_command(command, check_health=False)  # type: ignore[no-untyped-call]
         except RedisError as exc:
@@ -469,7 +464,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
                 raise
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]
-        self._judge(kinds)
+        self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
         try:
             await super().send_packed_command(command, check_health=False)
         except RedisError as exc:

@@ -6,7 +6,9 @@ Two questions, answered from the command's name with one dict look-up:
   connection) may still have run on the server. Only a command that is safe to repeat
   is retried then: redis-py's own table of read-only commands (``READ_COMMANDS``, the
   one its cluster client uses to send reads to replicas) and the connection-level
-  commands below. Everything else, scripts included, is sent at most once.
+  commands below. Everything else, scripts included, is sent at most once. A
+  transaction's brackets (``MULTI``, ``EXEC``, ``WATCH``…) depend on what was sent
+  before them on the same connection: :func:`judge_send` has the rule.
 - **How long may it block on the server?** ``BLPOP key 5`` waits up to 5 s; with a
   socket timeout of 0.5 s it would fail with a bare ``TimeoutError``. Such a command
   is refused before it is sent, with a message naming ``redis_pool.blocking()``.
@@ -14,30 +16,34 @@ Two questions, answered from the command's name with one dict look-up:
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from redis.commands import READ_COMMANDS
 
-__all__ = ["KINDS", "ONCE", "REPEATABLE", "Kind", "command_kind"]
+__all__ = ["KINDS", "ONCE", "REPEATABLE", "Kind", "Send", "Transaction", "command_kind", "judge_send"]
 
 #: Commands that change no data, beyond redis-py's read-only data commands: the
-#: handshake, introspection, and the brackets of a transaction (a batch is repeatable
-#: when every command in it is). ``CLIENT`` alone is how redis-py's handshake spells
+#: handshake and introspection. ``CLIENT`` alone is how redis-py's handshake spells
 #: ``CLIENT SETINFO`` (``"CLIENT", "SETINFO", …``); no ``CLIENT`` subcommand changes data.
+#: A transaction's brackets are in :data:`_BRACKETS`.
 _ALSO_REPEATABLE: Final = frozenset(
     {
-        "AUTH", "HELLO", "SELECT", "PING", "ECHO", "QUIT", "RESET", "READONLY", "READWRITE",
+        "AUTH", "HELLO", "SELECT", "PING", "ECHO", "QUIT", "READONLY", "READWRITE",
         "CLIENT", "CLIENT SETNAME", "CLIENT GETNAME", "CLIENT SETINFO", "CLIENT ID", "CLIENT INFO", "CLIENT LIST",
         "INFO", "TIME", "ROLE", "LASTSAVE", "COMMAND", "COMMAND INFO", "COMMAND COUNT", "CONFIG GET",
         "MEMORY USAGE", "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME", "OBJECT REFCOUNT",
         "SLOWLOG GET", "SLOWLOG LEN", "PUBSUB CHANNELS", "PUBSUB NUMSUB", "PUBSUB NUMPAT",
         "SUBSCRIBE", "UNSUBSCRIBE", "PSUBSCRIBE", "PUNSUBSCRIBE", "SSUBSCRIBE", "SUNSUBSCRIBE",
-        "MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS",
+        "XINFO STREAM", "XINFO GROUPS", "XINFO CONSUMERS",
     }
 )  # fmt: skip
-REPEATABLE: Final[frozenset[str]] = frozenset(READ_COMMANDS) | _ALSO_REPEATABLE
+#: The commands that open or close a transaction on their connection. They change no
+#: data themselves; what they mean for sending again is :func:`judge_send`'s.
+_BRACKETS: Final = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "RESET"})
+REPEATABLE: Final[frozenset[str]] = frozenset(READ_COMMANDS) | _ALSO_REPEATABLE | _BRACKETS
 
 
 def _last(args: Sequence[Any]) -> float:
@@ -87,8 +93,9 @@ _BLOCKING: Final[dict[str, Callable[[Sequence[Any]], float | None]]] = {
 class Kind(NamedTuple):
     """What a command is, for sending it."""
 
-    repeatable: bool  #: safe to run twice
+    repeatable: bool  #: safe to run twice (by itself: see :func:`judge_send`)
     blocking: Callable[[Sequence[Any]], float | None] | None  #: how long it may wait on the server
+    bracket: str | None = None  #: its name, when it opens or closes a transaction (``MULTI``, ``EXEC``…)
 
 
 #: Commands that are sent at most once and do not block: most writes.
@@ -96,6 +103,7 @@ ONCE: Final = Kind(repeatable=False, blocking=None)
 #: Every command name we know, as redis-py spells it (upper case), and its kind.
 KINDS: Final[dict[str, Kind]] = {
     **{name: Kind(repeatable=True, blocking=None) for name in REPEATABLE},
+    **{name: Kind(repeatable=True, blocking=None, bracket=name) for name in _BRACKETS},
     **{name: Kind(repeatable=name in REPEATABLE, blocking=how) for name, how in _BLOCKING.items()},
 }
 
@@ -112,3 +120,94 @@ def command_kind(name: object) -> Kind:
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
     return KINDS.get(str(name).upper(), ONCE)
+
+
+class Transaction(enum.IntEnum):
+    """Where a connection stands in a transaction, as the commands sent on it tell."""
+
+    NONE = 0  #: nothing a new connection would lack
+    WATCHING = 1  #: ``WATCH`` was sent: the next ``EXEC`` runs only if the keys did not change
+    QUEUING = 2  #: ``MULTI`` was sent: commands are queued until ``EXEC`` or ``DISCARD``
+    QUEUED_A_WRITE = 3  #: as ``QUEUING``, and a queued command is not safe to run twice
+
+
+class Send(NamedTuple):
+    """What one send on a connection (a command, or a pipeline's batch) means if its reply is lost."""
+
+    may_write: bool  #: it may have changed data on the server: a lost reply is a ``MayHaveRunError``
+    in_transaction: bool  #: it continues a transaction an earlier send opened on this connection
+    transaction: Transaction  #: where the connection stands after it
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether it may be sent again, on a new connection."""
+        return not (self.may_write or self.in_transaction)
+
+
+# Looked up once: an enum member read through its class costs more than the rest of a
+# plain command's judgement.
+_NONE, _WATCHING, _QUEUING, _QUEUED_A_WRITE = Transaction
+_PLAIN: Final = (Send(True, False, _NONE), Send(False, False, _NONE))
+
+
+def judge_send(transaction: Transaction, kinds: Sequence[Kind] | None) -> Send:
+    """What sending ``kinds`` means on a connection that stands at ``transaction``.
+
+    A send is one command, or a pipeline's batch written at once (``kinds`` is ``None``
+    when the commands are unknown: sent at most once). A send whose reply was lost is
+    sent again, on a new connection, only when it is safe to run twice and does not
+    depend on the connection it was sent on. The rule:
+
+    - A command that changes data runs once: it is sent at most once, and a lost reply
+      means it may have run (``may_write``).
+    - ``MULTI``, ``EXEC``, ``DISCARD``, ``WATCH`` and ``UNWATCH`` change no data
+      themselves. **Inside one send** they repeat with it: redis-py's transaction
+      pipeline (``MULTI`` … ``EXEC`` in one batch) is sent again whole, and runs again
+      whole, only when every queued command is safe to run twice; otherwise its
+      ``EXEC`` may have run the writes.
+    - **Sent alone** (a single-connection client, a raw connection, redis-py's pipeline
+      in watch mode), they leave state on the connection that a new connection would not
+      have. After ``MULTI``, commands are queued and ``EXEC`` runs them: a queued command
+      sent again on a new connection would run at once, outside the transaction, and an
+      ``EXEC`` sent again would fail with ``EXEC without MULTI`` after the first one ran
+      the writes. After ``WATCH``, the next ``EXEC`` runs only if the watched keys did not
+      change; on a new connection nothing is watched, and the check would be lost.
+      So every send that continues a transaction of an earlier send, up to and including
+      the ``EXEC``, ``DISCARD``, ``UNWATCH`` or ``RESET`` that ends it, is sent at most
+      once (``in_transaction``). Of these, an ``EXEC`` that runs a queued write is one
+      that may have run (``may_write``); a queued command itself has not run (the server
+      drops the transaction with the connection).
+    """
+    if kinds is None:
+        return Send(True, transaction is not _NONE, transaction)
+    if not transaction and len(kinds) == 1 and kinds[0].bracket is None:
+        return _PLAIN[kinds[0].repeatable]  # most commands
+    in_transaction = transaction is not _NONE
+    may_write = False
+    for kind in kinds:
+        if kind.bracket is None:
+            if kind.repeatable:
+                continue
+            if transaction >= _QUEUING:
+                transaction = _QUEUED_A_WRITE  # runs at EXEC
+            else:
+                may_write = True
+        else:
+            may_write = may_write or (kind.bracket == "EXEC" and transaction is _QUEUED_A_WRITE)
+            transaction = _after_bracket(transaction, kind.bracket)
+    return Send(may_write, in_transaction, transaction)
+
+
+def _after_bracket(transaction: Transaction, bracket: str) -> Transaction:
+    """Where a connection stands after ``bracket`` (the server refuses a nested ``MULTI``,
+    a ``WATCH`` inside ``MULTI``, an ``EXEC`` or ``DISCARD`` without ``MULTI``; it queues an
+    ``UNWATCH`` inside ``MULTI``)."""
+    if bracket == "MULTI":
+        return _QUEUING if transaction < _QUEUING else transaction
+    if bracket == "WATCH":
+        return _WATCHING if transaction is _NONE else transaction
+    if bracket == "UNWATCH":
+        return _NONE if transaction is _WATCHING else transaction
+    if bracket in ("EXEC", "DISCARD"):
+        return _NONE if transaction >= _QUEUING else transaction
+    return _NONE  # RESET

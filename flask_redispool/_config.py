@@ -549,6 +549,11 @@ class Settings:
         bound holds for every command. A health check, when due, is one more such
         command. Waiting for a free connection (at most ``POOL_TIMEOUT``, only when all
         are busy) comes on top.
+
+        ``SOCKET_TIMEOUT`` bounds each wait for bytes from the server, so this holds when
+        the server is down, unreachable or silent. A reply that trickles in, each byte
+        within ``SOCKET_TIMEOUT``, holds a sync command for as long as it trickles
+        (redis-py times each socket read); ``redis.asyncio`` times each whole reply.
         """
         tries = self.retries + 1
         connect = tries * self.socket_connect_timeout + self.retries * BACKOFF_CAP

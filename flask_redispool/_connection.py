@@ -8,10 +8,11 @@ The subclass changes four things, all through redis-py's public connection metho
   itself. A server that refuses it (``CLIENT`` renamed away, an ACL user without
   ``client|setname``) does not fail the connection: the pool logs one warning and makes
   unnamed connections from then on, without asking again.
-- **Retries that never run a write twice.** Each send records whether the command is
-  safe to repeat (:mod:`flask_redispool._commands`). A failure after the bytes of an
-  unsafe command may have left is marked, and :class:`OnceRetry` does not retry it;
-  one that happened while connecting, before anything was sent, is retried as before.
+- **Retries that never run a write twice.** Each send records whether it is safe to
+  send again (:func:`flask_redispool._commands.judge_send`: the command, and the
+  transaction its connection stands in). A failure after the bytes of an unsafe send
+  may have left is marked, and :class:`OnceRetry` does not retry it; one that happened
+  while connecting, before anything was sent, is retried as before.
 - **Blocking commands** whose server-side wait outlasts the socket timeout are refused
   before sending, with a message that points at ``redis_pool.blocking()``.
 - **Failures name our config keys**: a note is added to the exception (connection
@@ -28,6 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from redis.asyncio.retry import Retry as AsyncRetry
+from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
 from redis.connection import AbstractConnection
 from redis.exceptions import (
     AuthenticationError,
@@ -38,8 +40,9 @@ from redis.exceptions import (
     TimeoutError,
 )
 from redis.retry import Retry
+from redis.sentinel import SentinelManagedConnection
 
-from ._commands import KINDS, Kind, command_kind
+from ._commands import KINDS, Kind, Transaction, command_kind, judge_send
 from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
 from ._stats import HOST
 
@@ -66,6 +69,8 @@ T = TypeVar("T")
 
 #: Set on an exception raised after an unsafe command may have reached the server.
 _MAY_HAVE_RUN: Final = "flask_redispool_may_have_run"
+#: Set on an exception raised after a send that continued a transaction of its connection.
+_IN_TRANSACTION: Final = "flask_redispool_in_transaction"
 _NOTED: Final = "flask_redispool_noted"
 # What a server answers when it wants credentials it did not get, or refuses them.
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
@@ -101,7 +106,11 @@ def may_have_run(error: BaseException) -> bool:
 
 
 def _retryable(error: Exception) -> bool:
-    return not may_have_run(error) and not isinstance(error, BlockingCommandError)
+    return (
+        not may_have_run(error)
+        and not getattr(error, _IN_TRANSACTION, False)
+        and not isinstance(error, BlockingCommandError)
+    )
 
 
 def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Exception], bool]:
@@ -219,21 +228,38 @@ class ConnectionPolicy:
             f"'with {hint} as client: client.{str(args[0]).lower()}(...)'."
         )
 
-    def explain(self, error: BaseException, *, unsafe_sent: bool = False, connection: _Sending | None = None) -> None:
-        """Mark ``error`` when an unsafe command may have run, and add one note naming our keys
-        (and fitting the command ``connection`` last sent, when given)."""
+    def explain(
+        self,
+        error: BaseException,
+        *,
+        unsafe_sent: bool = False,
+        in_transaction: bool = False,
+        connection: _Sending | None = None,
+    ) -> None:
+        """Mark ``error`` when an unsafe command may have run, or when what was sent
+        continued a transaction of its connection (neither is retried), and add one note
+        naming our keys (and fitting the command ``connection`` last sent, when given)."""
         if unsafe_sent:
             setattr(error, _MAY_HAVE_RUN, True)
             _mark_may_have_run(error)
+        if in_transaction:
+            setattr(error, _IN_TRANSACTION, True)
         if getattr(error, _NOTED, False):
             return
         setattr(error, _NOTED, True)
         note = self._note(error, connection)
-        if unsafe_sent and isinstance(error, ConnectionError | TimeoutError):
-            note += (
-                " The command was not retried: it may already have run on the server "
-                f"({self.settings.key('RETRIES')} only repeats commands that are safe to run twice)."
-            )
+        if isinstance(error, ConnectionError | TimeoutError):
+            if unsafe_sent:
+                note += (
+                    " The command was not retried: it may already have run on the server "
+                    f"({self.settings.key('RETRIES')} only repeats commands that are safe to run twice)."
+                )
+            elif in_transaction:
+                note += (
+                    " The command was not retried: it continued a transaction (MULTI or WATCH) sent "
+                    "earlier on its connection, which a new connection would not have. Run the whole "
+                    "transaction again."
+                )
         add_note(error, note)
 
     def _note(self, error: BaseException, connection: _Sending | None = None) -> str:
@@ -288,26 +314,53 @@ def _mark_may_have_run(error: BaseException) -> None:
         error.__class__ = twin
 
 
+def _refused_by_a_replica(error: BaseException) -> bool:
+    """redis-py's Sentinel connections, sync and async, turn a demoted master's
+    ``READONLY`` into a ``ConnectionError`` and disconnect: the command was refused, so
+    it did not run and may be sent again, to the new master (the retry reconnects
+    through ``connect()``, which asks the sentinels: see ``asks_sentinels``)."""
+    return isinstance(error.__context__, ReadOnlyError)
+
+
 class _Sending:
-    """State shared by the sync and async mixins (no I/O)."""
+    """State and decisions shared by the sync and async mixins (no I/O)."""
 
     policy: ConnectionPolicy  # set on each pool's subclass
     driver_info: Any  # redis-py's, for CLIENT SETINFO
-    #: The bytes of a command that is not safe to repeat may have left.
+    #: The bytes of a send that may change data may have left.
     unsafe_sent = False
     #: The name of the command last sent if it waits on the server on purpose (``BLPOP``), else None.
     waiting: Any = None
-    _batch_repeatable = False
+    #: The last send continued a transaction that an earlier send opened on this connection.
+    sent_in_transaction = False
+    #: Where this connection stands in a transaction (``MULTI``, ``WATCH``) of its own.
+    transaction = Transaction.NONE
+    #: A Sentinel service's connection: it reconnects through ``connect()``, which asks the
+    #: sentinels where the master is now. (redis-py's own send reconnects to the address it
+    #: had: after a failover, the demoted master that refused the command.)
+    asks_sentinels = False
+    _batch_kinds: list[Kind] | None = None
 
     def _init_name(self, name_suffix: str) -> None:
         self.unsafe_sent = False
         self.name_suffix = name_suffix
 
     def _before_handshake(self) -> None:
+        self.transaction = Transaction.NONE  # a new connection: the server forgot the old one's
         # Where CLIENT SETNAME was refused, redis-py's CLIENT SETINFO will be too: it ignores
         # the error, but a connection should not send two doomed commands every time.
         if self.policy.naming_refused is not None:
             self.driver_info = None
+
+    def _failed(self, error: BaseException) -> None:
+        """Explain ``error``, raised by the last send or its reply: whether it may have run
+        and may be sent again. The one decision of the sync and async connections."""
+        self.policy.explain(
+            error,
+            unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(error),
+            in_transaction=self.sent_in_transaction,
+            connection=self,
+        )
 
     def _check_blocking(self, args: Sequence[Any], kind: Kind) -> None:
         assert kind.blocking is not None
@@ -315,13 +368,14 @@ class _Sending:
 
     def _batch_kind(self, commands: Iterable[Iterable[Any]]) -> list[Sequence[Any]]:
         batch: list[Sequence[Any]] = [tuple(args) for args in commands]
-        self._batch_repeatable = all(command_kind(args[0]).repeatable for args in batch)
+        self._batch_kinds = [command_kind(args[0]) for args in batch]
         self.waiting = None
         return batch
 
-    def _take_batch_kind(self) -> bool:
-        repeatable, self._batch_repeatable = self._batch_repeatable, False
-        return repeatable
+    def _take_batch_kinds(self) -> list[Kind] | None:
+        """The kinds of the batch just packed; ``None`` (unknown: sent once) when none was."""
+        kinds, self._batch_kinds = self._batch_kinds, None
+        return kinds
 
 
 class PoolConnection(_Sending, _SyncBase):
@@ -355,46 +409,42 @@ class PoolConnection(_Sending, _SyncBase):
         kind = KINDS.get(args[0]) or command_kind(args[0])  # every command: one look-up
         if kind.blocking is not None:
             self._check_blocking(args, kind)
-        self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)  # type: ignore[no-untyped-call]
+        self._send(self.pack_command(*args), kwargs.get("check_health", True), (kind,))  # type: ignore[no-untyped-call]
         self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))  # type: ignore[no-any-return,no-untyped-call]
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self._send(command, check_health, self._take_batch_kind())
+        self._send(command, check_health, self._take_batch_kinds())
 
-    def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
+    def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         # Connect and check health first (their own commands set unsafe_sent for
         # themselves), then mark what is about to leave.
         if not self.is_connected:
             try:
-                self.connect_check_health(check_health=False)
+                if self.asks_sentinels:
+                    self.connect()
+                else:
+                    self.connect_check_health(check_health=False)
             except RedisError as exc:
                 self.policy.explain(exc)
                 raise
         if check_health and self.health_check_interval:  # redis-py's check_health() tests the same
             self.check_health()  # type: ignore[no-untyped-call]
-        self.unsafe_sent = not repeatable
+        self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
         try:
             super().send_packed_command(command, check_health=False)  # type: ignore[no-untyped-call]
         except RedisError as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            self._failed(exc)
             raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(exc), connection=self)
+            self._failed(exc)
             raise
-
-
-def _refused_by_a_replica(error: BaseException) -> bool:
-    """redis-py's Sentinel connection turns a demoted master's ``READONLY`` into a
-    ``ConnectionError`` (and disconnects, so the retry asks the sentinels anew): the
-    command was refused, so it did not run and may be sent to the new master."""
-    return isinstance(error.__context__, ReadOnlyError)
 
 
 class AsyncPoolConnection(_Sending, _AsyncBase):
@@ -423,40 +473,49 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         kind = KINDS.get(args[0]) or command_kind(args[0])
         if kind.blocking is not None:
             self._check_blocking(args, kind)
-        await self._send(self.pack_command(*args), kwargs.get("check_health", True), kind.repeatable)
+        await self._send(self.pack_command(*args), kwargs.get("check_health", True), (kind,))
         self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
     def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
         return super().pack_commands(self._batch_kind(commands))
 
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await self._send(command, check_health, self._take_batch_kind())
+        await self._send(command, check_health, self._take_batch_kinds())
 
-    async def _send(self, command: Any, check_health: bool, repeatable: bool) -> None:
+    async def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         if not self.is_connected:
             try:
-                await self.connect_check_health(check_health=False)
+                if self.asks_sentinels:
+                    await self.connect()
+                else:
+                    await self.connect_check_health(check_health=False)
             except RedisError as exc:
                 self.policy.explain(exc)
                 raise
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]
-        self.unsafe_sent = not repeatable
+        self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
         try:
             await super().send_packed_command(command, check_health=False)
         except RedisError as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent)
+            self._failed(exc)
             raise
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
-            self.policy.explain(exc, unsafe_sent=self.unsafe_sent, connection=self)
+            self._failed(exc)
             raise
 
 
 def pool_connection_class(base: type[Any], policy: ConnectionPolicy, *, asynchronous: bool = False) -> type[Any]:
     """A subclass of ``base`` (a redis-py or fakeredis connection class) for one pool."""
     mixin: type[Any] = AsyncPoolConnection if asynchronous else PoolConnection
-    return type(f"Pool{base.__name__}", (mixin, base), {"__module__": __name__, "policy": policy, "base": base})
+    attributes = {
+        "__module__": __name__,
+        "policy": policy,
+        "base": base,
+        "asks_sentinels": issubclass(base, SentinelManagedConnection | AsyncSentinelManagedConnection),
+    }
+    return type(f"Pool{base.__name__}", (mixin, base), attributes)

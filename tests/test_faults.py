@@ -7,10 +7,13 @@ All traffic goes to servers these tests start on 127.0.0.1; every loop is bounde
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import IO
 
 import pytest
 from flask import Flask
@@ -167,6 +170,110 @@ def test_socket_timeout_is_honoured_and_the_timed_out_connection_is_not_reused(
         assert client.client_id() != first_id
     assert redis_pool.stats(app)["in_use"] == 0
     pauser.close()
+
+
+@dataclass
+class TricklingServer:
+    """A stand-in for Redis on loopback that answers each command ``+OK`` at once, but a
+    ``GET`` with a 30-byte reply sent one byte every ``gap`` seconds: a server or link
+    that is slow but never silent. Its threads end when the ``with`` block does."""
+
+    gap: float
+    listener: socket.socket = field(default_factory=lambda: socket.create_server(("127.0.0.1", 0)))
+    stop: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    clients: list[socket.socket] = field(default_factory=list)
+
+    REPLY = b"$23\r\n" + b"x" * 23 + b"\r\n"
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+
+    def __enter__(self) -> TricklingServer:
+        self.listener.settimeout(0.1)  # how often the accept loop looks at ``stop``
+        self._start(self._accept)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop.set()
+        for client in self.clients:
+            with suppress(OSError):
+                client.shutdown(socket.SHUT_RDWR)  # ends a read in _serve
+        for thread in self.threads:
+            thread.join(10)
+        self.listener.close()
+        assert not any(thread.is_alive() for thread in self.threads)
+
+    def _start(self, target: Callable[..., None], *args: object) -> None:
+        self.threads.append(threading.Thread(target=target, args=args, daemon=True))
+        self.threads[-1].start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # timed out: look at ``stop`` again
+                continue
+            self.clients.append(client)
+            self._start(self._serve, client)
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, client.makefile("rb") as commands:
+            while (name := self._command_name(commands)) is not None:
+                try:
+                    if name != b"GET":
+                        client.sendall(b"+OK\r\n")
+                        continue
+                    for byte in self.REPLY:
+                        if self.stop.wait(self.gap):  # paces the reply; ends at once when stopped
+                            return
+                        client.sendall(bytes([byte]))
+                except OSError:  # the client gave up and closed
+                    return
+
+    @staticmethod
+    def _command_name(commands: IO[bytes]) -> bytes | None:
+        """The next command's name (upper case), its arguments read; ``None`` once closed."""
+        header = commands.readline()
+        if not header.startswith(b"*"):
+            return None
+        args = []
+        for _ in range(int(header[1:])):
+            length = int(commands.readline()[1:])
+            args.append(commands.read(length + 2)[:length])
+        return args[0].upper()
+
+
+def test_the_worst_case_bounds_each_wait_for_the_server_not_a_trickling_reply(
+    make_app: Callable[..., Flask],
+) -> None:
+    """What ``worst_case_seconds`` bounds, as config.rst says: each wait for the server.
+    A reply that trickles in, each byte within ``REDIS_SOCKET_TIMEOUT``, keeps a sync
+    command as long as it trickles (redis-py times each socket read); ``async_client``
+    times the whole reply, so there the bound holds."""
+    with TricklingServer(gap=0.1) as trickling:  # 30 bytes: 3 s, each 0.1 s within the timeout
+        app = make_app(
+            REDIS_URL=trickling.url, REDIS_OPTIONS={"protocol": 2}, REDIS_SOCKET_TIMEOUT=0.5, REDIS_RETRIES=0
+        )
+        redis_pool = RedisPool(app)
+        worst_case = redis_pool.settings(app).worst_case_seconds
+        assert worst_case == 0.7  # connect 0.2 s, then one reply
+
+        @app.get("/async")
+        async def async_get() -> dict[str, object]:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await redis_pool.async_client.get("key")
+            return {"elapsed": time.monotonic() - started}
+
+        with app.app_context():
+            started = time.monotonic()
+            assert redis_pool.client.get("key") == b"x" * 23
+            assert time.monotonic() - started >= len(TricklingServer.REPLY) * 0.1 > worst_case
+        elapsed = app.test_client().get("/async").json["elapsed"]  # type: ignore[index]
+        assert elapsed < worst_case + 0.5  # given up at REDIS_SOCKET_TIMEOUT, not after 3 s
+        redis_pool.close(app)
 
 
 def _server_closes_idle_clients(server: Redis, name: str) -> None:

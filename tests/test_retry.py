@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -17,7 +19,7 @@ from redis import Redis
 from redis.exceptions import TimeoutError
 
 from flask_redispool import MayHaveRunError, RedisPool
-from flask_redispool._commands import command_kind
+from flask_redispool._commands import Transaction, command_kind, judge_send
 from flask_redispool._connection import may_have_run
 from flask_redispool.testing import RedisServer
 
@@ -25,9 +27,8 @@ from .conftest import notes
 
 SOCKET_TIMEOUT = 0.3
 SLOW = 0.45  # a slow command's time on the server: past one socket timeout, within two (the retry's)
-# INCR, then keep the server busy for SLOW seconds: the reply comes after our timeout.
-SLOW_INCR = f"""
-redis.call('INCR', KEYS[1])
+# Keep the server busy for SLOW seconds: the reply comes after our timeout. A read (EVAL_RO).
+SLOW_READ = f"""
 local start = redis.call('TIME')
 while true do
     local now = redis.call('TIME')
@@ -35,6 +36,8 @@ while true do
 end
 return 1
 """
+# INCR, then as SLOW_READ.
+SLOW_INCR = "redis.call('INCR', KEYS[1])" + SLOW_READ
 
 
 @pytest.fixture
@@ -100,20 +103,101 @@ def test_a_slow_read_is_retried(app: Flask, redis_pool: RedisPool, observer: Red
     assert calls(observer, "get") - before == 2  # sent twice: the timed-out try ran, and the retry
 
 
-def test_a_pipeline_of_reads_is_retried(app: Flask, redis_pool: RedisPool, observer: Redis) -> None:
+@pytest.mark.parametrize("transaction", [False, True], ids=["batch", "transaction"])
+def test_a_pipeline_of_reads_is_retried(app: Flask, redis_pool: RedisPool, observer: Redis, transaction: bool) -> None:
+    """Also a transaction (MULTI … EXEC in one batch): sent again whole, it runs again whole."""
     observer.set("key", "value")
-    blocker = threading.Thread(target=observer.execute_command, args=("DEBUG", "SLEEP", str(SLOW)))
     with app.app_context():
         redis_pool.client.ping()
-        blocker.start()
-        time.sleep(0.05)
+        # The server holds every command for SLOW seconds (up to 0.1 s more, its clock's
+        # tick): the first try times out, the retry is answered.
+        observer.client_pause(int(SLOW * 1000), all=True)
+        with redis_pool.pipeline(transaction=transaction) as pipe:
+            pipe.get("key")
+            pipe.exists("key")
+            assert pipe.execute() == [b"value", 1]
+
+
+@contextmanager
+def one_connection(redis_pool: RedisPool, how: str) -> Iterator[Callable[..., Any]]:
+    """Send a command and read its reply, one at a time, on one connection: a client's
+    ``client()`` or a raw ``connection()``."""
+    if how == "client":
+        yield redis_pool.client.client().execute_command
+        return
+    with redis_pool.connection() as connection:
+
+        def send(*args: Any) -> Any:
+            connection.send_command(*args)
+            return connection.read_response()
+
+        yield send
+
+
+@pytest.mark.parametrize("how", ["client", "connection"])
+def test_a_transaction_sent_command_by_command_runs_its_exec_once(
+    app: Flask, redis_pool: RedisPool, observer: Redis, how: str
+) -> None:
+    """MULTI, INCR, a slow command, EXEC, each sent alone: the lost EXEC reply is not sent
+    again on a new connection, where it would fail with "EXEC without MULTI" after the
+    INCR ran; the caller learns that it may have run."""
+    with app.app_context(), one_connection(redis_pool, how) as send:
+        for args in (("MULTI",), ("INCR", "counter"), ("DEBUG", "SLEEP", str(SLOW))):
+            send(*args)
+        with pytest.raises(MayHaveRunError) as raised:
+            send("EXEC")
+    assert isinstance(raised.value, TimeoutError)
+    assert "not retried: it may already have run" in notes(raised.value)
+    settle(observer)
+    assert observer.get("counter") == b"1"
+    assert calls(observer, "exec") == 1
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_an_async_transaction_sent_command_by_command_runs_its_exec_once(
+    app: Flask, redis_pool: RedisPool, observer: Redis
+) -> None:
+    @app.get("/transaction")
+    async def transaction() -> str:
+        client = redis_pool.async_client.client()
+        for args in (("MULTI",), ("INCR", "counter"), ("DEBUG", "SLEEP", str(SLOW))):
+            await client.execute_command(*args)
         try:
-            with redis_pool.pipeline(transaction=False) as pipe:
-                pipe.get("key")
-                pipe.exists("key")
-                assert pipe.execute() == [b"value", 1]
-        finally:
-            blocker.join(10)
+            await client.execute_command("EXEC")
+        except MayHaveRunError as exc:
+            return f"may have run: {type(exc).__name__}"
+        return "no timeout"
+
+    assert app.test_client().get("/transaction").text == "may have run: MayHaveRunTimeoutError"
+    settle(observer)
+    assert observer.get("counter") == b"1"
+    assert calls(observer, "exec") == 1
+
+
+@pytest.mark.parametrize(
+    "commands",
+    [
+        [("MULTI",), ("EVAL_RO", SLOW_READ, 0), ("EXEC",)],  # the slow read runs at EXEC
+        [("WATCH", "counter"), ("EVAL_RO", SLOW_READ, 0)],
+    ],
+    ids=["multi", "watch"],
+)
+def test_a_read_that_continues_a_transaction_of_its_connection_is_not_sent_again(
+    app: Flask, redis_pool: RedisPool, observer: Redis, commands: list[tuple[object, ...]]
+) -> None:
+    """After MULTI or WATCH sent alone, a new connection would not have the transaction (a
+    retried EXEC fails, a retried read loses the WATCH): even a read is sent once. It
+    changed nothing, so it is no ``MayHaveRunError``."""
+    with app.app_context():
+        client = redis_pool.client.client()
+        for args in commands[:-1]:
+            client.execute_command(*args)
+        with pytest.raises(TimeoutError) as raised:
+            client.execute_command(*commands[-1])
+    settle(observer)
+    assert calls(observer, "eval_ro") == 1
+    assert not may_have_run(raised.value)
+    assert "not retried: it continued a transaction (MULTI or WATCH)" in notes(raised.value)
 
 
 def test_a_write_is_retried_when_the_connection_was_refused(
@@ -168,6 +252,52 @@ def test_an_async_slow_write_runs_once(app: Flask, redis_pool: RedisPool, observ
 )
 def test_only_commands_safe_to_repeat_are_repeatable(args: tuple[object, ...], repeatable: bool) -> None:
     assert command_kind(args[0]).repeatable is repeatable
+
+
+NONE, WATCHING, QUEUING, QUEUED_A_WRITE = Transaction
+
+
+@pytest.mark.parametrize(
+    ("before", "sent", "may_write", "in_transaction", "after"),
+    [
+        (NONE, "GET", False, False, NONE),
+        (NONE, "INCR", True, False, NONE),
+        # redis-py's transaction pipeline: one batch, repeated whole when every command is safe
+        (NONE, "MULTI GET EXISTS EXEC", False, False, NONE),
+        (NONE, "MULTI GET INCR EXEC", True, False, NONE),
+        (NONE, "MULTI INCR DISCARD", False, False, NONE),
+        (NONE, "GET INCR", True, False, NONE),  # a batch without a transaction
+        # sent one at a time
+        (NONE, "MULTI", False, False, QUEUING),
+        (QUEUING, "GET", False, True, QUEUING),
+        (QUEUING, "INCR", False, True, QUEUED_A_WRITE),  # queued: runs at EXEC
+        (QUEUED_A_WRITE, "GET", False, True, QUEUED_A_WRITE),
+        (QUEUING, "EXEC", False, True, NONE),
+        (QUEUED_A_WRITE, "EXEC", True, True, NONE),
+        (QUEUED_A_WRITE, "DISCARD", False, True, NONE),
+        (NONE, "WATCH", False, False, WATCHING),
+        (WATCHING, "GET", False, True, WATCHING),
+        (WATCHING, "INCR", True, True, WATCHING),
+        (WATCHING, "MULTI", False, True, QUEUING),
+        (WATCHING, "MULTI INCR EXEC", True, True, NONE),  # redis-py's pipeline after watch()
+        (WATCHING, "UNWATCH", False, True, NONE),
+        (QUEUING, "UNWATCH", False, True, QUEUING),  # queued
+        (WATCHING, "EXEC", False, True, WATCHING),  # refused: EXEC without MULTI
+        (QUEUING, "MULTI", False, True, QUEUING),  # refused: nested
+        (QUEUED_A_WRITE, "RESET", False, True, NONE),
+        (NONE, "RESET", False, False, NONE),
+    ],
+)
+def test_what_a_send_means_depends_on_the_transaction_it_continues(
+    before: Transaction, sent: str, may_write: bool, in_transaction: bool, after: Transaction
+) -> None:
+    send = judge_send(before, [command_kind(name) for name in sent.split()])
+    assert (send.may_write, send.in_transaction, send.transaction) == (may_write, in_transaction, after)
+    assert send.repeatable is (not may_write and not in_transaction)
+
+
+def test_a_send_of_unknown_commands_is_sent_once() -> None:
+    assert judge_send(NONE, None).may_write
 
 
 def test_a_timeout_while_a_new_connection_names_itself_is_not_a_write(make_app: Callable[..., Flask]) -> None:

@@ -238,6 +238,45 @@ def test_close_closes_the_pools_and_the_sentinels(
     wait_until(lambda: connections(sentinel_service.sentinels) == 0, 5, "the sentinels to see them close")
 
 
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_write_refused_by_a_demoted_master_runs_once_on_the_new_one(
+    make_app: Callable[..., Flask], start_server: Callable[..., RedisServer], asynchronous: bool
+) -> None:
+    """A pooled connection to a master that became a replica meets ``READONLY``: the
+    write did not run there, so it is sent once more, to the master the sentinels name
+    now; in ``async`` views as in sync ones."""
+    old, new = start_server(), start_server()
+    sentinel = RedisServer.sentinel_for(old.port, quorum=1, binary=old.binary).start()
+    try:
+        app = make_app(REDIS_URL=f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster", REDIS_RETRIES=1)
+        redis_pool = RedisPool(app)
+        if asynchronous:
+
+            @app.post("/incr")
+            async def async_incr() -> dict[str, int]:
+                return {"value": await redis_pool.async_client.incr("counter")}
+
+        else:
+
+            @app.post("/incr")
+            def incr() -> dict[str, int]:
+                return {"value": redis_pool.client.incr("counter")}
+
+        client = app.test_client()
+        assert client.post("/incr").json == {"value": 1}  # the old master's; its connection stays pooled
+        with server_of(sentinel.port) as ask:  # the sentinel names the new master
+            ask.execute_command("SENTINEL", "REMOVE", "mymaster")
+            ask.execute_command("SENTINEL", "MONITOR", "mymaster", "127.0.0.1", new.port, 1)
+        with server_of(old.port) as demoted:
+            demoted.replicaof("127.0.0.1", new.port)  # refuses writes from now on
+        assert client.post("/incr").json == {"value": 1}  # on the new master
+        with server_of(new.port) as master, server_of(old.port) as demoted:
+            assert master.info("commandstats")["cmdstat_incrby"]["calls"] == 1  # redis-py's incr()
+            assert demoted.info("commandstats")["cmdstat_incrby"]["calls"] == 1  # the first; the second was refused
+    finally:
+        sentinel.stop()
+
+
 @dataclass
 class Writes:
     """Threads that INCR one counter through the app until stopped; what they saw."""

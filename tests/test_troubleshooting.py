@@ -24,7 +24,7 @@ from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, close_pools
 from .test_errors import writes_paused
-from .test_retry import SLOW_INCR, SOCKET_TIMEOUT
+from .test_retry import SLOW_INCR, SLOW_READ, SOCKET_TIMEOUT
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
 PAGE_URL = "redis://localhost:6379/0"
@@ -198,6 +198,16 @@ def timed_out_in_blocking(case: Case) -> str:
     return read_timeout(message, urlsplit(server.url).netloc)
 
 
+def continued_a_transaction(case: Case) -> str:
+    server = case.server()
+    app, redis_pool = case.app(server.url, REDIS_SOCKET_TIMEOUT=SOCKET_TIMEOUT)
+    with app.app_context():
+        client = redis_pool.client.client()
+        client.execute_command("MULTI")
+        client.execute_command("EVAL_RO", SLOW_READ, 0)
+        return read_timeout(raised(lambda: client.execute_command("EXEC")), urlsplit(server.url).netloc)
+
+
 def blocking_command(case: Case) -> str:
     app, redis_pool = case.app()
     with app.app_context():
@@ -312,6 +322,7 @@ CASES: list[Callable[[Case], str]] = [
     may_have_run,
     waiting_command_timed_out,
     timed_out_in_blocking,
+    continued_a_transaction,
     blocking_command,
     outside_a_context,
     not_registered,

@@ -30,9 +30,10 @@ def create_app() -> Flask:
     def hits() -> dict[str, int]:
         return {"hits": redis_pool.client.incr("stream_app:hits")}
 
-    @app.get("/in-use")
-    def in_use() -> dict[str, int]:
-        return {"in_use": redis_pool.stats()["in_use"]}
+    @app.get("/pool")
+    def pool() -> dict[str, int]:
+        stats = redis_pool.stats()
+        return {"pid": stats["pid"], "in_use": stats["in_use"], "idle": stats["idle"]}
 
     @app.get("/events")
     def events() -> Response:

@@ -20,6 +20,7 @@ from werkzeug.wsgi import ClosingIterator
 
 from bench.loadgen import gunicorn
 from flask_redispool import RedisPool
+from flask_redispool._stats import group_client_list
 from flask_redispool.testing import assert_nothing_held
 
 from .conftest import our_connections, wait_until
@@ -276,17 +277,23 @@ def test_a_stream_keeps_what_its_view_opened_on_every_prefix(app: Flask, redis_p
 
 
 def test_gunicorn_gives_a_subscriber_back_when_its_client_hangs_up(redis_url: str, server: Redis) -> None:
+    """And the worker's ``idle`` counts what the server sees: the subscriber's connection,
+    given back disconnected, is not idle on the server (it was: IDLE 1, SERVER 0)."""
+
     def stream_subscribers() -> list[str]:
         return [c["id"] for c in our_connections(server, "stream_app") if c.get("sub") == "1"]
 
-    def in_use(port: int) -> int:
+    def pool(port: int) -> dict[str, int]:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         try:
-            connection.request("GET", "/in-use")
-            count: int = json.loads(connection.getresponse().read())["in_use"]
-            return count
+            connection.request("GET", "/pool")
+            figures: dict[str, int] = json.loads(connection.getresponse().read())
+            return figures
         finally:
             connection.close()
+
+    def on_server(pid: int) -> int:
+        return sum(p["connections"] for p in group_client_list(server.client_list(), "stream_app") if p["pid"] == pid)
 
     with gunicorn("tests.stream_app:create_app()", redis_url=redis_url, workers=1, threads=4) as (port, _):
         client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # every read bounded
@@ -296,7 +303,7 @@ def test_gunicorn_gives_a_subscriber_back_when_its_client_hangs_up(redis_url: st
             assert (response.status, response.getheader("Content-Type")) == (200, "text/event-stream; charset=utf-8")
             assert response.readline() == b": subscribed\n"
             (subscriber,) = wait_until(stream_subscribers, 10, "the stream's subscriber")
-            assert in_use(port) == 1
+            assert pool(port)["in_use"] == 1
             for number in range(3):
                 server.publish("news", f"m{number}")
             data: list[bytes] = []
@@ -309,5 +316,8 @@ def test_gunicorn_gives_a_subscriber_back_when_its_client_hangs_up(redis_url: st
         finally:
             client.close()  # hang up mid-stream
         wait_until(lambda: subscriber not in stream_subscribers(), 30, "the subscriber's connection to close")
-        wait_until(lambda: in_use(port) == 0, 30, "the worker to give the connection back")
+        figures = wait_until(
+            lambda: (figures := pool(port))["in_use"] == 0 and figures, 30, "the worker to give the connection back"
+        )
         assert subscribers(server) == 0
+        assert figures["idle"] == on_server(figures["pid"])

@@ -2,9 +2,11 @@
 
 A view that subscribes and returns ``Response(stream_with_context(gen()))`` hands its
 pubsub to a generator that runs only after the view has returned. Flask ends the view's
-app context before the stream starts (Flask 3.1 runs ``teardown_appcontext`` when the
-view returns, and again when the ``stream_with_context`` generator ends), so what
-teardown gives back would be gone before the stream's first message.
+app context before the stream starts (since Flask 3.1.2 it runs ``teardown_appcontext``
+when the view returns, and again when the ``stream_with_context`` generator ends; 3.1.0
+and 3.1.1 kept the contexts pushed until the stream ended), and a generator without
+``stream_with_context`` always runs after teardown: what teardown gives back would be
+gone before the stream's first message.
 
 :func:`hand_to_stream` is an ``after_request`` function: when the response's body is a
 generator (Flask's way to stream, with or without ``stream_with_context``) it moves what

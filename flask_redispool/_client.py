@@ -5,9 +5,10 @@ each command. What it cannot return by itself is a connection still held when th
 context ends: a pipeline left mid-``WATCH``, a pubsub never closed, a ``MONITOR``
 never exited, a single-connection client from ``client.client()``, a raw connection
 taken with :meth:`RedisPool.connection() <flask_redispool.RedisPool.connection>` and
-never given back. :class:`ContextClient` remembers those holders and
-:meth:`ContextClient.release_all` returns their connections. (A lock holds no
-connection: each of its commands borrows one like any other command.)
+never given back. :class:`ContextClient` remembers those holders in the context's
+:class:`Held`, and teardown returns their connections (:meth:`Held.release_sync`), or a
+response streamed from a generator does when it ends (:mod:`flask_redispool._streaming`).
+(A lock holds no connection: each of its commands borrows one like any other command.)
 
 A plain command costs nothing extra: every context of an app shares one prepared
 client, and only what holds a connection is remembered, in the context's ``g``.
@@ -85,6 +86,12 @@ class Held:
         block on a Redis that has stopped answering.
         """
         return sum(release_holder(holder) for holder in list(self.sync))
+
+    def pass_sync(self) -> list[Any]:
+        """Hand the sync holders over to a streamed response, which holds them until it ends
+        and then gives them back (:mod:`flask_redispool._streaming`); the async stay."""
+        holders, self.sync = list(self.sync), weakref.WeakSet()
+        return holders
 
 
 def held_here(key: str) -> Held | None:

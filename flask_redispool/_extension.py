@@ -35,6 +35,7 @@ from ._health import Health, check_health
 from ._pool import CountedPool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
+from ._streaming import hand_to_stream
 from ._topology import build_pools
 
 if TYPE_CHECKING:
@@ -120,6 +121,8 @@ class RedisPool:
         dropped.atexit = False
         app.extensions.setdefault(_FINALIZERS_KEY, {})[self.config_prefix] = dropped
         app.teardown_appcontext(_flask_teardown(self._held_key) if isinstance(app, Flask) else self._async_teardown)
+        if isinstance(app, Flask):  # a streamed response keeps what its view opened until it ends
+            app.after_request(hand_to_stream(self._held_key))
         register_commands(app)
 
     def close(self, app: App | None = None) -> None:
@@ -196,7 +199,8 @@ class RedisPool:
         asking for it costs next to nothing. Every connection it takes, through
         commands, pipelines, pubsub, ``monitor()``, ``client()`` or :meth:`connection`,
         is back in the pool when the context ends: what holds a connection beyond one
-        command is remembered in the context and given back at teardown.
+        command is remembered in the context and given back at teardown. What a view hands
+        to a response streamed from a generator is given back when the stream ends instead.
 
         :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
         """

@@ -38,7 +38,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
-from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
+from ._connection import KNOWS_IF_CONNECTED, ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._stats import PoolCounters, PoolFigures
 from ._telemetry import observed, record_timeout, record_wait
@@ -81,7 +81,7 @@ class CountedPool(_PoolBase):
 
     The peak needs no counting: redis-py makes a connection only when none is idle, and
     never drops one, so the number made is the most in use at once. ``in_use`` and
-    ``idle`` come from redis-py's public ``get_connection_count()`` when asked for.
+    ``idle`` are counted only when asked for (:meth:`connection_counts`).
     """
 
     settings: Settings
@@ -217,9 +217,18 @@ class CountedPool(_PoolBase):
                 )
 
     def connection_counts(self) -> tuple[int, int]:
-        """``(in_use, idle)`` as redis-py's public ``get_connection_count()`` reports them."""
+        """``(in_use, idle)``: connections checked out, as redis-py's public
+        ``get_connection_count()`` reports them, and idle connections open to the server.
+
+        A connection given back disconnected (what teardown took from a pubsub or pipeline
+        left open, one whose connect failed) waits in the pool until a checkout connects it
+        again: the server does not see it, so it is not counted idle, and ``in_use + idle``
+        is what the server lists for the pool.
+        """
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
-        return counts.get("used", 0), counts.get("idle", 0)
+        free = self._get_free_connections()  # type: ignore[no-untyped-call]  # redis-py's, as get_connection_count()'s
+        idle = len([connection for connection in free if _is_open(connection)])
+        return counts.get("used", 0), idle
 
     def __repr__(self) -> str:
         return pool_repr(self, f"role={self.role} address={self.address}")
@@ -301,6 +310,14 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
 
 class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """One connection to a Sentinel service's master, waited for: the publisher's."""
+
+
+def _is_open(connection: Connection) -> bool:
+    """Whether ``connection`` has a socket open: redis-py 8's ``is_connected``; redis-py 7
+    has no public word for it and keeps the socket in ``_sock``."""
+    if KNOWS_IF_CONNECTED:
+        return bool(connection.is_connected)
+    return getattr(connection, "_sock", None) is not None
 
 
 def pool_repr(pool: Any, where: str) -> str:

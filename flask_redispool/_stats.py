@@ -1,8 +1,8 @@
 """Pool counters, the JSON-ready snapshots built from them, and the per-process report.
 
 Counting sits on every checkout, so it is one uncontended lock section; everything
-else (in use, idle) is read from redis-py's public
-:meth:`~redis.ConnectionPool.get_connection_count` only when a snapshot is asked for.
+else (in use, idle) is read from the pool only when a snapshot is asked for
+(:meth:`~flask_redispool._pool.CountedPool.connection_counts`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class Figure:
 #: TypedDicts below spell the same names for type checkers; a test keeps them in step.
 FIGURES: Final[tuple[Figure, ...]] = (
     Figure("in_use", "Connections checked out of the pool now.", "IN_USE", 7, True, "connections_in_use"),
-    Figure("idle", "Connections idle in the pool now.", "IDLE", 5, True, "connections_idle"),
+    Figure("idle", "Connections idle in the pool and open to the server.", "IDLE", 5, True, "connections_idle"),
     Figure("peak_in_use", "Most connections in use at once.", "PEAK", 5),
     Figure("checkouts", "Connections checked out of the pool.", "CHECKOUTS", 10, True, "checkouts", True),
     Figure("waits", "Checkouts that had to queue for a connection.", "WAITS", 6, True, "waits", True),

@@ -305,8 +305,9 @@ def test_an_abandoned_blocking_block_is_released_at_teardown(app: Flask, redis_p
 
 
 def idle_timeouts(pool: CountedPool) -> list[float | None]:
-    """The socket timeout of every idle connection, through the pool's public checkout."""
-    lent = [pool.get_connection() for _ in range(pool.connection_counts()[1])]
+    """The socket timeout of every connection waiting in the pool, connected or not (teardown
+    gives some back disconnected), through the pool's public checkout."""
+    lent = [pool.get_connection() for _ in range(pool.counters.created - pool.connection_counts()[0])]
     try:
         return [connection.socket_timeout for connection in lent]
     finally:

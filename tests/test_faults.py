@@ -45,7 +45,7 @@ def assert_pool_is_clean(app: Flask, redis_pool: RedisPool, observer: Redis) -> 
     assert stats["in_use"] == 0
     assert len(our_connections(observer, app.import_name)) <= stats["max_connections"]
     pool = redis_pool.get_pool(app)
-    lent = [pool.get_connection() for _ in range(stats["idle"])]
+    lent = [pool.get_connection() for _ in range(stats["created"])]  # each one, connected or not
     try:
         for number, connection in enumerate(lent):
             connection.send_command("ECHO", f"probe-{number}")

@@ -18,7 +18,7 @@ from flask_redispool import PoolExhaustedError, RedisPool
 from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import our_connections, run_in_threads
+from .conftest import our_connections, run_in_threads, wait_until
 
 
 def test_init_app_makes_no_connection(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:
@@ -62,7 +62,29 @@ def test_a_failed_connect_does_not_count_as_in_use(make_app: Callable[..., Flask
     with app.app_context(), pytest.raises(ConnectionError):
         redis_pool.client.ping()
     stats = redis_pool.stats(app)
-    assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (0, 1, 0)
+    assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (0, 0, 0)  # it has no socket
+
+
+def test_idle_counts_only_connections_open_to_the_server(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    """A pubsub a view leaves subscribed is given back disconnected at teardown (as a
+    stream's is when it ends): it waits in the pool for its next checkout, unseen by the
+    server, and ``idle`` does not count it."""
+    pool = redis_pool.get_pool(app)
+    held = [pool.get_connection() for _ in range(3)]
+    for connection in held:
+        pool.release(connection)
+    with app.app_context():
+        pubsub = redis_pool.client.pubsub()
+        pubsub.subscribe("news")
+    on_server = wait_until(
+        lambda: len(our_connections(server, app.import_name)) == 2 and 2, 10, "the pubsub's connection to close"
+    )
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["idle"], stats["created"]) == (0, on_server, 3)
+    again = [pool.get_connection() for _ in range(3)]  # a checkout connects it again: it counts
+    for connection in again:
+        pool.release(connection)
+    assert redis_pool.stats(app)["idle"] == len(our_connections(server, app.import_name)) == 3
 
 
 @pytest.mark.parametrize(

@@ -198,6 +198,55 @@ def test_every_async_connection_holder_is_given_back_when_the_view_raises(
     assert server.pubsub_numsub("news") == [(b"news", 0)]
 
 
+@pytest.mark.parametrize("entered", [False, True], ids=["made", "entered"])
+def test_an_async_monitor_the_view_drops_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis, entered: bool
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+
+    @app.get("/monitor")
+    async def monitor() -> str:
+        dropped = redis_pool.async_client.monitor()  # redis.asyncio's takes its connection on entering
+        if entered:
+            await dropped.__aenter__()  # MONITOR sent, never exited
+        return "ok"
+
+    @app.get("/hits")
+    async def hits() -> str:
+        return str(await redis_pool.async_client.incr("hits"))
+
+    (state,) = app_states(app)
+    client = app.test_client()
+    for hit in (1, 2, 3):  # two connections in all: each monitor would keep one for good
+        assert client.get("/monitor").text == "ok"
+        assert client.get("/hits").text == str(hit)
+        assert state.async_pools.in_use() == 0
+    monitoring = [c for c in server.client_list() if c["name"].startswith(app.import_name) and "O" in c["flags"]]
+    assert monitoring == []
+
+
+def test_an_async_monitor_dropped_outside_a_context_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    """No teardown remembers it (code that kept the loop's client and runs outside a context)."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+    (state,) = app_states(app)
+    loop = app.extensions[LOOPS_KEY].loop()
+    client = state.async_pools.client(loop)
+
+    async def drop_a_monitor() -> int:
+        await client.monitor().__aenter__()  # type: ignore[attr-defined]  # MONITOR sent, never exited
+        return await client.incr("hits")  # type: ignore[attr-defined,no-any-return]
+
+    assert [loop.run_until_complete(drop_a_monitor()) for _ in range(3)] == [1, 2, 3]
+    # The last one's connection is given back on the loop's next turns.
+    wait_until(lambda: loop.run_until_complete(asyncio.sleep(0)) or state.async_pools.in_use() == 0, 5, "the release")
+    monitoring = [c for c in server.client_list() if c["name"].startswith(app.import_name) and "O" in c["flags"]]
+    assert monitoring == []
+
+
 def test_async_client_recovers_after_a_server_restart(
     make_app: Callable[..., Flask], own_server: RedisServer, redis_pool: RedisPool
 ) -> None:

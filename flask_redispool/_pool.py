@@ -24,6 +24,7 @@ offers nothing; :func:`create_pool` builds one for a single server from validate
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -123,7 +124,9 @@ class CountedPool(_PoolBase):
         self._announced = False  # whether this process's first connection was reported
         self._drift_seen: set[str] = set()  # options found changed by somebody else, warned about
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
-        self._queue_lock = threading.Lock()
+        # Reentrant: a release may run inside the garbage collector (a dropped pubsub or
+        # monitor), also while this thread holds it.
+        self._queue_lock = threading.RLock()
         super().reset()
 
     # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
@@ -132,8 +135,10 @@ class CountedPool(_PoolBase):
         # Every command passes here: the common case is two attribute checks, redis-py's
         # checkout and one count.
         start = time.monotonic() if self._observed else 0.0  # timed as redis-py's blocking pool does
-        try:  # when others wait already, queue up behind them
-            connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
+        try:  # when others wait already, queue up behind them; not in a forked child, where
+            # they are the parent's threads: redis-py's checkout resets the pool there (reset())
+            queued = self._queue and self.pid == os.getpid()
+            connection = None if queued else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
             connection = None
         except RedisError as exc:  # redis-py connects on checkout: say what to check

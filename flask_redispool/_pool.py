@@ -153,8 +153,24 @@ class CountedPool(_PoolBase):
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
         ConnectionPool.release(self, connection)
-        if self._queue:  # the common case pays one attribute check
-            self._wake_first()
+        if self._queue or self.policy.closed:  # the common case pays two attribute checks
+            self._after_release()
+
+    def _after_release(self) -> None:
+        if self.policy.closed:  # what comes back to a closed pool closes (no checkout can take it)
+            self.disconnect(inuse_connections=False)
+        self._wake_first()
+
+    def close_for_good(self) -> None:
+        """Close the idle connections now, and each one in use when it comes back; the
+        waiters raise. Its :attr:`policy` is closed already, so no connection of the pool
+        connects again: a checkout raises a :class:`RuntimeError` (:meth:`RedisPool.close()
+        <flask_redispool.RedisPool.close>`). A command in flight in another thread ends
+        undisturbed."""
+        self.disconnect(inuse_connections=False)
+        with self._queue_lock:
+            for turn in self._queue:
+                turn.set()
 
     def _wake_first(self) -> None:
         with self._queue_lock:
@@ -167,6 +183,7 @@ class CountedPool(_PoolBase):
         First come, first served: only the oldest waiter takes a released connection, so
         a thread that releases and checks out again at once cannot starve the others.
         """
+        self.policy.check_open()
         settings = self.settings
         if not settings.pool_blocking:
             raise self._exhausted()
@@ -180,6 +197,7 @@ class CountedPool(_PoolBase):
         try:
             while turn.wait(max(0.0, deadline - time.monotonic())):
                 turn.clear()
+                self.policy.check_open()
                 try:
                     return ConnectionPool.get_connection(self, *args, **kwargs)
                 except MaxConnectionsError:

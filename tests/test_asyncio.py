@@ -247,6 +247,28 @@ def test_an_async_monitor_dropped_outside_a_context_gives_its_connection_back(
     assert monitoring == []
 
 
+def test_an_async_client_kept_past_close_raises_and_reopens_nothing(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, JOBS_REDIS_URL=redis_url)
+    redis_pool.init_app(app)
+    RedisPool(app, config_prefix="JOBS_REDIS")  # keeps the app's event loops open after close()
+    kept: list[redis.asyncio.Redis] = []
+
+    @app.get("/hits")
+    async def hits() -> str:
+        kept.append(redis_pool.async_client)
+        return str(await kept[-1].incr("hits"))
+
+    assert app.test_client().get("/hits").text == "1"
+    redis_pool.close(app)
+    loop = app.extensions[LOOPS_KEY].loop()
+    with pytest.raises(RuntimeError, match=r"was closed on app .* by close\(\)"):
+        loop.run_until_complete(kept[0].incr("hits"))
+    assert server.get("hits") == b"1"
+    wait_until(lambda: held_by_this_process(server, app.import_name) == 0, 5, "the async connection to close")
+
+
 def test_async_client_recovers_after_a_server_restart(
     make_app: Callable[..., Flask], own_server: RedisServer, redis_pool: RedisPool
 ) -> None:

@@ -160,11 +160,11 @@ class RedisPool:
         app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)  # first: others read it
         del states[self.config_prefix]
         app.extensions[_FINALIZERS_KEY].pop(self.config_prefix).detach()  # disposed of here, not at collection
+        state.pools.close(self._closed_message(app))  # first: no connection of the app's connects again
         state.async_pools.close_all()
         loops = app.extensions.get(LOOPS_KEY)
         if not states and isinstance(loops, ThreadLoops):
             loops.close()
-        state.pools.close(self._closed_message(app))
 
     def _prepared_client(self, pool: CountedPool) -> ContextClient:
         client = ContextClient(connection_pool=pool)

@@ -157,7 +157,7 @@ class CountedPool(_PoolBase):
             self._after_release()
 
     def _after_release(self) -> None:
-        if self.policy.closed:  # what comes back to a closed pool closes (no checkout can take it)
+        if self.policy.closed:  # what comes back to a closed pool closes (none connects again)
             self.disconnect(inuse_connections=False)
         self._wake_first()
 

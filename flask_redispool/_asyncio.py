@@ -27,6 +27,7 @@ one pool on it, closed after serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -277,13 +278,48 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
 
 
 class AsyncHeldMonitor(Monitor):
-    """:class:`~flask_redispool._client.HeldMonitor` for ``redis.asyncio``."""
+    """:class:`~flask_redispool._client.HeldMonitor` for ``redis.asyncio``: a monitor of
+    ``loop``'s pool.
+
+    A context keeps the monitors it hands out until teardown gives their connections back;
+    one made outside a context, dropped still holding its connection, has it given back
+    (disconnected: it may be mid-``MONITOR``) on ``loop``'s next turn.
+    """
+
+    def __init__(self, connection_pool: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(connection_pool)
+        self._loop = loop
 
     async def __aexit__(self, *args: object) -> None:
         try:
             await super().__aexit__(*args)  # type: ignore[no-untyped-call]
         finally:
             self.connection = None
+
+    def __del__(self) -> None:
+        connection = getattr(self, "connection", None)
+        if connection is not None:
+            give_back = functools.partial(_give_back_soon, self.connection_pool, connection)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: its pool closed with it
+                self._loop.call_soon_threadsafe(give_back)
+
+
+#: Releases started by a dropped monitor, kept until they end (the loop keeps tasks weakly).
+_GIVING_BACK: set[asyncio.Task[None]] = set()
+
+
+def _give_back_soon(pool: Any, connection: Any) -> None:
+    """On the pool's loop: disconnect ``connection`` and release it to ``pool``."""
+
+    async def give_back() -> None:
+        try:
+            await connection.disconnect()
+        finally:
+            await pool.release(connection)
+
+    task = asyncio.ensure_future(give_back())
+    _GIVING_BACK.add(task)
+    task.add_done_callback(_GIVING_BACK.discard)
 
 
 class AsyncContextClient(redis.asyncio.Redis):
@@ -329,7 +365,7 @@ class AsyncContextClient(redis.asyncio.Redis):
         return self._remember(super().pubsub(**kwargs))
 
     def monitor(self) -> Any:
-        return self._remember(AsyncHeldMonitor(self.connection_pool))
+        return self._remember(AsyncHeldMonitor(self.connection_pool, self.loop))
 
     def client(self) -> Any:
         return self._remember(super().client())

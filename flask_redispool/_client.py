@@ -124,6 +124,11 @@ class AppClient(Redis):
         policy.kept_name(name)
         return True
 
+    def monitor(self) -> Monitor:
+        """redis-py's ``monitor()``, whose connection comes back when the monitor is dropped
+        (:class:`HeldMonitor`)."""
+        return HeldMonitor(self.connection_pool)  # type: ignore[no-untyped-call]
+
 
 class ContextClient(AppClient):
     """The :class:`redis.Redis` of one app's pool, shared by every context and thread.
@@ -155,7 +160,7 @@ class ContextClient(AppClient):
         return pubsub
 
     def monitor(self) -> Monitor:
-        monitor = HeldMonitor(self.connection_pool)  # type: ignore[no-untyped-call]
+        monitor = super().monitor()
         self._hold(monitor)
         return monitor
 
@@ -220,13 +225,25 @@ class HeldPipeline(Pipeline):
 
 class HeldMonitor(Monitor):
     """redis-py's :class:`~redis.client.Monitor`, which forgets its connection once it has
-    given it back, so that teardown cannot give it back a second time."""
+    given it back, so that teardown cannot give it back a second time, and gives it back
+    when it is dropped still holding it.
+
+    redis-py's monitor takes its connection when it is made, not when its ``with`` block
+    starts, and unlike its pipelines and pubsubs has no ``__del__``: one made and dropped
+    would keep its pool slot for good. Contexts remember what holds a connection weakly,
+    so teardown never sees a monitor that is already gone.
+    """
 
     def __exit__(self, *args: object) -> None:
         try:
             super().__exit__(*args)  # type: ignore[no-untyped-call]
         finally:
             self.connection = None
+
+    def __del__(self) -> None:
+        if getattr(self, "connection", None) is not None:  # None also when __init__ found no connection
+            with contextlib.suppress(Exception):  # as redis-py's own __del__ methods do
+                release_holder(self)
 
 
 def set_socket_timeout(connection: Connection, seconds: float | None) -> None:

@@ -276,11 +276,11 @@ class LazyCluster:
         return str(node.server_type) if node is not None and node.server_type else "node"
 
     def close(self) -> None:
-        """Close the client's connections to every node; a later :meth:`get` raises."""
+        """Forget the client; a later :meth:`get` raises. Its connections are those of the
+        nodes' pools, which the :class:`~flask_redispool._poolset.PoolSet` closes (leaving a
+        command in flight in another thread undisturbed, which ``client.close()`` would not)."""
         with self._lock:
-            client, self._client, self._closed = self._client, None, True
-        if client is not None:
-            client.close()
+            self._client, self._closed = None, True
 
 
 class CountedNodePool(CountedConnectionPool):

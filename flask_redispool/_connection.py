@@ -173,6 +173,18 @@ class ConnectionPolicy:
         self.naming_refused: str | None = None
         self._rename_seen = False  # whether kept_name() has warned
         self._lock = threading.Lock()
+        #: Why the pools are closed for good, once :meth:`RedisPool.close()
+        #: <flask_redispool.RedisPool.close>` closed them: no connection of theirs connects
+        #: again, and this is the message of the error raised instead.
+        self.closed: str | None = None
+
+    def check_open(self) -> None:
+        """Let a connection connect only while its pools are open.
+
+        :raises RuntimeError: the pools were closed (:attr:`closed` says by what).
+        """
+        if self.closed:
+            raise RuntimeError(self.closed)
 
     def connection_name(self, suffix: str) -> str | None:
         """The name a new connection gives itself, or ``None`` when naming is off or refused."""
@@ -403,6 +415,7 @@ class PoolConnection(_Sending, _SyncBase):
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when
         # there is nothing to do (as fakeredis's connection does).
         if not self.is_connected:
+            self.policy.check_open()  # first: a Sentinel connection asks the sentinels next
             super().connect()  # type: ignore[no-untyped-call]
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -422,6 +435,7 @@ class PoolConnection(_Sending, _SyncBase):
         # Connect and check health first (their own commands set unsafe_sent for
         # themselves), then mark what is about to leave.
         if not self.is_connected:
+            self.policy.check_open()
             try:
                 if self.asks_sentinels:
                     self.connect()
@@ -467,6 +481,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
 
     async def connect(self) -> None:
         if not self.is_connected:
+            self.policy.check_open()
             await super().connect()  # type: ignore[no-untyped-call]
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -484,6 +499,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
 
     async def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         if not self.is_connected:
+            self.policy.check_open()
             try:
                 if self.asks_sentinels:
                     await self.connect()

@@ -31,7 +31,7 @@ from ._cli import register_commands
 from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
 from ._context import FLASK_CONTEXT, current_context, watch_quart
-from ._health import Health, check_health
+from ._health import Health, check_health, closed_health
 from ._pool import CountedPool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
@@ -132,8 +132,12 @@ class RedisPool:
         event loops once no ``RedisPool`` is left on it. Safe to call twice.
 
         Afterwards the app cannot use this prefix any more: ``client`` and the other
-        accessors raise a :class:`RuntimeError` that says so. Call it when an app is
-        done serving, e.g. at the end of a test or of a script that made it:
+        accessors raise a :class:`RuntimeError` that says so, and so does every client
+        taken before (``get_client(app)``, the ``client`` of a request still running)
+        instead of opening a connection again. A command in flight in another thread ends
+        undisturbed, and its connection closes when it comes back. :meth:`health` reports
+        ``ok`` false. Call it when an app is done serving, e.g. at the end of a test or of
+        a script that made it:
 
         .. code-block:: python
 
@@ -157,14 +161,14 @@ class RedisPool:
                 return
             raise self._not_registered(app)
         before_close(app)
+        app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)  # first: others read it
         del states[self.config_prefix]
-        app.extensions.setdefault(CLOSED_KEY, set()).add(self.config_prefix)
         app.extensions[_FINALIZERS_KEY].pop(self.config_prefix).detach()  # disposed of here, not at collection
+        state.pools.close(self._closed_message(app))  # first: no connection of the app's connects again
         state.async_pools.close_all()
         loops = app.extensions.get(LOOPS_KEY)
         if not states and isinstance(loops, ThreadLoops):
             loops.close()
-        state.pools.close()
 
     def _prepared_client(self, pool: CountedPool) -> ContextClient:
         client = ContextClient(connection_pool=pool)
@@ -423,7 +427,13 @@ class RedisPool:
             def healthz():
                 health = redis_pool.health()
                 return health, 200 if health["ok"] else 503
+
+        After :meth:`close`, it reports ``ok`` false, with an ``error`` saying so.
         """
+        if app is None:
+            app = self._context().app
+        if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
+            return closed_health(self._closed_message(app))
         return check_health(self._state(app).pools)
 
     @contextmanager

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._poolset import PoolSet
     from ._snapshots import AnyClient
 
-__all__ = ["Health", "check_health", "describe_failure", "failure_message", "probe"]
+__all__ = ["Health", "check_health", "closed_health", "describe_failure", "failure_message", "probe"]
 
 
 class Health(TypedDict):
@@ -43,6 +43,21 @@ def check_health(pools: PoolSet) -> Health:
     pooled connection.
     """
     return probe(pools)[0]
+
+
+def closed_health(message: str) -> Health:
+    """The report of a pool that :meth:`RedisPool.close() <flask_redispool.RedisPool.close>`
+    closed: not ``ok``, ``message`` as a ``RuntimeError``, nothing held."""
+    return Health(
+        ok=False,
+        latency_ms=None,
+        server_version=None,
+        error=describe_failure(RuntimeError(message)),
+        in_use=0,
+        max_connections=0,
+        saturated=False,
+        timeouts=0,
+    )
 
 
 def probe(pools: PoolSet) -> tuple[Health, Exception | None]:

@@ -24,6 +24,7 @@ offers nothing; :func:`create_pool` builds one for a single server from validate
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -123,7 +124,9 @@ class CountedPool(_PoolBase):
         self._announced = False  # whether this process's first connection was reported
         self._drift_seen: set[str] = set()  # options found changed by somebody else, warned about
         self._queue: deque[threading.Event] = deque()  # waiting checkouts, oldest first
-        self._queue_lock = threading.Lock()
+        # Reentrant: a release may run inside the garbage collector (a dropped pubsub or
+        # monitor), also while this thread holds it.
+        self._queue_lock = threading.RLock()
         super().reset()
 
     # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
@@ -132,8 +135,10 @@ class CountedPool(_PoolBase):
         # Every command passes here: the common case is two attribute checks, redis-py's
         # checkout and one count.
         start = time.monotonic() if self._observed else 0.0  # timed as redis-py's blocking pool does
-        try:  # when others wait already, queue up behind them
-            connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
+        try:  # when others wait already, queue up behind them; not in a forked child, where
+            # they are the parent's threads: redis-py's checkout resets the pool there (reset())
+            queued = self._queue and self.pid == os.getpid()
+            connection = None if queued else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
             connection = None
         except RedisError as exc:  # redis-py connects on checkout: say what to check
@@ -148,8 +153,24 @@ class CountedPool(_PoolBase):
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
         ConnectionPool.release(self, connection)
-        if self._queue:  # the common case pays one attribute check
-            self._wake_first()
+        if self._queue or self.policy.closed:  # the common case pays two attribute checks
+            self._after_release()
+
+    def _after_release(self) -> None:
+        if self.policy.closed:  # what comes back to a closed pool closes (none connects again)
+            self.disconnect(inuse_connections=False)
+        self._wake_first()
+
+    def close_for_good(self) -> None:
+        """Close the idle connections now, and each one in use when it comes back; the
+        waiters raise. Its :attr:`policy` is closed already, so no connection of the pool
+        connects again: a checkout raises a :class:`RuntimeError` (:meth:`RedisPool.close()
+        <flask_redispool.RedisPool.close>`). A command in flight in another thread ends
+        undisturbed."""
+        self.disconnect(inuse_connections=False)
+        with self._queue_lock:
+            for turn in self._queue:
+                turn.set()
 
     def _wake_first(self) -> None:
         with self._queue_lock:
@@ -162,6 +183,7 @@ class CountedPool(_PoolBase):
         First come, first served: only the oldest waiter takes a released connection, so
         a thread that releases and checks out again at once cannot starve the others.
         """
+        self.policy.check_open()
         settings = self.settings
         if not settings.pool_blocking:
             raise self._exhausted()
@@ -175,6 +197,7 @@ class CountedPool(_PoolBase):
         try:
             while turn.wait(max(0.0, deadline - time.monotonic())):
                 turn.clear()
+                self.policy.check_open()
                 try:
                     return ConnectionPool.get_connection(self, *args, **kwargs)
                 except MaxConnectionsError:

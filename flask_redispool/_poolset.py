@@ -186,20 +186,30 @@ class PoolSet:
         for pool in self.pools:
             pool.disconnect()
 
-    def close(self) -> None:
+    def close(self, message: str) -> None:
         """Stop publishing (the snapshot deleted, the thread joined), then close every pool
-        and what the topology opened besides."""
+        for good, and what the topology opened besides.
+
+        From now on no connection of the pools (sync, async, the publisher's) connects
+        again: whoever still holds a client of theirs gets a :class:`RuntimeError` with
+        ``message``. Idle connections close now; one in use in another thread closes when
+        it comes back, after its command ended undisturbed.
+        """
         self.publisher.stop()
-        self._close_all()
+        self.policy.closed = message
+        self.publisher.close()  # a health check may have opened its connection again meanwhile
+        for pool in self.pools:
+            pool.close_for_good()
+        self._close_topology()
 
     def orphan(self) -> None:
         """The app was collected without ``close()``: end the publisher's thread and close
         the sockets, without network I/O (this runs inside the garbage collector)."""
         self.publisher.orphan()
-        self._close_all()
-
-    def _close_all(self) -> None:
         self.disconnect()
+        self._close_topology()
+
+    def _close_topology(self) -> None:
         if self.cluster is not None:
             self.cluster.close()
         for close in self._closers:

@@ -198,6 +198,77 @@ def test_every_async_connection_holder_is_given_back_when_the_view_raises(
     assert server.pubsub_numsub("news") == [(b"news", 0)]
 
 
+@pytest.mark.parametrize("entered", [False, True], ids=["made", "entered"])
+def test_an_async_monitor_the_view_drops_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis, entered: bool
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+
+    @app.get("/monitor")
+    async def monitor() -> str:
+        dropped = redis_pool.async_client.monitor()  # redis.asyncio's takes its connection on entering
+        if entered:
+            await dropped.__aenter__()  # MONITOR sent, never exited
+        return "ok"
+
+    @app.get("/hits")
+    async def hits() -> str:
+        return str(await redis_pool.async_client.incr("hits"))
+
+    (state,) = app_states(app)
+    client = app.test_client()
+    for hit in (1, 2, 3):  # two connections in all: each monitor would keep one for good
+        assert client.get("/monitor").text == "ok"
+        assert client.get("/hits").text == str(hit)
+        assert state.async_pools.in_use() == 0
+    monitoring = [c for c in server.client_list() if c["name"].startswith(app.import_name) and "O" in c["flags"]]
+    assert monitoring == []
+
+
+def test_an_async_monitor_dropped_outside_a_context_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    """No teardown remembers it (code that kept the loop's client and runs outside a context)."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+    (state,) = app_states(app)
+    loop = app.extensions[LOOPS_KEY].loop()
+    client = state.async_pools.client(loop)
+
+    async def drop_a_monitor() -> int:
+        await client.monitor().__aenter__()  # type: ignore[attr-defined]  # MONITOR sent, never exited
+        return await client.incr("hits")  # type: ignore[attr-defined,no-any-return]
+
+    assert [loop.run_until_complete(drop_a_monitor()) for _ in range(3)] == [1, 2, 3]
+    # The last one's connection is given back on the loop's next turns.
+    wait_until(lambda: loop.run_until_complete(asyncio.sleep(0)) or state.async_pools.in_use() == 0, 5, "the release")
+    monitoring = [c for c in server.client_list() if c["name"].startswith(app.import_name) and "O" in c["flags"]]
+    assert monitoring == []
+
+
+def test_an_async_client_kept_past_close_raises_and_reopens_nothing(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, JOBS_REDIS_URL=redis_url)
+    redis_pool.init_app(app)
+    RedisPool(app, config_prefix="JOBS_REDIS")  # keeps the app's event loops open after close()
+    kept: list[redis.asyncio.Redis] = []
+
+    @app.get("/hits")
+    async def hits() -> str:
+        kept.append(redis_pool.async_client)
+        return str(await kept[-1].incr("hits"))
+
+    assert app.test_client().get("/hits").text == "1"
+    redis_pool.close(app)
+    loop = app.extensions[LOOPS_KEY].loop()
+    with pytest.raises(RuntimeError, match=r"was closed on app .* by close\(\)"):
+        loop.run_until_complete(kept[0].incr("hits"))
+    assert server.get("hits") == b"1"
+    wait_until(lambda: held_by_this_process(server, app.import_name) == 0, 5, "the async connection to close")
+
+
 def test_async_client_recovers_after_a_server_restart(
     make_app: Callable[..., Flask], own_server: RedisServer, redis_pool: RedisPool
 ) -> None:

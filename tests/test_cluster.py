@@ -560,3 +560,22 @@ def test_close_closes_every_node_pool_and_the_publishers_connections(
         5,
         "the nodes to see them close",
     )
+
+
+def test_a_cluster_client_taken_before_close_raises_and_reopens_nothing(
+    cluster_app: tuple[Flask, RedisPool], redis_cluster: RedisClusterServers
+) -> None:
+    app, redis_pool = cluster_app
+    with app.app_context():
+        kept = redis_pool.cluster_client  # what a running request holds
+        for i in range(12):
+            kept.set(f"kept:{i}", 1)
+        redis_pool.close(app)
+        for i in range(12):  # every node's pool
+            with pytest.raises(RuntimeError, match=r"was closed on app .* by close\(\)"):
+                kept.get(f"kept:{i}")
+
+    def none_seen() -> bool:
+        return not any(ours_per_node(redis_cluster, app.import_name, publishers=True).values())
+
+    wait_until(none_seen, 5, "the nodes to see every connection closed")

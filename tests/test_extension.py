@@ -136,6 +136,49 @@ def test_teardown_returns_every_connection(
     assert len(our_connections(server, app.import_name)) <= redis_pool.stats(app)["max_connections"]
 
 
+def in_monitor(server: Redis, client_name: str) -> list[dict[str, object]]:
+    """The server's connections of ``client_name`` that are in MONITOR mode (flag ``O``)."""
+    return [c for c in our_connections(server, client_name) if "O" in str(c["flags"])]
+
+
+@pytest.mark.parametrize("entered", [False, True], ids=["made", "entered"])
+def test_a_monitor_the_view_drops_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis, entered: bool
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+
+    @app.get("/monitor")
+    def monitor() -> str:
+        dropped = redis_pool.client.monitor()  # redis-py's Monitor takes its connection here
+        if entered:
+            dropped.__enter__()  # MONITOR sent, never exited
+        return "ok"
+
+    @app.get("/hits")
+    def hits() -> str:
+        return str(redis_pool.client.incr("hits"))
+
+    client = app.test_client()
+    for hit in (1, 2, 3):  # two connections in all: each monitor would keep one for good
+        assert client.get("/monitor").text == "ok"
+        assert client.get("/hits").text == str(hit)
+    assert redis_pool.stats(app)["in_use"] == 0
+    assert in_monitor(server, app.import_name) == []  # given back disconnected: it may have been mid-MONITOR
+
+
+def test_a_monitor_of_get_client_dropped_outside_a_request_gives_its_connection_back(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.2)
+    redis_pool.init_app(app)
+    shared = redis_pool.get_client(app)
+    for _ in range(3):
+        shared.monitor().__enter__()  # dropped at once, never exited
+        assert shared.incr("hits")
+    assert (redis_pool.stats(app)["in_use"], in_monitor(server, app.import_name)) == (0, [])
+
+
 def test_a_pipeline_block_resets_and_releases(app: Flask, redis_pool: RedisPool) -> None:
     with app.app_context():
         with redis_pool.pipeline() as pipe:

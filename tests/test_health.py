@@ -38,6 +38,19 @@ def test_health_of_a_dead_server_never_raises(make_app: Callable[..., Flask], pa
     assert not password or password not in json.dumps(health)
 
 
+def test_health_after_close_reports_the_pool_closed(app: Flask, redis_pool: RedisPool) -> None:
+    assert redis_pool.health(app)["ok"] is True
+    redis_pool.close(app)
+    health = redis_pool.health(app)  # a /healthz that outlives its pool answers 503, not 500
+    assert (health["ok"], health["latency_ms"], health["in_use"], health["saturated"]) == (False, None, 0, False)
+    assert health["error"] == (
+        f"RuntimeError: <RedisPool config_prefix='REDIS'> was closed on app {app.name!r} by close(): "
+        "its pool is gone. Make a new app (with the app factory) to use Redis again."
+    )
+    with app.app_context():
+        assert redis_pool.health() == health
+
+
 def test_example_app_healthz(make_example: Callable[..., Flask], redis_url: str) -> None:
     live = make_example(REDIS_URL=redis_url)
     dead = make_example(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")

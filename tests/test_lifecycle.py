@@ -9,11 +9,13 @@ import os
 import subprocess
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 from flask import Flask
 from redis import Redis
+from redis.exceptions import RedisError
 
 from flask_redispool import RedisPool
 from flask_redispool._extension import LOOPS_KEY, app_states
@@ -64,6 +66,54 @@ def test_close_disposes_of_everything_and_is_safe_twice(
     with pytest.raises(RuntimeError, match="was closed"):
         redis_pool.init_app(app)
     assert app.test_cli_runner().invoke(args=["redis-ping"]).exit_code == 0  # no pools left: nothing to ping
+
+
+def uses_of(client: Redis) -> list[Callable[[], object]]:
+    """A command, a pipeline, a pubsub and a monitor of ``client``: each takes a connection."""
+
+    def pipeline() -> object:
+        pipe = client.pipeline()
+        pipe.incr("hits")
+        return pipe.execute()
+
+    return [lambda: client.incr("hits"), pipeline, lambda: client.pubsub().subscribe("news"), client.monitor]
+
+
+CLOSED = r"was closed on app .* by close\(\): its pool is gone\. Make a new app"
+
+
+def test_clients_taken_before_close_raise_and_the_server_sees_none_of_their_connections(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_STATS_INTERVAL=0.1, REDIS_SOCKET_TIMEOUT=5)
+    redis_pool.init_app(app)
+    kept = redis_pool.get_client(app)  # as Flask-Session and RQ keep it
+    kept.incr("hits")
+    blpop_started, results = threading.Event(), []
+
+    def blpop_across_close() -> None:  # a command in flight in another thread during close()
+        blpop_started.set()
+        results.append(kept.blpop(["never-filled"], timeout=0.5))
+
+    with app.app_context():
+        in_request = redis_pool.client  # what a running request holds
+        pinned = in_request.client()  # and a single-connection client it made
+        pinned.incr("hits")
+        blpop = threading.Thread(target=blpop_across_close)
+        blpop.start()
+        blpop_started.wait(5)
+        wait_until(lambda: any(c["cmd"] == "blpop" for c in our_connections(server, app.import_name)), 5, "BLPOP")
+        redis_pool.close(app)
+        blpop.join(10)
+        assert results == [None]  # it ran its full timeout undisturbed
+        for use in (*uses_of(kept), *uses_of(in_request)):
+            with pytest.raises(RuntimeError, match=CLOSED):
+                use()
+        assert pinned.incr("hits") == 3  # still holding its connection: given back at teardown
+    with pytest.raises(RuntimeError, match=CLOSED):
+        pinned.incr("hits")
+    assert server.get("hits") == b"3"
+    wait_until(lambda: our_connections(server, app.import_name) == [], 5, "every connection to close")
 
 
 def test_close_one_prefix_leaves_the_others(
@@ -172,3 +222,57 @@ def test_two_apps_of_one_process_with_one_name_are_added_up_not_mixed(
         finally:
             stop_process(twins)
     assert (twin["host"], twin["in_use"], twin["server_connections"], twin["suspect"]) == (HOST, 4, 4, None)
+
+
+ROUNDS = 200
+
+
+def test_report_and_health_while_another_thread_closes_raise_only_what_they_say(
+    make_app: Callable[..., Flask], redis_url: str
+) -> None:
+    """``report()`` reads the server on pooled connections: ``close()`` in another thread
+    must not pull a socket out from under it (redis-py then fails with an AttributeError).
+    It may raise the closed pool's RuntimeError or a RedisError; ``health()`` never raises."""
+    unexpected: list[BaseException] = []
+    calls = [0]
+
+    def report_until_closed(app: Flask, redis_pool: RedisPool, reported: threading.Event) -> None:
+        while True:
+            calls[0] += 1
+            try:
+                redis_pool.report(app)
+            except RuntimeError as exc:
+                if "by close()" not in str(exc):
+                    unexpected.append(exc)
+                return
+            except RedisError:
+                pass
+            except Exception as exc:  # anything else is a bug
+                unexpected.append(exc)
+                return
+            reported.set()
+
+    def check_health_until_closed(app: Flask, redis_pool: RedisPool) -> None:
+        try:
+            while "by close()" not in (redis_pool.health(app)["error"] or ""):
+                pass
+        except Exception as exc:  # it never raises
+            unexpected.append(exc)
+
+    for _ in range(ROUNDS):
+        app = make_app(REDIS_URL=redis_url, REDIS_STATS_INTERVAL=0)
+        redis_pool = RedisPool(app)
+        reported = threading.Event()
+        threads = [
+            threading.Thread(target=report_until_closed, args=(app, redis_pool, reported)),
+            threading.Thread(target=check_health_until_closed, args=(app, redis_pool)),
+        ]
+        for thread in threads:
+            thread.start()
+        reported.wait(10)  # closing while reports run, not before the first
+        redis_pool.close(app)
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+    errors = Counter(repr(error)[:80] for error in unexpected)
+    assert unexpected == [], f"{len(unexpected)} unexpected errors in {calls[0]} reports: {errors}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -207,6 +209,62 @@ def test_a_forked_child_names_its_connections_with_its_own_pid(
     assert child_checkouts == "1"  # the child counts its own checkouts only
     with app.app_context():
         assert redis_pool.client.client_getname() == f"{app.import_name}:{HOST}:{os.getpid()}"
+
+
+def reap(pid: int, timeout: float = 30) -> None:
+    """Wait for the forked child ``pid`` to exit, at most ``timeout`` s (then kill it)."""
+    try:
+        wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, timeout, "the forked child to exit")
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+
+
+def read_within(fd: int, timeout: float) -> str:
+    """What the other end writes into the pipe ``fd``, waiting at most ``timeout`` s."""
+    readable, _, _ = select.select([fd], [], [], timeout)
+    assert readable, f"nothing came through the pipe within {timeout} s"
+    return os.read(fd, 1024).decode()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_a_child_forked_while_a_thread_waits_for_a_connection_checks_out_at_once(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=3)
+    redis_pool.init_app(app)
+    pool = redis_pool.get_pool(app)
+    held = pool.get_connection()  # the pool's one connection is out
+    served: list[object] = []
+    waiter = threading.Thread(target=lambda: served.append(Redis(connection_pool=pool).echo("waited")))
+    waiter.start()
+    try:
+        wait_until(lambda: pool.counters.waits == 1, 5, "the thread to queue up for the connection")
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                try:
+                    with app.app_context():
+                        answer = str(redis_pool.client.incr("in-child"))
+                except Exception as exc:
+                    answer = type(exc).__name__
+                os.write(write_end, answer.encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            answer = read_within(read_end, 30)
+        finally:
+            os.close(read_end)
+            reap(pid)
+    finally:
+        pool.release(held)
+        waiter.join(10)
+    assert answer == "1"  # not PoolExhaustedError after REDIS_POOL_TIMEOUT: the child waits for nobody
+    assert served == [b"waited"]  # the parent's waiter got the connection when it came back
 
 
 def test_fakeredis_url_needs_no_server(make_app: Callable[..., Flask]) -> None:

@@ -277,6 +277,27 @@ def test_a_write_refused_by_a_demoted_master_runs_once_on_the_new_one(
         sentinel.stop()
 
 
+def test_clients_taken_before_close_raise_and_reopen_nothing(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    app, redis_pool = sentinel_app
+    kept = redis_pool.get_client(app)  # the master's, as Flask-Session and RQ keep it
+    with app.app_context():
+        replica = redis_pool.replica_client
+        assert kept.incr("kept-across-close") == 1
+        assert replica.ping()
+        redis_pool.close(app)
+        for client in (kept, replica):
+            with pytest.raises(RuntimeError, match=r"was closed on app .* by close\(\)"):
+                client.get("kept-across-close")
+    servers = [sentinel_service.master, *sentinel_service.replicas, *sentinel_service.sentinels]
+
+    def none_seen() -> bool:
+        return not any(our_connections(server_of(server.port), app.import_name) for server in servers)
+
+    wait_until(none_seen, 5, "the servers and sentinels to see every connection closed")
+
+
 @dataclass
 class Writes:
     """Threads that INCR one counter through the app until stopped; what they saw."""

@@ -172,6 +172,19 @@ class ClusterClient(RedisCluster):
     #: Where the current context's :class:`~flask_redispool._client.Held` lives in ``g``.
     held_key = "_redispool_held"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        #: What its nodes' connections share: closed by :meth:`RedisPool.close()
+        #: <flask_redispool.RedisPool.close>`.
+        self.policy: ConnectionPolicy = kwargs["connection_class"].policy
+        super().__init__(*args, **kwargs)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """redis-py's, once the app's pools are known to be open: a closed app's client
+        raises the "closed" :class:`RuntimeError` before it routes the command (redis-py 7's
+        cluster client fails with an ``AttributeError`` on an error from a checkout)."""
+        self.policy.check_open()
+        return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+
     def pubsub(
         self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None, **kwargs: Any
     ) -> ClusterPubSub:

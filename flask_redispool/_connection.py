@@ -408,8 +408,13 @@ class PoolConnection(_Sending, _SyncBase):
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
 
-    if not KNOWS_IF_CONNECTED:  # redis-py 7: ask connect(), which returns when open
-        is_connected = False
+    if not KNOWS_IF_CONNECTED:
+
+        @property
+        def is_connected(self) -> bool:
+            """Whether the socket is open: redis-py 8's ``is_connected``. redis-py 7 has no
+            public word for it and keeps the socket in ``_sock``."""
+            return self._sock is not None
 
     def connect(self) -> None:
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when

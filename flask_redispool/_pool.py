@@ -39,7 +39,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
-from ._connection import KNOWS_IF_CONNECTED, ConnectionPolicy, OnceRetry, pool_connection_class
+from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._stats import PoolCounters, PoolFigures
 from ._telemetry import observed, record_timeout, record_wait
@@ -250,7 +250,7 @@ class CountedPool(_PoolBase):
         """
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
         free = self._get_free_connections()  # type: ignore[no-untyped-call]  # redis-py's, as get_connection_count()'s
-        idle = len([connection for connection in free if _is_open(connection)])
+        idle = len([connection for connection in free if connection.is_connected])  # ours: on redis-py 7 too
         return counts.get("used", 0), idle
 
     def __repr__(self) -> str:
@@ -333,14 +333,6 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
 
 class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     """One connection to a Sentinel service's master, waited for: the publisher's."""
-
-
-def _is_open(connection: Connection) -> bool:
-    """Whether ``connection`` has a socket open: redis-py 8's ``is_connected``; redis-py 7
-    has no public word for it and keeps the socket in ``_sock``."""
-    if KNOWS_IF_CONNECTED:
-        return bool(connection.is_connected)
-    return getattr(connection, "_sock", None) is not None
 
 
 def pool_repr(pool: Any, where: str) -> str:

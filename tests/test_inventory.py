@@ -1,0 +1,1564 @@
+"""What flask-redispool borrows from the packages it builds on, beyond their public API.
+
+:data:`INVENTORY` lists every name or behaviour of redis-py, Flask, Werkzeug, Quart and
+fakeredis that the package (``flask_redispool/``) relies on and that their documentation
+does not present as public, each with what we use it for, the tests that pin the behaviour
+we rely on (they fail on a release that changed it), and the public way that would
+replace it where one is known. ``docs/design.rst`` ("What we borrow from others") lists
+the same entries; a test keeps the two equal.
+
+What counts as public: what the package's documentation presents (for redis-py, its
+pages and the API reference they render, and the classes ``redis`` and ``redis.asyncio``
+export; a ``redis.asyncio`` twin of a documented name counts too), used as presented:
+calling a documented method, passing a documented argument, overriding a documented
+method of an exported class. Everything else is listed: ``_private`` names, names the
+documentation does not show, and documented names used in ways it does not promise
+(an override redis-py must call at a given moment, a method called unbound to skip an
+override, an exception's class changed under redis-py's feet).
+
+How a new one is caught:
+
+- :func:`scan` reads the package's source (``ast``). Every ``_private`` name imported
+  from those packages, and every ``obj._name`` whose ``_name`` the package does not
+  define itself, is a private use: it must be an entry's ``seen_as``
+  (:data:`DOCUMENTED_UNDERSCORE` holds the few underscored names that are documented).
+- Every method the package overrides on a class of theirs is an entry or one of
+  :data:`PUBLIC_OVERRIDES` (found at run time, through each class's MRO).
+- Undocumented names that are not underscored are curated: each entry says how the scan
+  sees it (``seen_as``), so an entry whose use is gone fails until it is removed.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import importlib
+import inspect
+import os
+import pkgutil
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import flask
+import pytest
+import quart
+import redis
+import redis.asyncio
+import redis.asyncio.cluster as aio_cluster
+import redis.asyncio.connection as aio_connection
+import redis.asyncio.sentinel as aio_sentinel
+from flask.sansio.app import App
+from redis.backoff import NoBackoff
+from redis.client import Monitor, Pipeline
+from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import AbstractConnection, BlockingConnectionPool, Connection, ConnectionPool
+from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+
+import flask_redispool
+from flask_redispool._connection import KNOWS_IF_CONNECTED, _refused_by_a_replica, pool_connection_class
+from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
+from flask_redispool._pool import _SideSentinelPool
+from flask_redispool.testing import RedisClusterServers, RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "flask_redispool"
+#: The packages whose undocumented names we track.
+OTHERS = ("redis", "flask", "werkzeug", "quart", "fakeredis")
+REDIS_8 = hasattr(AbstractConnection, "is_connected")
+
+
+@dataclass(frozen=True)
+class Borrowed:
+    """One thing we use that its package does not document as public."""
+
+    package: str  #: whose it is
+    name: str  #: what we use, spelled as its package spells it
+    why: str  #: what we use it for
+    pins: tuple[str, ...]  #: ``tests/<file>.py::<test>``: what fails when a release changes it
+    seen_as: tuple[str, ...]  #: how :func:`scan` sees the use (any one of them)
+    instead: str = ""  #: the public way that would replace it, where one is known
+
+
+def _here(*tests: str) -> tuple[str, ...]:
+    return tuple(f"tests/test_inventory.py::{test}" for test in tests)
+
+
+INVENTORY: tuple[Borrowed, ...] = (
+    # Flask and Quart
+    Borrowed(
+        "flask",
+        "flask.globals._cv_app",
+        "Read the current app context in one context-variable read (redis_pool.client runs in every request).",
+        ("tests/test_context.py::test_flask_context_variable_is_the_one_flask_uses",),
+        ("import flask.globals._cv_app",),
+        "flask.globals.app_ctx._get_current_object() (about 1 µs more per call); already the fallback.",
+    ),
+    Borrowed(
+        "quart",
+        "quart.globals._cv_app",
+        "The same for Quart apps.",
+        ("tests/test_context.py::test_quart_context_variable_is_found_once_watched",),
+        ("import quart.globals._cv_app",),
+        "quart.globals.app_ctx (a proxy), or quart.has_app_context().",
+    ),
+    Borrowed(
+        "flask",
+        "flask.sansio.app.App",
+        "One type for Flask and Quart apps (Quart's app derives from it), in annotations and the CLI.",
+        _here("test_pin_flask_and_quart_apps_share_the_sansio_app"),
+        ("import flask.sansio.app.App",),
+        "A Protocol of our own with what we use (config, extensions, teardown_appcontext, cli), "
+        "or Flask | Quart under TYPE_CHECKING.",
+    ),
+    Borrowed(
+        "flask",
+        "click.get_current_context().obj.load_app()",
+        "Our CLI commands find the app from the ScriptInfo that 'flask' and 'quart' put in the click "
+        "context, without an app context, so one command serves both.",
+        _here("test_pin_the_cli_finds_its_app_in_the_click_context"),
+        ("click.get_current_context().obj.load_app",),
+        "flask.cli.with_appcontext and current_app (Flask), and Quart's own decorator.",
+    ),
+    # redis-py: connections
+    Borrowed(
+        "redis",
+        "redis.connection.AbstractConnection",
+        "The base of every connection class: typing of our connection mixins, and whether it has "
+        "is_connected (redis-py 8).",
+        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
+        ("import redis.connection.AbstractConnection", "import redis.asyncio.connection.AbstractConnection"),
+        "redis.Connection (exported), for the typing and the hasattr check.",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.is_connected",
+        "A checkout connects only a connection whose socket is closed; idle counts open sockets only.",
+        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
+        (".is_connected",),
+        "None public: count connections as they connect and disconnect (in our own connect/disconnect).",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection._sock",
+        "redis-py 7 has no is_connected: the socket, None while closed, says it.",
+        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
+        ("._sock",),
+        "Dropped with redis-py 7 (is_connected from 8 on).",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.on_connect_check_health(check_health)",
+        "The handshake hook, sync and async: a new connection names itself (CLIENT SETNAME, falling back to "
+        "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state.",
+        _here("test_pin_the_handshake_calls_on_connect_check_health_once_per_socket"),
+        ("def PoolConnection.on_connect_check_health", "def AsyncPoolConnection.on_connect_check_health"),
+        "The client_name connection option (redis-py names the connection itself), plus a CLIENT SETNAME "
+        "refusal handled at the first command instead of in the handshake.",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.connect_check_health(check_health=False)",
+        "Connect before a send without redis-py's health-check PING (our send checks health itself).",
+        _here("test_pin_connect_check_health_connects_without_a_ping"),
+        (".connect_check_health",),
+        "connect(), which redis-py documents; its health check then runs twice on a stale connection.",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.send_packed_command(command, check_health)",
+        "Every send, a command or a pipeline's batch, passes here: it is where write-once is decided "
+        "(whether what leaves may be sent again).",
+        _here("test_pin_every_send_passes_pack_commands_then_send_packed_command"),
+        ("def PoolConnection.send_packed_command", "def AsyncPoolConnection.send_packed_command"),
+        "A Retry(supported_errors=...) that is told the command (redis-py does not tell it), or a client "
+        "subclass that judges execute_command and pipelines.",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.pack_commands(commands)",
+        "A pipeline packs its batch here right before send_packed_command: we read the commands' names.",
+        _here("test_pin_every_send_passes_pack_commands_then_send_packed_command"),
+        ("def PoolConnection.pack_commands", "def AsyncPoolConnection.pack_commands"),
+        "A Pipeline subclass that judges its command stack before execute().",
+    ),
+    Borrowed(
+        "redis",
+        "AbstractConnection.driver_info",
+        "Set to None on a connection before its handshake, redis-py sends no CLIENT SETINFO: we skip it "
+        "where the server refused CLIENT SETNAME.",
+        _here("test_pin_a_connection_without_driver_info_sends_no_client_setinfo"),
+        ("self.driver_info",),
+        "Nothing to replace: drop it (redis-py ignores the refused SETINFO; it costs one round trip).",
+    ),
+    Borrowed(
+        "redis",
+        "SentinelManagedConnection.read_response: READONLY becomes ConnectionError",
+        "A demoted master's READONLY reaches us as a ConnectionError raised while handling the "
+        "ReadOnlyError (__context__): the write did not run, so it may be sent to the new master.",
+        (
+            *_here("test_pin_a_sentinel_connection_turns_readonly_into_connection_error"),
+            "tests/test_sentinel.py::test_a_write_refused_by_a_demoted_master_runs_once_on_the_new_one",
+        ),
+        ("error.__context__",),
+        "None in redis-py; catching ReadOnlyError in our own read_response before redis-py's would do.",
+    ),
+    Borrowed(
+        "redis",
+        "exception.__class__ = MayHaveRun*Error (RedisCluster.ERRORS_ALLOW_RETRY)",
+        "A failure after an unsafe send gets our subclass as its class: redis-py's cluster client retries "
+        "only errors whose type is exactly ConnectionError or TimeoutError, so it does not retry a write.",
+        (
+            *_here("test_pin_our_error_twins_escape_the_cluster_clients_retry"),
+            "tests/test_cluster.py::test_a_write_that_times_out_runs_once",
+        ),
+        ("error.__class__",),
+        "One retry decision of our own: the cluster client's retries set to 0 and our Retry wrapping its "
+        "execute_command, or Retry(supported_errors=...) once redis-py asks the retry per error.",
+    ),
+    # redis-py: pools
+    Borrowed(
+        "redis",
+        "ConnectionPool._get_free_connections()",
+        "The idle connections, to count those open to the server (get_connection_count() counts a "
+        "connection given back disconnected as idle too).",
+        _here("test_pin_the_free_connections_are_the_idle_ones"),
+        ("._get_free_connections",),
+        "get_connection_count()'s idle figure, if counting disconnected idle connections is acceptable; "
+        "or count connections as they connect and disconnect.",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.reset()",
+        "redis-py calls it from __init__ and, in a forked child, at the next checkout: our counters, wait "
+        "queue and lock start afresh in each process.",
+        _here("test_pin_a_pool_resets_at_birth_and_in_a_forked_child"),
+        ("def CountedPool.reset",),
+        "os.register_at_fork(after_in_child=...) for our own state.",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.pid",
+        "The process a pool belongs to: a checkout in a forked child does not queue behind the parent's "
+        "waiting threads.",
+        _here("test_pin_a_pool_resets_at_birth_and_in_a_forked_child"),
+        ("CountedPool: self.pid",),
+        "A pid of our own, set in our reset.",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.get_connection(self, ...) called unbound",
+        "The checkout of every pool class we extend is ConnectionPool's: called directly, cheaper than "
+        "super() on every command.",
+        (
+            "tests/test_pool.py::test_the_pools_we_extend_check_out_through_connection_pool",
+            *_here("test_pin_the_pools_we_extend_keep_connection_pools_checkout"),
+        ),
+        ("ConnectionPool.get_connection",),
+        "super().get_connection().",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.release(self, ...) called unbound",
+        "The same for the release.",
+        (
+            "tests/test_pool.py::test_the_pools_we_extend_check_out_through_connection_pool",
+            *_here("test_pin_the_pools_we_extend_keep_connection_pools_checkout"),
+        ),
+        ("ConnectionPool.release",),
+        "super().release().",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.owns_connection(connection)",
+        "The release asks it; the Sentinel pool's own override disowns a connection to a former master "
+        "and drops it (and its slot, before redis-py 8.1): we call ConnectionPool's, skipping it, and "
+        "disconnect such a connection instead.",
+        _here("test_pin_release_asks_owns_connection"),
+        ("def CountedSentinelPool.owns_connection", "ConnectionPool.owns_connection"),
+        "Nothing needed from redis-py 8.1 on (redis-py#4187 keeps the slot).",
+    ),
+    Borrowed(
+        "redis",
+        "ConnectionPool.connection_kwargs",
+        "What new connections are made with, live: we warn when a library sharing the pool changes it "
+        "(RQ's Worker raises socket_timeout).",
+        _here("test_pin_new_connections_are_made_from_connection_kwargs"),
+        ("CountedPool: self.connection_kwargs",),
+        "Stop watching for it (the warning goes), or compare a made connection's socket_timeout.",
+    ),
+    Borrowed(
+        "redis",
+        "SentinelConnectionPool.master_address, .is_master; Connection.host, .port",
+        "Whether a released connection served a former master (its host and port against the master "
+        "address the pool last learnt), and the master pool's address in stats.",
+        _here("test_pin_a_sentinel_pool_knows_the_master_it_connects_to"),
+        ("CountedSentinelPool: self.master_address", "CountedSentinelPool: self.is_master"),
+        "Sentinel.discover_master() (a network round trip) for the address.",
+    ),
+    Borrowed(
+        "redis",
+        "class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool)",
+        "The publisher's one connection behind Sentinel: the Sentinel pool's master discovery, "
+        "BlockingConnectionPool's wait, combined through their MRO.",
+        _here("test_pin_the_side_sentinel_pool_finds_the_master_and_waits"),
+        ("class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool)",),
+        "A client from Sentinel.master_for(service, single_connection_client=True) (its pool has no wait; "
+        "master_for's pool class must be a SentinelConnectionPool), behind a lock of our own.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.connection.parse_url",
+        "Reads a URL's credentials, database and query options as redis-py does, for our URL checks and "
+        "for Sentinel and Cluster URLs.",
+        _here("test_pin_parse_url_gives_connection_keyword_arguments"),
+        ("import redis.connection.parse_url",),
+        "ConnectionPool.from_url(url).connection_kwargs (also undocumented), or our own parser.",
+    ),
+    Borrowed(
+        "redis",
+        "Connection.pack_command(*args)",
+        "init_app makes one connection without I/O and packs a command with it, so that a bad encoding "
+        "option fails there, not at the first request.",
+        _here("test_pin_packing_a_command_checks_the_encoding_options_without_io"),
+        ("connection_class(**kwargs).pack_command",),
+        "codecs.lookup() of the encoding options ourselves.",
+    ),
+    Borrowed(
+        "redis",
+        "Connection.socket_timeout, Connection.update_current_socket_timeout()",
+        "redis_pool.blocking() raises one connection's socket timeout while it is held, on the open "
+        "socket and for a reconnect, and puts it back.",
+        _here("test_pin_a_connections_socket_timeout_can_be_changed_while_open"),
+        (".update_current_socket_timeout",),
+        "A client of its own (a pool of one connection) with the long timeout.",
+    ),
+    Borrowed(
+        "redis",
+        "Pipeline.connection, PubSub.connection, Monitor.connection, Redis.connection",
+        "The connection a holder keeps (None when it has none): teardown gives back exactly that one.",
+        _here("test_pin_holders_keep_their_connection_in_connection"),
+        (
+            "release_holder: holder.connection",
+            "release_async: holder.connection",
+            "PinnedClient: self.connection",
+            "HeldMonitor: self.connection",
+        ),
+        "Closing the holder (pipe.reset(), pubsub.close(), client.close()), which may talk to the server.",
+    ),
+    Borrowed(
+        "redis",
+        "Pipeline(connection_pool, response_callbacks, transaction, shard_hint), Monitor(connection_pool)",
+        "Our pipeline and monitor classes are built directly with redis-py's constructors, with the "
+        "client's response_callbacks.",
+        _here("test_pin_pipelines_and_monitors_built_directly_behave_as_the_clients"),
+        (
+            "ContextClient: self.response_callbacks",
+            "class HeldMonitor(Monitor)",
+            "class AsyncHeldMonitor(Monitor)",
+            "class HeldPipeline(Pipeline)",
+        ),
+        "Wrap what client.pipeline() and client.monitor() return instead of subclassing.",
+    ),
+    Borrowed(
+        "redis",
+        "Redis.client()",
+        "A single-connection client on the same pool (redis_pool.client.client()), overridden to remember "
+        "it until teardown.",
+        _here("test_pin_client_returns_a_single_connection_client_of_the_same_class"),
+        ("def ContextClient.client", "def AsyncContextClient.client"),
+        "Redis(connection_pool=pool, single_connection_client=True), documented as a constructor argument.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.asyncio.BlockingConnectionPool timeout: ConnectionError from asyncio.TimeoutError",
+        "An async checkout that waited POOL_TIMEOUT in vain is told from a failed connect by its cause, "
+        "and raised as PoolExhaustedError.",
+        _here("test_pin_an_async_blocking_pool_that_times_out_raises_from_a_timeout"),
+        ("CountedAsyncPool: exc.__cause__",),
+        "The one wait of our own (issue: one wait for every pool kind), raising our error itself.",
+    ),
+    Borrowed(
+        "redis",
+        "Sentinel.sentinels, SentinelConnectionPool.sentinel_manager",
+        "Close the clients of the sentinels, sync and async, on redis-py 7, which has no Sentinel.close().",
+        _here("test_pin_a_sentinel_keeps_a_client_per_sentinel"),
+        ("_close_sentinels: sentinel.sentinels", "CountedAsyncSentinelPool: self.sentinel_manager.sentinels"),
+        "Sentinel.close() and aclose() from redis-py 8 on.",
+    ),
+    # redis-py: cluster
+    Borrowed(
+        "redis",
+        "ClusterPipeline.parent_execute_command",
+        "redis-py 7's cluster pipeline sends a failed command again, one by one, through it: we refuse "
+        "to send a write again there. redis-py 8.2 still sets it and no longer calls it.",
+        (
+            *_here("test_pin_a_cluster_pipeline_retries_through_its_own_retry"),
+            "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
+        ),
+        (".parent_execute_command",),
+        "Dropped with redis-py 7.",
+    ),
+    Borrowed(
+        "redis",
+        "ClusterPipeline.retry",
+        "Set to no retries on each pipeline: redis-py would send the whole batch again.",
+        (
+            *_here("test_pin_a_cluster_pipeline_retries_through_its_own_retry"),
+            "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
+        ),
+        ("_WriteOnce: pipe.retry",),
+        "A retry that asks our write-once decision, given to the client once (issue: one retry decision).",
+    ),
+    Borrowed(
+        "redis",
+        "RedisCluster(connection_pool_class=<callable>)",
+        "The cluster client makes each node's pool through it: ours, counted and bounded, one per address.",
+        _here("test_pin_the_cluster_client_makes_node_pools_through_connection_pool_class"),
+        ("connection_pool_class=",),
+        "None in redis-py: RedisCluster takes no documented pool factory.",
+    ),
+    Borrowed(
+        "redis",
+        "RedisCluster.startup_nodes",
+        "The seeds the client was made with, sync and async: closed with the others, and given our "
+        "connection class before the first command (async).",
+        _here("test_pin_the_cluster_client_makes_node_pools_through_connection_pool_class"),
+        ("ClusterClient: self.startup_nodes", "AsyncClusterClient: self.startup_nodes"),
+        "Keep the ClusterNode objects we pass in.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.asyncio RedisCluster.connection_kwargs, ClusterNode.connection_class, .connection_kwargs",
+        "The async cluster client takes no connection class: every node it finds makes its connections "
+        "from the client's connection_kwargs, so ours go there and on the startup nodes.",
+        _here("test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs"),
+        ("AsyncClusterClient: self.connection_kwargs.update", "AsyncClusterClient: node.connection_class"),
+        "redis.asyncio.cluster.ClusterNode(..., connection_class=...) for the seeds, and nodes found "
+        "later would still need the client's kwargs.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.asyncio NodesManager: nodes_manager, .startup_nodes, .nodes_cache, .aclose(attr)",
+        "After asking for the slots, close the seeds' idle connections that duplicate the nodes found; "
+        "at close, close both sets of nodes.",
+        _here("test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs"),
+        (".nodes_cache", "manager.startup_nodes", "self.nodes_manager.aclose"),
+        "RedisCluster.aclose() alone, if it closed the seeds' connections too.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.asyncio RedisCluster reads retry.get_retries() per command and pipeline",
+        "Our retry answers 0 while a pipeline of the task executes, so that redis-py does not send the "
+        "pipeline again as a whole.",
+        (
+            *_here("test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call"),
+            "tests/test_cluster.py::test_async_writes_that_time_out_run_once_and_close_leaves_nothing",
+        ),
+        ("def _PipelineAwareRetry.get_retries",),
+        "The one retry decision (issue), told whether a pipeline is running.",
+    ),
+    # redis-py: commands and OpenTelemetry
+    Borrowed(
+        "redis",
+        "redis.commands.READ_COMMANDS",
+        "redis-py's table of read-only commands (its cluster client sends them to replicas): safe to send again.",
+        _here("test_pin_read_commands_lists_reads_not_writes"),
+        ("import redis.commands.READ_COMMANDS",),
+        "A table of our own (Redis's COMMAND INFO flags, frozen at release).",
+    ),
+    Borrowed(
+        "redis",
+        "redis.observability.recorder.record_connection_wait_time, record_connection_timeout; "
+        "redis.observability.attributes.get_pool_name",
+        "Record our pools' waits and timeouts under redis-py's own OpenTelemetry metric names.",
+        (
+            *_here("test_pin_redis_pys_recorder_takes_our_pools"),
+            "tests/test_telemetry.py::test_the_pools_figures_reach_opentelemetry_once_each",
+        ),
+        (
+            "import redis.observability.recorder.record_connection_wait_time",
+            "import redis.observability.recorder.record_connection_timeout",
+            "import redis.observability.attributes.get_pool_name",
+        ),
+        "Our own OpenTelemetry meter, under the same semantic-convention names.",
+    ),
+    Borrowed(
+        "redis",
+        "redis.observability.providers.get_observability_instance",
+        "Whether redis-py's OpenTelemetry is on; redis-py 8 documents it as redis.observability's, 7 does not "
+        "export it there.",
+        _here("test_pin_redis_pys_recorder_takes_our_pools"),
+        ("import redis.observability.providers.get_observability_instance",),
+        "from redis.observability import get_observability_instance, from redis-py 8 on.",
+    ),
+)
+
+#: Underscored names that their package documents: not private uses.
+DOCUMENTED_UNDERSCORE = {
+    "_get_current_object": "werkzeug's LocalProxy; Flask's 'The Application Context' page shows it",
+}
+
+#: Methods we override on a class of theirs that their documentation presents, and where.
+PUBLIC_OVERRIDES = {
+    "AppClient.client_setname": "a Redis command method (CLIENT SETNAME), in the commands reference",
+    "AppClient.monitor": "Redis.monitor(), shown in redis-py's 'Advanced Features'",
+    "ContextClient.monitor": "Redis.monitor(), shown in redis-py's 'Advanced Features'",
+    "AsyncContextClient.monitor": "the redis.asyncio twin of Redis.monitor()",
+    "ContextClient.pipeline": "Redis.pipeline(), in the API reference",
+    "AsyncContextClient.pipeline": "redis.asyncio.Redis.pipeline(), in the API reference",
+    "ContextClient.pubsub": "Redis.pubsub(), in the API reference",
+    "AsyncContextClient.pubsub": "redis.asyncio.Redis.pubsub(), in the API reference",
+    "PinnedClient.close": "Redis.close(), in the API reference",
+    "ClusterClient.close": "RedisCluster.close(), the twin of the documented async one",
+    "ClusterClient.execute_command": "RedisCluster.execute_command(), in the API reference",
+    "ClusterClient.pipeline": "RedisCluster.pipeline(), in the API reference",
+    "ClusterClient.pubsub": "RedisCluster.pubsub(), in the API reference",
+    "AsyncClusterClient.execute_command": "redis.asyncio RedisCluster.execute_command(), in the API reference",
+    "AsyncClusterClient.initialize": "redis.asyncio RedisCluster.initialize(), in the API reference",
+    "AsyncClusterClient.pipeline": "redis.asyncio RedisCluster.pipeline(), in the API reference",
+    "AsyncClusterClient.pubsub": "redis.asyncio RedisCluster.pubsub(), in the API reference (redis-py 8 on)",
+    "OnceRetry.call_with_retry": "Retry.call_with_retry(), in the API reference ('Retry Helpers')",
+    "AsyncOnceRetry.call_with_retry": "the redis.asyncio twin of Retry.call_with_retry()",
+    "CountedPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
+    "CountedPool.release": "ConnectionPool.release(), in the API reference",
+    "CountedPool.make_connection": "ConnectionPool.make_connection(), in the API reference",
+    "CountedSentinelPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
+    "CountedSentinelPool.release": "ConnectionPool.release(), in the API reference",
+    "CountedAsyncPool.get_connection": "redis.asyncio ConnectionPool.get_connection(), in the API reference",
+    "CountedAsyncPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
+    "CountedAsyncSentinelPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
+    "PoolConnection.connect": "a connection's connect(), shown in redis-py's guides",
+    "AsyncPoolConnection.connect": "the redis.asyncio twin of connect()",
+    "PoolConnection.send_command": "a connection's send_command(), shown in redis-py's guides",
+    "AsyncPoolConnection.send_command": "the redis.asyncio twin of send_command()",
+    "PoolConnection.read_response": "a connection's read_response(), shown in redis-py's guides",
+    "AsyncPoolConnection.read_response": "the redis.asyncio twin of read_response()",
+}
+
+#: Overrides of methods that some supported releases lack.
+NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub"})
+
+
+# --- the scan --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What :func:`scan` found in some modules."""
+
+    #: Every fact about a use, as ``seen_as`` spells it, and where it was seen.
+    facts: dict[str, list[str]]
+    #: The facts that are private uses of another package's names.
+    private: dict[str, list[str]]
+
+
+def _package_sources() -> dict[str, str]:
+    return {f"flask_redispool/{path.name}": path.read_text() for path in sorted(PACKAGE.glob("*.py"))}
+
+
+def _defined_names(trees: dict[str, ast.Module]) -> set[str]:
+    """Every name the scanned code defines itself: functions, classes, arguments,
+    assigned names and attributes, import aliases. Its own ``_private`` names are these."""
+    names: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.arg):
+                names.add(node.arg)
+            elif isinstance(node, ast.alias) and node.asname:
+                names.add(node.asname)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+    return names
+
+
+class _Facts(ast.NodeVisitor):
+    """Collects the facts of one module: imports from other packages, attributes (by name,
+    as written, and within their class or function), methods, class bases, call keywords."""
+
+    def __init__(self, where: str, scope: str, ours: set[str], scan: Scan) -> None:
+        self.where, self.scopes, self.ours, self.scan = where, [scope], ours, scan
+        self.classes: list[str] = []
+
+    def note(self, fact: str, node: ast.AST, *, private: bool = False) -> None:
+        place = f"{self.where}:{getattr(node, 'lineno', 0)}"
+        self.scan.facts.setdefault(fact, []).append(place)
+        if private:
+            self.scan.private.setdefault(fact, []).append(place)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        module = node.module or ""
+        if node.level == 0 and module.split(".")[0] in OTHERS:
+            for alias in node.names:
+                parts = [*module.split("."), alias.name]
+                self.note(f"import {'.'.join(parts)}", node, private=any(p.startswith("_") for p in parts))
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            parts = alias.name.split(".")
+            if parts[0] in OTHERS:
+                self.note(f"import {alias.name}", node, private=any(p.startswith("_") for p in parts))
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        name, written = node.attr, ast.unparse(node)
+        private = (
+            name.startswith("_")
+            and not name.startswith("__")
+            and name not in self.ours
+            and name not in DOCUMENTED_UNDERSCORE
+        )
+        self.note(f".{name}", node, private=private)
+        self.note(written, node)
+        self.note(f"{self.scopes[-1]}: {written}", node)
+        self.generic_visit(node)
+
+    def visit_keyword(self, node: ast.keyword) -> None:
+        if node.arg is not None:
+            self.note(f"{node.arg}=", node)
+        self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        bases = ", ".join(ast.unparse(base) for base in node.bases)
+        self.note(f"class {node.name}({bases})", node)
+        self.scopes.append(node.name)
+        self.classes.append(node.name)
+        self.generic_visit(node)
+        self.classes.pop()
+        self.scopes.pop()
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        if self.classes and self.scopes[-1] == self.classes[-1]:
+            self.note(f"def {self.classes[-1]}.{node.name}", node)
+        if not self.classes:  # a module-level function is its own scope
+            self.scopes.append(node.name)
+            self.generic_visit(node)
+            self.scopes.pop()
+        else:
+            self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        self._function(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        self._function(node)
+
+
+def scan(sources: dict[str, str]) -> Scan:
+    """The facts of ``sources`` (file name: Python source), and which are private uses."""
+    trees = {where: ast.parse(source, where) for where, source in sources.items()}
+    ours = _defined_names(trees)
+    found = Scan(facts={}, private={})
+    for where, tree in trees.items():
+        _Facts(where, Path(where).stem, ours, found).visit(tree)
+    return found
+
+
+@pytest.fixture(scope="module")
+def package_scan() -> Scan:
+    return scan(_package_sources())
+
+
+def _seen(entry: Borrowed) -> set[str]:
+    return set(entry.seen_as)
+
+
+def test_every_private_name_the_package_uses_is_in_the_inventory(package_scan: Scan) -> None:
+    listed = set().union(*map(_seen, INVENTORY))
+    unlisted = {fact: places for fact, places in package_scan.private.items() if fact not in listed}
+    assert not unlisted, (
+        "flask_redispool uses private names of the packages it builds on that INVENTORY "
+        f"(tests/test_inventory.py) does not list: {unlisted}. Use their public API instead, or add an "
+        "entry with the reason, the seen_as above, a test that pins the behaviour relied on, and a line in "
+        "docs/design.rst ('What we borrow from others')."
+    )
+
+
+def test_every_inventory_entry_is_still_used(package_scan: Scan) -> None:
+    stale = [entry.name for entry in INVENTORY if not _seen(entry) & package_scan.facts.keys()]
+    assert not stale, (
+        f"flask_redispool no longer uses {stale}: remove these entries from INVENTORY "
+        "(tests/test_inventory.py), their pins, and their lines in docs/design.rst."
+    )
+
+
+def test_each_seen_as_is_seen(package_scan: Scan) -> None:
+    """Every way an entry says it is seen matches something (a typo would hide a use)."""
+    unseen = [(entry.name, fact) for entry in INVENTORY for fact in entry.seen_as if fact not in package_scan.facts]
+    assert not unseen, f"these seen_as match nothing in flask_redispool/: {unseen}"
+
+
+def test_the_scan_catches_a_new_private_use() -> None:
+    source = """
+from redis.connection import ConnectionPool
+from flask.globals import _cv_request
+import werkzeug._internal
+
+
+class Ours(ConnectionPool):
+    def __init__(self) -> None:
+        self._mine = 0
+
+    def peek(self) -> int:
+        return len(self._in_use_connections) + self._mine + len(_cv_request.get().url)
+"""
+    found = scan({"new.py": source})
+    assert set(found.private) == {
+        "._in_use_connections",
+        "import flask.globals._cv_request",
+        "import werkzeug._internal",
+    }
+    assert found.private["._in_use_connections"] == ["new.py:12"]
+    assert "Ours: self._in_use_connections" in found.facts  # where an entry would say it is seen
+
+
+def test_our_own_private_names_and_documented_underscores_are_not_flagged() -> None:
+    source = """
+from flask import current_app
+
+
+class Publisher:
+    _lent = None
+
+    def start(self) -> object:
+        self._thread = 1
+        return self._thread, self._lent, current_app._get_current_object()
+"""
+    assert scan({"ours.py": source}).private == {}
+
+
+# --- overrides, found through the MRO --------------------------------------------------
+
+
+def _our_classes() -> set[type]:
+    modules = [
+        importlib.import_module(f"flask_redispool.{info.name}")
+        for info in pkgutil.iter_modules(flask_redispool.__path__)
+    ]
+    classes = {
+        value
+        for module in modules
+        for value in vars(module).values()
+        if inspect.isclass(value) and value.__module__.startswith("flask_redispool")
+    }
+    # The connection mixins meet redis-py's classes only in the classes made per pool.
+    from fakeredis import FakeAsyncRedisConnection, FakeRedisConnection
+
+    from flask_redispool._asyncio import _ASYNC_TWINS
+
+    for base in (*_ASYNC_TWINS, FakeRedisConnection):
+        classes.add(pool_connection_class(base, None))  # type: ignore[arg-type]
+    for base in (*_ASYNC_TWINS.values(), FakeAsyncRedisConnection):
+        classes.add(pool_connection_class(base, None, asynchronous=True))  # type: ignore[arg-type]
+    return classes
+
+
+def _is_method(value: object) -> bool:
+    return inspect.isfunction(value) or isinstance(value, property | staticmethod | classmethod)
+
+
+def _overrides() -> dict[str, str]:
+    """``Ours.method``: whose method it overrides, for every method (dunders aside) that one
+    of our classes defines and a class of theirs later in its MRO defines too."""
+    found: dict[str, str] = {}
+    for cls in _our_classes():
+        mro = cls.__mro__
+        for index, own in enumerate(mro):
+            if not own.__module__.startswith("flask_redispool"):
+                continue
+            for name, value in vars(own).items():
+                if (name.startswith("__") and name.endswith("__")) or not _is_method(value):
+                    continue
+                for other in mro[index + 1 :]:
+                    if other.__module__.split(".")[0] in OTHERS and name in vars(other):
+                        found[f"{own.__qualname__}.{name}"] = f"{other.__module__}.{other.__qualname__}"
+                        break
+    return found
+
+
+def test_every_override_of_their_methods_is_listed() -> None:
+    overrides = _overrides()
+    in_inventory = {fact[len("def ") :] for entry in INVENTORY for fact in entry.seen_as if fact.startswith("def ")}
+    unlisted = {name: whose for name, whose in overrides.items() if name not in in_inventory | PUBLIC_OVERRIDES.keys()}
+    assert not unlisted, (
+        f"flask_redispool overrides methods of the packages it builds on that are not listed: {unlisted}. "
+        "If their docs present the method, add it to PUBLIC_OVERRIDES with where; otherwise add an INVENTORY "
+        "entry (reason, pin, docs/design.rst)."
+    )
+    gone = (in_inventory | PUBLIC_OVERRIDES.keys()) - overrides.keys() - NOT_ON_EVERY_RELEASE
+    assert not gone, f"listed as overrides but no longer overriding anything: {sorted(gone)}"
+
+
+# --- the inventory's own checks ----------------------------------------------------------
+
+
+def _test_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.name for node in tree.body if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+def test_each_entry_names_pins_that_exist() -> None:
+    missing = []
+    for entry in INVENTORY:
+        assert entry.pins, f"{entry.name} has no pin"
+        for pin in entry.pins:
+            file, _, test = pin.partition("::")
+            if not (ROOT / file).is_file() or test not in _test_names(ROOT / file):
+                missing.append((entry.name, pin))
+    assert not missing, f"pins that do not exist: {missing}"
+
+
+def test_every_pin_here_pins_an_entry() -> None:
+    pins = {pin.partition("::")[2] for entry in INVENTORY for pin in entry.pins}
+    here = {name for name in _test_names(Path(__file__)) if name.startswith("test_pin_")}
+    assert here <= pins, f"pins no entry names: {sorted(here - pins)}"
+
+
+def test_entries_are_distinct_and_of_the_packages_we_track() -> None:
+    names = [entry.name for entry in INVENTORY]
+    assert len(names) == len(set(names))
+    assert {entry.package for entry in INVENTORY} <= set(OTHERS)
+    assert all(entry.why and entry.instead for entry in INVENTORY)
+
+
+def _design_section() -> str:
+    text = (ROOT / "docs" / "design.rst").read_text()
+    start = text.index("What we borrow from others")
+    after = re.search(r"\n[^\n]+\n-{3,}\n", text[start + 60 :])  # the next section's title
+    return text[start : start + 60 + after.start()] if after else text[start:]
+
+
+def test_the_design_page_lists_the_inventory_and_its_count() -> None:
+    section = _design_section()
+    assert f"**{len(INVENTORY)}**" in section, f"docs/design.rst must say the count: **{len(INVENTORY)}**"
+    missing = [entry.name for entry in INVENTORY if f"``{entry.name}``" not in section]
+    assert not missing, f"docs/design.rst ('What we borrow from others') does not list: {missing}"
+    listed = re.findall(r"^- ``(.+?)``", section, flags=re.MULTILINE)
+    assert len(listed) == len(INVENTORY), "the page lists something the inventory does not"
+
+
+# --- the pins: Flask and Quart -------------------------------------------------------------
+
+
+def test_pin_flask_and_quart_apps_share_the_sansio_app() -> None:
+    assert issubclass(flask.Flask, App)
+    assert issubclass(quart.Quart, App)
+    for app in (flask.Flask("pin"), quart.Quart("pin")):
+        for used in ("config", "extensions", "teardown_appcontext", "import_name", "name", "cli"):
+            assert hasattr(app, used), (type(app).__name__, used)
+
+
+def test_pin_the_cli_finds_its_app_in_the_click_context() -> None:
+    from flask.cli import FlaskGroup
+    from quart.cli import QuartGroup
+
+    for app, group_class in ((flask.Flask("pin"), FlaskGroup), (quart.Quart("pin"), QuartGroup)):
+        found: list[object] = []
+
+        @click.command("which-app")
+        def which_app(found: list[object] = found) -> None:
+            found.append(click.get_current_context().obj.load_app())
+
+        group = group_class(create_app=lambda app=app: app, load_dotenv=False)
+        group.add_command(which_app)
+        group.main(["which-app"], standalone_mode=False)
+        assert found == [app]
+
+
+# --- the pins: connections -----------------------------------------------------------------
+
+
+def _address(redis_server: RedisServer) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": redis_server.port, "socket_timeout": 5}
+
+
+class _OpenPolicy:
+    """What our connection classes ask of their pool's policy, with nothing to say."""
+
+    naming_refused = None
+
+    def check_open(self) -> None:
+        pass
+
+    def connection_name(self, suffix: str) -> None:
+        return None
+
+
+def test_pin_a_connection_knows_whether_its_socket_is_open(redis_server: RedisServer) -> None:
+    assert issubclass(Connection, AbstractConnection)
+    assert issubclass(aio_connection.Connection, aio_connection.AbstractConnection)
+    assert KNOWS_IF_CONNECTED is hasattr(AbstractConnection, "is_connected")
+    connection = pool_connection_class(Connection, _OpenPolicy())(**_address(redis_server))  # type: ignore[arg-type]
+    plain = Connection(**_address(redis_server))
+    try:
+        for each in (connection, plain):
+            assert each._sock is None
+            assert not connection.is_connected
+        for each in (connection, plain):
+            each.connect()
+            assert each._sock is not None
+            if REDIS_8:
+                assert each.is_connected
+        assert connection.is_connected
+        connection.disconnect()
+        assert connection._sock is None
+        assert not connection.is_connected
+    finally:
+        connection.disconnect()
+        plain.disconnect()
+
+
+class _Recording(Connection):
+    """Records what redis-py calls on a connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[Any, ...]] = []
+
+    def on_connect_check_health(self, check_health: bool = True) -> None:
+        self.calls.append(("on_connect_check_health", check_health))
+        super().on_connect_check_health(check_health)
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append(("send_command", *args[:2]))
+        super().send_command(*args, **kwargs)
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self.calls.append(("pack_commands", *(command[0] for command in commands)))
+        return super().pack_commands(commands)
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.calls.append(("send_packed_command", check_health))
+        super().send_packed_command(command, check_health)
+
+
+class _AsyncRecording(aio_connection.Connection):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def on_connect_check_health(self, check_health: bool = True) -> None:
+        self.calls.append(("on_connect_check_health", check_health))
+        await super().on_connect_check_health(check_health)
+
+    def pack_commands(self, commands: Any) -> Any:
+        commands = list(commands)
+        self.calls.append(("pack_commands", *(command[0] for command in commands)))
+        return super().pack_commands(commands)
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        self.calls.append(("send_packed_command", check_health))
+        await super().send_packed_command(command, check_health)
+
+
+def test_pin_the_handshake_calls_on_connect_check_health_once_per_socket(redis_server: RedisServer) -> None:
+    pool = ConnectionPool(connection_class=_Recording, **_address(redis_server))
+    client = redis.Redis(connection_pool=pool)
+    try:
+        client.ping()
+        client.ping()
+        (connection,) = pool._get_free_connections()
+        assert [call for call in connection.calls if call[0] == "on_connect_check_health"] == [
+            ("on_connect_check_health", True)
+        ]
+    finally:
+        pool.disconnect()
+
+    async def handshake() -> list[tuple[Any, ...]]:
+        async_pool = aio_connection.ConnectionPool(connection_class=_AsyncRecording, **_address(redis_server))
+        async_client = redis.asyncio.Redis(connection_pool=async_pool)
+        try:
+            await async_client.ping()
+            await async_client.ping()
+            connection = await async_pool.get_connection()
+            await async_pool.release(connection)
+            return [call for call in connection.calls if call[0] == "on_connect_check_health"]
+        finally:
+            await async_pool.aclose()
+
+    assert asyncio.run(handshake()) == [("on_connect_check_health", True)]
+
+
+def test_pin_connect_check_health_connects_without_a_ping(redis_server: RedisServer) -> None:
+    for cls in (AbstractConnection, aio_connection.AbstractConnection):
+        assert "check_health" in inspect.signature(cls.connect_check_health).parameters
+    connection = _Recording(health_check_interval=1, **_address(redis_server))
+    try:
+        connection.connect_check_health(check_health=False)
+        assert connection._sock is not None
+        assert ("on_connect_check_health", False) in connection.calls
+        assert ("send_command", "PING") not in connection.calls
+    finally:
+        connection.disconnect()
+
+    async def connect() -> list[tuple[Any, ...]]:
+        async_connection = _AsyncRecording(health_check_interval=1, **_address(redis_server))
+        try:
+            await async_connection.connect_check_health(check_health=False)
+            assert async_connection.is_connected
+            return async_connection.calls
+        finally:
+            await async_connection.disconnect()
+
+    assert ("on_connect_check_health", False) in asyncio.run(connect())
+
+
+def test_pin_every_send_passes_pack_commands_then_send_packed_command(redis_server: RedisServer) -> None:
+    pool = ConnectionPool(connection_class=_Recording, **_address(redis_server))
+    client = redis.Redis(connection_pool=pool)
+    try:
+        client.ping()  # the handshake's own sends first
+        (connection,) = pool._get_free_connections()
+        connection.calls.clear()
+        client.set("pin", "1")
+        with client.pipeline() as pipe:
+            pipe.incr("pin")
+            pipe.get("pin")
+            pipe.execute()
+        assert connection.calls == [
+            ("send_command", "SET", "pin"),
+            ("send_packed_command", True),
+            ("pack_commands", "MULTI", "INCRBY", "GET", "EXEC"),
+            ("send_packed_command", True),
+        ]
+    finally:
+        client.delete("pin")
+        pool.disconnect()
+
+    async def sends() -> list[tuple[Any, ...]]:
+        async_pool = aio_connection.ConnectionPool(connection_class=_AsyncRecording, **_address(redis_server))
+        async_client = redis.asyncio.Redis(connection_pool=async_pool)
+        try:
+            await async_client.ping()
+            connection = await async_pool.get_connection()
+            await async_pool.release(connection)
+            connection.calls.clear()
+            await async_client.set("pin", "1")
+            async with async_client.pipeline() as pipe:
+                pipe.incr("pin")
+                pipe.get("pin")
+                await pipe.execute()
+            await async_client.delete("pin")
+            calls: list[tuple[Any, ...]] = connection.calls[:3]
+            return calls
+        finally:
+            await async_pool.aclose()
+
+    assert asyncio.run(sends()) == [
+        ("send_packed_command", True),
+        ("pack_commands", "MULTI", "INCRBY", "GET", "EXEC"),
+        ("send_packed_command", True),
+    ]
+
+
+def test_pin_a_connection_without_driver_info_sends_no_client_setinfo(redis_server: RedisServer) -> None:
+    plain, quiet = _Recording(**_address(redis_server)), _Recording(**_address(redis_server))
+    quiet.driver_info = None
+    try:
+        plain.connect()
+        quiet.connect()
+        assert ("send_command", "CLIENT", "SETINFO") in plain.calls
+        assert not [call for call in quiet.calls if call[1:] == ("CLIENT", "SETINFO")]
+    finally:
+        plain.disconnect()
+        quiet.disconnect()
+
+
+def test_pin_a_sentinel_connection_turns_readonly_into_connection_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    class MasterPool:
+        is_master = True
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError("You can't write against a read only replica.")
+
+    async def refuse_async(*args: Any, **kwargs: Any) -> Any:
+        refuse()
+
+    monkeypatch.setattr(AbstractConnection, "read_response", refuse)
+    monkeypatch.setattr(aio_connection.AbstractConnection, "read_response", refuse_async)
+    with pytest.raises(ConnectionError) as raised:
+        SentinelManagedConnection(connection_pool=MasterPool()).read_response()
+    assert isinstance(raised.value.__context__, ReadOnlyError)
+    assert _refused_by_a_replica(raised.value)
+
+    async def read() -> None:
+        await aio_sentinel.SentinelManagedConnection(connection_pool=MasterPool()).read_response()
+
+    with pytest.raises(ConnectionError) as raised:
+        asyncio.run(read())
+    assert isinstance(raised.value.__context__, ReadOnlyError)
+    assert _refused_by_a_replica(raised.value)
+
+
+def test_pin_our_error_twins_escape_the_cluster_clients_retry() -> None:
+    for error_class, twin in ((ConnectionError, MayHaveRunConnectionError), (TimeoutError, MayHaveRunTimeoutError)):
+        error = error_class("lost")
+        error.__class__ = twin  # what _connection does; Python refuses it when the layouts differ
+        assert isinstance(error, error_class)
+        assert str(error) == "lost"
+        for client_class in (RedisCluster, aio_cluster.RedisCluster):
+            assert error_class in client_class.ERRORS_ALLOW_RETRY
+            assert type(error) not in client_class.ERRORS_ALLOW_RETRY  # the exact type decides
+    source = inspect.getsource(RedisCluster)
+    assert "type(e) in" in source
+    assert "ERRORS_ALLOW_RETRY" in source
+
+
+# --- the pins: pools -----------------------------------------------------------------------
+
+
+class _Resetting(ConnectionPool):
+    resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+        super().reset()
+
+
+def test_pin_a_pool_resets_at_birth_and_in_a_forked_child(redis_server: RedisServer) -> None:
+    pool = _Resetting(**_address(redis_server))
+    try:
+        assert pool.resets == 1
+        assert pool.pid == os.getpid()
+        pool.release(pool.get_connection())
+        assert pool.resets == 1
+        pool.pid = os.getpid() + 1  # as in a child forked after the pool was made
+        pool.release(pool.get_connection())
+        assert pool.resets == 2
+        assert pool.pid == os.getpid()
+    finally:
+        pool.disconnect()
+
+
+def test_pin_the_free_connections_are_the_idle_ones(redis_server: RedisServer) -> None:
+    pool = ConnectionPool(**_address(redis_server))
+    try:
+        first, second = pool.get_connection(), pool.get_connection()
+        assert pool._get_free_connections() == []
+        pool.release(first)
+        second.disconnect()
+        pool.release(second)
+        assert sorted(map(id, pool._get_free_connections())) == sorted(map(id, (first, second)))
+        if REDIS_8:
+            assert [connection.is_connected for connection in (first, second)] == [True, False]
+    finally:
+        pool.disconnect()
+
+
+@pytest.mark.parametrize("base", [SentinelConnectionPool, BlockingConnectionPool])
+def test_pin_the_pools_we_extend_keep_connection_pools_checkout(base: type[ConnectionPool]) -> None:
+    """The two pools CountedPool is mixed into or beside: ConnectionPool's checkout and release
+    in the Sentinel pool, Blocking's own in the side pool's diamond."""
+    assert SentinelConnectionPool.get_connection is ConnectionPool.get_connection
+    assert SentinelConnectionPool.release is ConnectionPool.release
+    assert (base.get_connection is ConnectionPool.get_connection) == (base is SentinelConnectionPool)
+
+
+def test_pin_release_asks_owns_connection(redis_server: RedisServer) -> None:
+    asked: list[object] = []
+
+    class Asking(ConnectionPool):
+        def owns_connection(self, connection: Any) -> Any:
+            asked.append(connection)
+            return ConnectionPool.owns_connection(self, connection)
+
+    pool = Asking(**_address(redis_server))
+    try:
+        connection = pool.get_connection()
+        assert ConnectionPool.owns_connection(pool, connection)
+        pool.release(connection)
+        assert asked == [connection]
+        assert pool._get_free_connections() == [connection]
+        assert SentinelConnectionPool.owns_connection is not ConnectionPool.owns_connection  # what we skip
+    finally:
+        pool.disconnect()
+
+
+def test_pin_new_connections_are_made_from_connection_kwargs() -> None:
+    pool = ConnectionPool(host="127.0.0.1", port=1, socket_timeout=3)
+    assert pool.connection_kwargs["socket_timeout"] == 3
+    pool.connection_kwargs["socket_timeout"] = 7  # what RQ's Worker does
+    assert pool.make_connection().socket_timeout == 7  # type: ignore[attr-defined]
+
+
+class _StubSentinel:
+    """Answers discover_master with one server's address, without sentinels."""
+
+    def __init__(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
+
+    def discover_master(self, service: str) -> tuple[str, int]:
+        return self.address
+
+
+def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: RedisServer) -> None:
+    pool = SentinelConnectionPool("pinned", _StubSentinel(redis_server.port), is_master=True, socket_timeout=5)
+    try:
+        assert pool.is_master is True
+        assert pool.master_address is None
+        connection = pool.get_connection()
+        assert pool.master_address == ("127.0.0.1", redis_server.port)
+        assert (connection.host, connection.port) == pool.master_address
+        pool.release(connection)
+    finally:
+        pool.disconnect()
+    replicas = SentinelConnectionPool("pinned", _StubSentinel(redis_server.port), is_master=False)
+    assert replicas.is_master is False
+
+
+def test_pin_the_side_sentinel_pool_finds_the_master_and_waits(redis_server: RedisServer) -> None:
+    mro = _SideSentinelPool.__mro__
+    assert mro.index(SentinelConnectionPool) < mro.index(BlockingConnectionPool) < mro.index(ConnectionPool)
+    assert _SideSentinelPool.get_connection is BlockingConnectionPool.get_connection
+    pool = _SideSentinelPool(
+        "pinned", _StubSentinel(redis_server.port), is_master=True, max_connections=1, timeout=0.05, socket_timeout=5
+    )
+    try:
+        assert pool.max_connections == 1
+        assert pool.timeout == 0.05
+        connection = pool.get_connection()
+        assert isinstance(connection, SentinelManagedConnection)
+        assert (connection.host, connection.port) == ("127.0.0.1", redis_server.port)
+        started = time.monotonic()
+        with pytest.raises(ConnectionError):
+            pool.get_connection()  # the one connection is out: waits, then gives up
+        assert time.monotonic() - started >= 0.05
+        pool.release(connection)
+        pool.release(pool.get_connection())
+    finally:
+        pool.disconnect()
+
+
+def test_pin_parse_url_gives_connection_keyword_arguments() -> None:
+    from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
+
+    assert parse_url("redis://user:p%40ss@host:6380/2?socket_timeout=1.5") == {
+        "username": "user",
+        "password": "p@ss",
+        "host": "host",
+        "port": 6380,
+        "db": 2,
+        "socket_timeout": 1.5,
+    }
+    assert parse_url("rediss://host")["connection_class"] is SSLConnection
+    unix = parse_url("unix:///tmp/redis.sock?db=3")
+    assert unix["path"] == "/tmp/redis.sock"
+    assert unix["db"] == 3
+    assert unix["connection_class"] is UnixDomainSocketConnection
+
+
+def test_pin_packing_a_command_checks_the_encoding_options_without_io() -> None:
+    assert Connection(host="127.0.0.1", port=1).pack_command("PING", "\u00e9") == [
+        b"*2\r\n$4\r\nPING\r\n$2\r\n\xc3\xa9\r\n"
+    ]
+    with pytest.raises(LookupError):
+        Connection(host="127.0.0.1", port=1, encoding="no-such-codec").pack_command("PING", "\u00e9")
+    with pytest.raises(UnicodeEncodeError):
+        Connection(host="127.0.0.1", port=1, encoding="ascii").pack_command("PING", "\u00e9")
+
+
+def test_pin_a_connections_socket_timeout_can_be_changed_while_open(redis_server: RedisServer) -> None:
+    connection = Connection(**_address(redis_server))
+    try:
+        connection.connect()
+        connection.socket_timeout = 9
+        connection.update_current_socket_timeout(9)
+        assert connection._sock is not None
+        assert connection._sock.gettimeout() == 9
+        connection.disconnect()
+        connection.connect()  # a reconnect keeps it
+        assert connection._sock is not None
+        assert connection._sock.gettimeout() == 9
+    finally:
+        connection.disconnect()
+
+
+def test_pin_holders_keep_their_connection_in_connection(redis_server: RedisServer) -> None:
+    pool = ConnectionPool(**_address(redis_server))
+    client = redis.Redis(connection_pool=pool)
+    try:
+        pipe = client.pipeline()
+        assert pipe.connection is None
+        pipe.watch("pin")
+        assert pipe.connection is not None
+        pipe.reset()
+        assert pipe.connection is None
+        pubsub = client.pubsub()
+        assert pubsub.connection is None
+        pubsub.subscribe("pin")
+        assert pubsub.connection is not None
+        pubsub.close()
+        monitor = client.monitor()
+        assert monitor.connection is not None  # taken when the monitor is made
+        pool.release(monitor.connection)
+        pinned = client.client()
+        assert pinned.connection is not None
+        pinned.close()
+        assert pinned.connection is None
+    finally:
+        pool.disconnect()
+
+    async def held() -> None:
+        async_pool = aio_connection.ConnectionPool(**_address(redis_server))
+        async_client = redis.asyncio.Redis(connection_pool=async_pool)
+        try:
+            pipe = async_client.pipeline()
+            assert pipe.connection is None
+            await pipe.watch("pin")
+            assert pipe.connection is not None
+            await pipe.aclose()
+            async with async_client.monitor() as monitor:
+                assert monitor.connection is not None
+        finally:
+            await async_pool.aclose()
+
+    asyncio.run(held())
+
+
+def test_pin_pipelines_and_monitors_built_directly_behave_as_the_clients(redis_server: RedisServer) -> None:
+    assert list(inspect.signature(Pipeline.__init__).parameters)[1:5] == [
+        "connection_pool",
+        "response_callbacks",
+        "transaction",
+        "shard_hint",
+    ]
+    assert list(inspect.signature(redis.asyncio.client.Pipeline.__init__).parameters)[1:5] == [
+        "connection_pool",
+        "response_callbacks",
+        "transaction",
+        "shard_hint",
+    ]
+    client = redis.Redis(**_address(redis_server), decode_responses=True)
+    try:
+        with Pipeline(client.connection_pool, client.response_callbacks, True, None) as pipe:
+            pipe.set("pin", "1")
+            pipe.get("pin")
+            assert pipe.execute() == [True, "1"]
+        monitor = Monitor(client.connection_pool)
+        with monitor:
+            assert monitor.connection is not None
+    finally:
+        client.delete("pin")
+        client.connection_pool.disconnect()
+    assert list(inspect.signature(redis.asyncio.client.Monitor.__init__).parameters)[1:] == ["connection_pool"]
+
+
+def test_pin_client_returns_a_single_connection_client_of_the_same_class(redis_server: RedisServer) -> None:
+    class Mine(redis.Redis):
+        pass
+
+    client = Mine(**_address(redis_server))
+    try:
+        pinned = client.client()
+        assert type(pinned) is Mine
+        assert pinned.connection_pool is client.connection_pool
+        assert pinned.connection is not None
+        pinned.close()
+    finally:
+        client.connection_pool.disconnect()
+
+    class AsyncMine(redis.asyncio.Redis):
+        pass
+
+    async def pin() -> None:
+        async_client = AsyncMine(**_address(redis_server))
+        try:
+            async_pinned = async_client.client()
+            assert type(async_pinned) is AsyncMine
+            assert async_pinned.connection_pool is async_client.connection_pool
+            assert async_pinned.single_connection_client
+            await async_pinned.aclose()
+        finally:
+            await async_client.connection_pool.aclose()
+
+    asyncio.run(pin())
+
+
+def test_pin_an_async_blocking_pool_that_times_out_raises_from_a_timeout(redis_server: RedisServer) -> None:
+    async def exhaust() -> BaseException | None:
+        pool = redis.asyncio.BlockingConnectionPool(max_connections=1, timeout=0.05, **_address(redis_server))
+        try:
+            connection = await pool.get_connection()
+            try:
+                await pool.get_connection()
+            except ConnectionError as exc:
+                return exc.__cause__
+            finally:
+                await pool.release(connection)
+            return None
+        finally:
+            await pool.aclose()
+
+    assert isinstance(asyncio.run(exhaust()), asyncio.TimeoutError)
+
+
+def test_pin_a_sentinel_keeps_a_client_per_sentinel() -> None:
+    addresses = [("127.0.0.1", 1), ("127.0.0.1", 2)]
+    sentinel = Sentinel(addresses)
+    assert [client.connection_pool.connection_kwargs["port"] for client in sentinel.sentinels] == [1, 2]
+
+    async def async_sentinels() -> None:
+        manager = aio_sentinel.Sentinel(addresses)
+        assert [client.connection_pool.connection_kwargs["port"] for client in manager.sentinels] == [1, 2]
+        pool = aio_sentinel.SentinelConnectionPool("pinned", manager)
+        assert pool.sentinel_manager is manager
+        for client in manager.sentinels:
+            await client.aclose()
+
+    asyncio.run(async_sentinels())
+    for client in sentinel.sentinels:
+        client.close()
+
+
+# --- the pins: cluster ---------------------------------------------------------------------
+
+
+def test_pin_the_cluster_client_makes_node_pools_through_connection_pool_class(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    made: list[dict[str, Any]] = []
+
+    def pool_class(**kwargs: Any) -> ConnectionPool:
+        made.append(kwargs)
+        return ConnectionPool(**kwargs)
+
+    first, second = redis_cluster.nodes[:2]
+    client = RedisCluster(
+        url=f"redis://127.0.0.1:{first.port}",
+        startup_nodes=[ClusterNode("127.0.0.1", second.port)],
+        connection_pool_class=pool_class,
+    )
+    try:
+        client.ping(target_nodes=RedisCluster.ALL_NODES)
+        assert {("127.0.0.1", kwargs["port"]) for kwargs in made} >= {
+            (node.host, node.port) for node in client.get_nodes()
+        }
+        assert all(isinstance(node, ClusterNode) for node in client.startup_nodes)
+        assert {node.port for node in client.startup_nodes} >= {second.port}
+    finally:
+        client.close()
+        for node in client.get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+
+
+def test_pin_a_cluster_pipeline_retries_through_its_own_retry(redis_cluster: RedisClusterServers) -> None:
+    asked: list[int] = []
+
+    class Counting(Retry):
+        def get_retries(self) -> int:
+            asked.append(1)
+            return 0
+
+    client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        pipe = client.pipeline()
+        assert pipe.parent_execute_command.__func__ is RedisCluster.execute_command
+        pipe.retry = Counting(NoBackoff(), 0)
+        pipe.set("{pin}a", "1").get("{pin}a")
+        assert pipe.execute() == [True, b"1"]
+        assert asked
+        client.delete("{pin}a")
+    finally:
+        client.close()
+
+
+class _Marked(aio_connection.Connection):
+    """A connection class the async cluster client is given through its kwargs."""
+
+
+def test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    async def cluster() -> None:
+        client = aio_cluster.RedisCluster(
+            startup_nodes=[aio_cluster.ClusterNode("127.0.0.1", redis_cluster.nodes[0].port)]
+        )
+        client.connection_kwargs.update(connection_class=_Marked)
+        for node in client.startup_nodes:
+            node.connection_class = _Marked
+            assert isinstance(node.connection_kwargs, dict)
+        try:
+            await client.initialize()
+            manager = client.nodes_manager
+            assert isinstance(manager.startup_nodes, dict)
+            assert isinstance(manager.nodes_cache, dict)
+            assert all(node.connection_class is _Marked for node in manager.nodes_cache.values())
+            await client.set("{pin}b", "1")
+            assert await client.get("{pin}b") == b"1"
+            await client.delete("{pin}b")
+            for name, node in list(manager.startup_nodes.items()):
+                if manager.nodes_cache.get(name) is not node:
+                    await node.disconnect_free_connections()
+        finally:
+            await client.aclose()
+            await client.nodes_manager.aclose()
+            await client.nodes_manager.aclose("startup_nodes")
+
+    asyncio.run(cluster())
+
+
+def test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call(redis_cluster: RedisClusterServers) -> None:
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    asked: list[int] = []
+
+    class Counting(AsyncRetry):
+        def get_retries(self) -> int:
+            asked.append(1)
+            return super().get_retries()
+
+    async def cluster() -> tuple[int, int]:
+        client = aio_cluster.RedisCluster(
+            host="127.0.0.1", port=redis_cluster.nodes[0].port, retry=Counting(NoBackoff(), 1)
+        )
+        try:
+            await client.set("{pin}c", "1")
+            after_command = len(asked)
+            async with client.pipeline() as pipe:
+                pipe.get("{pin}c")
+                pipe.delete("{pin}c")
+                await pipe.execute()
+            return after_command, len(asked)
+        finally:
+            await client.aclose()
+
+    after_command, after_pipeline = asyncio.run(cluster())
+    assert 0 < after_command < after_pipeline
+
+
+# --- the pins: commands and OpenTelemetry -----------------------------------------------------
+
+
+def test_pin_read_commands_lists_reads_not_writes() -> None:
+    from redis.commands import READ_COMMANDS
+
+    assert {"GET", "MGET", "HGETALL", "SCAN", "EXISTS", "TTL"} <= READ_COMMANDS
+    assert not {"SET", "INCR", "DEL", "EVAL", "EXPIRE", "LPUSH"} & READ_COMMANDS
+    assert all(name == name.upper() for name in READ_COMMANDS)
+
+
+def test_pin_redis_pys_recorder_takes_our_pools(redis_server: RedisServer) -> None:
+    from redis.observability.attributes import get_pool_name
+    from redis.observability.providers import get_observability_instance
+    from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
+
+    assert get_observability_instance().is_enabled() is False  # off unless a program turns it on
+    pool = ConnectionPool(**_address(redis_server))
+    assert isinstance(get_pool_name(pool), str)
+    assert get_pool_name(pool)
+    record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=0.001)  # a no-op while off
+    record_connection_timeout(pool_name=get_pool_name(pool))
+    if REDIS_8:
+        import redis.observability
+
+        assert redis.observability.get_observability_instance is get_observability_instance

@@ -49,7 +49,7 @@ from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import check_connection_kwargs, exhausted_error, pool_repr
 from ._stats import PoolCounters
-from ._telemetry import observed, record_async_timeout
+from ._telemetry import name_sentinel_pool, observed, record_async_timeout
 
 if TYPE_CHECKING:
     from ._poolset import PoolSet
@@ -268,6 +268,10 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
     which closes with the pool."""
 
     sentinel_manager: aio_sentinel.Sentinel
+
+    def __init__(self, pools: PoolSet, counters: PoolCounters, **kwargs: Any) -> None:
+        super().__init__(pools, counters, **kwargs)
+        name_sentinel_pool(self, "master" if self.is_master else "replica")  # as the sync pools are
 
     async def aclose(self) -> None:
         try:

@@ -42,7 +42,7 @@ from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_qu
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._stats import PoolCounters, PoolFigures
-from ._telemetry import observed, record_timeout, record_wait
+from ._telemetry import name_sentinel_pool, observed, record_timeout, record_wait
 
 __all__ = [
     "CountedConnectionPool",
@@ -303,6 +303,10 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
     #: even when that answer was stale and the connection failed.) Kept, not formatted:
     #: every command passes here, and the address is read only for stats.
     _lent: Connection | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        name_sentinel_pool(self, self.role)  # in OpenTelemetry: mymaster/master, mymaster/replica
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
         connection = CountedPool.get_connection(self, *args, **kwargs)

@@ -13,6 +13,11 @@ blocking pool and record their own waits; their timeouts are recorded here.
 One counter for one thing: nothing here is recorded by redis-py as well. Nothing is
 recorded when observability is off; a pool asks whether it is on when it is made and
 when it makes a connection, so a command pays one attribute check.
+
+Each figure carries its pool's name, ``db.client.connection.pool.name``, which redis-py
+makes from the ``host`` and ``port`` of the pool's ``connection_kwargs`` (``host:port_id``).
+A Sentinel pool has no address of its own, so it is named after its service and role
+(:func:`name_sentinel_pool`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from redis.observability.attributes import get_pool_name
 from redis.observability.providers import get_observability_instance
 from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
 
-__all__ = ["ASYNC_POOLS_RECORD_TIMEOUTS", "observed", "record_async_timeout", "record_timeout", "record_wait"]
+__all__ = [
+    "ASYNC_POOLS_RECORD_TIMEOUTS",
+    "name_sentinel_pool",
+    "observed",
+    "record_async_timeout",
+    "record_timeout",
+    "record_wait",
+]
 
 #: Whether ``redis.asyncio``'s blocking pool records its own timeouts (redis-py 8.2 and
 #: later): then an async pool's timeout is recorded there, not here as well.
@@ -50,3 +62,16 @@ def record_async_timeout(pool: Any) -> None:
     """:func:`record_timeout` for a ``redis.asyncio`` pool, where redis-py does not record it itself."""
     if not ASYNC_POOLS_RECORD_TIMEOUTS:
         record_timeout(pool)
+
+
+def name_sentinel_pool(pool: Any, role: str) -> None:
+    """Name a Sentinel service's pool ``<service>/<role>`` in OpenTelemetry
+    (``mymaster/master:6379_<id>``, ``mymaster/replica:6379_<id>``; redis-py adds the port
+    and the pool's id) rather than redis-py's ``unknown:6379_<id>``.
+
+    redis-py names a pool by the ``host`` of its ``connection_kwargs``, which a Sentinel
+    pool lacks: its connections ask the sentinels where to connect, and take that address
+    when they connect. The host set here is their name until then only. Set once, before
+    the pool makes a connection, so every figure of the pool carries the same name.
+    """
+    pool.connection_kwargs["host"] = f"{pool.service_name}/{role}"

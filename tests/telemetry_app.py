@@ -3,7 +3,8 @@ process of its own (OpenTelemetry's meter provider is set once per process, and 
 observability is process-wide). Prints what an in-memory reader collected, the pool
 names and the pool's own figures, as one JSON object.
 
-Usage: ``python tests/telemetry_app.py redis://127.0.0.1:PORT/0``
+Usage: ``python tests/telemetry_app.py redis://127.0.0.1:PORT/0``, or with a
+``redis+sentinel://`` URL for a Sentinel service's pools (:func:`sentinel_traffic`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,31 @@ def async_timeout(app: Flask, redis_pool: RedisPool) -> str:
         return str(app.ensure_sync(full_pool)())
 
 
+def sentinel_traffic(app: Flask, redis_pool: RedisPool) -> dict[str, str]:
+    """A few commands on each pool of a Sentinel service, sync and async, one at a time;
+    each pool's name in OpenTelemetry, by role."""
+
+    async def async_commands() -> dict[str, str]:
+        for _ in range(2):
+            await redis_pool.async_client.incr("otel")
+        await redis_pool.async_replica_client.get("otel")
+        return {
+            "async_master": get_pool_name(redis_pool.async_client.connection_pool),
+            "async_replica": get_pool_name(redis_pool.async_replica_client.connection_pool),
+        }
+
+    with app.app_context():
+        for _ in range(3):
+            redis_pool.client.incr("otel")
+        for _ in range(2):
+            redis_pool.replica_client.get("otel")
+        names = {
+            "master": get_pool_name(redis_pool.client.connection_pool),
+            "replica": get_pool_name(redis_pool.replica_client.connection_pool),
+        }
+        return {**names, **app.ensure_sync(async_commands)()}
+
+
 def collected(reader: InMemoryMetricReader) -> dict[str, list[dict[str, Any]]]:
     """Each metric's data points: attributes, and a value or a histogram's count and sum."""
     found: dict[str, list[dict[str, Any]]] = {}
@@ -92,14 +118,13 @@ def main(url: str) -> None:
     app = Flask("telemetry_app")
     app.config.update(REDIS_URL=url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=0.3, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
-    sync_traffic(app, redis_pool)
-    async_pool = async_timeout(app, redis_pool)
-    report = {
-        "pool": get_pool_name(redis_pool.get_pool(app)),
-        "async_pool": async_pool,
-        "stats": redis_pool.stats(app),
-        "metrics": collected(reader),
-    }
+    report: dict[str, Any]
+    if url.startswith("redis+sentinel://"):
+        report = {"pools": sentinel_traffic(app, redis_pool)}
+    else:
+        sync_traffic(app, redis_pool)
+        report = {"pool": get_pool_name(redis_pool.get_pool(app)), "async_pool": async_timeout(app, redis_pool)}
+    report.update(stats=redis_pool.stats(app), metrics=collected(reader))
     redis_pool.close(app)
     print(json.dumps(report, default=str))
 

@@ -1,5 +1,6 @@
 """OpenTelemetry: our pools' figures reach an OpenTelemetry reader through redis-py's own
-observability, under the semantic-convention names, each recorded once.
+observability, under the semantic-convention names, each recorded once, every pool under a
+name of its own (a Sentinel service's by service and role).
 
 The app runs in a process of its own (``tests/telemetry_app.py``): OpenTelemetry's meter
 provider is set once per process, and redis-py's observability is process-wide.
@@ -17,6 +18,7 @@ import redis
 
 from flask_redispool.testing import RedisServer
 
+from .conftest import SentinelService
 from .telemetry_app import HOLD
 
 APP = Path(__file__).resolve().parent / "telemetry_app.py"
@@ -59,3 +61,53 @@ def test_the_pools_figures_reach_opentelemetry_once_each(redis_server: RedisServ
             for point in _points(report, "db.client.connection.count", pool)
         }
         assert counts == {"idle": 2, "used": 0}
+
+
+def test_sentinel_pools_are_named_by_service_and_role_and_counted_once_each(
+    sentinel_service: SentinelService,
+) -> None:
+    ran = subprocess.run(
+        [sys.executable, str(APP), sentinel_service.url], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    names, stats = report["pools"], report["stats"]
+    service = sentinel_service.name
+    for pool, role in [
+        ("master", "master"),
+        ("replica", "replica"),
+        ("async_master", "master"),
+        ("async_replica", "replica"),
+    ]:
+        assert names[pool].startswith(f"{service}/{role}:"), names
+    assert names["master"] != names["replica"]
+    assert names["async_master"] != names["async_replica"]
+    every_name = {
+        point["attributes"]["db.client.connection.pool.name"]
+        for points in report["metrics"].values()
+        for point in points
+    }
+    assert not [name for name in every_name if name.startswith("unknown:")]
+
+    # Each pool's figures under its own name, each recorded once: a wait time per
+    # checkout (sync: 3 INCRs on the master, 2 GETs on a replica; async: 2 and 1), a
+    # creation time per connection made.
+    figures = {pool["role"]: pool for pool in stats["pools"]}
+    for pool, role, checkouts in [("master", "master", 3), ("replica", "replica", 2)]:
+        assert figures[role]["checkouts"] == checkouts
+        [wait] = _points(report, "db.client.connection.wait_time", names[pool])
+        assert wait["count"] == checkouts
+        [created] = _points(report, "db.client.connection.create_time", names[pool])
+        assert created["count"] == figures[role]["created"] == 1
+        if REDIS_PY_8:  # redis-py 7 counts only pools registered by hand
+            counts = {
+                point["attributes"]["db.client.connection.state"]: point["value"]
+                for point in _points(report, "db.client.connection.count", names[pool])
+            }
+            assert counts == {"idle": 1, "used": 0}
+    assert stats["async_checkouts"] == 3
+    for pool, checkouts in [("async_master", 2), ("async_replica", 1)]:
+        [wait] = _points(report, "db.client.connection.wait_time", names[pool])
+        assert wait["count"] == checkouts
+        [created] = _points(report, "db.client.connection.create_time", names[pool])
+        assert created["count"] == 1

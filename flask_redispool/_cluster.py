@@ -79,6 +79,11 @@ _IN_PIPELINE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_redis
 # How often a command that finds a node's connections all busy looks again.
 _WAIT_STEP: Final = 0.002
 
+if TYPE_CHECKING:
+    _AsyncConnectionBase = aio_connection.Connection
+else:
+    _AsyncConnectionBase = object
+
 
 def _flag(value: object) -> bool:
     if not isinstance(value, bool):
@@ -397,6 +402,77 @@ class _PipelineAwareRetry(AsyncOnceRetry):
         return 0 if _IN_PIPELINE.get() else super().get_retries()
 
 
+class _Operation:
+    """One command or pipeline of an :class:`AsyncClusterClient` in flight.
+
+    redis.asyncio's cluster nodes lend their connections without a pool, so the client
+    counts them itself: a connection is checked out when a command, or one node's part of
+    a pipeline, is sent on it (:class:`_CountedSends`). A task holds one node's connection
+    at a time (redis-py sends to several nodes from a task each), so what counts in use is
+    a task that has sent, until it ends or, for the task that runs the command or pipeline,
+    until that returns. A command sent again after a redirect stays one connection in use.
+    """
+
+    __slots__ = ("_client", "_holders", "_task", "_token")
+
+    def __init__(self, client: AsyncClusterClient) -> None:
+        self._client = client
+        self._holders: set[asyncio.Task[Any]] = set()
+
+    def __enter__(self) -> None:
+        self._task = asyncio.current_task()
+        self._token = _OPERATION.set(self)
+
+    def __exit__(self, *exc_info: object) -> None:
+        _OPERATION.reset(self._token)
+        self._client.lent -= len(self._holders)
+        self._holders = set()  # a node's task still running no longer counts
+
+    def took_connection(self) -> None:
+        client = self._client
+        client.counters.checked_out()
+        task = asyncio.current_task()
+        holders = self._holders
+        if task is None or task in holders:  # the same task sends again: the same slot
+            return
+        holders.add(task)
+        client.lent += 1
+        if task is not self._task:  # a node's task of a pipeline, or of a command sent to several
+            task.add_done_callback(self._task_ended)
+
+    def gave_back(self) -> None:
+        """The running task holds no connection now (it waits for one)."""
+        task = asyncio.current_task()
+        if task in self._holders:
+            self._holders.discard(task)
+            self._client.lent -= 1
+
+    def _task_ended(self, task: asyncio.Task[Any]) -> None:
+        """A node's task ended: it gave its connection back before."""
+        if task in self._holders:
+            self._holders.discard(task)
+            self._client.lent -= 1
+
+
+# The command or pipeline this task runs for an AsyncClusterClient; the tasks a pipeline
+# starts, one per node, inherit it.
+_OPERATION: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar(
+    "flask_redispool_operation", default=None
+)
+
+
+class _CountedSends(_AsyncConnectionBase):
+    """Mixed over an async cluster client's connection class: each command or batch a
+    node sends counts one checkout of the connection (its own set-up and health checks
+    do not pass here)."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        operation = _OPERATION.get()
+        if operation is not None:
+            operation.took_connection()
+        await super().send_packed_command(command, check_health)
+
+
 class AsyncClusterClient(aio_cluster.RedisCluster):
     """redis-py's :class:`redis.asyncio.cluster.RedisCluster` for one event loop, as
     :attr:`RedisPool.async_cluster_client <flask_redispool.RedisPool.async_cluster_client>`
@@ -407,7 +483,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     set in the client's ``connection_kwargs``, from which every node it finds makes its
     connections, and on the startup nodes, before the first command. A command that
     finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
-    raises at once), and is counted in the app's async figures.
+    raises at once). Every connection a command or a pipeline takes from a node is
+    counted in the app's async figures (:class:`_Operation`), as a pool counts checkouts.
     """
 
     loop: asyncio.AbstractEventLoop
@@ -428,14 +505,20 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
             node.connection_class = connection_class
             node.connection_kwargs.update(connection_options)
         self._pools = pools
-        self._counters = counters
-        self._in_flight = 0
+        #: The app's async figures, which this loop's checkouts add to.
+        self.counters = counters
+        #: Connections taken from the nodes by this loop's commands and pipelines in flight.
+        self.lent = 0
 
     async def initialize(self, *args: Any, **kwargs: Any) -> AsyncClusterClient:
         """Ask for the slots (redis-py's), then close the idle connection that asked: redis-py
         keeps the startup nodes beside the nodes it found, a second set of connections to
-        the same servers that ``max_connections`` does not cover."""
-        await super().initialize(*args, **kwargs)
+        the same servers that ``max_connections`` does not cover.
+
+        Its connections count as taken until it returns, not until the command that
+        needed the slots does."""
+        with _Operation(self):
+            await super().initialize(*args, **kwargs)
         manager = self.nodes_manager
         for name, node in list(manager.startup_nodes.items()):
             if manager.nodes_cache.get(name) is not node:
@@ -443,12 +526,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        self._counters.checked_out()
-        self._in_flight += 1
-        try:
+        with _Operation(self):
             return await self._execute_waiting(*args, **kwargs)
-        finally:
-            self._in_flight -= 1
 
     async def _execute_waiting(self, *args: Any, **kwargs: Any) -> Any:
         settings = self._pools.settings
@@ -457,9 +536,12 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
             try:
                 return await super().execute_command(*args, **kwargs)
             except MaxConnectionsError:  # raised before anything was sent
+                operation = _OPERATION.get()
+                if operation is not None:  # sent before, then redirected: it holds nothing while it waits
+                    operation.gave_back()
                 now = self.loop.time()
                 if deadline is None:
-                    self._counters.waited()
+                    self.counters.waited()
                     deadline = now + (settings.pool_timeout if settings.pool_blocking else 0)
                 if now >= deadline:
                     raise self._exhausted() from None
@@ -467,7 +549,7 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
 
     def _exhausted(self) -> Exception:
         settings = self._pools.settings
-        return exhausted_error(settings, settings.max_connections, self._in_flight, self._counters)
+        return exhausted_error(settings, settings.max_connections, self.lent, self.counters)
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
@@ -476,7 +558,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         async def execute_once(raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
             token = _IN_PIPELINE.set(True)
             try:
-                return await execute(raise_on_error=raise_on_error, allow_redirections=allow_redirections)
+                with _Operation(self):
+                    return await execute(raise_on_error=raise_on_error, allow_redirections=allow_redirections)
             finally:
                 _IN_PIPELINE.reset(token)
 
@@ -495,8 +578,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         self.loop, self.held_key = loop, held_key
 
     def in_use(self) -> int:
-        """Commands of this loop in flight now (each holds a connection)."""
-        return self._in_flight
+        """Connections taken from the nodes by this loop's commands and pipelines in flight."""
+        return self.lent
 
     async def close_pool(self) -> None:
         """Close every node's connections, on this loop. redis-py's ``aclose()`` alone
@@ -514,10 +597,11 @@ def _async_cluster_client(
     settings = pools.settings
     kwargs = {name: value for name, value in options.items() if name in _ASYNC_CLUSTER_PARAMETERS}
     others = {name: value for name, value in options.items() if name not in kwargs and name != "connection_class"}
+    ours = pool_connection_class(aio_connection.Connection, pools.policy, asynchronous=True)
     return AsyncClusterClient(
         pools=pools,
         counters=counters,
-        connection_class=pool_connection_class(aio_connection.Connection, pools.policy, asynchronous=True),
+        connection_class=type(ours.__name__, (_CountedSends, ours), {"__module__": __name__}),
         connection_options=others,
         startup_nodes=[aio_cluster.ClusterNode(host, port) for host, port in seeds],
         max_connections=settings.max_connections,

@@ -442,13 +442,10 @@ class _Operation:
 
     def gave_back(self) -> None:
         """The running task holds no connection now (it waits for one)."""
-        task = asyncio.current_task()
-        if task in self._holders:
-            self._holders.discard(task)
-            self._client.lent -= 1
+        self._task_ended(asyncio.current_task())
 
-    def _task_ended(self, task: asyncio.Task[Any]) -> None:
-        """A node's task ended: it gave its connection back before."""
+    def _task_ended(self, task: asyncio.Task[Any] | None) -> None:
+        """``task`` holds no connection any more: a node's task gave it back before it ended."""
         if task in self._holders:
             self._holders.discard(task)
             self._client.lent -= 1

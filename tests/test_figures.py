@@ -19,6 +19,8 @@ from flask_redispool.testing import RedisClusterServers
 
 #: Keys spread over every master.
 KEYS = [f"figures:{i}" for i in range(30)]
+#: Keys in one slot, for a transaction.
+SLOT_KEYS = [f"{{figures}}:{i}" for i in range(5)]
 
 
 def masters_of(cluster: RedisClusterServers, keys: list[str]) -> int:
@@ -39,6 +41,13 @@ def sync_pipeline(client: Any) -> None:
         assert len(pipe.execute()) == len(KEYS)
 
 
+def sync_transaction(client: Any) -> None:
+    with client.pipeline(transaction=True) as pipe:
+        for key in SLOT_KEYS:
+            pipe.incr(key)
+        assert len(pipe.execute()) == len(SLOT_KEYS)
+
+
 async def async_commands(client: Any) -> None:
     for key in KEYS[:10]:
         await client.set(key, 1)
@@ -51,10 +60,21 @@ async def async_pipeline(client: Any) -> None:
         assert len(await pipe.execute()) == len(KEYS)
 
 
+async def async_transaction(client: Any) -> None:
+    async with client.pipeline(transaction=True) as pipe:
+        for key in SLOT_KEYS:
+            pipe.incr(key)
+        assert len(await pipe.execute()) == len(SLOT_KEYS)
+
+
 @pytest.mark.parametrize(
     ("run_sync", "run_async", "keys"),
-    [(sync_commands, async_commands, KEYS[:10]), (sync_pipeline, async_pipeline, KEYS)],
-    ids=["commands", "pipeline"],
+    [
+        (sync_commands, async_commands, KEYS[:10]),
+        (sync_pipeline, async_pipeline, KEYS),
+        (sync_transaction, async_transaction, SLOT_KEYS),
+    ],
+    ids=["commands", "pipeline", "transaction"],
 )
 def test_cluster_checkouts_are_counted_alike_sync_and_async(
     make_app: Callable[..., Flask],
@@ -79,7 +99,8 @@ def test_cluster_checkouts_are_counted_alike_sync_and_async(
         run_sync(client)
         sync_checkouts = redis_pool.stats(app)["checkouts"] - before
         async_checkouts = app.ensure_sync(on_async_client)()
-    # A command takes one connection; a pipeline one per master its keys are on.
+    # A command takes one connection; a pipeline one per master its keys are on (a
+    # transaction's are on one).
     expected = len(keys) if run_sync is sync_commands else masters_of(redis_cluster, keys)
     assert (sync_checkouts, async_checkouts) == (expected, expected)
     assert redis_pool.stats(app)["async_in_use"] == 0

@@ -477,10 +477,13 @@ def _fake_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_connection_kwargs(settings: Settings, connection_class: type[Any], kwargs: dict[str, Any]) -> None:
-    """Make (but do not connect) one connection now, and pack a command with it, so a bad
-    option fails at init_app. The message names options, never their values (secrets)."""
+    """Make (but do not connect) one connection now, and encode text as its commands will,
+    so a bad option fails at init_app. The message names options, never their values (secrets)."""
     try:
-        connection_class(**kwargs).pack_command("PING", "\u00e9")  # exercises encoding and its errors
+        connection_class(**kwargs)
+        # What redis-py does with each str argument of a command (its documented encoding
+        # options, and their defaults): an unknown or non-text codec or error handler fails here.
+        "\u00e9".encode(kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict"))
     except (TypeError, ValueError, LookupError, RedisError) as exc:
         # A TypeError names the unexpected keyword; other errors may echo a value.
         detail = str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__} for one of {sorted(kwargs)}"

@@ -128,15 +128,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     # redis-py: connections
     Borrowed(
         "redis",
-        "redis.connection.AbstractConnection",
-        "The base of every connection class: typing of our connection mixins, and whether it has "
-        "is_connected (redis-py 8).",
-        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
-        ("import redis.connection.AbstractConnection", "import redis.asyncio.connection.AbstractConnection"),
-        "redis.Connection (exported), for the typing and the hasattr check.",
-    ),
-    Borrowed(
-        "redis",
         "AbstractConnection.is_connected",
         "A checkout connects only a connection whose socket is closed; idle counts open sockets only.",
         _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
@@ -186,15 +177,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         _here("test_pin_every_send_passes_pack_commands_then_send_packed_command"),
         ("def PoolConnection.pack_commands", "def AsyncPoolConnection.pack_commands"),
         "A Pipeline subclass that judges its command stack before execute().",
-    ),
-    Borrowed(
-        "redis",
-        "AbstractConnection.driver_info",
-        "Set to None on a connection before its handshake, redis-py sends no CLIENT SETINFO: we skip it "
-        "where the server refused CLIENT SETNAME.",
-        _here("test_pin_a_connection_without_driver_info_sends_no_client_setinfo"),
-        ("self.driver_info",),
-        "Nothing to replace: drop it (redis-py ignores the refused SETINFO; it costs one round trip).",
     ),
     Borrowed(
         "redis",
@@ -319,15 +301,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         _here("test_pin_parse_url_gives_connection_keyword_arguments"),
         ("import redis.connection.parse_url",),
         "ConnectionPool.from_url(url).connection_kwargs (also undocumented), or our own parser.",
-    ),
-    Borrowed(
-        "redis",
-        "Connection.pack_command(*args)",
-        "init_app makes one connection without I/O and packs a command with it, so that a bad encoding "
-        "option fails there, not at the first request.",
-        _here("test_pin_packing_a_command_checks_the_encoding_options_without_io"),
-        ("connection_class(**kwargs).pack_command",),
-        "codecs.lookup() of the encoding options ourselves.",
     ),
     Borrowed(
         "redis",
@@ -893,9 +866,7 @@ class _OpenPolicy:
 
 
 def test_pin_a_connection_knows_whether_its_socket_is_open(redis_server: RedisServer) -> None:
-    assert issubclass(Connection, AbstractConnection)
-    assert issubclass(aio_connection.Connection, aio_connection.AbstractConnection)
-    assert KNOWS_IF_CONNECTED is hasattr(AbstractConnection, "is_connected")
+    assert KNOWS_IF_CONNECTED is hasattr(Connection, "is_connected")
     connection = pool_connection_class(Connection, _OpenPolicy())(**_address(redis_server))  # type: ignore[arg-type]
     plain = Connection(**_address(redis_server))
     try:
@@ -1058,19 +1029,6 @@ def test_pin_every_send_passes_pack_commands_then_send_packed_command(redis_serv
         ("pack_commands", "MULTI", "INCRBY", "GET", "EXEC"),
         ("send_packed_command", True),
     ]
-
-
-def test_pin_a_connection_without_driver_info_sends_no_client_setinfo(redis_server: RedisServer) -> None:
-    plain, quiet = _Recording(**_address(redis_server)), _Recording(**_address(redis_server))
-    quiet.driver_info = None
-    try:
-        plain.connect()
-        quiet.connect()
-        assert ("send_command", "CLIENT", "SETINFO") in plain.calls
-        assert not [call for call in quiet.calls if call[1:] == ("CLIENT", "SETINFO")]
-    finally:
-        plain.disconnect()
-        quiet.disconnect()
 
 
 def test_pin_a_sentinel_connection_turns_readonly_into_connection_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1254,16 +1212,6 @@ def test_pin_parse_url_gives_connection_keyword_arguments() -> None:
     assert unix["path"] == "/tmp/redis.sock"
     assert unix["db"] == 3
     assert unix["connection_class"] is UnixDomainSocketConnection
-
-
-def test_pin_packing_a_command_checks_the_encoding_options_without_io() -> None:
-    assert Connection(host="127.0.0.1", port=1).pack_command("PING", "\u00e9") == [
-        b"*2\r\n$4\r\nPING\r\n$2\r\n\xc3\xa9\r\n"
-    ]
-    with pytest.raises(LookupError):
-        Connection(host="127.0.0.1", port=1, encoding="no-such-codec").pack_command("PING", "\u00e9")
-    with pytest.raises(UnicodeEncodeError):
-        Connection(host="127.0.0.1", port=1, encoding="ascii").pack_command("PING", "\u00e9")
 
 
 def test_pin_a_connections_socket_timeout_can_be_changed_while_open(redis_server: RedisServer) -> None:

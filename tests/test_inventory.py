@@ -61,6 +61,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 import flask_redispool
+from flask_redispool._commands import READS
 from flask_redispool._connection import KNOWS_IF_CONNECTED, _refused_by_a_replica, pool_connection_class
 from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
 from flask_redispool._pool import _SideSentinelPool
@@ -428,14 +429,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         "The one retry decision (issue), told whether a pipeline is running.",
     ),
     # redis-py: commands and OpenTelemetry
-    Borrowed(
-        "redis",
-        "redis.commands.READ_COMMANDS",
-        "redis-py's table of read-only commands (its cluster client sends them to replicas): safe to send again.",
-        _here("test_pin_read_commands_lists_reads_not_writes"),
-        ("import redis.commands.READ_COMMANDS",),
-        "A table of our own (Redis's COMMAND INFO flags, frozen at release).",
-    ),
     Borrowed(
         "redis",
         "redis.observability.recorder.record_connection_wait_time, record_connection_timeout; "
@@ -1469,12 +1462,21 @@ def test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call(redis_cl
 # --- the pins: commands and OpenTelemetry -----------------------------------------------------
 
 
-def test_pin_read_commands_lists_reads_not_writes() -> None:
+#: Reads redis-py 8.2 lists and redis-py 7 did not: sent again on every release we support.
+_READS_SINCE_REDIS_8 = frozenset({"SDIFFCARD", "SUNIONCARD", "FT.ALIASLIST"})
+
+
+def test_our_table_of_reads_is_redis_pys() -> None:
+    """:data:`~flask_redispool._commands.READS` is redis-py 8.2's ``READ_COMMANDS``, which
+    its cluster client sends to replicas: a release that changes it fails here, to be
+    looked at (a new read may be added; a name redis-py drops as not read-only, removed)."""
     from redis.commands import READ_COMMANDS
 
-    assert {"GET", "MGET", "HGETALL", "SCAN", "EXISTS", "TTL"} <= READ_COMMANDS
-    assert not {"SET", "INCR", "DEL", "EVAL", "EXPIRE", "LPUSH"} & READ_COMMANDS
-    assert all(name == name.upper() for name in READ_COMMANDS)
+    assert READS ^ READ_COMMANDS <= _READS_SINCE_REDIS_8
+    if REDIS_8:
+        assert READS == READ_COMMANDS
+    assert {"GET", "MGET", "HGETALL", "SCAN", "EXISTS", "TTL"} <= READS
+    assert not {"SET", "INCR", "DEL", "EVAL", "EXPIRE", "LPUSH"} & READS
 
 
 def test_pin_redis_pys_recorder_takes_our_pools(redis_server: RedisServer) -> None:

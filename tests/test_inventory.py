@@ -34,7 +34,6 @@ import ast
 import asyncio
 import importlib
 import inspect
-import os
 import pkgutil
 import re
 import time
@@ -214,24 +213,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         ("._get_free_connections",),
         "get_connection_count()'s idle figure, if counting disconnected idle connections is acceptable; "
         "or count connections as they connect and disconnect.",
-    ),
-    Borrowed(
-        "redis",
-        "ConnectionPool.reset()",
-        "redis-py calls it from __init__ and, in a forked child, at the next checkout: our counters, wait "
-        "queue and lock start afresh in each process.",
-        _here("test_pin_a_pool_resets_at_birth_and_in_a_forked_child"),
-        ("def CountedPool.reset",),
-        "os.register_at_fork(after_in_child=...) for our own state.",
-    ),
-    Borrowed(
-        "redis",
-        "ConnectionPool.pid",
-        "The process a pool belongs to: a checkout in a forked child does not queue behind the parent's "
-        "waiting threads.",
-        _here("test_pin_a_pool_resets_at_birth_and_in_a_forked_child"),
-        ("CountedPool: self.pid",),
-        "A pid of our own, set in our reset.",
     ),
     Borrowed(
         "redis",
@@ -1077,29 +1058,6 @@ def test_pin_our_error_twins_escape_the_cluster_clients_retry() -> None:
 
 
 # --- the pins: pools -----------------------------------------------------------------------
-
-
-class _Resetting(ConnectionPool):
-    resets = 0
-
-    def reset(self) -> None:
-        self.resets += 1
-        super().reset()
-
-
-def test_pin_a_pool_resets_at_birth_and_in_a_forked_child(redis_server: RedisServer) -> None:
-    pool = _Resetting(**_address(redis_server))
-    try:
-        assert pool.resets == 1
-        assert pool.pid == os.getpid()
-        pool.release(pool.get_connection())
-        assert pool.resets == 1
-        pool.pid = os.getpid() + 1  # as in a child forked after the pool was made
-        pool.release(pool.get_connection())
-        assert pool.resets == 2
-        assert pool.pid == os.getpid()
-    finally:
-        pool.disconnect()
 
 
 def test_pin_the_free_connections_are_the_idle_ones(redis_server: RedisServer) -> None:

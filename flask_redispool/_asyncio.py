@@ -372,7 +372,9 @@ class AsyncContextClient(redis.asyncio.Redis):
         return self._remember(AsyncHeldMonitor(self.connection_pool, self.loop))
 
     def client(self) -> Any:
-        return self._remember(super().client())
+        """A client of this class pinned to one connection of the pool until closed (what
+        redis-py's ``client()`` makes), given back at teardown if it is still open then."""
+        return self._remember(type(self)(connection_pool=self.connection_pool, single_connection_client=True))
 
     def _remember(self, holder: T) -> T:
         return remember_async(self, holder)

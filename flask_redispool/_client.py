@@ -165,10 +165,10 @@ class ContextClient(AppClient):
         return monitor
 
     def client(self) -> Redis:
-        """A client pinned to one connection until closed (redis-py's ``client()``), given
-        back at teardown if it is still open then."""
-        client: Redis = super().client()  # type: ignore[no-untyped-call]
-        client.held_key = self.held_key  # type: ignore[attr-defined]
+        """A client of this class pinned to one connection of the pool until closed (what
+        redis-py's ``client()`` makes), given back at teardown if it is still open then."""
+        client = type(self)(connection_pool=self.connection_pool, single_connection_client=True)
+        client.held_key = self.held_key
         self._hold(client)
         return client
 

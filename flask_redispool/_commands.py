@@ -4,9 +4,9 @@ Two questions, answered from the command's name with one dict look-up:
 
 - **May it run twice?** A command whose reply was lost (a timeout, a dropped
   connection) may still have run on the server. Only a command that is safe to repeat
-  is retried then: redis-py's own table of read-only commands (``READ_COMMANDS``, the
-  one its cluster client uses to send reads to replicas) and the connection-level
-  commands below. Everything else, scripts included, is sent at most once. A
+  is retried then: the read-only data commands (:data:`READS`, redis-py 8.2's table of
+  the reads its cluster client sends to replicas) and the connection-level commands
+  below. Everything else, scripts included, is sent at most once. A
   transaction's brackets (``MULTI``, ``EXEC``, ``WATCH``…) depend on what was sent
   before them on the same connection: :func:`judge_send` has the rule.
 - **How long may it block on the server?** ``BLPOP key 5`` waits up to 5 s; with a
@@ -21,11 +21,26 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
-from redis.commands import READ_COMMANDS
+__all__ = ["KINDS", "ONCE", "READS", "REPEATABLE", "Kind", "Send", "Transaction", "command_kind", "judge_send"]
 
-__all__ = ["KINDS", "ONCE", "REPEATABLE", "Kind", "Send", "Transaction", "command_kind", "judge_send"]
-
-#: Commands that change no data, beyond redis-py's read-only data commands: the
+#: The read-only data commands: redis-py 8.2's ``READ_COMMANDS``, frozen here (redis-py
+#: does not document it as public). ``tests/test_inventory.py`` compares it with redis-py's.
+READS: Final = frozenset(
+    {
+        "BITCOUNT", "BITFIELD_RO", "BITPOS", "DBSIZE", "DIGEST", "DUMP", "EVALSHA_RO", "EVAL_RO", "EXISTS",
+        "EXPIRETIME", "FCALL_RO", "FT.ALIASLIST", "FT.EXPLAIN", "FT.INFO", "FT.PROFILE", "FT.SEARCH", "GEODIST",
+        "GEOHASH", "GEOPOS", "GEOSEARCH", "GET", "GETBIT", "GETRANGE", "HEXISTS", "HEXPIRETIME", "HGET", "HGETALL",
+        "HKEYS", "HLEN", "HMGET", "HPEXPIRETIME", "HPTTL", "HRANDFIELD", "HSCAN", "HSTRLEN", "HTTL", "HVALS",
+        "JSON.ARRINDEX", "JSON.ARRLEN", "JSON.GET", "JSON.MGET", "JSON.OBJKEYS", "JSON.OBJLEN", "JSON.RESP",
+        "JSON.STRLEN", "JSON.TYPE", "KEYS", "LCS", "LINDEX", "LLEN", "LPOS", "LRANGE", "MGET", "PEXPIRETIME", "PTTL",
+        "RANDOMKEY", "SCAN", "SCARD", "SDIFF", "SDIFFCARD", "SINTER", "SINTERCARD", "SISMEMBER", "SMEMBERS",
+        "SMISMEMBER", "SRANDMEMBER", "SSCAN", "STRLEN", "SUNION", "SUNIONCARD", "TTL", "TYPE", "XLEN", "XPENDING",
+        "XRANGE", "XREAD", "XREVRANGE", "ZCARD", "ZCOUNT", "ZDIFF", "ZINTER", "ZINTERCARD", "ZLEXCOUNT", "ZMSCORE",
+        "ZRANDMEMBER", "ZRANGE", "ZRANGEBYLEX", "ZRANGEBYSCORE", "ZRANK", "ZREVRANGE", "ZREVRANGEBYLEX",
+        "ZREVRANGEBYSCORE", "ZREVRANK", "ZSCAN", "ZSCORE", "ZUNION",
+    }
+)  # fmt: skip
+#: Commands that change no data, beyond the read-only data commands (:data:`READS`): the
 #: handshake and introspection. ``CLIENT`` alone is how redis-py's handshake spells
 #: ``CLIENT SETINFO`` (``"CLIENT", "SETINFO", …``); no ``CLIENT`` subcommand changes data.
 #: A transaction's brackets are in :data:`_BRACKETS`.
@@ -43,7 +58,7 @@ _ALSO_REPEATABLE: Final = frozenset(
 #: The commands that open or close a transaction on their connection. They change no
 #: data themselves; what they mean for sending again is :func:`judge_send`'s.
 _BRACKETS: Final = frozenset({"MULTI", "EXEC", "DISCARD", "WATCH", "UNWATCH", "RESET"})
-REPEATABLE: Final[frozenset[str]] = frozenset(READ_COMMANDS) | _ALSO_REPEATABLE | _BRACKETS
+REPEATABLE: Final[frozenset[str]] = READS | _ALSO_REPEATABLE | _BRACKETS
 
 
 def _last(args: Sequence[Any]) -> float:

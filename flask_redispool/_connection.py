@@ -28,9 +28,9 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from redis import Connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
-from redis.connection import AbstractConnection
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -47,8 +47,8 @@ from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRun
 from ._stats import HOST
 
 if TYPE_CHECKING:
-    from redis.asyncio.connection import AbstractConnection as _AsyncBase
-    from redis.connection import AbstractConnection as _SyncBase
+    from redis import Connection as _SyncBase
+    from redis.asyncio import Connection as _AsyncBase
 
     from ._config import Settings
 else:
@@ -119,9 +119,10 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
     return lambda error: _retryable(error) and is_retryable(error)
 
 
-#: redis-py 8 tells whether a sync connection is open (``is_connected``); redis-py 7 does
-#: not, and its ``connect()`` returns at once when the connection is open.
-KNOWS_IF_CONNECTED: Final = hasattr(AbstractConnection, "is_connected")
+#: redis-py 8 tells whether a sync connection is open (``is_connected``, on every
+#: connection class); redis-py 7 does not, and its ``connect()`` returns at once when the
+#: connection is open.
+KNOWS_IF_CONNECTED: Final = hasattr(Connection, "is_connected")
 
 
 # Each runs on every command and every checkout (redis-py connects through the retry),
@@ -338,7 +339,6 @@ class _Sending:
     """State and decisions shared by the sync and async mixins (no I/O)."""
 
     policy: ConnectionPolicy  # set on each pool's subclass
-    driver_info: Any  # redis-py's, for CLIENT SETINFO
     #: The bytes of a send that may change data may have left.
     unsafe_sent = False
     #: The name of the command last sent if it waits on the server on purpose (``BLPOP``), else None.
@@ -359,10 +359,6 @@ class _Sending:
 
     def _before_handshake(self) -> None:
         self.transaction = Transaction.NONE  # a new connection: the server forgot the old one's
-        # Where CLIENT SETNAME was refused, redis-py's CLIENT SETINFO will be too: it ignores
-        # the error, but a connection should not send two doomed commands every time.
-        if self.policy.naming_refused is not None:
-            self.driver_info = None
 
     def _failed(self, error: BaseException) -> None:
         """Explain ``error``, raised by the last send or its reply: whether it may have run
@@ -395,7 +391,7 @@ class PoolConnection(_Sending, _SyncBase):
 
     def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
         self._init_name(name_suffix)
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self._before_handshake()

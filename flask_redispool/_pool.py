@@ -28,6 +28,7 @@ import os
 import re
 import threading
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote, urlsplit
@@ -113,13 +114,16 @@ class CountedPool(_PoolBase):
         #: per-pool objects there that refer back to this pool and would keep it alive.
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
         kwargs["max_connections"] = settings.max_connections
+        self._start_afresh()
+        _POOLS.add(self)
         super().__init__(*args, **kwargs)
         #: Whether redis-py's OpenTelemetry metrics are on (:mod:`~flask_redispool._telemetry`).
         self._observed = observed()
 
-    def reset(self) -> None:
-        # redis-py calls reset() from __init__ and in a forked child, where another thread's
-        # lock may be held forever: each process starts with fresh counters and queue.
+    def _start_afresh(self) -> None:
+        """Fresh counters and wait queue: at birth, and in a forked child at once (through
+        :func:`os.register_at_fork`), where the parent's waiting threads do not exist and
+        another thread's lock may be held forever."""
         self.counters = PoolCounters()
         self._announced = False  # whether this process's first connection was reported
         self._drift_seen: set[str] = set()  # options found changed by somebody else, warned about
@@ -127,7 +131,6 @@ class CountedPool(_PoolBase):
         # Reentrant: a release may run inside the garbage collector (a dropped pubsub or
         # monitor), also while this thread holds it.
         self._queue_lock = threading.RLock()
-        super().reset()
 
     # redis-py's get_connection() and release() are ConnectionPool's in every pool class we
     # extend; they are called directly, which is cheaper than super() on every command.
@@ -135,10 +138,8 @@ class CountedPool(_PoolBase):
         # Every command passes here: the common case is two attribute checks, redis-py's
         # checkout and one count.
         start = time.monotonic() if self._observed else 0.0  # timed as redis-py's blocking pool does
-        try:  # when others wait already, queue up behind them; not in a forked child, where
-            # they are the parent's threads: redis-py's checkout resets the pool there (reset())
-            queued = self._queue and self.pid == os.getpid()
-            connection = None if queued else ConnectionPool.get_connection(self, *args, **kwargs)
+        try:  # when others wait already, queue up behind them (a forked child starts with none)
+            connection = None if self._queue else ConnectionPool.get_connection(self, *args, **kwargs)
         except MaxConnectionsError:
             connection = None
         except RedisError as exc:  # redis-py connects on checkout: say what to check
@@ -146,7 +147,7 @@ class CountedPool(_PoolBase):
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait_for_connection(*args, **kwargs)
-        self.counters.checked_out()  # read after redis-py's: a forked child has just reset them
+        self.counters.checked_out()
         if start:
             record_wait(self, time.monotonic() - start)
         return connection
@@ -288,6 +289,18 @@ class CountedPool(_PoolBase):
         if self._observed:
             record_timeout(self)
         return exhausted_error(self.settings, self.max_connections, self.connection_counts()[0], self.counters)
+
+
+#: Every pool of ours in this process, for the fork hook below.
+_POOLS: weakref.WeakSet[CountedPool] = weakref.WeakSet()
+
+
+def _start_afresh_in_child() -> None:
+    for pool in list(_POOLS):
+        pool._start_afresh()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)
 
 
 class CountedConnectionPool(CountedPool, ConnectionPool):
@@ -481,10 +494,13 @@ def _fake_kwargs(settings: Settings, kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_connection_kwargs(settings: Settings, connection_class: type[Any], kwargs: dict[str, Any]) -> None:
-    """Make (but do not connect) one connection now, and pack a command with it, so a bad
-    option fails at init_app. The message names options, never their values (secrets)."""
+    """Make (but do not connect) one connection now, and encode text as its commands will,
+    so a bad option fails at init_app. The message names options, never their values (secrets)."""
     try:
-        connection_class(**kwargs).pack_command("PING", "\u00e9")  # exercises encoding and its errors
+        connection_class(**kwargs)
+        # What redis-py does with each str argument of a command (its documented encoding
+        # options, and their defaults): an unknown or non-text codec or error handler fails here.
+        "\u00e9".encode(kwargs.get("encoding", "utf-8"), kwargs.get("encoding_errors", "strict"))
     except (TypeError, ValueError, LookupError, RedisError) as exc:
         # A TypeError names the unexpected keyword; other errors may echo a value.
         detail = str(exc) if isinstance(exc, TypeError) else f"{type(exc).__name__} for one of {sorted(kwargs)}"

@@ -179,6 +179,15 @@ def test_the_retries_bound_states_the_worst_case_it_allows() -> None:
             "REDIS_URL is not a valid Redis Cluster URL (redis+cluster://127.0.0.1:1?db=3): a cluster has database 0",
         ),
         ({"REDIS_OPTIONS": {"no_such_option": 1}}, "REDIS_OPTIONS or REDIS_URL holds an option that Connection"),
+        # Encoding options the codec check of REDIS_OPTIONS does not see: in the URL, or a codec for bytes only.
+        (
+            {"REDIS_URL": "redis://127.0.0.1:1/0?encoding=utf-8x"},
+            "REDIS_OPTIONS or REDIS_URL holds an option that Connection does not take: LookupError for one of [",
+        ),
+        (
+            {"REDIS_OPTIONS": {"encoding": "rot13"}},
+            "REDIS_OPTIONS or REDIS_URL holds an option that Connection does not take: LookupError for one of [",
+        ),
         ({"REDIS_URL": "rediss://127.0.0.1:1/0", "REDIS_OPTIONS": {"ssl_cert_reqs": "sometimes"}}, "REDIS_OPTIONS"),
     ],
 )

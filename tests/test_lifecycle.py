@@ -276,3 +276,48 @@ def test_report_and_health_while_another_thread_closes_raise_only_what_they_say(
             assert not thread.is_alive()
     errors = Counter(repr(error)[:80] for error in unexpected)
     assert unexpected == [], f"{len(unexpected)} unexpected errors in {calls[0]} reports: {errors}"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # Python >= 3.12
+def test_a_forked_child_starts_with_its_own_figures_and_a_free_wait_queue(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+) -> None:
+    """What a worker forked from a serving process reports counts its own requests from the
+    start, and its pool's wait queue is not locked by a thread of the parent's."""
+    app = make_app(REDIS_URL=redis_url)
+    redis_pool.init_app(app)  # a pool made long after the package set its fork hook
+    with app.app_context():
+        redis_pool.client.ping()
+    pool = redis_pool.get_pool(app)
+    locked, forked = threading.Event(), threading.Event()
+
+    def hold_the_queue_lock() -> None:
+        with pool._queue_lock:
+            locked.set()
+            forked.wait(30)
+
+    holder = threading.Thread(target=hold_the_queue_lock)
+    holder.start()
+    read_end, write_end = os.pipe()
+    try:
+        assert locked.wait(10)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through the pipe
+            try:
+                free = pool._queue_lock.acquire(timeout=5)
+                report = {"checkouts": pool.counters.checkouts, "queue_lock_free": free}
+                os.write(write_end, json.dumps(report).encode())
+            finally:
+                os._exit(0)
+        os.close(write_end)
+        try:
+            wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, 30, "the forked child to exit")
+            report = json.loads(os.read(read_end, 1024))
+        finally:
+            os.close(read_end)
+    finally:
+        forked.set()
+        holder.join(10)
+    assert report == {"checkouts": 0, "queue_lock_free": True}
+    assert pool.counters.checkouts == 1  # the parent's own stay

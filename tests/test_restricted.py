@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -273,6 +274,15 @@ def test_async_views_work_where_client_is_disabled(
     observer = observe(hardened)
     with app.app_context():
         redis_pool.client.incr("hits")  # the sync pool learns that names are refused
-    run_in_threads(lambda: app.test_client().get("/"), 2)
+    pools: list[int] = []
+    # Counted while both threads, each with its loop, are alive: a thread that ended first
+    # has its loop closed when another thread makes one.
+    both_served = threading.Barrier(2, action=lambda: pools.append(redis_pool.stats(app)["async_pools"]), timeout=10)
+
+    def serve() -> None:
+        app.test_client().get("/")
+        both_served.wait()
+
+    run_in_threads(serve, 2)
     assert observer.get("hits") == b"3"
-    assert redis_pool.stats(app)["async_pools"] == 2  # two loops, two new async connections
+    assert pools == [2]  # two loops, two new async connections

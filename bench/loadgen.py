@@ -57,37 +57,43 @@ async def _client(
     close = "" if keepalive else "Connection: close\r\n"
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{close}\r\n".encode()
     reader = writer = None
-    while budget[0] > 0 and time.monotonic() < deadline:
-        budget[0] -= 1
-        started = time.perf_counter()
-        try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            assert reader is not None
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head.split(b" ", 2)[1])
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            )
-            await reader.readexactly(length)
-            if status != 200:
-                result.errors[f"HTTP {status}"] += 1
-            if b"connection: close" in head.lower():
-                writer.close()
+    try:
+        while budget[0] > 0 and time.monotonic() < deadline:
+            budget[0] -= 1
+            started = time.perf_counter()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                assert reader is not None
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = int(head.split(b" ", 2)[1])
+                length = next(
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                if status != 200:
+                    result.errors[f"HTTP {status}"] += 1
+                if b"connection: close" in head.lower():
+                    writer.close()
+                    reader = writer = None
+            except (OSError, asyncio.IncompleteReadError, StopIteration) as exc:
+                result.errors[type(exc).__name__] += 1
+                if writer is not None:
+                    writer.close()
                 reader = writer = None
-        except (OSError, asyncio.IncompleteReadError, StopIteration) as exc:
-            result.errors[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-            continue
-        result.latencies.append(time.perf_counter() - started)
-        result.requests += 1
-    if writer is not None:
-        writer.close()
+                continue
+            result.latencies.append(time.perf_counter() - started)
+            result.requests += 1
+    finally:  # also when drive() gives up on a request that gets no answer
+        if writer is not None:
+            writer.close()
+
+
+#: How long after its deadline a run waits for the answers to requests already sent.
+ANSWER_GRACE = 30.0
 
 
 def drive(
@@ -97,14 +103,23 @@ def drive(
 
     With ``keepalive`` each client keeps its connection, which stays with one worker;
     without, each request connects anew and the kernel spreads them over the workers.
+    No request starts after ``deadline`` seconds; one still unanswered :data:`ANSWER_GRACE`
+    seconds later is given up and counted in ``errors`` as ``"no answer"``.
     """
     result = LoadResult()
     budget = [total]
 
     async def main() -> None:
         stop = time.monotonic() + deadline
-        clients = (_client(port, path, keepalive, budget, stop, result) for _ in range(concurrency))
-        await asyncio.gather(*clients)
+        clients = [
+            asyncio.ensure_future(_client(port, path, keepalive, budget, stop, result)) for _ in range(concurrency)
+        ]
+        _, unanswered = await asyncio.wait(clients, timeout=deadline + ANSWER_GRACE)
+        for client in unanswered:
+            client.cancel()
+        await asyncio.gather(*clients, return_exceptions=True)
+        if unanswered:
+            result.errors["no answer"] += len(unanswered)
 
     started = time.perf_counter()
     asyncio.run(main())
@@ -168,7 +183,7 @@ class ConnectionSampler:
     any one time in total, without a name, and per process (by our connection names)."""
 
     def __init__(self, redis_url: str, client_name: str | None, interval: float = 0.05) -> None:
-        self.redis = Redis.from_url(redis_url)
+        self.redis = Redis.from_url(redis_url, socket_timeout=10)
         self.client_name = client_name
         self.interval = interval
         self.most_total = 0
@@ -178,16 +193,18 @@ class ConnectionSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        own_id = str(self.redis.client_id())
         while not self._stop.wait(self.interval):
-            clients = [c for c in self.redis.client_list() if c.get("id") != own_id]
-            self.most_total = max(self.most_total, len(clients))
-            self.most_unnamed = max(self.most_unnamed, sum(1 for c in clients if not c.get("name")))
-            if self.client_name:
-                for proc in group_client_list(clients, self.client_name):
-                    self.most_per_process[proc["pid"]] = max(
-                        self.most_per_process.get(proc["pid"], 0), proc["connections"]
-                    )
+            self.sample()
+
+    def sample(self) -> None:
+        """Take one sample now."""
+        own_id = str(self.redis.client_id())
+        clients = [c for c in self.redis.client_list() if c.get("id") != own_id]
+        self.most_total = max(self.most_total, len(clients))
+        self.most_unnamed = max(self.most_unnamed, sum(1 for c in clients if not c.get("name")))
+        if self.client_name:
+            for proc in group_client_list(clients, self.client_name):
+                self.most_per_process[proc["pid"]] = max(self.most_per_process.get(proc["pid"], 0), proc["connections"])
 
     def __enter__(self) -> ConnectionSampler:
         self._thread.start()
@@ -195,5 +212,6 @@ class ConnectionSampler:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
+        self._thread.join(30)  # its client's socket timeout bounds a sample
+        self.sample()  # one at the end, however few a busy machine let the thread take
         self.redis.close()

@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from werkzeug.test import TestResponse
 
-from bench.loadgen import drive
+from bench.loadgen import drive, worker_pids
 from example_app import create_app, stop_bursts
 from flask_redispool import RedisPool
 from flask_redispool._extension import app_states
@@ -253,6 +253,19 @@ def our_connections(server: Redis, client_name: str) -> list[dict[str, Any]]:
     return [c for c in server.client_list() if str(c.get("name", "")).startswith(client_name + ":")]
 
 
+def blocked_in(server: Redis, client_name: str, command: str) -> bool:
+    """Whether a connection named by a pool with ``client_name`` waits on the server in a
+    blocking ``command`` (lower case) now: ``CLIENT LIST`` flags it ``b``."""
+    return any(c["cmd"] == command and "b" in c["flags"] for c in our_connections(server, client_name))
+
+
+def calls(server: Redis, command: str) -> int:
+    """How many times the server has run ``command`` (lower case, ``client|list`` for a
+    subcommand), from ``INFO commandstats``: what reached it, whatever the client saw."""
+    stats = server.info("commandstats").get(f"cmdstat_{command}", {})
+    return int(stats.get("calls", 0))
+
+
 def held_by_this_process(server: Redis, client_name: str) -> int:
     """Connections the server sees from this process's pools (sync and async) named ``client_name``."""
     return len([c for c in our_connections(server, client_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
@@ -408,6 +421,12 @@ def start_worker(redis_url: str) -> Iterator[Callable[..., Worker]]:
                 worker.exit()
         finally:
             stop_process(worker.process)
+
+
+def gunicorn_workers(master: int, count: int) -> set[int]:
+    """The pids of the ``count`` workers of the gunicorn ``master``, once it has forked
+    them all (it answers as soon as its first worker does)."""
+    return wait_until(lambda: len(pids := worker_pids(master)) == count and pids, 30, f"{count} gunicorn workers")
 
 
 def load_every_worker(port: int, workers: set[int], server: Redis, client_name: str = "example_app") -> None:

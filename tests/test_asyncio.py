@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -20,7 +21,7 @@ from flask_redispool._snapshots import build_report
 from flask_redispool._stats import ProcessRow
 from flask_redispool.testing import RedisServer
 
-from .conftest import held_by_this_process, json_of, wait_until
+from .conftest import blocked_in, held_by_this_process, json_of, wait_until
 
 
 @pytest.fixture
@@ -110,16 +111,19 @@ def test_ten_thousand_async_requests_stay_bounded_and_memory_flat(async_app: Fla
 
 
 def test_cancelling_mid_command_leaves_no_half_read_connection(
-    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
 ) -> None:
-    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_SOCKET_TIMEOUT=2)
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_SOCKET_TIMEOUT=5)
     redis_pool.init_app(app)
 
     @app.get("/cancel")
     async def cancel() -> dict[str, object]:
         client = redis_pool.async_client
-        slow = asyncio.create_task(client.execute_command("DEBUG", "SLEEP", "0.3"))
-        await asyncio.sleep(0.05)  # the command is on the wire, its reply not yet read
+        slow = asyncio.create_task(client.execute_command("BLPOP", "never-filled", 1))  # its nil reply: in 1 s
+        deadline = time.monotonic() + 10
+        while not blocked_in(server, app.import_name, "blpop"):  # on the wire, its reply not yet read
+            assert time.monotonic() < deadline, "the BLPOP never reached the server"
+            await asyncio.sleep(0.01)
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
@@ -299,8 +303,8 @@ def test_an_exhausted_async_pool_raises_pool_exhausted(
     @app.get("/two")
     async def two() -> str:
         client = redis_pool.async_client
-        results = await asyncio.gather(
-            client.execute_command("DEBUG", "SLEEP", "0.3"), client.ping(), return_exceptions=True
+        results = await asyncio.gather(  # BLPOP holds the one connection 1 s, the PING waits 0.1 s
+            client.execute_command("BLPOP", "never-filled", 1), client.ping(), return_exceptions=True
         )
         return f"{type(results[1]).__name__}: {results[1]}"
 

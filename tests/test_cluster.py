@@ -23,14 +23,22 @@ from redis import Redis
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 
-from bench.loadgen import ROOT, drive, gunicorn, worker_pids
+from bench.loadgen import ROOT, drive, gunicorn
 from flask_redispool import ConfigError, MayHaveRunError, RedisPool
 from flask_redispool._cluster import ASYNC_CLUSTER_PUBSUB
 from flask_redispool._errors import MayHaveRunTimeoutError
 from flask_redispool._stats import group_client_list
 from flask_redispool.testing import RedisClusterServers, RedisServer, free_port
 
-from .conftest import PASSWORD, notes, our_connections, pools_of, run_in_threads, wait_until
+from .conftest import (
+    PASSWORD,
+    gunicorn_workers,
+    notes,
+    our_connections,
+    pools_of,
+    run_in_threads,
+    wait_until,
+)
 from .test_retry import SLOW_INCR
 
 
@@ -191,7 +199,7 @@ def test_async_writes_that_time_out_run_once_and_close_leaves_nothing(
         return {"error": "none"}
 
     assert app.test_client().get("/slow").json == {"error": "MayHaveRunTimeoutError"}
-    time.sleep(0.3)
+    settle(redis_cluster)
     assert settled_value(redis_pool, app, "{aslow}script") == "1"
     assert settled_value(redis_pool, app, "{aslow}counter") in (None, "1")
     redis_pool.close(app)  # after a timeout too, when redis-py's own aclose() closes nothing
@@ -275,13 +283,18 @@ def test_max_connections_hold_per_node_under_threads_without_topology_refreshes(
     refreshes = cluster_slots_calls(redis_cluster)
     stop = threading.Event()
     most: dict[int, int] = {}
+    all_started = threading.Barrier(20, timeout=10)  # twenty threads at once for two connections per node
+
+    def sample_once() -> None:
+        for port, count in ours_per_node(redis_cluster, app.import_name).items():
+            most[port] = max(most.get(port, 0), count)
 
     def sample() -> None:
         while not stop.is_set():
-            for port, count in ours_per_node(redis_cluster, app.import_name).items():
-                most[port] = max(most.get(port, 0), count)
+            sample_once()
 
     def work() -> None:
+        all_started.wait()
         with app.app_context():
             for i in range(100):
                 redis_pool.cluster_client.incr(f"busy:{i % 12}")
@@ -293,6 +306,7 @@ def test_max_connections_hold_per_node_under_threads_without_topology_refreshes(
     finally:
         stop.set()
         sampler.join(10)
+    sample_once()  # the pools keep what they made: the last ones made are seen too
     stats = redis_pool.stats(app)
     assert max(most.values()) == 2  # reached, never passed, on every node
     assert all(pool["created"] <= 2 for pool in stats["pools"])
@@ -317,26 +331,37 @@ def slow_app(make_app: Callable[..., Flask], redis_cluster: RedisClusterServers)
     return app, RedisPool(app)
 
 
+def settle(cluster: RedisClusterServers) -> None:
+    """Wait until every master has finished the slow script (it answers again)."""
+    for server in cluster.masters():
+        with node(server) as client:
+            client.ping()
+
+
 def settled_value(redis_pool: RedisPool, app: Flask, key: str) -> str | None:
-    """``key`` once its node answers again (the slow script is over)."""
+    """``key``, read after :func:`settle`."""
     with app.app_context():
         value = redis_pool.cluster_client.get(key)
     return value.decode() if isinstance(value, bytes) else value
 
 
-def test_a_write_that_times_out_runs_once(slow_app: tuple[Flask, RedisPool]) -> None:
+def test_a_write_that_times_out_runs_once(
+    slow_app: tuple[Flask, RedisPool], redis_cluster: RedisClusterServers
+) -> None:
     app, redis_pool = slow_app
     with app.app_context():
         redis_pool.cluster_client.delete("slow-counter")
         with pytest.raises(MayHaveRunTimeoutError) as raised:
             redis_pool.cluster_client.eval(SLOW_INCR, 1, "slow-counter")
     assert "not retried: it may already have run" in notes(raised.value)
-    time.sleep(0.3)
+    settle(redis_cluster)
     assert settled_value(redis_pool, app, "slow-counter") == "1"  # RedisCluster's retry alone: 4
 
 
 @pytest.mark.parametrize("transaction", [False, True])
-def test_a_pipeline_that_times_out_sends_no_write_again(slow_app: tuple[Flask, RedisPool], transaction: bool) -> None:
+def test_a_pipeline_that_times_out_sends_no_write_again(
+    slow_app: tuple[Flask, RedisPool], redis_cluster: RedisClusterServers, transaction: bool
+) -> None:
     app, redis_pool = slow_app
     with app.app_context():
         redis_pool.cluster_client.delete("{piped}counter", "{piped}slow")
@@ -345,7 +370,7 @@ def test_a_pipeline_that_times_out_sends_no_write_again(slow_app: tuple[Flask, R
             pipe.execute_command("EVAL", SLOW_INCR, 1, "{piped}slow")
             with pytest.raises(MayHaveRunError):
                 pipe.execute()
-    time.sleep(0.3)
+    settle(redis_cluster)
     # redis-py alone sends the commands of a node whose connection failed again, one by one,
     # then the whole batch, up to RETRIES times.
     assert settled_value(redis_pool, app, "{piped}counter") == "1"
@@ -359,7 +384,7 @@ def test_redis_stats_lists_each_gunicorn_worker_on_each_node(redis_cluster: Redi
         port,
         master,
     ):
-        workers = worker_pids(master)
+        workers = gunicorn_workers(master, 2)
 
         def every_worker_on_every_master() -> bool:
             drive(port, "/hits", concurrency=8, total=60, deadline=10, keepalive=False)
@@ -370,14 +395,24 @@ def test_redis_stats_lists_each_gunicorn_worker_on_each_node(redis_cluster: Redi
             return True
 
         wait_until(every_worker_on_every_master, 60, "each worker to use every master")
-        time.sleep(0.7)  # a snapshot of each worker taken since
-        command = [sys.executable, "-m", "flask", "--app", "tests.cluster_app:create_app", "redis-stats", "--json"]
-        cli = subprocess.run(
-            command, capture_output=True, text=True, timeout=60, cwd=ROOT,
-            env={**os.environ, **env, "REDIS_URL": redis_cluster.url},
-        )  # fmt: skip
-    assert cli.returncode == 0, cli.stderr
-    (report,) = json.loads(cli.stdout)["pools"]
+        load_ended = time.time()
+
+        def report_since_load() -> dict[str, Any] | None:
+            """What ``flask redis-stats`` reports, once each worker's snapshot in it was
+            taken after the load (ages are rounded to 0.1 s)."""
+            asked = time.time()
+            command = [sys.executable, "-m", "flask", "--app", "tests.cluster_app:create_app", "redis-stats", "--json"]
+            cli = subprocess.run(
+                command, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                env={**os.environ, **env, "REDIS_URL": redis_cluster.url},
+            )  # fmt: skip
+            assert cli.returncode == 0, cli.stderr
+            (report,) = json.loads(cli.stdout)["pools"]
+            ages = {row["pid"]: row["snapshot_age"] for row in report["processes"]}
+            fresh = all((age := ages.get(pid)) is not None and asked - age > load_ended + 0.1 for pid in workers)
+            return report if fresh else None
+
+        report = wait_until(report_since_load, 30, "a report with a snapshot of each worker taken after the load")
     rows = {row["pid"]: row for row in report["processes"] if row["pid"] in workers}
     assert set(rows) == workers
     masters = {f"127.0.0.1:{server.port}" for server in redis_cluster.masters()}
@@ -449,7 +484,7 @@ def under_writes(
     for thread in threads:
         thread.start()
     try:
-        time.sleep(0.3)
+        wait_until(lambda: writes.acknowledged, 10, "writes before the disruption")
         disrupt()
         cluster.wait_healthy(30)
         wait_until(lambda: writes.acknowledged and not writes.recent_failure(1.0), 30, "writes to succeed again")

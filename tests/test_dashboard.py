@@ -17,9 +17,9 @@ from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from bench.loadgen import gunicorn, worker_pids
+from bench.loadgen import gunicorn
 
-from .conftest import load_every_worker
+from .conftest import gunicorn_workers, load_every_worker
 
 FLAGS = (
     "--headless=new",
@@ -67,7 +67,7 @@ def test_dashboard_charts_each_worker_and_a_burst(
 ) -> None:
     env = {"FLASK_REDIS_STATS_INTERVAL": "0.5"}
     with gunicorn("example_app:create_app()", redis_url=redis_url, workers=2, threads=4, env=env) as (port, master):
-        workers = worker_pids(master)
+        workers = gunicorn_workers(master, 2)
         load_every_worker(port, workers, server)
         browser.get(f"http://127.0.0.1:{port}/")
         wait = WebDriverWait(browser, 30, poll_frequency=0.1)

@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError, WatchError
 from flask_redispool import RedisPool
 from flask_redispool._pool import CountedPool
 
-from .conftest import our_connections, wait_until
+from .conftest import blocked_in, our_connections, wait_until
 from .views import LEAKY_VIEWS, client_for
 
 
@@ -265,17 +265,17 @@ def test_a_pipeline_kept_open_is_given_back_at_teardown(app: Flask, redis_pool: 
     wait_until(lambda: connection_closed(server, watching), 10, "the WATCHing connection to be closed")
 
 
-def test_teardown_never_disturbs_a_command_in_another_thread(app: Flask, redis_pool: RedisPool) -> None:
+def test_teardown_never_disturbs_a_command_in_another_thread(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool, server: Redis
+) -> None:
     """Teardown releases; it never closes the shared pool (cf. redis-py issue 3669)."""
+    app = make_app(REDIS_URL=redis_url, REDIS_SOCKET_TIMEOUT=10)
+    redis_pool.init_app(app)
     results: list[object] = []
-    started = threading.Event()
 
     def slow_command() -> None:
         with app.app_context():
-            client = redis_pool.client
-            client.ping()
-            started.set()
-            results.append(client.blpop(["never-filled"], timeout=0.3))
+            results.append(redis_pool.client.blpop(["never-filled"], timeout=9))
 
     def close() -> str:
         redis_pool.client.close()
@@ -284,12 +284,16 @@ def test_teardown_never_disturbs_a_command_in_another_thread(app: Flask, redis_p
     app.add_url_rule("/close", "close", close)
     thread = threading.Thread(target=slow_command)
     thread.start()
-    started.wait(5)
-    client = app.test_client()
-    for _ in range(30):
-        assert client.get("/close").text == "closed"
-    thread.join(5)
-    assert results == [None]  # BLPOP ran its full timeout undisturbed
+    try:
+        wait_until(lambda: blocked_in(server, app.import_name, "blpop"), 10, "the BLPOP to wait on the server")
+        client = app.test_client()
+        for _ in range(30):
+            assert client.get("/close").text == "closed"
+        assert blocked_in(server, app.import_name, "blpop")  # its connection still open, still waiting
+        server.lpush("never-filled", "pushed")
+    finally:
+        thread.join(10)
+    assert results == [(b"never-filled", b"pushed")]  # BLPOP got its reply undisturbed
     assert redis_pool.stats(app)["in_use"] == 0
 
 

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 
@@ -21,7 +22,7 @@ from flask_redispool import RedisPool
 from flask_redispool._extension import LOOPS_KEY, app_states
 from flask_redispool._stats import HOST
 
-from .conftest import Lines, our_connections, pools_of, stop_process, wait_until
+from .conftest import Lines, blocked_in, our_connections, pools_of, stop_process, wait_until
 
 
 def open_fds() -> int:
@@ -93,7 +94,7 @@ def test_clients_taken_before_close_raise_and_the_server_sees_none_of_their_conn
 
     def blpop_across_close() -> None:  # a command in flight in another thread during close()
         blpop_started.set()
-        results.append(kept.blpop(["never-filled"], timeout=0.5))
+        results.append(kept.blpop(["never-filled"], timeout=4))
 
     with app.app_context():
         in_request = redis_pool.client  # what a running request holds
@@ -102,10 +103,12 @@ def test_clients_taken_before_close_raise_and_the_server_sees_none_of_their_conn
         blpop = threading.Thread(target=blpop_across_close)
         blpop.start()
         blpop_started.wait(5)
-        wait_until(lambda: any(c["cmd"] == "blpop" for c in our_connections(server, app.import_name)), 5, "BLPOP")
+        wait_until(lambda: blocked_in(server, app.import_name, "blpop"), 5, "BLPOP")
         redis_pool.close(app)
+        assert blocked_in(server, app.import_name, "blpop")  # its connection still open, still waiting
+        server.lpush("never-filled", "pushed")
         blpop.join(10)
-        assert results == [None]  # it ran its full timeout undisturbed
+        assert results == [(b"never-filled", b"pushed")]  # it got its reply undisturbed
         for use in (*uses_of(kept), *uses_of(in_request)):
             with pytest.raises(RuntimeError, match=CLOSED):
                 use()
@@ -237,7 +240,8 @@ def test_report_and_health_while_another_thread_closes_raise_only_what_they_say(
     calls = [0]
 
     def report_until_closed(app: Flask, redis_pool: RedisPool, reported: threading.Event) -> None:
-        while True:
+        deadline = time.monotonic() + 30  # ends even if close() never comes
+        while time.monotonic() < deadline:
             calls[0] += 1
             try:
                 redis_pool.report(app)
@@ -251,11 +255,15 @@ def test_report_and_health_while_another_thread_closes_raise_only_what_they_say(
                 unexpected.append(exc)
                 return
             reported.set()
+        unexpected.append(AssertionError("report() never raised the closed pool's error"))
 
     def check_health_until_closed(app: Flask, redis_pool: RedisPool) -> None:
+        deadline = time.monotonic() + 30  # ends even if close() never comes
         try:
             while "by close()" not in (redis_pool.health(app)["error"] or ""):
-                pass
+                if time.monotonic() > deadline:
+                    unexpected.append(AssertionError("health() never reported the close"))
+                    return
         except Exception as exc:  # it never raises
             unexpected.append(exc)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import signal
+import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,8 +126,7 @@ def test_a_blocked_request_gets_the_connection_freed_for_it(make_app: Callable[.
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    while pool.counters.waits == 0:  # the waiter has found the pool full
-        thread.join(0.001)
+    wait_until(lambda: pool.counters.waits == 1, 5, "the waiter to find the pool full")
     pool.release(held)
     thread.join(5)
     assert result == [b"got it"]
@@ -139,33 +139,39 @@ def test_a_waiting_request_is_served_before_a_thread_that_keeps_coming_back(
 ) -> None:
     """Waiters are served first come, first served: a thread that releases and at once
     checks out again queues behind them instead of taking the connection back."""
-    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=1)
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=10)
     redis_pool = RedisPool(app)
     pool = redis_pool.get_pool(app)
-    stop = threading.Event()
+    echoed: list[object] = []
 
-    def hog() -> None:  # like a view running command after command, for 5 s at most
-        deadline = time.monotonic() + 5
-        while not stop.is_set() and time.monotonic() < deadline:
-            connection = pool.get_connection()
-            stop.wait(0.01)
-            pool.release(connection)
-
-    hogs = [threading.Thread(target=hog) for _ in range(2)]
-    for thread in hogs:
-        thread.start()
-    try:
-        while pool.counters.created < 2:  # both hogs are cycling: the pool is full
-            time.sleep(0.001)
+    def request() -> None:  # a view running command after command
         with app.app_context():
-            assert [redis_pool.client.echo(f"turn {n}") for n in range(20)] == [f"turn {n}".encode() for n in range(20)]
+            echoed.extend(redis_pool.client.echo(f"turn {n}") for n in range(20))
+
+    def queued(turn: int) -> bool:  # its turn-th wait counted, and the thread blocked in it
+        return pool.counters.waits == 2 * turn + 1 and waiting(requests)
+
+    requests = threading.Thread(target=request)
+    held = pool.get_connection()  # this thread keeps coming back for the one connection
+    requests.start()
+    try:
+        for turn in range(20):
+            wait_until(functools.partial(queued, turn), 10, f"request {turn} to queue")
+            pool.release(held)
+            held = pool.get_connection()  # at once: served after the request that waited
+            assert pool.counters.waits >= 2 * turn + 2, f"came back and took the connection before request {turn}"
     finally:
-        stop.set()
-        for thread in hogs:
-            thread.join(60)
-    stats = redis_pool.stats(app)
-    assert stats["timeouts"] == 0
-    assert stats["waits"] >= 20  # every one of its commands had to queue
+        pool.release(held)
+        requests.join(10)
+    assert echoed == [f"turn {n}".encode() for n in range(20)]
+    assert redis_pool.stats(app)["timeouts"] == 0
+
+
+def waiting(thread: threading.Thread) -> bool:
+    """Whether ``thread`` is blocked in a ``wait()`` of :mod:`threading` (an Event's, a
+    Condition's): after a pool counted a wait, that it has queued up."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    return frame is not None and frame.f_code.co_name == "wait" and frame.f_code.co_filename == threading.__file__
 
 
 def test_the_bound_holds_under_threads(make_app: Callable[..., Flask], redis_url: str, server: Redis) -> None:

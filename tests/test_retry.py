@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,10 +19,11 @@ from redis.exceptions import TimeoutError
 
 from flask_redispool import MayHaveRunError, RedisPool
 from flask_redispool._commands import Transaction, command_kind, judge_send
+from flask_redispool._config import MAX_RETRIES
 from flask_redispool._connection import may_have_run
 from flask_redispool.testing import RedisServer
 
-from .conftest import notes
+from .conftest import calls, notes
 
 SOCKET_TIMEOUT = 0.3
 SLOW = 0.45  # a slow command's time on the server: past one socket timeout, within two (the retry's)
@@ -59,11 +59,6 @@ def settle(observer: Redis) -> None:
     observer.ping()
 
 
-def calls(observer: Redis, command: str) -> int:
-    stats = observer.info("commandstats").get(f"cmdstat_{command}", {})
-    return int(stats.get("calls", 0))
-
-
 def test_a_slow_write_script_runs_once_and_says_it_was_not_retried(
     app: Flask, redis_pool: RedisPool, observer: Redis
 ) -> None:
@@ -88,34 +83,48 @@ def test_a_slow_exec_runs_its_transaction_once(app: Flask, redis_pool: RedisPool
     assert calls(observer, "exec") == 1
 
 
-def test_a_slow_read_is_retried(app: Flask, redis_pool: RedisPool, observer: Redis) -> None:
+@pytest.fixture
+def patient_app(make_app: Callable[..., Flask], own_server: RedisServer, redis_pool: RedisPool) -> Flask:
+    """As ``app``, with the most retries: eleven tries of at least ``SOCKET_TIMEOUT`` each
+    outlast :data:`PAUSE`."""
+    app = make_app(REDIS_URL=own_server.url, REDIS_SOCKET_TIMEOUT=SOCKET_TIMEOUT, REDIS_RETRIES=MAX_RETRIES)
+    redis_pool.init_app(app)
+    return app
+
+
+#: How long the server holds every command (``CLIENT PAUSE``, in force once the command
+#: returns): a read sent within 1.2 s of it, however slow the machine, times out first.
+PAUSE = 1.5
+
+
+def connection_id(redis_pool: RedisPool) -> int:
+    """The server's id of the pool's one connection."""
+    return int(redis_pool.client.client_id())
+
+
+def test_a_slow_read_is_retried(patient_app: Flask, redis_pool: RedisPool, observer: Redis) -> None:
     observer.set("key", "value")
-    before = calls(observer, "get")
-    blocker = threading.Thread(target=observer.execute_command, args=("DEBUG", "SLEEP", str(SLOW)))
-    with app.app_context():
-        redis_pool.client.ping()  # connected before the server goes busy
-        blocker.start()
-        time.sleep(0.05)  # DEBUG SLEEP has begun
-        try:
-            assert redis_pool.client.get("key") == b"value"  # the first try times out, the retry answers
-        finally:
-            blocker.join(10)
-    assert calls(observer, "get") - before == 2  # sent twice: the timed-out try ran, and the retry
+    with patient_app.app_context():
+        first = connection_id(redis_pool)  # connected before the server holds commands
+        observer.client_pause(int(PAUSE * 1000), all=True)
+        assert redis_pool.client.get("key") == b"value"  # the first try times out, a retry is answered
+        assert connection_id(redis_pool) != first  # the timed-out connection was dropped
 
 
 @pytest.mark.parametrize("transaction", [False, True], ids=["batch", "transaction"])
-def test_a_pipeline_of_reads_is_retried(app: Flask, redis_pool: RedisPool, observer: Redis, transaction: bool) -> None:
+def test_a_pipeline_of_reads_is_retried(
+    patient_app: Flask, redis_pool: RedisPool, observer: Redis, transaction: bool
+) -> None:
     """Also a transaction (MULTI … EXEC in one batch): sent again whole, it runs again whole."""
     observer.set("key", "value")
-    with app.app_context():
-        redis_pool.client.ping()
-        # The server holds every command for SLOW seconds (up to 0.1 s more, its clock's
-        # tick): the first try times out, the retry is answered.
-        observer.client_pause(int(SLOW * 1000), all=True)
+    with patient_app.app_context():
+        first = connection_id(redis_pool)
+        observer.client_pause(int(PAUSE * 1000), all=True)
         with redis_pool.pipeline(transaction=transaction) as pipe:
             pipe.get("key")
             pipe.exists("key")
             assert pipe.execute() == [b"value", 1]
+        assert connection_id(redis_pool) != first
 
 
 @contextmanager

@@ -340,7 +340,7 @@ def survive_a_failover(
         with app.app_context(), redis_pool.connection() as across:
             across.send_command("PING")
             across.read_response()
-            time.sleep(0.3)
+            wait_until(lambda: writes.acknowledged, 10, "writes before the failover")
             cause_failover(old_master)
             wait_until(
                 lambda: service.agreed_master() not in (None, old_master), 30, "the sentinels to agree on a new master"

@@ -33,17 +33,23 @@ from urllib.parse import urlsplit
 
 import redis.asyncio.cluster as aio_cluster
 import redis.asyncio.connection as aio_connection
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
 from redis.connection import BlockingConnectionPool, Connection, parse_url
 from redis.exceptions import MaxConnectionsError, RedisClusterException
-from redis.retry import Retry
 
 from ._asyncio import remember_async
 from ._client import held_here
 from ._commands import command_kind
 from ._config import BACKOFF_BASE, BACKOFF_CAP
-from ._connection import AsyncOnceRetry, ConnectionPolicy, add_note, pool_connection_class, unsafe_failures
+from ._connection import (
+    AsyncOnceRetry,
+    ConnectionPolicy,
+    OnceRetry,
+    add_note,
+    pool_connection_class,
+    unsafe_failures,
+)
 from ._errors import ConfigError, MayHaveRunConnectionError
 from ._pool import (
     CountedConnectionPool,
@@ -70,11 +76,10 @@ __all__ = [
 
 #: The port of a seed given without one.
 DEFAULT_CLUSTER_PORT: Final = 6379
-_NO_RETRY: Final = Retry(NoBackoff(), 0)
 # What redis.asyncio's cluster client takes; our other connection options reach its
 # connections through its connection_kwargs.
 _ASYNC_CLUSTER_PARAMETERS: Final = frozenset(inspect.signature(aio_cluster.RedisCluster.__init__).parameters)
-# Set while a pipeline of this task executes: the async cluster client's retries are 0.
+# Set while a pipeline of this thread or task executes: the cluster clients' retries are 0.
 _IN_PIPELINE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_redispool_in_pipeline", default=False)
 # How often a command that finds a node's connections all busy looks again.
 _WAIT_STEP: Final = 0.002
@@ -222,7 +227,8 @@ class _WriteOnce:
     again, one by one, and then, while an error of that kind is left, the whole batch
     again, up to the client's retries. Here:
 
-    - the batch is never sent again as a whole: the pipeline's own retries are 0;
+    - the batch is never sent again as a whole: the client's retry, which the pipeline
+      asks how often, answers 0 while the pipeline executes (:class:`_PipelineAwareSyncRetry`);
     - a command sent again on its own is sent when it is safe to repeat, or when no
       connection failed after an unsafe send during this ``execute()``, that is, when
       it met a redirect (``MOVED``, ``ASK``), so it did not run; otherwise its result is
@@ -236,13 +242,16 @@ class _WriteOnce:
         self._execute = pipe.execute
         self._send = pipe.parent_execute_command
         self._failures_before = 0
-        pipe.retry = _NO_RETRY
         pipe.execute = self.execute  # type: ignore[method-assign]
         pipe.parent_execute_command = self.send_again
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         self._failures_before = unsafe_failures()
-        return self._execute(raise_on_error)
+        token = _IN_PIPELINE.set(True)
+        try:
+            return self._execute(raise_on_error)
+        finally:
+            _IN_PIPELINE.reset(token)
 
     def send_again(self, *args: Any, **kwargs: Any) -> Any:
         """One command of the batch, sent again on its own after a redirect or a failure."""
@@ -324,7 +333,8 @@ def cluster_pools(settings: Settings) -> PoolSet:
     seeds, url_kwargs = parse_cluster_url(settings)
     options = connection_options(settings, url_kwargs)
     chosen = _cluster_options(settings, options)
-    retry = options.pop("retry")  # the cluster client's: each node's own does not retry
+    options.pop("retry")  # each node's own does not retry: the cluster client's does
+    retry = _PipelineAwareSyncRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
     policy = ConnectionPolicy(settings)
     options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
     check_connection_kwargs(settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"})
@@ -393,10 +403,19 @@ def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> Blo
 ASYNC_CLUSTER_PUBSUB: Final = hasattr(aio_cluster.RedisCluster, "pubsub")
 
 
+class _PipelineAwareSyncRetry(OnceRetry):
+    """The cluster client's retry: none while a pipeline of this thread executes, so that
+    redis-py does not send the pipeline again as a whole (see :class:`_WriteOnce`); one
+    that never repeats an unsafe command otherwise. Transactions retry through their
+    own copy's ``call_with_retry``, which this does not change."""
+
+    def get_retries(self) -> int:
+        return 0 if _IN_PIPELINE.get() else super().get_retries()
+
+
 class _PipelineAwareRetry(AsyncOnceRetry):
-    """The async cluster client's retry: none while a pipeline of this task executes, so
-    that redis-py does not send the pipeline again as a whole (see :class:`_WriteOnce`);
-    one that never repeats an unsafe command otherwise."""
+    """:class:`_PipelineAwareSyncRetry` for the async cluster client (its pipelines set
+    the flag in :meth:`AsyncClusterClient.pipeline`)."""
 
     def get_retries(self) -> int:
         return 0 if _IN_PIPELINE.get() else super().get_retries()

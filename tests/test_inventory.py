@@ -344,22 +344,11 @@ INVENTORY: tuple[Borrowed, ...] = (
         "redis-py 7's cluster pipeline sends a failed command again, one by one, through it: we refuse "
         "to send a write again there. redis-py 8.2 still sets it and no longer calls it.",
         (
-            *_here("test_pin_a_cluster_pipeline_retries_through_its_own_retry"),
+            *_here("test_pin_a_cluster_pipeline_sends_a_command_again_through_parent_execute_command"),
             "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
         ),
         (".parent_execute_command",),
         "Dropped with redis-py 7.",
-    ),
-    Borrowed(
-        "redis",
-        "ClusterPipeline.retry",
-        "Set to no retries on each pipeline: redis-py would send the whole batch again.",
-        (
-            *_here("test_pin_a_cluster_pipeline_retries_through_its_own_retry"),
-            "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
-        ),
-        ("_WriteOnce: pipe.retry",),
-        "A retry that asks our write-once decision, given to the client once (issue: one retry decision).",
     ),
     Borrowed(
         "redis",
@@ -399,14 +388,18 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "redis.asyncio RedisCluster reads retry.get_retries() per command and pipeline",
-        "Our retry answers 0 while a pipeline of the task executes, so that redis-py does not send the "
-        "pipeline again as a whole.",
+        "RedisCluster, sync and redis.asyncio, reads retry.get_retries() per command and pipeline",
+        "The cluster clients' retry answers 0 while a pipeline of the thread or task executes, so that "
+        "redis-py does not send the pipeline again as a whole.",
         (
-            *_here("test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call"),
+            *_here(
+                "test_pin_a_cluster_pipeline_asks_the_clients_retry_how_often",
+                "test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call",
+            ),
+            "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
             "tests/test_cluster.py::test_async_writes_that_time_out_run_once_and_close_leaves_nothing",
         ),
-        ("def _PipelineAwareRetry.get_retries",),
+        ("def _PipelineAwareSyncRetry.get_retries", "def _PipelineAwareRetry.get_retries"),
         "The one retry decision (issue), told whether a pipeline is running.",
     ),
     # redis-py: commands and OpenTelemetry
@@ -1353,22 +1346,38 @@ def test_pin_the_cluster_client_makes_node_pools_through_connection_pool_class(
                 node.redis_connection.connection_pool.disconnect()
 
 
-def test_pin_a_cluster_pipeline_retries_through_its_own_retry(redis_cluster: RedisClusterServers) -> None:
-    asked: list[int] = []
-
-    class Counting(Retry):
-        def get_retries(self) -> int:
-            asked.append(1)
-            return 0
-
+def test_pin_a_cluster_pipeline_sends_a_command_again_through_parent_execute_command(
+    redis_cluster: RedisClusterServers,
+) -> None:
     client = RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port, socket_timeout=5)
     try:
         pipe = client.pipeline()
         assert pipe.parent_execute_command.__func__ is RedisCluster.execute_command
-        pipe.retry = Counting(NoBackoff(), 0)
-        pipe.set("{pin}a", "1").get("{pin}a")
-        assert pipe.execute() == [True, b"1"]
-        assert asked
+    finally:
+        client.close()
+
+
+def test_pin_a_cluster_pipeline_asks_the_clients_retry_how_often(redis_cluster: RedisClusterServers) -> None:
+    asked: list[str] = []
+
+    class Counting(Retry):
+        def get_retries(self) -> int:
+            asked.append("pipeline" if executing else "command")
+            return super().get_retries()
+
+    executing = False
+    client = RedisCluster(
+        host="127.0.0.1", port=redis_cluster.nodes[0].port, retry=Counting(NoBackoff(), 1), socket_timeout=5
+    )
+    try:
+        client.set("{pin}a", "1")
+        assert set(asked) == {"command"}
+        pipe = client.pipeline()
+        pipe.set("{pin}a", "2").get("{pin}a")
+        executing = True
+        assert pipe.execute() == [True, b"2"]
+        executing = False
+        assert "pipeline" in asked  # asked by the pipeline, not only by a command it sends
         client.delete("{pin}a")
     finally:
         client.close()

@@ -120,8 +120,8 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
 
 
 #: redis-py 8 tells whether a sync connection is open (``is_connected``, on every
-#: connection class); redis-py 7 does not, and its ``connect()`` returns at once when the
-#: connection is open.
+#: connection class); redis-py 7 does not (our connections keep track of it there), and
+#: its ``connect()`` returns at once when the connection is open.
 KNOWS_IF_CONNECTED: Final = hasattr(Connection, "is_connected")
 
 
@@ -395,6 +395,8 @@ class PoolConnection(_Sending, _SyncBase):
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self._before_handshake()
+        if not KNOWS_IF_CONNECTED:
+            self._socket_open = True  # the handshake runs on a socket just opened
         super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:
@@ -405,12 +407,18 @@ class PoolConnection(_Sending, _SyncBase):
                 self.policy.refuse_naming(exc)
 
     if not KNOWS_IF_CONNECTED:
+        _socket_open = False
 
         @property
         def is_connected(self) -> bool:
             """Whether the socket is open: redis-py 8's ``is_connected``. redis-py 7 has no
-            public word for it and keeps the socket in ``_sock``."""
-            return self._sock is not None
+            word for it: it opens a socket only to run the handshake on it (above), and
+            closes one only in :meth:`disconnect`."""
+            return self._socket_open
+
+        def disconnect(self, *args: Any, **kwargs: Any) -> None:
+            self._socket_open = False
+            super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def connect(self) -> None:
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when

@@ -55,7 +55,7 @@ from redis.backoff import NoBackoff
 from redis.client import Monitor, Pipeline
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import AbstractConnection, BlockingConnectionPool, Connection, ConnectionPool
-from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
@@ -136,18 +136,15 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "AbstractConnection._sock",
-        "redis-py 7 has no is_connected: the socket, None while closed, says it.",
-        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
-        ("._sock",),
-        "Dropped with redis-py 7 (is_connected from 8 on).",
-    ),
-    Borrowed(
-        "redis",
         "AbstractConnection.on_connect_check_health(check_health)",
         "The handshake hook, sync and async: a new connection names itself (CLIENT SETNAME, falling back to "
-        "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state.",
-        _here("test_pin_the_handshake_calls_on_connect_check_health_once_per_socket"),
+        "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state. On "
+        "redis-py 7, which has no is_connected, it also says that the socket is open (disconnect() says "
+        "it is closed).",
+        _here(
+            "test_pin_the_handshake_calls_on_connect_check_health_once_per_socket",
+            "test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconnect",
+        ),
         ("def PoolConnection.on_connect_check_health", "def AsyncPoolConnection.on_connect_check_health"),
         "The client_name connection option (redis-py names the connection itself), plus a CLIENT SETNAME "
         "refusal handled at the first command instead of in the handshake.",
@@ -486,6 +483,7 @@ PUBLIC_OVERRIDES = {
     "CountedAsyncPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
     "CountedAsyncSentinelPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
     "PoolConnection.connect": "a connection's connect(), shown in redis-py's guides",
+    "PoolConnection.disconnect": "a connection's disconnect(), shown in redis-py's guides (redis-py 7 only)",
     "AsyncPoolConnection.connect": "the redis.asyncio twin of connect()",
     "PoolConnection.send_command": "a connection's send_command(), shown in redis-py's guides",
     "AsyncPoolConnection.send_command": "the redis.asyncio twin of send_command()",
@@ -503,7 +501,7 @@ SHADOWED = {
 }
 
 #: Overrides of methods that some supported releases lack.
-NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub"})
+NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub", "PoolConnection.disconnect"})
 
 
 # --- the scan --------------------------------------------------------------------------
@@ -864,6 +862,9 @@ class _OpenPolicy:
     def connection_name(self, suffix: str) -> None:
         return None
 
+    def explain(self, error: BaseException, **why: Any) -> None:
+        pass
+
 
 def test_pin_a_connection_knows_whether_its_socket_is_open(redis_server: RedisServer) -> None:
     assert KNOWS_IF_CONNECTED is hasattr(Connection, "is_connected")
@@ -885,6 +886,51 @@ def test_pin_a_connection_knows_whether_its_socket_is_open(redis_server: RedisSe
     finally:
         connection.disconnect()
         plain.disconnect()
+
+
+def _sock_assignments(cls: type) -> set[str]:
+    return {
+        name
+        for name, member in vars(cls).items()
+        if inspect.isfunction(member) and "self._sock = " in inspect.getsource(member)
+    }
+
+
+def test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconnect(
+    redis_server: RedisServer,
+) -> None:
+    """What our connections' is_connected follows on redis-py 7, which has no word for it:
+    a socket is set only to run the handshake on it, and dropped only in disconnect()."""
+    import redis.connection
+
+    assert inspect.getsource(redis.connection).count("self._sock = ") == 3
+    assert _sock_assignments(AbstractConnection) == {"__init__", "connect_check_health", "disconnect"}
+    source = inspect.getsource(AbstractConnection.connect_check_health)
+    assert source.index("self._sock = sock") < source.index("self.on_connect_check_health(")
+    # Ours agree with the socket through a failed handshake, a server that drops the
+    # connection, and a reconnect.
+    make = pool_connection_class(Connection, _OpenPolicy())  # type: ignore[arg-type]
+    refused = make(db=99, **_address(redis_server))  # SELECT 99 is refused
+    with pytest.raises(RedisError):
+        refused.connect()
+    assert (refused.is_connected, refused._sock) == (False, None)
+    connection = make(**_address(redis_server))
+    try:
+        connection.connect()
+        assert connection.is_connected
+        connection.send_command("CLIENT", "ID")
+        with redis.Redis(**_address(redis_server)) as admin:
+            admin.client_kill_filter(_id=connection.read_response())
+        connection.send_command("PING")
+        with pytest.raises(ConnectionError):
+            connection.read_response()
+        assert (connection.is_connected, connection._sock) == (False, None)
+        connection.send_command("PING")  # reconnects
+        assert connection.read_response() == b"PONG"
+        assert connection.is_connected
+        assert connection._sock is not None
+    finally:
+        connection.disconnect()
 
 
 class _Recording(Connection):

@@ -47,7 +47,7 @@ from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
-from ._pool import check_connection_kwargs, exhausted_error, pool_repr
+from ._pool import exhausted_error, pool_repr
 from ._stats import PoolCounters
 from ._telemetry import name_sentinel_pool, observed, record_async_timeout
 
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
     from ._poolset import PoolSet
 
 __all__ = [
-    "AsyncClientFactory",
     "AsyncContextClient",
     "AsyncLoopClient",
     "AsyncPools",
@@ -67,14 +66,10 @@ __all__ = [
     "async_connection_kwargs",
     "release_async",
     "remember_async",
-    "single_server_async_clients",
 ]
 
 T = TypeVar("T")
 Closer = Callable[[asyncio.AbstractEventLoop], Awaitable[None]]
-#: Makes one loop's client on a counted pool of its own, given the counters the app's
-#: async pools share.
-AsyncClientFactory = Callable[[PoolCounters], "AsyncLoopClient"]
 
 
 class AsyncLoopClient(Protocol):
@@ -419,8 +414,7 @@ class AsyncPools:
     def __init__(self, pools: PoolSet, loops: LoopOwner, held_key: str) -> None:
         self._pools = pools
         self._held_key = held_key
-        pools.async_pools = self  # so that its snapshots count these too
-        self._make_client = pools.make_async_client
+        self._make_client = pools.topology.async_client
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._clients: dict[asyncio.AbstractEventLoop, AsyncLoopClient] = {}
@@ -500,12 +494,3 @@ def async_connection_kwargs(pools: PoolSet) -> dict[str, Any]:
         raise ConfigError(f"{settings.key('URL')} ({settings.redacted_url}) has no redis.asyncio connection class")
     kwargs["retry"] = AsyncOnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
     return {**kwargs, "connection_class": pool_connection_class(twin, pools.policy, asynchronous=True)}
-
-
-def single_server_async_clients(pools: PoolSet) -> AsyncClientFactory:
-    """Makes a loop's client, on a counted ``redis.asyncio`` pool of its own, for one server."""
-    kwargs = async_connection_kwargs(pools)
-    check_connection_kwargs(
-        pools.settings, kwargs["connection_class"], {k: v for k, v in kwargs.items() if k != "connection_class"}
-    )
-    return lambda counters: AsyncContextClient(connection_pool=CountedAsyncPool(pools, counters, **kwargs))

@@ -28,15 +28,16 @@ import functools
 import inspect
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio.cluster as aio_cluster
 import redis.asyncio.connection as aio_connection
+from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
 from redis.connection import BlockingConnectionPool, Connection, parse_url
-from redis.exceptions import MaxConnectionsError, RedisClusterException
+from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
 
 from ._asyncio import remember_async
 from ._client import held_here
@@ -62,15 +63,18 @@ from ._pool import (
 from ._poolset import PoolSet
 
 if TYPE_CHECKING:
+    from ._asyncio import LoopOwner
     from ._config import Settings
+    from ._pool import CountedPool
+    from ._snapshots import AnyClient
     from ._stats import PoolCounters
 
 __all__ = [
     "DEFAULT_CLUSTER_PORT",
     "AsyncClusterClient",
+    "Cluster",
     "ClusterClient",
     "LazyCluster",
-    "cluster_pools",
     "parse_cluster_url",
 ]
 
@@ -182,10 +186,11 @@ class ClusterClient(RedisCluster):
     #: Where the current context's :class:`~flask_redispool._client.Held` lives in ``g``.
     held_key = "_redispool_held"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, held_key: str = held_key, **kwargs: Any) -> None:
         #: What its nodes' connections share: closed by :meth:`RedisPool.close()
         #: <flask_redispool.RedisPool.close>`.
         self.policy: ConnectionPolicy = kwargs["connection_class"].policy
+        self.held_key = held_key
         super().__init__(*args, **kwargs)
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
@@ -269,9 +274,6 @@ class LazyCluster:
     :param make: builds the client (asks the seeds for the slots).
     """
 
-    #: Where the app's contexts keep what holds a connection (set by the extension).
-    held_key = ClusterClient.held_key
-
     def __init__(self, make: Callable[[], ClusterClient]) -> None:
         self._make = make
         self._client: ClusterClient | None = None
@@ -289,9 +291,7 @@ class LazyCluster:
                 if self._closed:
                     raise RuntimeError("this Redis Cluster client was closed with its app")
                 if self._client is None:
-                    client = self._make()
-                    client.held_key = self.held_key
-                    self._client = client
+                    self._client = self._make()
                 client = self._client
         return client
 
@@ -311,9 +311,12 @@ class LazyCluster:
 
 
 class CountedNodePool(CountedConnectionPool):
-    """A counted pool for one cluster node, whose role is the cluster's view of it."""
+    """A counted pool for one cluster node, whose role is the cluster's view of it
+    (``cluster``)."""
 
-    cluster: LazyCluster
+    def __init__(self, *args: Any, cluster: LazyCluster, **kwargs: Any) -> None:
+        self.cluster = cluster
+        super().__init__(*args, **kwargs)
 
     @property
     def role(self) -> str:
@@ -324,25 +327,121 @@ class CountedNodePool(CountedConnectionPool):
         """Set by :class:`CountedPool`'s constructor; the cluster says better."""
 
 
-def cluster_pools(settings: Settings) -> PoolSet:
-    """A Redis Cluster's pools: one per node, made as the cluster client finds the nodes.
-    Does no network I/O.
+class _ClusterOnly:
+    """What :attr:`RedisPool.client` and the other accessors of one server's client are
+    behind ``redis+cluster://``: any use raises, pointing at ``cluster_client``."""
 
-    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
-    """
-    seeds, url_kwargs = parse_cluster_url(settings)
-    options = connection_options(settings, url_kwargs)
-    chosen = _cluster_options(settings, options)
-    options.pop("retry")  # each node's own does not retry: the cluster client's does
-    retry = _PipelineAwareSyncRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
-    policy = ConnectionPolicy(settings)
-    options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
-    check_connection_kwargs(settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"})
-    make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
-    pools = PoolSet(settings, policy, functools.partial(make, functools.partial(_side_pool, settings, options)))
-    pools.cluster = LazyCluster(functools.partial(make, functools.partial(_node_pool, pools, options)))
-    pools.make_async_client = functools.partial(_async_cluster_client, pools, seeds, {**options, **chosen})
-    return pools
+    def __init__(self, settings: Settings) -> None:
+        self._message = (
+            f"{settings.key('URL')} is a Redis Cluster ({settings.redacted_url}): use "
+            "redis_pool.cluster_client, a redis.cluster.RedisCluster (its pipeline() and pubsub() too; "
+            "async_cluster_client in async views; "
+            "read from replicas with OPTIONS={'load_balancing_strategy': 'round_robin_replicas'}). redis_pool.client, "
+            "replica_client, connection(), pipeline() and blocking() are for one server or Sentinel."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(self._message)
+
+
+class _ClusterConnection:
+    """The :class:`~flask_redispool._topology.SideConnection` of a cluster: a cluster client
+    with one connection per node, outside the counted pools."""
+
+    def __init__(self, make: Callable[[], ClusterClient]) -> None:
+        self._make = make
+
+    def open(self) -> ClusterClient:
+        return self._make()
+
+    def close(self, client: AnyClient) -> None:
+        client.close()
+
+
+class Cluster:
+    """The :class:`~flask_redispool._topology.Topology` of a Redis Cluster: one counted pool
+    per node, made as the app's one cluster client (:class:`LazyCluster`) finds the nodes.
+    Does no network I/O until that client is first used."""
+
+    own_keys: ClassVar[tuple[str, ...]] = ()
+    serves_what: ClassVar[str] = "a Redis Cluster"
+    url_form: ClassVar[str] = "redis+cluster://host:port,host:port"
+    async_accessors: ClassVar[tuple[str, ...]] = ("async_cluster_client",)
+
+    def __init__(self, settings: Settings, *, owner: str, held_key: str, loops: LoopOwner) -> None:
+        self.settings = settings
+        self._owner = owner
+        seeds, url_kwargs = parse_cluster_url(settings)
+        options = connection_options(settings, url_kwargs)
+        chosen = _cluster_options(settings, options)
+        options.pop("retry")  # each node's own does not retry: the cluster client's does
+        retry = _PipelineAwareSyncRetry(
+            ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries
+        )
+        policy = ConnectionPolicy(settings)
+        options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
+        check_connection_kwargs(
+            settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"}
+        )
+        make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
+        self._seeds, self._options = seeds, {**options, **chosen}
+        self._node_options = options
+        self.side = _ClusterConnection(functools.partial(make, functools.partial(_side_pool, settings, options)))
+        self._cluster = LazyCluster(functools.partial(make, self._node_pool, held_key=held_key))
+        self.client = self.replica_client = cast(Redis, _ClusterOnly(settings))
+        self.pools = PoolSet(settings, policy, (), self, loops, held_key)
+
+    def _node_pool(self, **given: Any) -> CountedNodePool:
+        """A node's counted pool, as redis-py's cluster client asks for it: the node's address
+        and the client's hooks (``given``) over our options, some of which the client drops
+        before it calls (``health_check_interval``).
+
+        One pool per address: the client asks again for a node it first knew as a seed, or
+        after a failure, and both of its clients share the pool, so ``MAX_CONNECTIONS`` holds
+        per node."""
+        pools = self.pools
+        address = f"{given.get('host')}:{given.get('port')}"
+        for pool in pools.pools:
+            if isinstance(pool, CountedNodePool) and pool.address == address:
+                return pool
+        pool = CountedNodePool(
+            cluster=self._cluster, settings=pools.settings, policy=pools.policy, **{**self._node_options, **given}
+        )
+        pools.add(pool, weakly=True)
+        return pool
+
+    def cluster_client(self) -> ClusterClient:
+        return self._cluster.get()
+
+    def pool(self) -> CountedPool:
+        raise RuntimeError(
+            f"{self._owner} has one pool per node of a Redis Cluster: see stats()['pools'], "
+            "or cluster_client.get_nodes()."
+        )
+
+    def async_client(self, counters: PoolCounters) -> AsyncClusterClient:
+        return _async_cluster_client(self.pools, self._seeds, self._options, counters)
+
+    def reader(self) -> ClusterClient:
+        return self._cluster.get()
+
+    def connect(self, client: AnyClient) -> None:
+        """Nothing to do: a cluster client connected when it was made."""
+
+    def client_lists(self, client: AnyClient) -> list[dict[str, Any]]:
+        """``CLIENT LIST`` of every node ``client`` knows now; a node gone meanwhile is left out."""
+        cluster = cast(RedisCluster, client)
+        entries: list[dict[str, Any]] = []
+        for node in cluster.get_nodes():  # type: ignore[no-untyped-call]
+            try:
+                entries += cluster.client_list(target_nodes=node)
+            except (ConnectionError, TimeoutError):
+                continue
+        return entries
+
+    def close(self) -> None:
+        """Forget the cluster client (:meth:`LazyCluster.close`)."""
+        self._cluster.close()
 
 
 def _make_cluster(
@@ -351,6 +450,7 @@ def _make_cluster(
     kwargs: dict[str, Any],
     retry: Any,
     pool_class: Callable[..., Any],
+    held_key: str = ClusterClient.held_key,
 ) -> ClusterClient:
     """Ask the seeds for the slots: a client whose nodes get their pools from ``pool_class``.
 
@@ -364,6 +464,7 @@ def _make_cluster(
             startup_nodes=[ClusterNode(other_host, other_port) for other_host, other_port in others],  # type: ignore[no-untyped-call]
             connection_pool_class=pool_class,
             retry=retry,
+            held_key=held_key,
             **kwargs,
         )
     except RedisClusterException as exc:
@@ -373,24 +474,6 @@ def _make_cluster(
             "check that they run in cluster mode and that this host can reach them.",
         )
         raise
-
-
-def _node_pool(pools: PoolSet, options: dict[str, Any], **given: Any) -> CountedNodePool:
-    """A node's counted pool, as redis-py's cluster client asks for it: the node's address
-    and the client's hooks (``given``) over our options, some of which the client drops
-    before it calls (``health_check_interval``).
-
-    One pool per address: the client asks again for a node it first knew as a seed, or
-    after a failure, and both of its clients share the pool, so ``MAX_CONNECTIONS`` holds
-    per node."""
-    address = f"{given.get('host')}:{given.get('port')}"
-    for pool in pools.pools:
-        if isinstance(pool, CountedNodePool) and pool.address == address:
-            return pool
-    pool = CountedNodePool(settings=pools.settings, policy=pools.policy, **{**options, **given})
-    pool.cluster = pools.cluster  # type: ignore[assignment]
-    pools.add(pool, weakly=True)
-    return pool
 
 
 def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> BlockingConnectionPool:

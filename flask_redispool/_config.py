@@ -22,14 +22,12 @@ from typing import Any, Final, TypeGuard
 from urllib.parse import unquote_plus
 
 from ._errors import ConfigError, ConfigWarning
+from ._topology import TOPOLOGIES
 
 __all__ = [
     "BACKOFF_BASE",
     "BACKOFF_CAP",
-    "CLUSTER_SCHEME",
     "CONFIG_KEYS",
-    "SCHEMES",
-    "SENTINEL_SCHEME",
     "STATS_FRESH_INTERVALS",
     "STATS_TTL_INTERVALS",
     "ConfigKey",
@@ -37,14 +35,6 @@ __all__ = [
     "load_settings",
     "redact_url",
 ]
-
-#: URL schemes ``<PREFIX>_URL`` accepts. ``fakeredis://`` is an in-process fakeredis
-#: server behind the same pool (``pip install flask-redispool[fakeredis]``).
-SCHEMES: Final = ("redis", "rediss", "unix", "fakeredis", "redis+sentinel", "redis+cluster")
-#: The scheme of a Redis Sentinel service: ``redis+sentinel://[user:password@]host:port[,host:port…]/service[/db]``.
-SENTINEL_SCHEME: Final = "redis+sentinel"
-#: The scheme of a Redis Cluster: ``redis+cluster://[user:password@]host:port[,host:port…]``.
-CLUSTER_SCHEME: Final = "redis+cluster"
 
 #: Retries back off exponentially with jitter, from ``BACKOFF_BASE`` up to
 #: ``BACKOFF_CAP`` seconds (redis-py's :class:`~redis.backoff.ExponentialWithJitterBackoff`).
@@ -235,11 +225,10 @@ def _client_name(value: object) -> str | bool | None:
 
 
 def _url(value: object) -> str:
-    if not isinstance(value, str) or "://" not in value:
-        raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
-    scheme, _, rest = value.partition("://")
-    if scheme.lower() not in SCHEMES:
-        raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in SCHEMES)}")
+    """A URL whose scheme a topology serves (:data:`~flask_redispool._topology.TOPOLOGIES`)."""
+    if not isinstance(value, str) or "://" not in value or value.partition("://")[0].lower() not in TOPOLOGIES:
+        raise ValueError(f"a URL with one of the schemes {', '.join(s + '://' for s in TOPOLOGIES)}")
+    rest = value.partition("://")[2]
     if "@" in rest and "@" in _after_authority(rest):
         # redis://:pa/ss@host or :pa#ss@: the password ends where '/', '?' or '#' stands, and
         # what follows would be read as path, query or fragment: another host than meant.
@@ -502,14 +491,10 @@ class Settings:
     options: dict[str, Any] = field(repr=False)
 
     @property
-    def sentinel(self) -> bool:
-        """Whether the URL names a Sentinel service (``redis+sentinel://``)."""
-        return self.url.lower().startswith(SENTINEL_SCHEME + "://")
-
-    @property
-    def cluster(self) -> bool:
-        """Whether the URL names a Redis Cluster (``redis+cluster://``)."""
-        return self.url.lower().startswith(CLUSTER_SCHEME + "://")
+    def scheme(self) -> str:
+        """The URL's scheme, in lower case: what picks the topology
+        (:data:`~flask_redispool._topology.TOPOLOGIES`)."""
+        return self.url.partition("://")[0].lower()
 
     @property
     def tls(self) -> bool:
@@ -592,24 +577,12 @@ def load_settings(config: Mapping[str, Any], prefix: str, default_client_name: s
     settings = Settings(prefix=prefix, **values)
     _check_option_conflicts(settings)
     _check_tls(settings, config)
-    _check_sentinel(settings, config)
     return settings
 
 
 def _keys(given: list[str]) -> str:
     """``"A only applies"``, ``"A, B only apply"``."""
     return f"{', '.join(given)} only {'applies' if len(given) == 1 else 'apply'}"
-
-
-def _check_sentinel(settings: Settings, config: Mapping[str, Any]) -> None:
-    given = [key.key(settings.prefix) for key in CONFIG_KEYS if key.name.startswith("SENTINEL_")]
-    given = [key for key in given if config.get(key) is not None]
-    if given and not settings.sentinel:
-        raise ConfigError(
-            f"{_keys(given)} to a Sentinel service, but {settings.key('URL')} is not "
-            f"{SENTINEL_SCHEME}:// ({settings.redacted_url}): use {SENTINEL_SCHEME}://host:port/service "
-            "or remove them."
-        )
 
 
 def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:

@@ -18,15 +18,7 @@ from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 
-from ._asyncio import (
-    AsyncContextClient,
-    AsyncLoopClient,
-    AsyncPools,
-    LoopOwner,
-    ServingLoops,
-    ThreadLoops,
-    release_async,
-)
+from ._asyncio import AsyncContextClient, AsyncLoopClient, LoopOwner, ServingLoops, ThreadLoops, release_async
 from ._cli import register_commands
 from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
@@ -36,7 +28,7 @@ from ._pool import CountedPool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
 from ._streaming import hand_to_stream
-from ._topology import build_pools
+from ._topology import open_topology
 
 if TYPE_CHECKING:
     from ._stats import PoolReport, PoolStats
@@ -108,15 +100,9 @@ class RedisPool:
                 f"RedisPool another config_prefix."
             )
         settings = load_settings(app.config, self.config_prefix, _default_client_name(app, self.config_prefix))
-        pools = build_pools(settings)
-        async_pools = AsyncPools(pools, _loop_owner(app), self._held_key)
-        if pools.cluster is not None:
-            pools.cluster.held_key = self._held_key
-            client = replica_client = cast(ContextClient, _ClusterOnly(settings))
-        else:
-            client = self._prepared_client(pools.primary)
-            replica_client = client if pools.replica is pools.primary else self._prepared_client(pools.replica)
-        state = states[self.config_prefix] = AppState(self, settings, pools, client, replica_client, async_pools)
+        topology = open_topology(settings, owner=repr(self), held_key=self._held_key, loops=_loop_owner(app))
+        state = AppState(self, settings, topology, topology.client, topology.replica_client)
+        states[self.config_prefix] = state
         dropped = weakref.finalize(app, _dropped, state)  # the state does not refer to the app
         dropped.atexit = False
         app.extensions.setdefault(_FINALIZERS_KEY, {})[self.config_prefix] = dropped
@@ -169,11 +155,6 @@ class RedisPool:
         loops = app.extensions.get(LOOPS_KEY)
         if not states and isinstance(loops, ThreadLoops):
             loops.close()
-
-    def _prepared_client(self, pool: CountedPool) -> ContextClient:
-        client = ContextClient(connection_pool=pool)
-        client.held_key = self._held_key
-        return client
 
     def _state(self, app: App | None = None) -> AppState:
         if app is None:
@@ -242,14 +223,7 @@ class RedisPool:
         state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
         if state is None or state.extension is not self:
             state = self._state(ctx.app)  # raises the explanatory error
-        cluster = state.pools.cluster
-        if cluster is None:
-            settings = state.settings
-            raise RuntimeError(
-                f"{self!r}.cluster_client is for Redis Cluster URLs (redis+cluster://), but "
-                f"{settings.key('URL')} is {settings.redacted_url}: use redis_pool.client."
-            )
-        return cluster.get()
+        return state.topology.cluster_client()
 
     @property
     def replica_client(self) -> Redis:
@@ -290,7 +264,7 @@ class RedisPool:
         :raises RuntimeError: outside an app context or a running event loop, or on a
             loop the app does not manage (``app.async_to_sync`` was replaced).
         """
-        return cast(redis.asyncio.Redis, self._loop_client("async_client", cluster=False))
+        return cast(redis.asyncio.Redis, self._loop_client("async_client"))
 
     @property
     def async_replica_client(self) -> redis.asyncio.Redis:
@@ -300,7 +274,7 @@ class RedisPool:
 
         :raises RuntimeError: as :attr:`async_client` does.
         """
-        client = cast(AsyncContextClient, self._loop_client("async_replica_client", cluster=False))
+        client = cast(AsyncContextClient, self._loop_client("async_replica_client"))
         return client.replica or client
 
     @property
@@ -323,9 +297,9 @@ class RedisPool:
         :raises RuntimeError: outside an app context or a running event loop, or when
             ``REDIS_URL`` is not a ``redis+cluster://`` URL.
         """
-        return cast(AsyncRedisCluster, self._loop_client("async_cluster_client", cluster=True))
+        return cast(AsyncRedisCluster, self._loop_client("async_cluster_client"))
 
-    def _loop_client(self, accessor: str, *, cluster: bool) -> AsyncLoopClient:
+    def _loop_client(self, accessor: str) -> AsyncLoopClient:
         """The running event loop's client of the current app, made on first use."""
         ctx = self._context()
         try:
@@ -333,11 +307,11 @@ class RedisPool:
         except RuntimeError:
             raise RuntimeError(f"{self!r}.{accessor} needs a running event loop: use it in async views.") from None
         state = self._state(ctx.app)
-        if (state.pools.cluster is not None) != cluster:
+        serving = state.topology.async_accessors
+        if accessor not in serving:
             settings = state.settings
-            other = "async_cluster_client" if state.pools.cluster is not None else "async_client"
             raise RuntimeError(
-                f"{self!r}.{accessor} does not serve {settings.key('URL')} ({settings.redacted_url}): use {other}."
+                f"{self!r}.{accessor} does not serve {settings.key('URL')} ({settings.redacted_url}): use {serving[0]}."
             )
         async_pools = state.async_pools
         client = async_pools.prepared(loop)
@@ -356,13 +330,7 @@ class RedisPool:
 
         :raises RuntimeError: behind ``redis+cluster://``, which has one pool per node.
         """
-        pools = self._state(app).pools
-        if pools.cluster is not None:
-            raise RuntimeError(
-                f"{self!r} has one pool per node of a Redis Cluster: see stats()['pools'], "
-                "or cluster_client.get_nodes()."
-            )
-        return pools.primary
+        return self._state(app).topology.pool()
 
     def get_client(self, app: App | None = None) -> Redis:
         """A :class:`redis.Redis` on the pool of ``app`` (default: the current app) for code
@@ -521,23 +489,6 @@ class RedisPool:
         if held is not None:
             held.release_sync()
             await release_async(held.async_holders)
-
-
-class _ClusterOnly:
-    """What :attr:`RedisPool.client` and the other accessors of one server's client are
-    behind ``redis+cluster://``: any use raises, pointing at ``cluster_client``."""
-
-    def __init__(self, settings: Settings) -> None:
-        self._message = (
-            f"{settings.key('URL')} is a Redis Cluster ({settings.redacted_url}): use "
-            "redis_pool.cluster_client, a redis.cluster.RedisCluster (its pipeline() and pubsub() too; "
-            "async_cluster_client in async views; "
-            "read from replicas with OPTIONS={'load_balancing_strategy': 'round_robin_replicas'}). redis_pool.client, "
-            "replica_client, connection(), pipeline() and blocking() are for one server or Sentinel."
-        )
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(self._message)
 
 
 def _lent(holder: Any, value: T, done: Callable[[], object]) -> Generator[T, None, None]:

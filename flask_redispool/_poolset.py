@@ -20,21 +20,19 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._asyncio import AsyncPools
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
 
 if TYPE_CHECKING:
-    from redis import Redis
-
-    from ._asyncio import AsyncClientFactory, AsyncPools
-    from ._cluster import LazyCluster
+    from ._asyncio import LoopOwner
     from ._config import Settings
     from ._connection import ConnectionPolicy
     from ._pool import CountedPool
-    from ._snapshots import AnyClient
+    from ._topology import Topology
 
 __all__ = ["PoolSet"]
 
@@ -45,39 +43,41 @@ _SETS: weakref.WeakSet[PoolSet] = weakref.WeakSet()
 class PoolSet:
     """The counted pools of one app and prefix; :attr:`primary` serves ``client``.
 
+    Made by the app's :class:`~flask_redispool._topology.Topology`, complete: nothing is
+    set on it afterwards. The topology adds the pools that its clients make as they go
+    (a cluster's, one per node).
+
     :param settings: the validated settings every pool was built from.
     :param policy: what the pools' connections share (names, refusals, error notes).
-    :param side_client: makes the client of the one connection outside the pools (per
-        node of a cluster).
-    :param nodes: the servers besides the primary's that the pools connect to now, as
-        short-lived clients (Sentinel replicas), for the server's view of connections.
-    :param closers: what else to close with the set (the :class:`~redis.sentinel.Sentinel`).
+    :param pools: the pools made with the topology (the first is :attr:`primary`).
+    :param topology: its side connection (the publisher's), its async clients, and what
+        it opened besides the pools, closed with the set.
+    :param loops: who runs the app's async views: their loops' pools close with them.
+    :param held_key: where the app's contexts keep what holds a connection, in ``g``.
     """
-
-    #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
-    async_pools: AsyncPools | None = None
-    #: Behind ``redis+cluster://``, the cluster client that makes the pools, one per node.
-    cluster: LazyCluster | None = None
-    #: Makes one event loop's ``redis.asyncio`` client on pools of its own.
-    make_async_client: AsyncClientFactory
 
     def __init__(
         self,
         settings: Settings,
         policy: ConnectionPolicy,
-        side_client: Callable[[], AnyClient],
-        nodes: Callable[[], list[Redis]] = list,
-        closers: Sequence[Callable[[], object]] = (),
+        pools: Sequence[CountedPool],
+        topology: Topology,
+        loops: LoopOwner,
+        held_key: str,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self._owned: tuple[CountedPool, ...] = ()
         self._weak: list[weakref.ref[CountedPool]] = []
-        self._side_client = side_client
-        self._nodes = nodes
-        self._closers = closers
+        #: The topology that made the set (a Redis Cluster's, a Sentinel service's...).
+        self.topology = topology
+        self._side = topology.side
         #: This process's publisher (a forked child gets its own).
         self.publisher = self._new_publisher()
+        #: The same app's ``redis.asyncio`` pools, one per event loop, counted in snapshots.
+        self.async_pools = AsyncPools(self, loops, held_key)
+        for pool in pools:
+            self.add(pool)
         _SETS.add(self)
 
     def add(self, pool: CountedPool, *, weakly: bool = False) -> None:
@@ -105,7 +105,7 @@ class PoolSet:
         return self.pools[-1]
 
     def _new_publisher(self) -> StatsPublisher:
-        return StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), self._side_client)
+        return StatsPublisher(self.settings, weakref.WeakMethod(self.snapshot), self._side)
 
     def connected(self) -> None:
         """A pool made this process's first connection: start publishing."""
@@ -122,8 +122,7 @@ class PoolSet:
         its idle connections, so that no child inherits them and the server sees none of
         its own, and withdraws its snapshot until it checks a connection out again. One
         that is serving (a connection in use, an event loop's pool) keeps everything."""
-        async_pools = self.async_pools
-        if self.in_use() or (async_pools is not None and async_pools.pool_count()):
+        if self.in_use() or self.async_pools.pool_count():
             return
         for pool in self.pools:
             pool.disconnect(inuse_connections=False)
@@ -168,18 +167,13 @@ class PoolSet:
             host=HOST,
             client_name=settings.client_name,
             naming_refused=self.policy.naming_refused,
-            async_pools=async_pools.pool_count() if async_pools else 0,
-            async_in_use=async_pools.in_use() if async_pools else 0,
-            async_checkouts=async_pools.counters.checkouts if async_pools else 0,
-            async_waits=async_pools.counters.waits if async_pools else 0,
-            async_timeouts=async_pools.counters.timeouts if async_pools else 0,
+            async_pools=async_pools.pool_count(),
+            async_in_use=async_pools.in_use(),
+            async_checkouts=async_pools.counters.checkouts,
+            async_waits=async_pools.counters.waits,
+            async_timeouts=async_pools.counters.timeouts,
             pools=pools,
         )
-
-    def nodes(self) -> list[Redis]:
-        """Clients of the servers besides the primary's that the pools use now; the caller
-        closes them. Empty for a single server."""
-        return self._nodes()
 
     def disconnect(self) -> None:
         """Close every pool's connections (no network I/O beyond closing sockets)."""
@@ -210,10 +204,7 @@ class PoolSet:
         self._close_topology()
 
     def _close_topology(self) -> None:
-        if self.cluster is not None:
-            self.cluster.close()
-        for close in self._closers:
-            close()
+        self.topology.close()
 
 
 def _sum(pools: list[PoolFigures], name: str) -> int:

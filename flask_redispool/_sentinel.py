@@ -18,7 +18,9 @@ idle connections to the old master are closed when the new address is first seen
 from __future__ import annotations
 
 import functools
-from typing import Any, Final
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
 from redis import Redis
@@ -39,10 +41,14 @@ from ._pool import (
     parse_addresses,
     side_client,
 )
-from ._poolset import PoolSet
-from ._stats import PoolCounters
+from ._single import OneConnection, SingleServer
 
-__all__ = ["DEFAULT_SENTINEL_PORT", "parse_sentinel_url", "sentinel_pools"]
+if TYPE_CHECKING:
+    from ._asyncio import AsyncLoopClient
+    from ._pool import CountedPool
+    from ._stats import PoolCounters
+
+__all__ = ["DEFAULT_SENTINEL_PORT", "SentinelService", "parse_sentinel_url"]
 
 #: The port of a sentinel given without one.
 DEFAULT_SENTINEL_PORT: Final = 26379
@@ -78,30 +84,40 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
     return sentinels, unquote(path[0]), kwargs
 
 
-def sentinel_pools(settings: Settings) -> PoolSet:
-    """The master's and the replicas' counted pools of a Sentinel service, and the
-    :class:`~redis.sentinel.Sentinel` that both ask. Does no network I/O.
+@dataclass(frozen=True)
+class _Service:
+    """What the Sentinel pools were made from: the sentinels, sync and their addresses for
+    the async ones, the service name, and the master's connection keyword arguments."""
 
-    :raises ConfigError: the URL or ``OPTIONS`` do not make a valid connection.
-    """
-    sentinels, service, url_kwargs = parse_sentinel_url(settings)
-    kwargs = connection_options(settings, url_kwargs)
-    policy = ConnectionPolicy(settings)
-    check_connection_kwargs(settings, pool_connection_class(Connection, policy), kwargs)
-    connection_class = pool_connection_class(SentinelManagedConnection, policy)
-    sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))
-    pools = PoolSet(
-        settings,
-        policy,
-        functools.partial(side_client, settings, connection_class, kwargs, (service, sentinel)),
-        nodes=functools.partial(_replica_clients, sentinel, service, kwargs),
-        closers=(functools.partial(_close_sentinels, sentinel),),
-    )
-    pools.make_async_client = functools.partial(_async_master_client, pools, sentinels, service)
-    for role in ("master", "replica"):
-        pools.add(
+    sentinel: Sentinel
+    addresses: list[tuple[str, int]]
+    name: str
+    kwargs: dict[str, Any]
+
+
+class SentinelService(SingleServer):
+    """The :class:`~flask_redispool._topology.Topology` of a Sentinel service: a counted pool
+    on the master (``client``) and one on the replicas (``replica_client``), both through
+    one :class:`~redis.sentinel.Sentinel`, which closes with the app."""
+
+    own_keys: ClassVar[tuple[str, ...]] = ("SENTINEL_USERNAME", "SENTINEL_PASSWORD")
+    serves_what: ClassVar[str] = "a Sentinel service"
+    url_form: ClassVar[str] = "redis+sentinel://host:port/service"
+    _service: _Service
+
+    def _make_pools(self, settings: Settings) -> tuple[ConnectionPolicy, Sequence[CountedPool], OneConnection]:
+        """The master's and the replicas' counted pools of a Sentinel service, and the
+        :class:`~redis.sentinel.Sentinel` that both ask. Does no network I/O."""
+        sentinels, name, url_kwargs = parse_sentinel_url(settings)
+        kwargs = connection_options(settings, url_kwargs)
+        policy = ConnectionPolicy(settings)
+        check_connection_kwargs(settings, pool_connection_class(Connection, policy), kwargs)
+        connection_class = pool_connection_class(SentinelManagedConnection, policy)
+        sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))
+        self._service = _Service(sentinel, sentinels, name, kwargs)
+        pools = [
             CountedSentinelPool(
-                service,
+                name,
                 sentinel,
                 is_master=role == "master",
                 settings=settings,
@@ -110,28 +126,49 @@ def sentinel_pools(settings: Settings) -> PoolSet:
                 connection_class=connection_class,
                 **kwargs,
             )
-        )
-    return pools
+            for role in ("master", "replica")
+        ]
+        side = functools.partial(side_client, settings, connection_class, kwargs, (name, sentinel))
+        return policy, pools, OneConnection(side)
 
+    def _checked_async_kwargs(self) -> dict[str, Any]:
+        """Read per loop (:meth:`async_client`)."""
+        return {}
 
-def _async_master_client(
-    pools: PoolSet, sentinels: list[tuple[str, int]], service: str, counters: PoolCounters
-) -> AsyncContextClient:
-    """One event loop's client on a counted pool on the master, and its ``replica`` on
-    one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
-    connections to the sentinels belong to the loop too)."""
-    kwargs = async_connection_kwargs(pools)  # the master pool's
-    manager = AsyncSentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))
-    clients = [
-        AsyncContextClient(
-            connection_pool=CountedAsyncSentinelPool(
-                pools, counters, service_name=service, sentinel_manager=manager, **{**kwargs, "is_master": is_master}
+    def async_client(self, counters: PoolCounters) -> AsyncLoopClient:
+        """One event loop's client on a counted pool on the master, and its ``replica`` on
+        one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
+        connections to the sentinels belong to the loop too)."""
+        pools, service = self.pools, self._service
+        kwargs = async_connection_kwargs(pools)  # the master pool's
+        manager = AsyncSentinel(service.addresses, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))
+        clients = [
+            AsyncContextClient(
+                connection_pool=CountedAsyncSentinelPool(
+                    pools,
+                    counters,
+                    service_name=service.name,
+                    sentinel_manager=manager,
+                    **{**kwargs, "is_master": is_master},
+                )
             )
-        )
-        for is_master in (True, False)
-    ]
-    master, clients[0].replica = clients
-    return master
+            for is_master in (True, False)
+        ]
+        master, clients[0].replica = clients
+        return master
+
+    def nodes(self) -> list[Redis]:
+        """A one-connection client per replica the sentinels list now (for ``CLIENT LIST``)."""
+        service = self._service
+        options = {name: value for name, value in service.kwargs.items() if name != "retry"}
+        return [
+            Redis(host=str(host), port=int(port), single_connection_client=True, **options)
+            # discover_slaves: redis-py 8's discover_replicas is an alias that 7 lacks
+            for host, port in service.sentinel.discover_slaves(service.name)
+        ]
+
+    def close(self) -> None:
+        _close_sentinels(self._service.sentinel)
 
 
 def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> dict[str, Any]:
@@ -155,13 +192,3 @@ def _close_sentinels(sentinel: Sentinel) -> None:
     """Close the clients ``sentinel`` asks (redis-py 8's ``Sentinel.close()``, which 7 lacks)."""
     for client in sentinel.sentinels:
         client.close()
-
-
-def _replica_clients(sentinel: Sentinel, service: str, kwargs: dict[str, Any]) -> list[Redis]:
-    """A one-connection client per replica the sentinels list now (for ``CLIENT LIST``)."""
-    options = {name: value for name, value in kwargs.items() if name != "retry"}
-    return [
-        Redis(host=str(host), port=int(port), single_connection_client=True, **options)
-        # discover_slaves: redis-py 8's discover_replicas is an alias that 7 lacks
-        for host, port in sentinel.discover_slaves(service)
-    ]

@@ -56,8 +56,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast, get_type_hints
 
-from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ResponseError
 
 from ._config import STATS_FRESH_INTERVALS, STATS_TTL_INTERVALS, Settings
 from ._errors import REDIS_ERRORS
@@ -65,8 +64,10 @@ from ._stats import FIGURES, HOST, PoolFigures, PoolReport, PoolStats, group_cli
 
 if TYPE_CHECKING:
     from redis import Redis
+    from redis.cluster import RedisCluster
 
     from ._poolset import PoolSet
+    from ._topology import SideConnection
 
     #: A client of one server, or of a Redis Cluster.
     AnyClient = Redis | RedisCluster
@@ -139,14 +140,14 @@ class StatsPublisher:
     :param settings: the pool's settings.
     :param snapshot: returns the pool's :class:`~flask_redispool.PoolStats`, or is
         a dead weak reference (returns ``None``) once the pool is gone.
-    :param side_client: makes the client of the publisher's own connection, on first use.
+    :param side: the publisher's own connection (the topology's), opened on first use.
     """
 
     def __init__(
         self,
         settings: Settings,
         snapshot: Callable[[], Callable[[], PoolStats] | None],
-        side_client: Callable[[], AnyClient],
+        side: SideConnection,
     ) -> None:
         self.settings = settings
         self.interval = settings.stats_interval
@@ -158,7 +159,7 @@ class StatsPublisher:
         self.failures = 0
         self._running = False
         self._snapshot = snapshot
-        self._make_side = side_client
+        self._side_connection = side
         self._side: AnyClient | None = None
         self._side_pid = self.pid
         self._thread: threading.Thread | None = None
@@ -180,7 +181,7 @@ class StatsPublisher:
         """The client of this process's own connection, outside the pool (made on first use)."""
         with self._lock:  # a forked child makes its own: the parent's socket is not its to use
             if self._side is None or self._side_pid != os.getpid():
-                self._side, self._side_pid = self._make_side(), os.getpid()
+                self._side, self._side_pid = self._side_connection.open(), os.getpid()
             return self._side
 
     def start(self) -> None:
@@ -227,10 +228,8 @@ class StatsPublisher:
         """Close the publisher's own connection (also the one :meth:`health` used)."""
         with self._lock:
             side, self._side = self._side, None
-        if isinstance(side, RedisCluster):
-            side.close()
-        elif side is not None:
-            side.connection_pool.disconnect()
+        if side is not None:
+            self._side_connection.close(side)
 
     def withdraw(self) -> None:
         """The process forks with no connection in use (a gunicorn master that preloaded the
@@ -485,7 +484,7 @@ def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
 def build_report(client: AnyClient, pools: PoolSet) -> PoolReport:
     """Every process's snapshot of ``pools`` beside the connections the servers see from it
     (``CLIENT LIST`` on ``client``'s server and on every other server the pools use, such
-    as Sentinel replicas).
+    as Sentinel replicas or a cluster's nodes, as the pools' topology reads them).
 
     A command the server refuses (an ACL without ``CLIENT`` or ``SCAN``) leaves its part
     out and says why in ``server_error`` or ``snapshots_error``; so do unnamed connections
@@ -496,8 +495,8 @@ def build_report(client: AnyClient, pools: PoolSet) -> PoolReport:
     :raises RedisError: Redis is unreachable, or refused the connection itself
         (credentials, database number).
     """
-    settings = pools.settings
-    _connect(client)  # first: a connection the server refuses is no partial view
+    settings, topology = pools.settings, pools.topology
+    topology.connect(client)  # first: a connection the server refuses is no partial view
     snapshots: list[PublishedStats] = []
     server = snapshots_error = server_error = None
     skipped = 0
@@ -510,7 +509,7 @@ def build_report(client: AnyClient, pools: PoolSet) -> PoolReport:
         server_error = unnamed
     else:
         try:
-            server = group_client_list(_client_lists(client, pools), settings.client_name)
+            server = group_client_list(topology.client_lists(client), settings.client_name)
         except ResponseError as exc:
             server_error = f"{type(exc).__name__}: {exc}"
     rows = process_rows(
@@ -525,41 +524,6 @@ def build_report(client: AnyClient, pools: PoolSet) -> PoolReport:
         snapshots_skipped=skipped,
         server_error=server_error,
     )
-
-
-def _connect(client: AnyClient) -> None:
-    """Check out (and so connect and set up) one connection of ``client`` and give it back
-    (a cluster client connected when it was made)."""
-    if isinstance(client, RedisCluster):
-        return
-    pool = client.connection_pool
-    pool.release(pool.get_connection())
-
-
-def _client_lists(client: AnyClient, pools: PoolSet) -> list[dict[str, Any]]:
-    """``CLIENT LIST`` of ``client``'s server and of every other server the pools use (every
-    node of a cluster); a node that went away since the sentinels listed it is left out."""
-    if isinstance(client, RedisCluster):
-        return _cluster_client_lists(client)
-    entries: list[dict[str, Any]] = list(client.client_list())
-    for node in pools.nodes():
-        try:
-            entries += node.client_list()
-        except (ConnectionError, TimeoutError):
-            continue
-        finally:
-            node.close()
-    return entries
-
-
-def _cluster_client_lists(client: RedisCluster) -> list[dict[str, Any]]:
-    entries: list[dict[str, Any]] = []
-    for node in client.get_nodes():  # type: ignore[no-untyped-call]
-        try:
-            entries += client.client_list(target_nodes=node)
-        except (ConnectionError, TimeoutError):
-            continue
-    return entries
 
 
 def _why_unnamed(pools: PoolSet) -> str | None:

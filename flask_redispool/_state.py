@@ -14,13 +14,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from flask.sansio.app import App
+    from redis import Redis
 
     from ._asyncio import AsyncPools
-    from ._client import ContextClient
     from ._config import Settings
     from ._extension import RedisPool
     from ._poolset import PoolSet
     from ._snapshots import AnyClient
+    from ._topology import Topology
 
 __all__ = ["CLOSED_KEY", "CLOSE_CHECKS_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states", "before_close"]
 
@@ -37,21 +38,35 @@ CLOSE_CHECKS_KEY: Final = "redispool.close_checks"
 
 @dataclass(frozen=True)
 class AppState:
-    """One app's pools for one config prefix, kept in ``app.extensions``."""
+    """One app's pools for one config prefix, kept in ``app.extensions``.
+
+    It holds the app's :class:`~flask_redispool._topology.Topology`, which holds the rest
+    (its pools, their publisher, the async pools); readers ask the topology, never which
+    one it is. ``client`` and ``replica_client`` are the topology's, kept here too: every
+    request reads one.
+    """
 
     extension: RedisPool
     settings: Settings
-    pools: PoolSet  # one server's pool, or a Sentinel service's master and replica pools
-    client: ContextClient  # prepared once, shared by every context
-    replica_client: ContextClient  # on the replicas' pool, or the same as client
-    async_pools: AsyncPools  # one redis.asyncio pool per event loop, made on first use
+    topology: Topology  # one server, a Sentinel service, a Redis Cluster...
+    client: Redis  # prepared once, shared by every context
+    replica_client: Redis  # on the replicas' pool, or the same as client
+
+    @property
+    def pools(self) -> PoolSet:
+        """The counted pools, and what spans them (the publisher, the async pools)."""
+        return self.topology.pools
+
+    @property
+    def async_pools(self) -> AsyncPools:
+        """One ``redis.asyncio`` pool per event loop, made on first use."""
+        return self.topology.pools.async_pools
 
     def reader(self) -> AnyClient:
         """The pooled client that reads snapshots and ``CLIENT LIST`` for reports and
-        scrapes: :attr:`client`, or behind ``redis+cluster://`` the cluster client (made
-        now if need be, which asks the nodes for the slots)."""
-        cluster = self.pools.cluster
-        return self.client if cluster is None else cluster.get()
+        scrapes (behind ``redis+cluster://``, the cluster client, made now if need be,
+        which asks the nodes for the slots)."""
+        return self.topology.reader()
 
 
 def app_states(app: App) -> list[AppState]:

@@ -4,9 +4,10 @@ flask-redispool.
 Each baseline is a plain Flask app whose view uses a module-global client of redis-py
 (= 1.00): ``Sentinel(...).master_for(service)``, and ``RedisCluster(host, port)``. Ours
 is ``RedisPool(app)`` on the same ``redis+sentinel://`` or ``redis+cluster://`` URL, its
-view using ``redis_pool.client`` or ``redis_pool.cluster_client``. Views do 1 and 10 GETs
-against real servers started here on loopback: a master that a sentinel watches, and a
-cluster of 3 masters and 3 replicas. Pairing, rounds and medians as in ``bench_apps.py``.
+view using ``redis_pool.client`` or ``redis_pool.cluster_client``. Views do 0, 1 and 10
+GETs against real servers started here on loopback (and stopped by pid): a master that a
+sentinel watches, and a cluster of 3 masters. Pairing, rounds and medians as in
+``bench_apps.py``; the benchmark and the servers run on separate cores where there are two.
 
 Usage: python bench/bench_scaleout.py [--processes N] [--rounds N]
 """
@@ -23,9 +24,10 @@ import time
 from typing import Any
 
 from bench_apps import paired, parse_arguments  # type: ignore[import-not-found]
+from bench_pool import pin_apart  # type: ignore[import-not-found]
 
-GETS = (1, 10)
-CALLS = {1: 400, 10: 150}
+GETS = (0, 1, 10)
+CALLS = {0: 600, 1: 400, 10: 150}
 
 
 def module_global_client(url: str) -> Any:
@@ -84,6 +86,23 @@ def measure(url: str, gets: int, rounds: int) -> tuple[float, float]:
     return ratio, added
 
 
+def wait_for_master(sentinel_port: int, timeout: float = 10.0) -> None:
+    """Until a client that asks the sentinel reaches its master."""
+    from redis.exceptions import RedisError
+    from redis.sentinel import Sentinel
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Sentinel([("127.0.0.1", sentinel_port)], socket_timeout=2).master_for("mymaster") as master:
+                master.ping()
+                return
+        except RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def main() -> None:
     args = parse_arguments(__doc__, GETS)
     if args.worker is not None:
@@ -95,15 +114,17 @@ def main() -> None:
 
     master = RedisServer().start()
     sentinel = RedisServer.sentinel_for(master.port, quorum=1, binary=master.binary)
-    cluster = RedisClusterServers(master.binary)
+    cluster = RedisClusterServers(master.binary, replicas=0)
     try:
         sentinel.start()
         cluster.start()
-        time.sleep(1)  # the sentinel's first look at the master
+        wait_for_master(sentinel.port)
+        servers = [master, sentinel, *cluster.nodes]
+        pinned = all([pin_apart(server.pid) for server in servers])  # noqa: C419 - every server, not until one fails
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"Flask {version('flask')}, redis-py {version('redis')}; median of {args.processes} processes x "
-            f"{args.rounds} rounds"
+            f"{args.rounds} rounds{'; servers and benchmark on separate cores' if pinned else ''}"
         )
         print("| topology | GETs | flask-redispool ÷ module-global redis-py client |")
         print("|---|---:|---:|")

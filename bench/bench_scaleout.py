@@ -9,7 +9,7 @@ GETs against real servers started here on loopback (and stopped by pid): a maste
 sentinel watches, and a cluster of 3 masters. Pairing, rounds and medians as in
 ``bench_apps.py``; the benchmark and the servers run on separate cores where there are two.
 
-Usage: python bench/bench_scaleout.py [--processes N] [--rounds N]
+Usage: python bench/bench_scaleout.py [--processes N] [--rounds N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -74,13 +74,14 @@ def build(variant: str, url: str, gets: int) -> Any:
     return app.test_client()
 
 
-def run_worker(url: str, gets: int, rounds: int) -> None:
+def run_worker(url: str, gets: int, rounds: int, clock: str) -> None:
     baseline, ours = build("global", url, gets), build("ours", url, gets)
-    print(json.dumps(paired(lambda: baseline.get("/view"), lambda: ours.get("/view"), CALLS[gets], rounds)))
+    print(json.dumps(paired(lambda: baseline.get("/view"), lambda: ours.get("/view"), CALLS[gets], rounds, clock)))
 
 
-def measure(url: str, gets: int, rounds: int) -> tuple[float, float]:
+def measure(url: str, gets: int, rounds: int, clock: str) -> tuple[float, float]:
     command = [sys.executable, __file__, "--worker", str(gets), "--url", url, "--rounds", str(rounds)]
+    command += ["--clock", clock]
     output = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900).stdout
     ratio, added = json.loads(output)
     return ratio, added
@@ -106,7 +107,7 @@ def wait_for_master(sentinel_port: int, timeout: float = 10.0) -> None:
 def main() -> None:
     args = parse_arguments(__doc__, GETS)
     if args.worker is not None:
-        run_worker(args.url, args.worker, args.rounds)
+        run_worker(args.url, args.worker, args.rounds, args.clock)
         return
     from importlib.metadata import version
 
@@ -124,14 +125,14 @@ def main() -> None:
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"Flask {version('flask')}, redis-py {version('redis')}; median of {args.processes} processes x "
-            f"{args.rounds} rounds{'; servers and benchmark on separate cores' if pinned else ''}"
+            f"{args.rounds} rounds, {args.clock} time{'; servers and benchmark on separate cores' if pinned else ''}"
         )
         print("| topology | GETs | flask-redispool ÷ module-global redis-py client |")
         print("|---|---:|---:|")
         urls = {"Sentinel": f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster/0", "Cluster": cluster.url}
         for topology, url in urls.items():
             for gets in GETS:
-                runs = [measure(url, gets, args.rounds) for _ in range(args.processes)]
+                runs = [measure(url, gets, args.rounds, args.clock) for _ in range(args.processes)]
                 ratio = statistics.median(run[0] for run in runs)
                 added = statistics.median(run[1] for run in runs) * 1e6
                 print(f"| {topology} | {gets} | {ratio:.3f} ({added:+.1f} µs) |")

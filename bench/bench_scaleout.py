@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from bench_apps import paired, parse_arguments  # type: ignore[import-not-found]
-from bench_pool import pin_apart  # type: ignore[import-not-found]
 
 GETS = (0, 1, 10)
 CALLS = {0: 600, 1: 400, 10: 150}
@@ -87,6 +86,18 @@ def measure(url: str, gets: int, rounds: int, clock: str) -> tuple[float, float]
     return ratio, added
 
 
+def pin_servers(pids: list[int | None]) -> bool:
+    """Run the benchmark on one core and every server on another, where there are two."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if len(cores) < 2:
+        return False
+    for pid in pids:
+        if pid is not None:
+            os.sched_setaffinity(pid, {cores[1]})
+    os.sched_setaffinity(0, {cores[0]})
+    return True
+
+
 def wait_for_master(sentinel_port: int, timeout: float = 10.0) -> None:
     """Until a client that asks the sentinel reaches its master."""
     from redis.exceptions import RedisError
@@ -120,8 +131,7 @@ def main() -> None:
         sentinel.start()
         cluster.start()
         wait_for_master(sentinel.port)
-        servers = [master, sentinel, *cluster.nodes]
-        pinned = all([pin_apart(server.pid) for server in servers])  # noqa: C419 - every server, not until one fails
+        pinned = pin_servers([server.pid for server in (master, sentinel, *cluster.nodes)])
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
             f"Flask {version('flask')}, redis-py {version('redis')}; median of {args.processes} processes x "

@@ -25,6 +25,7 @@ from redis.client import Monitor, Pipeline, PubSub
 from redis.connection import Connection, ConnectionPool
 
 from ._context import current_context
+from ._streaming import hand_over_at_response
 
 __all__ = [
     "AppClient",
@@ -93,10 +94,20 @@ class Held:
         holders, self.sync = list(self.sync), weakref.WeakSet()
         return holders
 
+    @staticmethod
+    def give_back(holders: list[Any]) -> None:
+        """Give back the connections of ``holders`` that :meth:`pass_sync` handed over."""
+        for holder in holders:
+            release_holder(holder)
+
 
 def held_here(key: str) -> Held | None:
     """The current app context's :class:`Held` under ``key`` (made on first use), or
-    ``None`` outside an app context, where nothing is remembered."""
+    ``None`` outside an app context, where nothing is remembered.
+
+    Made in a Flask request, it has the request's response take over what it holds if
+    that response is streamed (:mod:`flask_redispool._streaming`): only requests that
+    hold something pay for the hand-over."""
     ctx = current_context()
     if ctx is None:
         return None
@@ -104,6 +115,7 @@ def held_here(key: str) -> Held | None:
     held: Held | None = namespace.get(key)
     if held is None:
         held = namespace[key] = Held()
+        hand_over_at_response(key)
     return held
 
 

@@ -8,16 +8,18 @@ and 3.1.1 kept the contexts pushed until the stream ended), and a generator with
 ``stream_with_context`` always runs after teardown: what teardown gives back would be
 gone before the stream's first message.
 
-:func:`hand_to_stream` is an ``after_request`` function: when the response's body is a
-generator (Flask's way to stream, with or without ``stream_with_context``) it moves what
-the context holds (pipelines, pubsubs, monitors, pinned clients, raw connections) from
-the context to the body, wrapped in a :class:`StreamedBody`. The body holds them (the
-context remembers them weakly) and gives them back as soon as the stream is over,
-however it ends: exhausted, the generator raising, or closed by the WSGI server (the
-client went away) before it ended or even began. A body that is never closed (a
-response dropped before it was sent) gives them back when it is garbage-collected.
-What the generator opens itself, inside the context that ``stream_with_context``
-pushes again, is given back by that context's teardown.
+The first time a request's context holds something, :func:`hand_over_at_response`
+registers :func:`hand_to_stream`'s function for that request only (Flask's
+``after_this_request``): a request that holds nothing pays nothing here. When the
+response's body is a generator (Flask's way to stream, with or without
+``stream_with_context``) it moves what the context holds (pipelines, pubsubs, monitors,
+pinned clients, raw connections) from the context to the body, wrapped in a
+:class:`StreamedBody`. The body holds them (the context remembers them weakly) and gives
+them back as soon as the stream is over, however it ends: exhausted, the generator
+raising, or closed by the WSGI server (the client went away) before it ended or even
+began. A body that is never closed (a response dropped before it was sent) gives them
+back when it is garbage-collected. What the generator opens itself, inside the context
+that ``stream_with_context`` pushes again, is given back by that context's teardown.
 
 Other bodies without a length (``send_file``, the page of an ``abort()``) are not
 streams a view feeds: their view's connections are given back at teardown, as usual.
@@ -29,14 +31,19 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Generator
 from types import GeneratorType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Response
+from flask import Response, after_this_request, has_request_context
 
-from ._client import Held, release_holder
 from ._context import FLASK_CONTEXT
 
-__all__ = ["StreamedBody", "hand_to_stream"]
+if TYPE_CHECKING:
+    from ._client import Held
+
+__all__ = ["StreamedBody", "hand_over_at_response", "hand_to_stream"]
+
+#: Gives back a list of holders (:meth:`Held.give_back <flask_redispool._client.Held.give_back>`).
+GiveBack = Callable[[list[Any]], None]
 
 
 class StreamedBody:
@@ -47,17 +54,18 @@ class StreamedBody:
     calls :meth:`close`, directly (``direct_passthrough``) or through ``Response.close()``.
     """
 
-    __slots__ = ("__weakref__", "_body", "_holders", "_release")
+    __slots__ = ("__weakref__", "_body", "_held", "_release")
 
     def __init__(self, body: Generator[Any, None, None]) -> None:
         self._body = body
-        self._holders: list[Any] = []
-        self._release = weakref.finalize(self, _give_back, self._holders)
+        self._held: list[tuple[GiveBack, list[Any]]] = []
+        self._release = weakref.finalize(self, _give_back, self._held)
         self._release.atexit = False  # the pools close at exit anyway
 
-    def hold(self, holders: list[Any]) -> None:
-        """Keep ``holders`` until the stream is over (each prefix's view hands its own)."""
-        self._holders.extend(holders)
+    def hold(self, holders: list[Any], give_back: GiveBack) -> None:
+        """Keep ``holders`` until the stream is over, then ``give_back`` them (each
+        prefix's view hands its own)."""
+        self._held.append((give_back, holders))
 
     def __iter__(self) -> StreamedBody:
         return self
@@ -78,16 +86,22 @@ class StreamedBody:
             self._release()
 
 
-def _give_back(holders: list[Any]) -> None:
-    for holder in holders:
-        release_holder(holder)
+def _give_back(held: list[tuple[GiveBack, list[Any]]]) -> None:
+    for give_back, holders in held:
+        give_back(holders)
+
+
+def hand_over_at_response(held_key: str) -> None:
+    """Inside a Flask request: let its response take over what its context holds under
+    ``held_key`` (:func:`hand_to_stream`). Called once per context, at its first hold."""
+    if has_request_context():
+        after_this_request(hand_to_stream(held_key))
 
 
 def hand_to_stream(held_key: str) -> Callable[[Response], Response]:
     """The ``after_request`` function of one prefix: a response streamed from a generator
     takes over the sync holders of the context's :class:`~flask_redispool._client.Held`
-    under ``held_key``. Every request runs it; the common case (nothing held) is one
-    look-up."""
+    under ``held_key``. The common case (nothing held) is one look-up."""
 
     def after_request(response: Response) -> Response:
         ctx = FLASK_CONTEXT.get(None)
@@ -98,7 +112,7 @@ def hand_to_stream(held_key: str) -> Callable[[Response], Response]:
         if isinstance(body, GeneratorType):
             body = response.response = StreamedBody(body)
         if isinstance(body, StreamedBody):
-            body.hold(held.pass_sync())
+            body.hold(held.pass_sync(), held.give_back)
         return response
 
     return after_request

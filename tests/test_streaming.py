@@ -85,6 +85,27 @@ def test_a_streamed_pubsub_receives_every_message_then_is_given_back(
     wait_subscribed(server, 0)
 
 
+def test_a_request_hands_over_what_it_holds_without_an_app_wide_hook(
+    app: Flask, redis_pool: RedisPool, server: Redis
+) -> None:
+    """The first hold of a request registers the hand-over for that request only (a request
+    that holds nothing runs none): with every app-wide ``after_request`` function of ours
+    removed, a streamed pubsub still lives until its stream ends."""
+    for functions in app.after_request_funcs.values():
+        functions[:] = [function for function in functions if not function.__qualname__.startswith("hand_to_stream")]
+    serve_stream(app, redis_pool, lambda pubsub: (data + b"\n" for data in messages(pubsub, 2)))
+    response = app.test_client().get("/events")
+    try:
+        wait_subscribed(server)
+        for number in range(2):
+            server.publish("news", str(number))
+        assert response.get_data().split() == [b"ready", b"0", b"1"]
+        assert_nothing_held(app)
+    finally:
+        response.close()
+    wait_subscribed(server, 0)
+
+
 def test_a_stream_that_raises_gives_back_what_it_held(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
     def stream(pubsub: PubSub) -> Iterator[bytes]:
         yield from messages(pubsub, 3)

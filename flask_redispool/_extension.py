@@ -27,7 +27,6 @@ from ._health import Health, check_health, closed_health
 from ._pool import CountedPool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
-from ._streaming import hand_to_stream
 from ._topology import open_topology
 
 if TYPE_CHECKING:
@@ -107,8 +106,6 @@ class RedisPool:
         dropped.atexit = False
         app.extensions.setdefault(_FINALIZERS_KEY, {})[self.config_prefix] = dropped
         app.teardown_appcontext(_flask_teardown(self._held_key) if isinstance(app, Flask) else self._async_teardown)
-        if isinstance(app, Flask):  # a streamed response keeps what its view opened until it ends
-            app.after_request(hand_to_stream(self._held_key))
         register_commands(app)
 
     def close(self, app: App | None = None) -> None:

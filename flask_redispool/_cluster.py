@@ -44,7 +44,7 @@ from ._client import held_here
 from ._commands import command_kind
 from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, ConnectionPolicy, add_note, pool_connection_class, unsafe_failures
-from ._errors import ConfigError, MayHaveRunConnectionError
+from ._errors import ConfigError, MayHaveRunConnectionError, PoolExhaustedError
 from ._events import PoolEvents
 from ._pool import (
     CountedConnectionPool,
@@ -415,14 +415,15 @@ class _Operation:
     one. A command sent again after a redirect stays one connection in use.
     """
 
-    __slots__ = ("_client", "_holders", "_task", "_token", "spread")
+    __slots__ = ("_client", "_holders", "_task", "_token", "final")
 
     def __init__(self, client: AsyncClusterClient) -> None:
         self._client = client
         self._holders: set[asyncio.Task[Any]] = set()
-        #: Whether a task other than the one running the operation has sent something:
-        #: a pipeline's node, or one of the nodes a command is sent to at once.
-        self.spread = False
+        #: Whether it may not run again after a node was full: a task other than the one
+        #: running the operation has sent something (a pipeline's node, one of the nodes a
+        #: command is sent to at once), or a pipeline's WATCH is gone.
+        self.final = False
 
     def __enter__(self) -> _Operation:
         self._task = asyncio.current_task()
@@ -445,7 +446,7 @@ class _Operation:
         holders.add(task)
         client.lent += 1
         if task is not self._task:  # a node's task of a pipeline, or of a command sent to several
-            self.spread = True
+            self.final = True
             task.add_done_callback(self._task_ended)
 
     def gave_back(self) -> None:
@@ -554,8 +555,10 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         """``(await run(),)``, or ``None`` when a node had no free connection."""
         try:
             return (await run(),)
+        except PoolExhaustedError:  # a command of the pipeline, sent again on its own, waited already
+            raise
         except MaxConnectionsError:
-            if operation.spread:
+            if operation.final:
                 raise
         operation.gave_back()  # sent before, then redirected: it holds nothing while it waits
         return None
@@ -571,22 +574,9 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
         """redis-py's pipeline, which waits for a node's connection as a command does
-        (before it sends anything), and is never sent again as a whole."""
+        (:class:`_WaitingPipeline`), and is never sent again as a whole."""
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        execute = pipe.execute
-
-        async def execute_once(raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-            token = _IN_PIPELINE.set(True)
-            try:
-                with _Operation(self) as operation:
-                    run = functools.partial(
-                        execute, raise_on_error=raise_on_error, allow_redirections=allow_redirections
-                    )
-                    return await self._waiting(operation, run)
-            finally:
-                _IN_PIPELINE.reset(token)
-
-        pipe.execute = execute_once  # type: ignore[method-assign]
+        _WaitingPipeline(self, pipe)
         return pipe
 
     def pubsub(self, *args: Any, **kwargs: Any) -> Any:
@@ -611,6 +601,66 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         await self.aclose()
         await self.nodes_manager.aclose()
         await self.nodes_manager.aclose("startup_nodes")
+
+
+class _WaitingPipeline:
+    """An async cluster pipeline that waits for a node's connection as a command does.
+
+    redis-py raises ``MaxConnectionsError`` when a node's connections are all out, and
+    empties the pipeline. When nothing was sent yet (no node's task sent its share), the
+    pipeline waits in the client's line and runs again with the commands it had, queued
+    again through its public methods. A pipeline that sent part of its batch, or that
+    WATCHes keys (the watch ended with the reset), raises as redis-py does.
+    """
+
+    def __init__(self, client: AsyncClusterClient, pipe: aio_cluster.ClusterPipeline) -> None:
+        self._client = client
+        self._execute, self._queue, self._multi = pipe.execute, pipe.execute_command, pipe.multi
+        self._reset, self._watch = pipe.reset, pipe.watch
+        self._queued: list[Callable[[], object]] = []  # how to queue the commands again
+        self._watched = False
+        pipe.execute = self.execute  # type: ignore[method-assign]
+        pipe.execute_command = self.execute_command  # type: ignore[method-assign]
+        pipe.multi = self.multi  # type: ignore[method-assign]
+        pipe.reset = self.reset  # type: ignore[method-assign]
+        pipe.watch = self.watch  # type: ignore[method-assign]
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._queued.append(functools.partial(self._queue, *args, **kwargs))
+        return self._queue(*args, **kwargs)
+
+    def multi(self) -> None:
+        self._queued.append(self._multi)
+        self._multi()  # type: ignore[no-untyped-call]
+
+    async def watch(self, *names: Any) -> Any:
+        self._watched = True
+        return await self._watch(*names)  # type: ignore[no-untyped-call]
+
+    async def reset(self) -> None:
+        self._queued, self._watched = [], False
+        await self._reset()  # type: ignore[no-untyped-call]
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued, self._queued = self._queued, []
+        watched, self._watched = self._watched, False
+        first = True
+
+        async def run() -> list[Any]:
+            nonlocal first
+            if not first:  # redis-py emptied it after the try that found a node full
+                for queue in queued:
+                    queue()
+            first = False
+            return await self._execute(raise_on_error, allow_redirections)
+
+        token = _IN_PIPELINE.set(True)
+        try:
+            with _Operation(self._client) as operation:
+                operation.final = watched  # a watch does not survive the reset: no second try
+                return await self._client._waiting(operation, run)
+        finally:
+            _IN_PIPELINE.reset(token)
 
 
 def _async_cluster_client(

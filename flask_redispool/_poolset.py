@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
+from ._wait import wake_closed
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -198,6 +199,7 @@ class PoolSet:
         """
         self.publisher.stop()
         self.policy.closed = message
+        wake_closed(self.policy)  # async waiters, on their loops
         self.publisher.close()  # a health check may have opened its connection again meanwhile
         for pool in self.pools:
             pool.close_for_good()

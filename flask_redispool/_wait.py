@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from ._connection import ConnectionPolicy
     from ._events import PoolEvents
 
-__all__ = ["AsyncFairWait", "FairWait", "exhausted_error"]
+__all__ = ["AsyncFairWait", "FairWait", "exhausted_error", "wake_closed"]
 
 T = TypeVar("T")
 W = TypeVar("W", threading.Event, asyncio.Event)
@@ -163,8 +164,13 @@ class AsyncFairWait(_Line[asyncio.Event]):
     """The wait of one event loop's pool or cluster client: its tasks sleep on
     :class:`asyncio.Event`\\ s of that loop, which alone touches the line."""
 
+    _loop: asyncio.AbstractEventLoop | None = None
+
     async def take(self, try_take: Callable[[], Awaitable[T | None]]) -> T:
         """:meth:`FairWait.take`, awaiting ``try_take()``."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            _ASYNC_LINES.add(self)
         waiter = asyncio.Event()
         deadline = self._begin(waiter)
         try:
@@ -181,3 +187,18 @@ class AsyncFairWait(_Line[asyncio.Event]):
                 self._wake_next(waiter)
         finally:
             self._end(waiter)
+
+
+#: The async lines that have had a waiter, for :func:`wake_closed`.
+_ASYNC_LINES: weakref.WeakSet[AsyncFairWait] = weakref.WeakSet()
+
+
+def wake_closed(policy: ConnectionPolicy) -> None:
+    """The pools sharing ``policy`` closed (:meth:`RedisPool.close()
+    <flask_redispool.RedisPool.close>`, from any thread): every async waiter of theirs
+    wakes on its own loop and raises the "closed" error. (A sync pool wakes its own.)"""
+    for line in list(_ASYNC_LINES):
+        loop = line._loop
+        if line._policy is policy and line.waiters and loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits there
+                loop.call_soon_threadsafe(line.wake_all)

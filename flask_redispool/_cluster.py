@@ -489,7 +489,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     set in the client's ``connection_kwargs``, from which every node it finds makes its
     connections, and on the startup nodes, before the first command. A command that
     finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
-    raises at once). Every connection a command or a pipeline takes from a node is
+    raises at once), first come first served (:class:`~flask_redispool._wait.AsyncFairWait`);
+    so does a pipeline. Every connection a command or a pipeline takes from a node is
     counted in the app's async figures (:class:`_Operation`), as a pool counts checkouts.
     """
 

@@ -9,16 +9,18 @@ offers nothing; :func:`create_pool` builds one for a single server from validate
   :class:`~redis.BlockingConnectionPool` passes every checkout through a queue and a
   condition variable, which cost a quarter of the throughput of a gunicorn worker with
   8 threads (``bench/bench_load.py``); here the checkout is redis-py's plain one. Only
-  while somebody waits do checkouts queue, first come first served, and a release
-  wakes the oldest waiter;
-- counters for :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts,
-  connections made); a checkout costs one C call;
+  while somebody waits do checkouts queue (:class:`~flask_redispool._wait.FairWait`,
+  the wait every pool kind shares), first come first served, and a release wakes the
+  oldest waiter;
+- events for its listeners (:mod:`~flask_redispool._events`): the counters of
+  :meth:`~flask_redispool.RedisPool.stats` (checkouts, waits, timeouts, connections
+  made; a checkout costs one C call), OpenTelemetry, and its owner
+  (:class:`~flask_redispool._poolset.PoolSet`), which starts publishing that process's
+  snapshots at its first connection;
 - :class:`~flask_redispool.PoolExhaustedError`, naming the config keys;
 - connections of its own class (:mod:`flask_redispool._connection`): named
   ``<client name>:<host>:<pid>`` so ``CLIENT LIST`` tells processes apart, also after
-  a fork; retried only when the command is safe to repeat; explaining their failures;
-- a call to its owner (:class:`~flask_redispool._poolset.PoolSet`) at a process's first
-  connection, which starts publishing that process's snapshots.
+  a fork; retried only when the command is safe to repeat; explaining their failures.
 """
 
 from __future__ import annotations

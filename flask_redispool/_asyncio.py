@@ -269,7 +269,8 @@ class CountedAsyncPool(redis.asyncio.ConnectionPool):
         finally:  # a release cancelled while it waited for the lock is finished by redis-py
             for released in self.events.release:
                 released()
-            self._wait.wake_first()
+            if self._wait.waiters:
+                self._wait.wake_first()
 
     def make_connection(self) -> Any:
         connection = super().make_connection()  # type: ignore[no-untyped-call]

@@ -571,7 +571,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
             for released in self.events.release:
                 for _ in range(connections):
                     released()
-            self._wait.wake_first()
+            if self._wait.waiters:
+                self._wait.wake_first()
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
         """redis-py's pipeline, which waits for a node's connection as a command does

@@ -31,6 +31,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
@@ -40,16 +41,18 @@ import redis.asyncio.sentinel as aio_sentinel
 from redis.asyncio.client import Monitor
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import ConnectionError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import SentinelManagedConnection
 
 from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
-from ._pool import exhausted_error, pool_repr
+from ._events import PoolEvents
+from ._pool import pool_repr
 from ._stats import PoolCounters
-from ._telemetry import name_sentinel_pool, observed, record_async_timeout
+from ._telemetry import PoolTelemetry, name_sentinel_pool
+from ._wait import AsyncFairWait
 
 if TYPE_CHECKING:
     from ._poolset import PoolSet
@@ -209,47 +212,73 @@ class ThreadLoops:
             loop.close()
 
 
-class CountedAsyncPool(redis.asyncio.BlockingConnectionPool):
-    """A ``redis.asyncio`` pool for one loop, bounded like the sync one.
+class CountedAsyncPool(redis.asyncio.ConnectionPool):
+    """A ``redis.asyncio`` pool for one loop, bounded like the sync one: redis-py's
+    non-blocking pool, and the same wait in front of it (:class:`~flask_redispool._wait.AsyncFairWait`).
 
-    Waits up to ``POOL_TIMEOUT`` for a free connection (not at all when
-    ``POOL_BLOCKING`` is false), then raises :class:`~flask_redispool.PoolExhaustedError`
-    like the sync pool, instead of redis-py's ``ConnectionError("No connection available.")``.
+    Waits up to ``POOL_TIMEOUT`` for a free connection, first come first served (not at
+    all when ``POOL_BLOCKING`` is false), then raises :class:`~flask_redispool.PoolExhaustedError`
+    like the sync pool. Its events go to the counters the app's async pools share, and to
+    OpenTelemetry.
     """
 
     def __init__(self, pools: PoolSet, counters: PoolCounters, **kwargs: Any) -> None:
         settings = self.settings = pools.settings
         self._policy = pools.policy
-        self._counters = counters
-        self._asked = 0  # checkouts asked for and not given back: only this pool's loop touches it
-        timeout = settings.pool_timeout if settings.pool_blocking else 0
-        super().__init__(max_connections=settings.max_connections, timeout=timeout, **kwargs)
-        self._observed = observed()  # redis-py records the waits; we record the timeouts
+        super().__init__(max_connections=settings.max_connections, **kwargs)
+        #: Who listens to what happens to the pool (:mod:`~flask_redispool._events`).
+        self.events = PoolEvents(counters)
+        self._wait = AsyncFairWait(settings, pools.policy, self.events, settings.max_connections, self.in_use)
+        PoolTelemetry(self, self.events)
 
     def __repr__(self) -> str:
         return pool_repr(self, "async")
 
     async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        self._asked += 1  # before the first await: concurrent checkouts see each other
-        if self._asked > self.max_connections:  # more asked for than the pool holds: this one queues
-            self._counters.waited()
-        try:
-            connection = await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
-        except RedisError as exc:
-            self._asked -= 1
-            if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, asyncio.TimeoutError):
-                in_use = self.in_use()  # redis-py's pool timed out
-                if self._observed:
-                    record_async_timeout(self)
-                raise exhausted_error(self.settings, self.max_connections, in_use, self._counters) from None
-            self._policy.explain(exc)  # redis-py connects on checkout: say what to check
-            raise
-        self._counters.checked_out()
+        events = self.events
+        start = time.monotonic() if events.checkout_time else 0.0
+        # When others wait already, queue up behind them.
+        connection = None if self._wait.waiters else await self._checkout(*args, **kwargs)
+        if connection is None:
+            connection = await self._wait.take(functools.partial(self._checkout, *args, **kwargs))
+        for checkout in events.checkout:
+            checkout()
+        if start:
+            for timed in events.checkout_time:
+                timed(time.monotonic() - start)
         return connection
 
+    async def _checkout(self, *args: Any, **kwargs: Any) -> Any:
+        """A connection, or ``None`` when none is free."""
+        try:
+            return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except MaxConnectionsError:
+            return None
+        except RedisError as exc:  # redis-py connects on checkout: say what to check
+            self._policy.explain(exc)
+            raise
+
     async def release(self, connection: Any) -> None:
-        await super().release(connection)
-        self._asked -= 1
+        try:
+            await super().release(connection)
+        finally:  # a release cancelled while it waited for the lock is finished by redis-py
+            for released in self.events.release:
+                released()
+            if self._wait.waiters:
+                self._wait.wake_first()
+
+    def make_connection(self) -> Any:
+        connection = super().make_connection()  # type: ignore[no-untyped-call]
+        for connected in self.events.connect:
+            connected()
+        return connection
+
+    async def aclose(self) -> None:
+        """Close the connections; waiters raise the "closed" error if the app closed."""
+        try:
+            await super().aclose()
+        finally:
+            self._wait.wake_all()
 
     def in_use(self) -> int:
         """Connections checked out of this loop's pool now."""

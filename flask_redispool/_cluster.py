@@ -27,8 +27,8 @@ import contextvars
 import functools
 import inspect
 import threading
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Final, cast
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 from urllib.parse import urlsplit
 
 import redis.asyncio.cluster as aio_cluster
@@ -51,16 +51,17 @@ from ._connection import (
     pool_connection_class,
     unsafe_failures,
 )
-from ._errors import ConfigError, MayHaveRunConnectionError
+from ._errors import ConfigError, MayHaveRunConnectionError, PoolExhaustedError
+from ._events import PoolEvents
 from ._pool import (
     CountedConnectionPool,
     check_connection_kwargs,
     check_query_options,
     connection_options,
-    exhausted_error,
     parse_addresses,
 )
 from ._poolset import PoolSet
+from ._wait import AsyncFairWait
 
 if TYPE_CHECKING:
     from ._asyncio import LoopOwner
@@ -78,6 +79,7 @@ __all__ = [
     "parse_cluster_url",
 ]
 
+T = TypeVar("T")
 #: The port of a seed given without one.
 DEFAULT_CLUSTER_PORT: Final = 6379
 # What redis.asyncio's cluster client takes; our other connection options reach its
@@ -85,8 +87,6 @@ DEFAULT_CLUSTER_PORT: Final = 6379
 _ASYNC_CLUSTER_PARAMETERS: Final = frozenset(inspect.signature(aio_cluster.RedisCluster.__init__).parameters)
 # Set while a pipeline of this thread or task executes: the cluster clients' retries are 0.
 _IN_PIPELINE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_redispool_in_pipeline", default=False)
-# How often a command that finds a node's connections all busy looks again.
-_WAIT_STEP: Final = 0.002
 
 if TYPE_CHECKING:
     _AsyncConnectionBase = aio_connection.Connection
@@ -508,31 +508,39 @@ class _Operation:
     """One command or pipeline of an :class:`AsyncClusterClient` in flight.
 
     redis.asyncio's cluster nodes lend their connections without a pool, so the client
-    counts them itself: a connection is checked out when a command, or one node's part of
-    a pipeline, is sent on it (:class:`_CountedSends`). A task holds one node's connection
-    at a time (redis-py sends to several nodes from a task each), so what counts in use is
-    a task that has sent, until it ends or, for the task that runs the command or pipeline,
-    until that returns. A command sent again after a redirect stays one connection in use.
+    counts them itself, through the same events as a pool (:mod:`~flask_redispool._events`):
+    a connection is checked out when a command, or one node's part of a pipeline, is sent
+    on it (:class:`_CountedSends`). A task holds one node's connection at a time (redis-py
+    sends to several nodes from a task each), so what counts in use is a task that has
+    sent, until it ends or, for the task that runs the command or pipeline, until that
+    returns: then the connection is back, and the client's first waiter tries to take
+    one. A command sent again after a redirect stays one connection in use.
     """
 
-    __slots__ = ("_client", "_holders", "_task", "_token")
+    __slots__ = ("_client", "_holders", "_task", "_token", "final")
 
     def __init__(self, client: AsyncClusterClient) -> None:
         self._client = client
         self._holders: set[asyncio.Task[Any]] = set()
+        #: Whether it may not run again after a node was full: a task other than the one
+        #: running the operation has sent something (a pipeline's node, one of the nodes a
+        #: command is sent to at once), or a pipeline's WATCH is gone.
+        self.final = False
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _Operation:
         self._task = asyncio.current_task()
         self._token = _OPERATION.set(self)
+        return self
 
     def __exit__(self, *exc_info: object) -> None:
         _OPERATION.reset(self._token)
-        self._client.lent -= len(self._holders)
-        self._holders = set()  # a node's task still running no longer counts
+        holders, self._holders = self._holders, set()  # a node's task still running no longer counts
+        self._client.gave_back(len(holders))
 
     def took_connection(self) -> None:
         client = self._client
-        client.counters.checked_out()
+        for checkout in client.events.checkout:
+            checkout()
         task = asyncio.current_task()
         holders = self._holders
         if task is None or task in holders:  # the same task sends again: the same slot
@@ -540,6 +548,7 @@ class _Operation:
         holders.add(task)
         client.lent += 1
         if task is not self._task:  # a node's task of a pipeline, or of a command sent to several
+            self.final = True
             task.add_done_callback(self._task_ended)
 
     def gave_back(self) -> None:
@@ -550,7 +559,7 @@ class _Operation:
         """``task`` holds no connection any more: a node's task gave it back before it ended."""
         if task in self._holders:
             self._holders.discard(task)
-            self._client.lent -= 1
+            self._client.gave_back(1)
 
 
 # The command or pipeline this task runs for an AsyncClusterClient; the tasks a pipeline
@@ -582,7 +591,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     set in the client's ``connection_kwargs``, from which every node it finds makes its
     connections, and on the startup nodes, before the first command. A command that
     finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
-    raises at once). Every connection a command or a pipeline takes from a node is
+    raises at once), first come first served (:class:`~flask_redispool._wait.AsyncFairWait`);
+    so does a pipeline. Every connection a command or a pipeline takes from a node is
     counted in the app's async figures (:class:`_Operation`), as a pool counts checkouts.
     """
 
@@ -604,10 +614,12 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
             node.connection_class = connection_class
             node.connection_kwargs.update(connection_options)
         self._pools = pools
-        #: The app's async figures, which this loop's checkouts add to.
-        self.counters = counters
+        settings = pools.settings
+        #: Who listens to this loop's checkouts, waits and timeouts: the app's async counters.
+        self.events = PoolEvents(counters)
         #: Connections taken from the nodes by this loop's commands and pipelines in flight.
         self.lent = 0
+        self._wait = AsyncFairWait(settings, pools.policy, self.events, settings.max_connections, self.in_use)
 
     async def initialize(self, *args: Any, **kwargs: Any) -> AsyncClusterClient:
         """Ask for the slots (redis-py's), then close the idle connection that asked: redis-py
@@ -625,44 +637,50 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        with _Operation(self):
-            return await self._execute_waiting(*args, **kwargs)
+        with _Operation(self) as operation:
+            return await self._waiting(operation, functools.partial(super().execute_command, *args, **kwargs))
 
-    async def _execute_waiting(self, *args: Any, **kwargs: Any) -> Any:
-        settings = self._pools.settings
-        deadline = None
-        while True:
-            try:
-                return await super().execute_command(*args, **kwargs)
-            except MaxConnectionsError:  # raised before anything was sent
-                operation = _OPERATION.get()
-                if operation is not None:  # sent before, then redirected: it holds nothing while it waits
-                    operation.gave_back()
-                now = self.loop.time()
-                if deadline is None:
-                    self.counters.waited()
-                    deadline = now + (settings.pool_timeout if settings.pool_blocking else 0)
-                if now >= deadline:
-                    raise self._exhausted() from None
-            await asyncio.sleep(_WAIT_STEP)
+    async def _waiting(self, operation: _Operation, run: Callable[[], Awaitable[T]]) -> T:
+        """``await run()``; when a node's connections are all out (redis-py raises
+        ``MaxConnectionsError`` before it sends on one), wait in this loop's line
+        (:class:`~flask_redispool._wait.AsyncFairWait`) for a connection to come back, and
+        run it again: up to ``POOL_TIMEOUT``, then :class:`~flask_redispool.PoolExhaustedError`.
 
-    def _exhausted(self) -> Exception:
-        settings = self._pools.settings
-        return exhausted_error(settings, settings.max_connections, self.lent, self.counters)
+        What another task of the operation sent (a pipeline's other nodes, a command's
+        other nodes) may have run: then the error is raised as it came, never sent again.
+        """
+        ran = await self._try(operation, run)
+        if ran is None:
+            ran = await self._wait.take(functools.partial(self._try, operation, run))
+        return ran[0]
+
+    async def _try(self, operation: _Operation, run: Callable[[], Awaitable[T]]) -> tuple[T] | None:
+        """``(await run(),)``, or ``None`` when a node had no free connection."""
+        try:
+            return (await run(),)
+        except PoolExhaustedError:  # a command of the pipeline, sent again on its own, waited already
+            raise
+        except MaxConnectionsError:
+            if operation.final:
+                raise
+        operation.gave_back()  # sent before, then redirected: it holds nothing while it waits
+        return None
+
+    def gave_back(self, connections: int) -> None:
+        """``connections`` came back to their nodes: the first waiter tries to take one."""
+        if connections:
+            self.lent -= connections
+            for released in self.events.release:
+                for _ in range(connections):
+                    released()
+            if self._wait.waiters:
+                self._wait.wake_first()
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
+        """redis-py's pipeline, which waits for a node's connection as a command does
+        (:class:`_WaitingPipeline`), and is never sent again as a whole."""
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        execute = pipe.execute
-
-        async def execute_once(raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-            token = _IN_PIPELINE.set(True)
-            try:
-                with _Operation(self):
-                    return await execute(raise_on_error=raise_on_error, allow_redirections=allow_redirections)
-            finally:
-                _IN_PIPELINE.reset(token)
-
-        pipe.execute = execute_once  # type: ignore[method-assign]
+        _WaitingPipeline(self, pipe)
         return pipe
 
     def pubsub(self, *args: Any, **kwargs: Any) -> Any:
@@ -687,6 +705,66 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         await self.aclose()
         await self.nodes_manager.aclose()
         await self.nodes_manager.aclose("startup_nodes")
+
+
+class _WaitingPipeline:
+    """An async cluster pipeline that waits for a node's connection as a command does.
+
+    redis-py raises ``MaxConnectionsError`` when a node's connections are all out, and
+    empties the pipeline. When nothing was sent yet (no node's task sent its share), the
+    pipeline waits in the client's line and runs again with the commands it had, queued
+    again through its public methods. A pipeline that sent part of its batch, or that
+    WATCHes keys (the watch ended with the reset), raises as redis-py does.
+    """
+
+    def __init__(self, client: AsyncClusterClient, pipe: aio_cluster.ClusterPipeline) -> None:
+        self._client = client
+        self._execute, self._queue, self._multi = pipe.execute, pipe.execute_command, pipe.multi
+        self._reset, self._watch = pipe.reset, pipe.watch
+        self._queued: list[Callable[[], object]] = []  # how to queue the commands again
+        self._watched = False
+        pipe.execute = self.execute  # type: ignore[method-assign]
+        pipe.execute_command = self.execute_command  # type: ignore[method-assign]
+        pipe.multi = self.multi  # type: ignore[method-assign]
+        pipe.reset = self.reset  # type: ignore[method-assign]
+        pipe.watch = self.watch  # type: ignore[method-assign]
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self._queued.append(functools.partial(self._queue, *args, **kwargs))
+        return self._queue(*args, **kwargs)
+
+    def multi(self) -> None:
+        self._queued.append(self._multi)
+        self._multi()  # type: ignore[no-untyped-call]
+
+    async def watch(self, *names: Any) -> Any:
+        self._watched = True
+        return await self._watch(*names)  # type: ignore[no-untyped-call]
+
+    async def reset(self) -> None:
+        self._queued, self._watched = [], False
+        await self._reset()  # type: ignore[no-untyped-call]
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
+        queued, self._queued = self._queued, []
+        watched, self._watched = self._watched, False
+        first = True
+
+        async def run() -> list[Any]:
+            nonlocal first
+            if not first:  # redis-py emptied it after the try that found a node full
+                for queue in queued:
+                    queue()
+            first = False
+            return await self._execute(raise_on_error, allow_redirections)
+
+        token = _IN_PIPELINE.set(True)
+        try:
+            with _Operation(self._client) as operation:
+                operation.final = watched  # a watch does not survive the reset: no second try
+                return await self._client._waiting(operation, run)
+        finally:
+            _IN_PIPELINE.reset(token)
 
 
 def _async_cluster_client(

@@ -13,7 +13,8 @@ replicas'. A :class:`PoolSet` owns them and everything that spans them:
 - closing: the publisher, every pool, and what the topology opened besides (the
   connections to the sentinels).
 
-The pools know nothing of it but a callable they call at a process's first connection.
+The pools know nothing of it: it listens to their ``first_connect`` event
+(:mod:`~flask_redispool._events`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from ._asyncio import AsyncPools
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
+from ._wait import wake_closed
 
 if TYPE_CHECKING:
     from ._asyncio import LoopOwner
@@ -83,7 +85,7 @@ class PoolSet:
     def add(self, pool: CountedPool, *, weakly: bool = False) -> None:
         """Own ``pool`` too (the first one added is :attr:`primary`); ``weakly``: count it in
         only while its client keeps it (a cluster client drops the pool of a node that left)."""
-        pool.on_first_connection = self.connected  # type: ignore[method-assign]
+        pool.events.listen(first_connect=self.connected)
         if weakly:
             self._weak = [ref for ref in self._weak if ref() is not None] + [weakref.ref(pool)]
         else:
@@ -191,6 +193,7 @@ class PoolSet:
         """
         self.publisher.stop()
         self.policy.closed = message
+        wake_closed(self.policy)  # async waiters, on their loops
         self.publisher.close()  # a health check may have opened its connection again meanwhile
         for pool in self.pools:
             pool.close_for_good()

@@ -163,20 +163,21 @@ class ProcessConnections(TypedDict):
 
 
 class PoolCounters:
-    """Counters of one pool in one process; a forked child starts a fresh set.
+    """Counters of one pool in one process, a listener of its events
+    (:mod:`~flask_redispool._events`); a forked child starts a fresh set.
 
-    Checkouts, counted on every command, cost one C call: :meth:`checked_out` is an
+    Checkouts, counted on every command, cost one C call: :meth:`checkout` is an
     :func:`itertools.count`'s ``__next__``, atomic under the GIL, no lock section. The
     rarer ones (a connection made, a wait, a timeout) take :attr:`lock`.
     """
 
-    __slots__ = ("_checkouts", "checked_out", "created", "lock", "timeouts", "waits")
+    __slots__ = ("_checkouts", "checkout", "created", "lock", "timeouts", "waits")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._checkouts = itertools.count()
         #: Count one checkout.
-        self.checked_out = self._checkouts.__next__
+        self.checkout = self._checkouts.__next__
         self.created = 0
         self.waits = 0
         self.timeouts = 0
@@ -186,11 +187,18 @@ class PoolCounters:
         """Checkouts so far: the next number the count would give (its repr is ``count(N)``)."""
         return int(repr(self._checkouts)[len("count(") : -1])
 
-    def waited(self) -> None:
+    def connect(self) -> None:
+        """Count a connection made."""
+        with self.lock:
+            self.created += 1
+
+    def wait(self) -> None:
+        """Count a checkout that began to wait."""
         with self.lock:
             self.waits += 1
 
-    def timed_out(self) -> None:
+    def timeout(self) -> None:
+        """Count a checkout that got no connection."""
         with self.lock:
             self.timeouts += 1
 

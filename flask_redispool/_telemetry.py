@@ -4,15 +4,17 @@ recorder, under its names.
 redis-py reports its pools to OpenTelemetry once a program has turned its observability
 on (``redis.observability.get_observability_instance().init(OTelConfig())``), and ours
 are redis-py pools: connection counts by state (redis-py 8) and creation times come from
-redis-py itself. What it cannot see is the wait: a sync pool here waits for a free
-connection itself, in front of redis-py's non-blocking pool, so it records each
-checkout's ``db.client.connection.wait_time`` (as redis-py's own blocking pool does) and
-each ``db.client.connection.timeouts``. The ``redis.asyncio`` pools are redis-py's
-blocking pool and record their own waits; their timeouts are recorded here.
+redis-py itself. What it cannot see is the wait: every pool here, sync and async, waits
+for a free connection itself (:mod:`~flask_redispool._wait`), in front of redis-py's
+non-blocking pool, so :class:`PoolTelemetry`, a listener of the pool's events
+(:mod:`~flask_redispool._events`), records each checkout's
+``db.client.connection.wait_time`` (as redis-py's own blocking pool does) and each
+``db.client.connection.timeouts``.
 
 One counter for one thing: nothing here is recorded by redis-py as well. Nothing is
-recorded when observability is off; a pool asks whether it is on when it is made and
-when it makes a connection, so a command pays one attribute check.
+recorded when observability is off: the listener listens to checkouts only while it is
+on (asked when the pool is made and when it makes a connection), so a command pays
+nothing for it.
 
 Each figure carries its pool's name, ``db.client.connection.pool.name``, which redis-py
 makes from the ``host`` and ``port`` of the pool's ``connection_kwargs`` (``host:port_id``).
@@ -22,25 +24,17 @@ A Sentinel pool has no address of its own, so it is named after its service and 
 
 from __future__ import annotations
 
-from typing import Any, Final
+import weakref
+from typing import TYPE_CHECKING, Any
 
-import redis
 from redis.observability.attributes import get_pool_name
 from redis.observability.providers import get_observability_instance
 from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
 
-__all__ = [
-    "ASYNC_POOLS_RECORD_TIMEOUTS",
-    "name_sentinel_pool",
-    "observed",
-    "record_async_timeout",
-    "record_timeout",
-    "record_wait",
-]
+if TYPE_CHECKING:
+    from ._events import PoolEvents
 
-#: Whether ``redis.asyncio``'s blocking pool records its own timeouts (redis-py 8.2 and
-#: later): then an async pool's timeout is recorded there, not here as well.
-ASYNC_POOLS_RECORD_TIMEOUTS: Final = tuple(int(part) for part in redis.__version__.split(".")[:2]) >= (8, 2)
+__all__ = ["PoolTelemetry", "name_sentinel_pool", "observed"]
 
 
 def observed() -> bool:
@@ -48,20 +42,38 @@ def observed() -> bool:
     return get_observability_instance().is_enabled()
 
 
-def record_wait(pool: Any, seconds: float) -> None:
-    """``db.client.connection.wait_time``: how long a checkout of ``pool`` took."""
-    record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=seconds)
+class PoolTelemetry:
+    """Records one pool's checkout times and timeouts, under the pool's name, while
+    redis-py's observability is on (see the module). Holds the pool weakly."""
 
+    def __init__(self, pool: Any, events: PoolEvents) -> None:
+        self._pool = weakref.ref(pool)
+        self._events = events
+        self._on = False
+        events.listen(connect=self.follow)
+        self.follow()
 
-def record_timeout(pool: Any) -> None:
-    """``db.client.connection.timeouts``: a checkout of ``pool`` found no free connection in time."""
-    record_connection_timeout(pool_name=get_pool_name(pool))
+    def follow(self) -> None:
+        """Listen to the checkouts and timeouts while observability is on, not otherwise."""
+        on = observed()
+        if on != self._on:
+            self._on = on
+            if on:
+                self._events.listen(self)
+            else:
+                self._events.forget(self)
 
+    def checkout_time(self, seconds: float) -> None:
+        """``db.client.connection.wait_time``: how long a checkout took."""
+        pool = self._pool()
+        if pool is not None:
+            record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=seconds)
 
-def record_async_timeout(pool: Any) -> None:
-    """:func:`record_timeout` for a ``redis.asyncio`` pool, where redis-py does not record it itself."""
-    if not ASYNC_POOLS_RECORD_TIMEOUTS:
-        record_timeout(pool)
+    def timeout(self) -> None:
+        """``db.client.connection.timeouts``: a checkout found no free connection in time."""
+        pool = self._pool()
+        if pool is not None:
+            record_connection_timeout(pool_name=get_pool_name(pool))
 
 
 def name_sentinel_pool(pool: Any, role: str) -> None:

@@ -213,29 +213,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "ConnectionPool.get_connection(self, ...) called unbound",
-        "The checkout of every pool class we extend is ConnectionPool's: called directly, cheaper than "
-        "super() on every command.",
-        (
-            "tests/test_pool.py::test_the_pools_we_extend_check_out_through_connection_pool",
-            *_here("test_pin_the_pools_we_extend_keep_connection_pools_checkout"),
-        ),
-        ("ConnectionPool.get_connection",),
-        "super().get_connection().",
-    ),
-    Borrowed(
-        "redis",
-        "ConnectionPool.release(self, ...) called unbound",
-        "The same for the release.",
-        (
-            "tests/test_pool.py::test_the_pools_we_extend_check_out_through_connection_pool",
-            *_here("test_pin_the_pools_we_extend_keep_connection_pools_checkout"),
-        ),
-        ("ConnectionPool.release",),
-        "super().release().",
-    ),
-    Borrowed(
-        "redis",
         "ConnectionPool.owns_connection(connection)",
         "The release asks it; the Sentinel pool's own override disowns a connection to a former master "
         "and drops it (and its slot, before redis-py 8.1): we call ConnectionPool's, skipping it, and "
@@ -316,15 +293,6 @@ INVENTORY: tuple[Borrowed, ...] = (
             "class HeldPipeline(Pipeline)",
         ),
         "Wrap what client.pipeline() and client.monitor() return instead of subclassing.",
-    ),
-    Borrowed(
-        "redis",
-        "redis.asyncio.BlockingConnectionPool timeout: ConnectionError from asyncio.TimeoutError",
-        "An async checkout that waited POOL_TIMEOUT in vain is told from a failed connect by its cause, "
-        "and raised as PoolExhaustedError.",
-        _here("test_pin_an_async_blocking_pool_that_times_out_raises_from_a_timeout"),
-        ("CountedAsyncPool: exc.__cause__",),
-        "The one wait of our own (issue: one wait for every pool kind), raising our error itself.",
     ),
     Borrowed(
         "redis",
@@ -481,6 +449,8 @@ PUBLIC_OVERRIDES = {
     "CountedSentinelPool.release": "ConnectionPool.release(), in the API reference",
     "CountedAsyncPool.get_connection": "redis.asyncio ConnectionPool.get_connection(), in the API reference",
     "CountedAsyncPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
+    "CountedAsyncPool.make_connection": "the redis.asyncio twin of ConnectionPool.make_connection()",
+    "CountedAsyncPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
     "CountedAsyncSentinelPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
     "PoolConnection.connect": "a connection's connect(), shown in redis-py's guides",
     "PoolConnection.disconnect": "a connection's disconnect(), shown in redis-py's guides (redis-py 7 only)",
@@ -1135,15 +1105,6 @@ def test_pin_the_free_connections_are_the_idle_ones(redis_server: RedisServer) -
         pool.disconnect()
 
 
-@pytest.mark.parametrize("base", [SentinelConnectionPool, BlockingConnectionPool])
-def test_pin_the_pools_we_extend_keep_connection_pools_checkout(base: type[ConnectionPool]) -> None:
-    """The two pools CountedPool is mixed into or beside: ConnectionPool's checkout and release
-    in the Sentinel pool, Blocking's own in the side pool's diamond."""
-    assert SentinelConnectionPool.get_connection is ConnectionPool.get_connection
-    assert SentinelConnectionPool.release is ConnectionPool.release
-    assert (base.get_connection is ConnectionPool.get_connection) == (base is SentinelConnectionPool)
-
-
 def test_pin_release_asks_owns_connection(redis_server: RedisServer) -> None:
     asked: list[object] = []
 
@@ -1321,24 +1282,6 @@ def test_pin_pipelines_and_monitors_built_directly_behave_as_the_clients(redis_s
         client.delete("pin")
         client.connection_pool.disconnect()
     assert list(inspect.signature(redis.asyncio.client.Monitor.__init__).parameters)[1:] == ["connection_pool"]
-
-
-def test_pin_an_async_blocking_pool_that_times_out_raises_from_a_timeout(redis_server: RedisServer) -> None:
-    async def exhaust() -> BaseException | None:
-        pool = redis.asyncio.BlockingConnectionPool(max_connections=1, timeout=0.05, **_address(redis_server))
-        try:
-            connection = await pool.get_connection()
-            try:
-                await pool.get_connection()
-            except ConnectionError as exc:
-                return exc.__cause__
-            finally:
-                await pool.release(connection)
-            return None
-        finally:
-            await pool.aclose()
-
-    assert isinstance(asyncio.run(exhaust()), asyncio.TimeoutError)
 
 
 def test_pin_a_sentinel_keeps_a_client_per_sentinel() -> None:

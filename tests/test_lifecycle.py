@@ -301,7 +301,7 @@ def test_a_forked_child_starts_with_its_own_figures_and_a_free_wait_queue(
     locked, forked = threading.Event(), threading.Event()
 
     def hold_the_queue_lock() -> None:
-        with pool._queue_lock:
+        with pool._wait._lock:
             locked.set()
             forked.wait(30)
 
@@ -313,7 +313,7 @@ def test_a_forked_child_starts_with_its_own_figures_and_a_free_wait_queue(
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child reports through the pipe
             try:
-                free = pool._queue_lock.acquire(timeout=5)
+                free = pool._wait._lock.acquire(timeout=5)  # type: ignore[attr-defined]  # an RLock
                 report = {"checkouts": pool.counters.checkouts, "queue_lock_free": free}
                 os.write(write_end, json.dumps(report).encode())
             finally:

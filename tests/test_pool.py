@@ -15,7 +15,6 @@ import pytest
 from flask import Flask
 from redis import ConnectionPool, Redis
 from redis.exceptions import ConnectionError, MaxConnectionsError
-from redis.sentinel import SentinelConnectionPool
 
 from flask_redispool import PoolExhaustedError, RedisPool
 from flask_redispool._stats import HOST
@@ -310,11 +309,3 @@ def test_unix_socket_url(make_app: Callable[..., Flask], tmp_path: Path, request
         info = redis_pool.client.client_info()
     assert info["db"] == 2
     assert str(info["name"]).startswith(f"{app.import_name}:{HOST}:")
-
-
-@pytest.mark.parametrize("base", [ConnectionPool, SentinelConnectionPool])
-def test_the_pools_we_extend_check_out_through_connection_pool(base: type[ConnectionPool]) -> None:
-    """CountedPool calls ConnectionPool.get_connection/release directly (cheaper than super()
-    per command): right only while the classes it extends do not override them."""
-    assert base.get_connection is ConnectionPool.get_connection
-    assert base.release is ConnectionPool.release

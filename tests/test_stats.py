@@ -184,7 +184,7 @@ def test_checkouts_are_counted_exactly_without_a_lock() -> None:
 
     def count() -> None:
         for _ in range(10_000):
-            counters.checked_out()
+            counters.checkout()
 
     run_in_threads(count, 4)
     assert counters.checkouts == 40_000

@@ -195,10 +195,20 @@ class ClusterClient(RedisCluster):
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         """redis-py's, once the app's pools are known to be open: a closed app's client
-        raises the "closed" :class:`RuntimeError` before it routes the command (redis-py 7's
-        cluster client fails with an ``AttributeError`` on an error from a checkout)."""
+        raises the "closed" :class:`RuntimeError` before it routes the command.
+
+        redis-py 7's cluster client replaces an error raised by a node's checkout (a
+        :class:`~flask_redispool.PoolExhaustedError`, the "closed" error of an app closed
+        while the command waited) with an ``AttributeError`` of its own, raised while it
+        records the command's duration on no connection: that error is raised instead."""
         self.policy.check_open()
-        return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        try:
+            return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
+        except AttributeError as exc:
+            lost = exc.__context__
+            if isinstance(lost, MaxConnectionsError | RuntimeError):
+                raise lost from None
+            raise
 
     def pubsub(
         self, node: ClusterNode | None = None, host: str | None = None, port: int | None = None, **kwargs: Any

@@ -39,15 +39,6 @@ BOUND = 20.0
 REDIS_PY_7 = int(redis.__version__.split(".")[0]) < 8
 
 
-def error_lost_on_redis_py_7(path: Path, request: pytest.FixtureRequest) -> None:
-    """redis-py 7's sync cluster client turns an error raised by a node's checkout
-    (PoolExhaustedError, the "closed" RuntimeError) into an AttributeError of its own
-    while it records the command's duration (``connection.host`` of no connection)."""
-    if REDIS_PY_7 and path.topology == "cluster" and not path.asynchronous:
-        reason = "redis-py 7's sync cluster client loses a checkout's error"
-        request.applymarker(pytest.mark.xfail(raises=AttributeError, strict=True, reason=reason))
-
-
 @dataclass(frozen=True)
 class Path:
     """One way a command reaches a pool."""
@@ -297,11 +288,10 @@ def run_async_waiters(setup: Setup) -> list[object]:
 
 
 def test_a_checkout_gives_up_after_the_pool_timeout_naming_the_keys(
-    make_setup: Callable[..., Setup], path: Path, request: pytest.FixtureRequest
+    make_setup: Callable[..., Setup], path: Path
 ) -> None:
     """(b) and (d): PoolExhaustedError after POOL_TIMEOUT at the earliest; one wait and one
     timeout counted."""
-    error_lost_on_redis_py_7(path, request)
     setup = make_setup(REDIS_POOL_TIMEOUT=0.3)
     error, took = timed_checkout(setup)
     assert error is not None
@@ -314,12 +304,9 @@ def test_a_checkout_gives_up_after_the_pool_timeout_naming_the_keys(
     assert (stats[setup.path.waits], stats[setup.path.timeouts]) == (1, 1)
 
 
-def test_no_wait_when_the_pool_does_not_block(
-    make_setup: Callable[..., Setup], path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_no_wait_when_the_pool_does_not_block(make_setup: Callable[..., Setup], path: Path) -> None:
     """(c) and (d): with POOL_BLOCKING false the checkout raises at once (long before
     POOL_TIMEOUT); no wait counted, one timeout."""
-    error_lost_on_redis_py_7(path, request)
     setup = make_setup(REDIS_POOL_BLOCKING=False, REDIS_POOL_TIMEOUT=BOUND)
     error, took = timed_checkout(setup)
     assert error is not None
@@ -329,12 +316,9 @@ def test_no_wait_when_the_pool_does_not_block(
     assert (stats[setup.path.waits], stats[setup.path.timeouts]) == (0, 1)
 
 
-def test_closing_the_app_wakes_its_waiters(
-    make_setup: Callable[..., Setup], path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_closing_the_app_wakes_its_waiters(make_setup: Callable[..., Setup], path: Path) -> None:
     """(e): a checkout waiting when the app closes raises the "closed" RuntimeError at once,
     not PoolExhaustedError after POOL_TIMEOUT."""
-    error_lost_on_redis_py_7(path, request)
     setup = make_setup(REDIS_POOL_TIMEOUT=BOUND)
     if setup.path.asynchronous:
         outcomes = close_while_tasks_wait(setup)
@@ -346,8 +330,6 @@ def test_closing_the_app_wakes_its_waiters(
             setup.redis_pool.close(setup.app)
             waiter.join(BOUND)
     [error] = outcomes
-    if isinstance(error, AttributeError):  # see error_lost_on_redis_py_7
-        raise error
     assert isinstance(error, RuntimeError), error
     assert "closed" in str(error)
 

@@ -36,7 +36,7 @@ import redis.asyncio.connection as aio_connection
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
-from redis.connection import BlockingConnectionPool, Connection, parse_url
+from redis.connection import Connection, parse_url
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
 
 from ._asyncio import remember_async
@@ -55,6 +55,7 @@ from ._errors import ConfigError, MayHaveRunConnectionError, PoolExhaustedError
 from ._events import PoolEvents
 from ._pool import (
     CountedConnectionPool,
+    SideConnectionPool,
     check_connection_kwargs,
     check_query_options,
     connection_options,
@@ -486,10 +487,9 @@ def _make_cluster(
         raise
 
 
-def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> BlockingConnectionPool:
+def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> SideConnectionPool:
     """One connection per node outside the counted pools, for the publisher and health checks."""
-    kwargs = {**options, **given, "max_connections": 1, "timeout": settings.worst_case_seconds, "name_suffix": ":stats"}
-    return BlockingConnectionPool(**kwargs)  # type: ignore[no-untyped-call]
+    return SideConnectionPool(settings=settings, **{**options, **given, "name_suffix": ":stats"})
 
 
 #: redis-py 8 added ``pubsub()`` to the ``redis.asyncio`` cluster client.

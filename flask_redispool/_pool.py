@@ -25,6 +25,7 @@ offers nothing; :func:`create_pool` builds one for a single server from validate
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -37,13 +38,13 @@ from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import BlockingConnectionPool, Connection, ConnectionPool, parse_url
+from redis.connection import Connection, ConnectionPool, parse_url
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
-from ._errors import ConfigError
+from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
 from ._telemetry import PoolTelemetry, name_sentinel_pool
@@ -53,6 +54,9 @@ __all__ = [
     "CountedConnectionPool",
     "CountedPool",
     "CountedSentinelPool",
+    "SideConnectionPool",
+    "SidePool",
+    "SideSentinelPool",
     "check_query_options",
     "connection_options",
     "create_pool",
@@ -334,8 +338,66 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
         return f"{lent.host}:{lent.port}" if self.is_master and lent is not None else None
 
 
-class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
-    """One connection to a Sentinel service's master, waited for: the publisher's."""
+class _SideWait(FairWait):
+    """The side connection's wait: always, up to ``worst_case_seconds`` (the most one
+    command of the other user takes), and reported to nobody."""
+
+    def __init__(self, settings: Settings, policy: ConnectionPolicy) -> None:
+        worst = settings.worst_case_seconds
+        super().__init__(
+            dataclasses.replace(settings, pool_blocking=True, pool_timeout=worst), policy, PoolEvents(), 1, lambda: 1
+        )
+
+    def _exhausted(self) -> PoolExhaustedError:
+        return PoolExhaustedError(
+            f"The connection that {self._settings.prefix} keeps outside its pool for stats and health "
+            f"checks was not free within {self._settings.pool_timeout:g} s (the worst case of one command)."
+        )
+
+
+class SidePool(_PoolBase):
+    """One connection outside the counted pools, for the publisher and health checks,
+    mixed into a redis-py pool class: a checkout that finds it out waits in the one fair
+    wait (:class:`~flask_redispool._wait.FairWait`) up to ``worst_case_seconds``. Counted
+    nowhere: its connection is named ``...:stats``, which keeps it out of the per-process
+    counts too."""
+
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "max_connections": 1})
+        self._wait = _SideWait(settings, self.connection_class.policy)
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        checkout = functools.partial(self._checkout, args, kwargs)
+        connection = None if self._wait.waiters else checkout()
+        return connection if connection is not None else self._wait.take(checkout)
+
+    def _checkout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Connection | None:
+        try:
+            return super().get_connection(*args, **kwargs)
+        except MaxConnectionsError:
+            return None
+
+    def release(self, connection: Connection) -> None:  # type: ignore[override]
+        super().release(connection)
+        self._wait.wake_first()
+
+
+class SideConnectionPool(SidePool, ConnectionPool):
+    """The side connection to one server (or one cluster node)."""
+
+
+class SideSentinelPool(SidePool, SentinelConnectionPool):
+    """The side connection to a Sentinel service's master: it follows the master as
+    :class:`CountedSentinelPool` does, and keeps its one slot after a failover."""
+
+    def release(self, connection: Connection) -> None:  # type: ignore[override]
+        if (connection.host, connection.port) != self.master_address:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # it served a former master
+        super().release(connection)
+
+    def owns_connection(self, connection: Connection) -> bool:
+        """:meth:`CountedSentinelPool.owns_connection`."""
+        return ConnectionPool.owns_connection(self, connection)  # type: ignore[return-value]
 
 
 def pool_repr(pool: Any, where: str) -> str:
@@ -362,17 +424,11 @@ def side_client(
     closed while idle (its ``timeout``) is reconnected, not failed. Behind Sentinel
     (``sentinel`` is the service name and its :class:`~redis.sentinel.Sentinel`) it
     follows the master like the pools do."""
-    common: dict[str, Any] = {
-        "connection_class": connection_class,
-        "max_connections": 1,
-        "timeout": settings.worst_case_seconds,
-        "name_suffix": ":stats",
-        **kwargs,
-    }
+    common: dict[str, Any] = {"connection_class": connection_class, "name_suffix": ":stats", **kwargs}
     if sentinel is None:
-        pool: ConnectionPool = BlockingConnectionPool(**common)  # type: ignore[no-untyped-call]
+        pool: SidePool = SideConnectionPool(settings=settings, **common)
     else:
-        pool = _SideSentinelPool(*sentinel, is_master=True, **common)  # type: ignore[no-untyped-call]
+        pool = SideSentinelPool(*sentinel, is_master=True, settings=settings, **common)
     return Redis(connection_pool=pool)
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import pytest
 from flask import Flask
+from redis import Redis
 
 from flask_redispool import RedisPool
+from flask_redispool._pool import SidePool
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import PASSWORD
+from .conftest import PASSWORD, pools_of, wait_until
 
 
 def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server: RedisServer) -> None:
@@ -97,3 +101,48 @@ def test_health_never_raises_whatever_the_server_says(
     assert health["error"] is not None
     assert "flask-redispool:" in health["error"]  # the note that names REDIS_URL
     assert "wrong" not in health["error"]
+
+
+def test_health_waits_its_turn_for_the_side_connection_and_gives_up_after_the_worst_case(
+    make_app: Callable[..., Flask], redis_url: str, redis_pool: RedisPool
+) -> None:
+    """The one connection outside the pool, which health checks share with the publisher,
+    is waited for in the pools' fair wait, up to ``worst_case_seconds``, and counted
+    nowhere: the pool's own figures stay at zero."""
+    quick = make_app(REDIS_URL=redis_url, REDIS_SOCKET_TIMEOUT=0.1, REDIS_SOCKET_CONNECT_TIMEOUT=0.1, REDIS_RETRIES=0)
+    redis_pool.init_app(quick)
+    side_pool = _side_pool(quick)
+    held = side_pool.get_connection()
+    try:
+        health = redis_pool.health(quick)
+    finally:
+        side_pool.release(held)
+    worst = redis_pool.settings(quick).worst_case_seconds
+    assert (health["ok"], health["in_use"], health["timeouts"]) == (False, 0, 0)
+    assert health["error"] is not None
+    assert health["error"].startswith(
+        "PoolExhaustedError: The connection that REDIS keeps outside its pool for stats and health checks "
+        f"was not free within {worst:g} s"
+    )
+    assert redis_pool.health(quick)["ok"] is True  # given back: the next check has it
+
+    app = make_app(REDIS_URL=redis_url, REDIS_SOCKET_TIMEOUT=10)
+    redis_pool.init_app(app)
+    side_pool = _side_pool(app)
+    held = side_pool.get_connection()
+    answers: list[dict[str, object]] = []
+    waiting = threading.Thread(target=lambda: answers.append(dict(redis_pool.health(app))))
+    waiting.start()
+    try:
+        wait_until(lambda: side_pool._wait.waiters, 10, "the health check to wait for the side connection")
+    finally:
+        side_pool.release(held)
+        waiting.join(30)
+    assert not waiting.is_alive()
+    assert [(answer["ok"], answer["timeouts"]) for answer in answers] == [(True, 0)]
+    assert (redis_pool.stats(app)["waits"], redis_pool.stats(app)["timeouts"]) == (0, 0)
+
+
+def _side_pool(app: Flask) -> SidePool:
+    """The pool of the connection outside the pool, which the publisher and health checks share."""
+    return cast(SidePool, cast(Redis, pools_of(app).publisher.side).connection_pool)

@@ -36,7 +36,6 @@ import importlib
 import inspect
 import pkgutil
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from flask.sansio.app import App
 from redis.backoff import NoBackoff
 from redis.client import Monitor, Pipeline
 from redis.cluster import ClusterNode, RedisCluster
-from redis.connection import AbstractConnection, BlockingConnectionPool, Connection, ConnectionPool
+from redis.connection import AbstractConnection, Connection, ConnectionPool
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
@@ -63,7 +62,6 @@ import flask_redispool
 from flask_redispool._commands import READS
 from flask_redispool._connection import KNOWS_IF_CONNECTED, _refused_by_a_replica, pool_connection_class
 from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
-from flask_redispool._pool import _SideSentinelPool
 from flask_redispool.testing import RedisClusterServers, RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,7 +216,11 @@ INVENTORY: tuple[Borrowed, ...] = (
         "and drops it (and its slot, before redis-py 8.1): we call ConnectionPool's, skipping it, and "
         "disconnect such a connection instead.",
         _here("test_pin_release_asks_owns_connection"),
-        ("def CountedSentinelPool.owns_connection", "ConnectionPool.owns_connection"),
+        (
+            "def CountedSentinelPool.owns_connection",
+            "def SideSentinelPool.owns_connection",
+            "ConnectionPool.owns_connection",
+        ),
         "Nothing needed from redis-py 8.1 on (redis-py#4187 keeps the slot).",
     ),
     Borrowed(
@@ -236,18 +238,12 @@ INVENTORY: tuple[Borrowed, ...] = (
         "Whether a released connection served a former master (its host and port against the master "
         "address the pool last learnt), and the master pool's address in stats.",
         _here("test_pin_a_sentinel_pool_knows_the_master_it_connects_to"),
-        ("CountedSentinelPool: self.master_address", "CountedSentinelPool: self.is_master"),
+        (
+            "CountedSentinelPool: self.master_address",
+            "CountedSentinelPool: self.is_master",
+            "SideSentinelPool: self.master_address",
+        ),
         "Sentinel.discover_master() (a network round trip) for the address.",
-    ),
-    Borrowed(
-        "redis",
-        "class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool)",
-        "The publisher's one connection behind Sentinel: the Sentinel pool's master discovery, "
-        "BlockingConnectionPool's wait, combined through their MRO.",
-        _here("test_pin_the_side_sentinel_pool_finds_the_master_and_waits"),
-        ("class _SideSentinelPool(SentinelConnectionPool, BlockingConnectionPool)",),
-        "A client from Sentinel.master_for(service, single_connection_client=True) (its pool has no wait; "
-        "master_for's pool class must be a SentinelConnectionPool), behind a lock of our own.",
     ),
     Borrowed(
         "redis",
@@ -447,6 +443,9 @@ PUBLIC_OVERRIDES = {
     "CountedPool.make_connection": "ConnectionPool.make_connection(), in the API reference",
     "CountedSentinelPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
     "CountedSentinelPool.release": "ConnectionPool.release(), in the API reference",
+    "SidePool.get_connection": "ConnectionPool.get_connection(), in the API reference",
+    "SidePool.release": "ConnectionPool.release(), in the API reference",
+    "SideSentinelPool.release": "ConnectionPool.release(), in the API reference",
     "CountedAsyncPool.get_connection": "redis.asyncio ConnectionPool.get_connection(), in the API reference",
     "CountedAsyncPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
     "CountedAsyncPool.make_connection": "the redis.asyncio twin of ConnectionPool.make_connection()",
@@ -1155,29 +1154,6 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.disconnect()
     replicas = SentinelConnectionPool("pinned", _StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
-
-
-def test_pin_the_side_sentinel_pool_finds_the_master_and_waits(redis_server: RedisServer) -> None:
-    mro = _SideSentinelPool.__mro__
-    assert mro.index(SentinelConnectionPool) < mro.index(BlockingConnectionPool) < mro.index(ConnectionPool)
-    assert _SideSentinelPool.get_connection is BlockingConnectionPool.get_connection
-    pool = _SideSentinelPool(
-        "pinned", _StubSentinel(redis_server.port), is_master=True, max_connections=1, timeout=0.05, socket_timeout=5
-    )
-    try:
-        assert pool.max_connections == 1
-        assert pool.timeout == 0.05
-        connection = pool.get_connection()
-        assert isinstance(connection, SentinelManagedConnection)
-        assert (connection.host, connection.port) == ("127.0.0.1", redis_server.port)
-        started = time.monotonic()
-        with pytest.raises(ConnectionError):
-            pool.get_connection()  # the one connection is out: waits, then gives up
-        assert time.monotonic() - started >= 0.04  # a lower bound only
-        pool.release(connection)
-        pool.release(pool.get_connection())
-    finally:
-        pool.disconnect()
 
 
 def test_pin_parse_url_gives_connection_keyword_arguments() -> None:

@@ -13,13 +13,18 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 from flask import Flask
 from redis import Redis
 from redis.exceptions import ConnectionError, RedisError
+from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from flask_redispool import ConfigError, RedisPool
+from flask_redispool._config import load_settings
+from flask_redispool._connection import ConnectionPolicy, pool_connection_class
+from flask_redispool._pool import SideSentinelPool, side_client
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, SentinelService, notes, our_connections, pools_of, run_in_threads, wait_until
@@ -438,3 +443,35 @@ def test_the_master_killed_under_writes(
     record_property("killed", {"failed": failed, "acknowledged": acknowledged, "window_s": round(window, 2)})
     print(f"master SIGKILL: {failed} failed of {failed + acknowledged}, within {window:.2f} s")
     assert window < 15
+
+
+class _MovingSentinel:
+    """Answers discover_master with one server's address, under a name that can change (a failover)."""
+
+    def __init__(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
+
+    def discover_master(self, service: str) -> tuple[str, int]:
+        return self.address
+
+
+def test_the_side_connection_keeps_its_one_slot_after_a_failover(redis_server: RedisServer) -> None:
+    """The publisher's and health checks' connection to the master came back from a former
+    master: it is disconnected and kept, so the next checkout connects to the new one,
+    instead of waiting for a slot that redis-py (before 8.1) would have dropped with it."""
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    settings = load_settings({"REDIS_URL": url, "REDIS_SOCKET_TIMEOUT": 0.2, "REDIS_RETRIES": 0}, "REDIS", "app")
+    connection_class = pool_connection_class(SentinelManagedConnection, ConnectionPolicy(settings))
+    sentinel = _MovingSentinel(redis_server.port)
+    client = side_client(settings, connection_class, {"socket_timeout": 5}, ("mymaster", cast(Sentinel, sentinel)))
+    pool = cast(SideSentinelPool, client.connection_pool)
+    try:
+        held = pool.get_connection()
+        sentinel.address = ("localhost", redis_server.port)  # the same server, under another name
+        pool.get_master_address()  # the pool learns of the new master
+        pool.release(held)
+        assert client.ping() is True
+        (connection,) = pool._get_free_connections()
+        assert connection.host == "localhost"
+    finally:
+        pool.disconnect()

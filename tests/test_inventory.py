@@ -302,14 +302,14 @@ INVENTORY: tuple[Borrowed, ...] = (
     Borrowed(
         "redis",
         "ClusterPipeline.parent_execute_command",
-        "redis-py 7's cluster pipeline sends a failed command again, one by one, through it: we refuse "
-        "to send a write again there. redis-py 8.2 still sets it and no longer calls it.",
+        "redis-py's cluster pipeline (7 and 8) sends a failed command again, one by one, through it: we "
+        "refuse to send a write again there.",
         (
             *_here("test_pin_a_cluster_pipeline_sends_a_command_again_through_parent_execute_command"),
             "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
         ),
         (".parent_execute_command",),
-        "Dropped with redis-py 7.",
+        "None in redis-py: a retry that is asked per command, told the command, would do.",
     ),
     Borrowed(
         "redis",

@@ -572,6 +572,20 @@ class _Operation:
             self._client.gave_back(1)
 
 
+#: Seconds after which the first command or pipeline waiting for a node's connection looks
+#: again, woken or not.
+RECHECK: Final = 0.05
+#: Why an operation that may not run again after finding a node full did not wait.
+_NO_WAIT: Final = (
+    "a pipeline that WATCHes keys, or a command sent to several nodes at once, does not wait "
+    "(part of it may have been sent)"
+)
+#: Why a pipeline that found a node full was not run again.
+_NOT_AGAIN: Final = (
+    "the pipeline was not run again: it holds commands that were not queued through "
+    "execute_command() (mset_nonatomic(), ...), which could not be queued again"
+)
+
 # The command or pipeline this task runs for an AsyncClusterClient; the tasks a pipeline
 # starts, one per node, inherit it.
 _OPERATION: contextvars.ContextVar[_Operation | None] = contextvars.ContextVar(
@@ -630,6 +644,9 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         #: Connections taken from the nodes by this loop's commands and pipelines in flight.
         self.lent = 0
         self._wait = AsyncFairWait(settings, pools.policy, self.events, settings.max_connections, self.in_use)
+        # A transaction's WATCH and a pubsub take node connections outside any command
+        # (_Operation), and give them back unseen: the first waiter looks again anyway.
+        self._wait.recheck = RECHECK
 
     async def initialize(self, *args: Any, **kwargs: Any) -> AsyncClusterClient:
         """Ask for the slots (redis-py's), then close the idle connection that asked: redis-py
@@ -672,7 +689,7 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
             raise
         except MaxConnectionsError:
             if operation.final:
-                raise
+                raise self._wait.exhausted(_NO_WAIT) from None
         operation.gave_back()  # sent before, then redirected: it holds nothing while it waits
         return None
 
@@ -729,6 +746,7 @@ class _WaitingPipeline:
 
     def __init__(self, client: AsyncClusterClient, pipe: aio_cluster.ClusterPipeline) -> None:
         self._client = client
+        self._pipe = pipe
         self._execute, self._queue, self._multi = pipe.execute, pipe.execute_command, pipe.multi
         self._reset, self._watch = pipe.reset, pipe.watch
         self._queued: list[Callable[[], object]] = []  # how to queue the commands again
@@ -748,8 +766,14 @@ class _WaitingPipeline:
         self._multi()  # type: ignore[no-untyped-call]
 
     async def watch(self, *names: Any) -> Any:
+        """redis-py's; a node found full raises at once (a WATCH does not wait)."""
         self._watched = True
-        return await self._watch(*names)  # type: ignore[no-untyped-call]
+        try:
+            return await self._watch(*names)  # type: ignore[no-untyped-call]
+        except PoolExhaustedError:
+            raise
+        except MaxConnectionsError:
+            raise self._client._wait.exhausted(_NO_WAIT) from None
 
     async def reset(self) -> None:
         self._queued, self._watched = [], False
@@ -759,12 +783,16 @@ class _WaitingPipeline:
         queued, self._queued = self._queued, []
         watched, self._watched = self._watched, False
         first = True
+        size = len(self._pipe)
 
         async def run() -> list[Any]:
             nonlocal first
             if not first:  # redis-py emptied it after the try that found a node full
                 for queue in queued:
                     queue()
+                if len(self._pipe) != size:  # never run a batch other than the one given
+                    await self._reset()  # type: ignore[no-untyped-call]
+                    raise self._client._wait.exhausted(_NOT_AGAIN)
             first = False
             return await self._execute(raise_on_error, allow_redirections)
 

@@ -42,9 +42,14 @@ T = TypeVar("T")
 W = TypeVar("W", threading.Event, asyncio.Event)
 
 
-def exhausted_error(settings: Settings, max_connections: int, in_use: int) -> PoolExhaustedError:
-    """What a checkout raises when it got no connection: which keys to raise."""
-    if settings.pool_blocking:
+def exhausted_error(
+    settings: Settings, max_connections: int, in_use: int, why: str | None = None
+) -> PoolExhaustedError:
+    """What a checkout raises when it got no connection: which keys to raise. ``why`` it
+    did not wait, when that is not ``POOL_BLOCKING``."""
+    if why is not None:
+        how = why
+    elif settings.pool_blocking:
         how = f"none was freed within {settings.key('POOL_TIMEOUT')}={settings.pool_timeout:g} s"
     else:
         how = f"{settings.key('POOL_BLOCKING')} is false, so no wait"
@@ -92,11 +97,16 @@ class _Line(Generic[W]):
         self._policy.check_open()
         settings = self._settings
         if not settings.pool_blocking:
-            raise self._exhausted()
+            raise self.exhausted()
         for waited in self._events.wait:
             waited()
         with self._lock:
             self.waiters.append(waiter)
+            try:  # closed since the check above: its wake-up may have found nobody in line
+                self._policy.check_open()
+            except RuntimeError:
+                self.waiters.remove(waiter)
+                raise
             if self.waiters[0] is waiter:  # first in line: a release may have come already
                 waiter.set()
         return time.monotonic() + settings.pool_timeout
@@ -117,10 +127,12 @@ class _Line(Generic[W]):
             self.waiters.remove(waiter)
         self.wake_first()  # the next in line looks for a free connection too
 
-    def _exhausted(self) -> PoolExhaustedError:
+    def exhausted(self, why: str | None = None) -> PoolExhaustedError:
+        """The error of a checkout that got no connection, counted as one timeout;
+        ``why`` it did not wait, for one that could not (see :func:`exhausted_error`)."""
         for timed_out in self._events.timeout:
             timed_out()
-        return exhausted_error(self._settings, self._max_connections, self._in_use())
+        return exhausted_error(self._settings, self._max_connections, self._in_use(), why)
 
 
 class FairWait(_Line[threading.Event]):
@@ -155,7 +167,7 @@ class FairWait(_Line[threading.Event]):
                 if taken is not None:
                     return taken
                 self._wake_next(waiter)
-            raise self._exhausted()
+            raise self.exhausted()
         finally:
             self._end(waiter)
 
@@ -165,6 +177,10 @@ class AsyncFairWait(_Line[asyncio.Event]):
     :class:`asyncio.Event`\\ s of that loop, which alone touches the line."""
 
     _loop: asyncio.AbstractEventLoop | None = None
+    #: Seconds after which the first in line tries again without a wake-up, or ``None``:
+    #: for an owner that cannot see every connection come back (an async cluster client's
+    #: nodes lend some outside its commands).
+    recheck: float | None = None
 
     async def take(self, try_take: Callable[[], Awaitable[T | None]]) -> T:
         """:meth:`FairWait.take`, awaiting ``try_take()``."""
@@ -175,10 +191,7 @@ class AsyncFairWait(_Line[asyncio.Event]):
         deadline = self._begin(waiter)
         try:
             while True:
-                try:
-                    await asyncio.wait_for(waiter.wait(), max(0.0, deadline - time.monotonic()))
-                except asyncio.TimeoutError:
-                    raise self._exhausted() from None
+                await self._sleep(waiter, deadline)
                 waiter.clear()
                 self._policy.check_open()
                 taken = await try_take()
@@ -187,6 +200,23 @@ class AsyncFairWait(_Line[asyncio.Event]):
                 self._wake_next(waiter)
         finally:
             self._end(waiter)
+
+    async def _sleep(self, waiter: asyncio.Event, deadline: float) -> None:
+        """Until ``waiter`` is woken, or, first in line, :attr:`recheck` seconds have passed.
+
+        :raises PoolExhaustedError: ``deadline`` passed.
+        """
+        while True:
+            left = deadline - time.monotonic()
+            recheck = self.recheck
+            try:
+                await asyncio.wait_for(waiter.wait(), max(0.0, left if recheck is None else min(left, recheck)))
+                return
+            except asyncio.TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise self.exhausted() from None
+                if self.waiters[0] is waiter:
+                    return
 
 
 #: The async lines that have had a waiter, for :func:`wake_closed`.

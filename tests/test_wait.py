@@ -395,3 +395,104 @@ async def caught(command: Awaitable[object]) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+# --- what the async cluster client's wait must not do -------------------------------------
+
+#: A key of KEY's slot that a test writes besides KEY.
+OTHER = "{wait}:other"
+
+
+def async_cluster(make_app: Callable[..., Flask], cluster_url: str, **config: Any) -> Setup:
+    """An app whose async cluster client's nodes hold one connection each."""
+    app = make_app(
+        REDIS_URL=cluster_url, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0, REDIS_SOCKET_TIMEOUT=BOUND, **config
+    )
+    setup = Setup(Path("async-cluster", "cluster", asynchronous=True), app, RedisPool(app))
+    with app.app_context():
+        setup.redis_pool.cluster_client.delete(KEY, HELD, OTHER)
+    return setup
+
+
+def run_in_app(setup: Setup, run: Callable[[], Awaitable[object]]) -> Any:
+    with setup.app.app_context():
+        return setup.app.ensure_sync(run)()
+
+
+def test_a_waiting_cluster_pipeline_never_runs_another_batch(
+    make_app: Callable[..., Flask], redis_cluster: Any
+) -> None:
+    """A pipeline that found a node full and holds a command its re-run could not queue
+    again (``mset_nonatomic()`` queues past ``execute_command()``) raises, counted as one
+    timeout, instead of running the rest (it returned ``[1]``, the MSET lost unsaid)."""
+    setup = async_cluster(make_app, redis_cluster.url, REDIS_POOL_TIMEOUT=BOUND)
+
+    async def run() -> BaseException | None:
+        hold = AsyncHold(setup)
+        await hold.take()
+        async with setup.client().pipeline() as pipe:
+            pipe.incr(KEY)
+            pipe.mset_nonatomic({OTHER: "1"})
+            execute = asyncio.ensure_future(caught(pipe.execute()))
+            await until(lambda: setup.stats()["async_waits"] == 1, "the pipeline to queue")
+            await hold.give_back()
+            return await execute
+
+    error = run_in_app(setup, run)
+    assert isinstance(error, PoolExhaustedError), error
+    assert "not run again" in str(error)
+    assert "REDIS_MAX_CONNECTIONS" in str(error)
+    with setup.app.app_context(), setup.server() as server:
+        assert (server.get(KEY), server.get(OTHER)) == (None, None)  # nothing of it ran
+    assert setup.stats()["async_timeouts"] == 1
+
+
+def test_a_connection_a_transaction_gives_back_wakes_the_waiting_command(
+    make_app: Callable[..., Flask], redis_cluster: Any
+) -> None:
+    """A WATCH holds its node's connection outside any command; the command waiting for
+    it gets it after ``reset()``, not a PoolExhaustedError after POOL_TIMEOUT."""
+    setup = async_cluster(make_app, redis_cluster.url, REDIS_POOL_TIMEOUT=BOUND)
+
+    async def run() -> tuple[object, float]:
+        client = setup.client()
+        pipe = client.pipeline(transaction=True)
+        await pipe.watch(KEY)
+        get = asyncio.ensure_future(client.get(KEY))
+        await until(lambda: setup.stats()["async_waits"] == 1, "the GET to queue")
+        start = time.monotonic()
+        await pipe.reset()
+        return await get, time.monotonic() - start
+
+    got, waited = run_in_app(setup, run)
+    assert got is None
+    assert waited < BOUND / 2
+    assert setup.stats()["async_timeouts"] == 0
+
+
+def test_an_operation_that_cannot_wait_raises_our_error_at_once(
+    make_app: Callable[..., Flask], redis_cluster: Any
+) -> None:
+    """A command sent to every primary, and a WATCH, that find a node full raise
+    PoolExhaustedError naming the keys, each counted as one timeout, without a wait
+    (redis-py's bare MaxConnectionsError came through)."""
+    setup = async_cluster(make_app, redis_cluster.url, REDIS_POOL_TIMEOUT=BOUND)
+
+    async def run() -> list[BaseException | None]:
+        hold = AsyncHold(setup)
+        await hold.take()
+        try:
+            return [
+                await caught(setup.client().execute_command("DBSIZE", target_nodes="primaries")),
+                await caught(setup.client().pipeline(transaction=True).watch(KEY)),
+            ]
+        finally:
+            await hold.give_back()
+
+    errors = run_in_app(setup, run)
+    for error in errors:
+        assert isinstance(error, PoolExhaustedError), errors
+        assert "does not wait" in str(error)
+        assert "REDIS_MAX_CONNECTIONS" in str(error)
+    stats = setup.stats()
+    assert (stats["async_waits"], stats["async_timeouts"]) == (0, 2)

@@ -78,7 +78,12 @@ class _Line(Generic[W]):
         self._in_use = in_use
         #: The waiting checkouts, oldest first: a pool's checkout queues behind them.
         self.waiters: deque[W] = deque()
-        self._lock: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        self._lock: contextlib.AbstractContextManager[object] = self._new_lock()
+
+    @staticmethod
+    def _new_lock() -> contextlib.AbstractContextManager[object]:
+        """What guards the line: nothing where one event loop alone touches it."""
+        return contextlib.nullcontext()
 
     def wake_first(self) -> None:
         """A connection came back: the first in line tries to take it."""
@@ -138,18 +143,11 @@ class _Line(Generic[W]):
 class FairWait(_Line[threading.Event]):
     """The wait of a sync pool: its threads sleep on :class:`threading.Event`\\ s."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        policy: ConnectionPolicy,
-        events: PoolEvents,
-        max_connections: int,
-        in_use: Callable[[], int],
-    ) -> None:
-        super().__init__(settings, policy, events, max_connections, in_use)
+    @staticmethod
+    def _new_lock() -> contextlib.AbstractContextManager[object]:
         # Reentrant: a release may run inside the garbage collector (a dropped pubsub or
         # monitor), also while this thread holds it.
-        self._lock = threading.RLock()
+        return threading.RLock()
 
     def take(self, try_take: Callable[[], T | None]) -> T:
         """Wait in line until ``try_take()`` gives something (``None``: nothing free yet).

@@ -705,10 +705,8 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> aio_cluster.ClusterPipeline:
         """redis-py's pipeline, which waits for a node's connection as a command does
-        (:class:`_WaitingPipeline`), and is never sent again as a whole."""
-        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        _WaitingPipeline(self, pipe)
-        return pipe
+        (:class:`WaitingClusterPipeline`), and is never sent again as a whole."""
+        return WaitingClusterPipeline(self, transaction)  # type: ignore[abstract]  # redis-py's typing
 
     def pubsub(self, *args: Any, **kwargs: Any) -> Any:
         if not ASYNC_CLUSTER_PUBSUB:
@@ -734,73 +732,69 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         await self.nodes_manager.aclose("startup_nodes")
 
 
-class _WaitingPipeline:
-    """An async cluster pipeline that waits for a node's connection as a command does.
+class WaitingClusterPipeline(aio_cluster.ClusterPipeline):
+    """redis-py's async cluster pipeline, waiting for a node's connection as a command does.
 
     redis-py raises ``MaxConnectionsError`` when a node's connections are all out, and
     empties the pipeline. When nothing was sent yet (no node's task sent its share), the
-    pipeline waits in the client's line and runs again with the commands it had, queued
-    again through its public methods. A pipeline that sent part of its batch, or that
-    WATCHes keys (the watch ended with the reset), raises as redis-py does.
+    pipeline waits in its client's line and runs again with the commands it had, queued
+    again through its public methods; never a batch other than the one given (a command
+    queued past them, as ``mset_nonatomic()`` does, makes it raise instead). A pipeline
+    that sent part of its batch, or that WATCHes keys (the watch ended with the reset),
+    raises :class:`~flask_redispool.PoolExhaustedError` without a second try.
     """
 
-    def __init__(self, client: AsyncClusterClient, pipe: aio_cluster.ClusterPipeline) -> None:
-        self._client = client
-        self._pipe = pipe
-        self._execute, self._queue, self._multi = pipe.execute, pipe.execute_command, pipe.multi
-        self._reset, self._watch = pipe.reset, pipe.watch
-        self._queued: list[Callable[[], object]] = []  # how to queue the commands again
-        self._watched = False
-        pipe.execute = self.execute  # type: ignore[method-assign]
-        pipe.execute_command = self.execute_command  # type: ignore[method-assign]
-        pipe.multi = self.multi  # type: ignore[method-assign]
-        pipe.reset = self.reset  # type: ignore[method-assign]
-        pipe.watch = self.watch  # type: ignore[method-assign]
+    def __init__(self, client: AsyncClusterClient, transaction: bool | None = None) -> None:
+        super().__init__(client, transaction)
+        #: The client whose line this pipeline waits in, and whose figures it adds to.
+        self.owner = client
+        self._requeue: list[Callable[[], object]] = []  # how to queue the commands again
+        self._watching = False
 
     def execute_command(self, *args: Any, **kwargs: Any) -> Any:
-        self._queued.append(functools.partial(self._queue, *args, **kwargs))
-        return self._queue(*args, **kwargs)
+        self._requeue.append(functools.partial(super().execute_command, *args, **kwargs))
+        return super().execute_command(*args, **kwargs)
 
     def multi(self) -> None:
-        self._queued.append(self._multi)
-        self._multi()  # type: ignore[no-untyped-call]
+        self._requeue.append(super().multi)
+        super().multi()  # type: ignore[no-untyped-call]
 
-    async def watch(self, *names: Any) -> Any:
+    async def watch(self, *names: Any) -> Any:  # type: ignore[override]  # redis-py's typing
         """redis-py's; a node found full raises at once (a WATCH does not wait)."""
-        self._watched = True
+        self._watching = True
         try:
-            return await self._watch(*names)  # type: ignore[no-untyped-call]
+            return await super().watch(*names)  # type: ignore[no-untyped-call]
         except PoolExhaustedError:
             raise
         except MaxConnectionsError:
-            raise self._client._wait.exhausted(_NO_WAIT) from None
+            raise self.owner._wait.exhausted(_NO_WAIT) from None
 
-    async def reset(self) -> None:
-        self._queued, self._watched = [], False
-        await self._reset()  # type: ignore[no-untyped-call]
+    async def reset(self) -> None:  # type: ignore[override]  # redis-py's typing
+        self._requeue, self._watching = [], False
+        await super().reset()  # type: ignore[no-untyped-call]
 
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
-        queued, self._queued = self._queued, []
-        watched, self._watched = self._watched, False
-        first = True
-        size = len(self._pipe)
+        requeue, self._requeue = self._requeue, []
+        watching, self._watching = self._watching, False
+        size, first = len(self), True
+        execute = super().execute
 
         async def run() -> list[Any]:
             nonlocal first
             if not first:  # redis-py emptied it after the try that found a node full
-                for queue in queued:
+                for queue in requeue:
                     queue()
-                if len(self._pipe) != size:  # never run a batch other than the one given
-                    await self._reset()  # type: ignore[no-untyped-call]
-                    raise self._client._wait.exhausted(_NOT_AGAIN)
+                if len(self) != size:  # never run a batch other than the one given
+                    await self.reset()
+                    raise self.owner._wait.exhausted(_NOT_AGAIN)
             first = False
-            return await self._execute(raise_on_error, allow_redirections)
+            return await execute(raise_on_error, allow_redirections)
 
         token = _IN_PIPELINE.set(True)
         try:
-            with _Operation(self._client) as operation:
-                operation.final = watched  # a watch does not survive the reset: no second try
-                return await self._client._waiting(operation, run)
+            with _Operation(self.owner) as operation:
+                operation.final = watching  # a watch does not survive the reset: no second try
+                return await self.owner._waiting(operation, run)
         finally:
             _IN_PIPELINE.reset(token)
 

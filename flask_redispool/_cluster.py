@@ -222,8 +222,9 @@ class ClusterClient(RedisCluster):
 
     def close(self) -> None:
         """Close the connections of every node's pool too: redis-py closes only the pools
-        it made itself, and these were made for it."""
-        nodes = [*self.get_nodes(), *self.startup_nodes]  # type: ignore[no-untyped-call]
+        it made itself, and these were made for it. (A seed's pool that is no node's is
+        closed by its owner: the app's pools, or the side connection.)"""
+        nodes = self.get_nodes()  # type: ignore[no-untyped-call]
         super().close()
         for node in nodes:
             if node.redis_connection is not None:
@@ -357,16 +358,34 @@ class _ClusterOnly:
 
 class _ClusterConnection:
     """The :class:`~flask_redispool._topology.SideConnection` of a cluster: a cluster client
-    with one connection per node, outside the counted pools."""
+    with one connection per node, outside the counted pools, which it owns and closes.
 
-    def __init__(self, make: Callable[[], ClusterClient]) -> None:
+    :param make: makes a cluster client whose nodes get their pools from the callable given.
+    """
+
+    def __init__(self, settings: Settings, options: dict[str, Any], make: Callable[..., ClusterClient]) -> None:
+        self._settings, self._options = settings, options
         self._make = make
+        self._pools: dict[int, list[SideConnectionPool]] = {}  # per open client: the pools made for it
 
     def open(self) -> ClusterClient:
-        return self._make()
+        pools: list[SideConnectionPool] = []
+
+        def side_pool(**given: Any) -> SideConnectionPool:
+            pool = _side_pool(self._settings, self._options, **given)
+            pools.append(pool)
+            return pool
+
+        client = self._make(side_pool)
+        self._pools[id(client)] = pools
+        return client
 
     def close(self, client: AnyClient) -> None:
+        """Close ``client`` and the connections of every node's pool made for it (a seed's
+        too, which the client's own nodes may not list)."""
         client.close()
+        for pool in self._pools.pop(id(client), []):
+            pool.disconnect()
 
 
 class Cluster:
@@ -397,7 +416,7 @@ class Cluster:
         make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
         self._seeds, self._options = seeds, {**options, **chosen}
         self._node_options = options
-        self.side = _ClusterConnection(functools.partial(make, functools.partial(_side_pool, settings, options)))
+        self.side = _ClusterConnection(settings, options, make)
         self._cluster = LazyCluster(functools.partial(make, self._node_pool, held_key=held_key))
         self.client = self.replica_client = cast(Redis, _ClusterOnly(settings))
         self.pools = PoolSet(settings, policy, (), self, loops, held_key)
@@ -613,7 +632,7 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     Its connections are ours (named, never sending an unsafe command twice, explaining
     their failures): redis-py's async cluster client takes no connection class, so it is
     set in the client's ``connection_kwargs``, from which every node it finds makes its
-    connections, and on the startup nodes, before the first command. A command that
+    connections, and the startup nodes it is given are made with it. A command that
     finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
     raises at once), first come first served (:class:`~flask_redispool._wait.AsyncFairWait`);
     so does a pipeline. Every connection a command or a pipeline takes from a node is
@@ -634,9 +653,6 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     ) -> None:
         super().__init__(**kwargs)
         self.connection_kwargs.update(connection_options, connection_class=connection_class)
-        for node in self.startup_nodes:
-            node.connection_class = connection_class
-            node.connection_kwargs.update(connection_options)
         self._pools = pools
         settings = pools.settings
         #: Who listens to this loop's checkouts, waits and timeouts: the app's async counters.
@@ -807,12 +823,15 @@ def _async_cluster_client(
     kwargs = {name: value for name, value in options.items() if name in _ASYNC_CLUSTER_PARAMETERS}
     others = {name: value for name, value in options.items() if name not in kwargs and name != "connection_class"}
     ours = pool_connection_class(aio_connection.Connection, pools.policy, asynchronous=True)
+    connection_class = type(ours.__name__, (_CountedSends, ours), {"__module__": __name__})
     return AsyncClusterClient(
         pools=pools,
         counters=counters,
-        connection_class=type(ours.__name__, (_CountedSends, ours), {"__module__": __name__}),
+        connection_class=connection_class,
         connection_options=others,
-        startup_nodes=[aio_cluster.ClusterNode(host, port) for host, port in seeds],
+        startup_nodes=[
+            aio_cluster.ClusterNode(host, port, connection_class=connection_class, **others) for host, port in seeds
+        ],
         max_connections=settings.max_connections,
         retry=_PipelineAwareRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
         **kwargs,

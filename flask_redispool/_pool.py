@@ -348,7 +348,7 @@ class _SideWait(FairWait):
             dataclasses.replace(settings, pool_blocking=True, pool_timeout=worst), policy, PoolEvents(), 1, lambda: 1
         )
 
-    def _exhausted(self) -> PoolExhaustedError:
+    def exhausted(self, why: str | None = None) -> PoolExhaustedError:
         return PoolExhaustedError(
             f"The connection that {self._settings.prefix} keeps outside its pool for stats and health "
             f"checks was not free within {self._settings.pool_timeout:g} s (the worst case of one command)."

@@ -321,15 +321,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "RedisCluster.startup_nodes",
-        "The seeds the client was made with, sync and async: closed with the others, and given our "
-        "connection class before the first command (async).",
-        _here("test_pin_the_cluster_client_makes_node_pools_through_connection_pool_class"),
-        ("ClusterClient: self.startup_nodes", "AsyncClusterClient: self.startup_nodes"),
-        "Keep the ClusterNode objects we pass in.",
-    ),
-    Borrowed(
-        "redis",
         "redis.asyncio RedisCluster.connection_kwargs, ClusterNode.connection_class, .connection_kwargs",
         "The async cluster client takes no connection class: every node it finds makes its connections "
         "from the client's connection_kwargs, so ours go there and on the startup nodes.",
@@ -436,7 +427,7 @@ PUBLIC_OVERRIDES = {
     "AsyncClusterClient.initialize": "redis.asyncio RedisCluster.initialize(), in the API reference",
     "AsyncClusterClient.pipeline": "redis.asyncio RedisCluster.pipeline(), in the API reference",
     "AsyncClusterClient.pubsub": "redis.asyncio RedisCluster.pubsub(), in the API reference (redis-py 8 on)",
-    "WaitingClusterPipeline.execute_command": "redis.asyncio.cluster.ClusterPipeline.execute_command(), in the API reference",
+    "WaitingClusterPipeline.execute_command": "redis.asyncio ClusterPipeline.execute_command(), in the API reference",
     "WaitingClusterPipeline.execute": "redis.asyncio.cluster.ClusterPipeline.execute(), in the API reference",
     "WaitingClusterPipeline.multi": "redis.asyncio.cluster.ClusterPipeline.multi(), in the API reference",
     "WaitingClusterPipeline.watch": "redis.asyncio.cluster.ClusterPipeline.watch(), in the API reference",

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import click
-from flask.sansio.app import App
 
 from ._errors import REDIS_ERRORS
 from ._health import failure_message, probe
 from ._snapshots import build_report
 from ._state import AppState, app_states
 from ._stats import FIGURES, PoolFigures, PoolReport
+
+if TYPE_CHECKING:
+    from ._state import App
 
 __all__ = ["ping_command", "register_commands", "stats_command"]
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 import redis.asyncio
 from flask import Flask
-from flask.sansio.app import App
 from redis import Redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Pipeline
@@ -30,6 +29,7 @@ from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, 
 from ._topology import open_topology
 
 if TYPE_CHECKING:
+    from ._state import App
     from ._stats import PoolReport, PoolStats
 
 __all__ = ["CLOSED_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "RedisPool", "app_states"]
@@ -547,7 +547,7 @@ def _loop_owner(app: App) -> LoopOwner:
         owner = loops
     else:
         serving = ServingLoops()
-        app.after_serving(serving.close_running)  # type: ignore[attr-defined]
+        app.after_serving(serving.close_running)
         watch_quart()
         owner = serving
     app.extensions[LOOPS_KEY] = owner

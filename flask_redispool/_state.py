@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeAlias
 
-    from flask.sansio.app import App
+    from flask import Flask
+    from quart import Quart
     from redis import Redis
 
     from ._asyncio import AsyncPools
@@ -22,6 +24,10 @@ if TYPE_CHECKING:
     from ._poolset import PoolSet
     from ._snapshots import AnyClient
     from ._topology import Topology
+
+if TYPE_CHECKING:
+    #: A Flask app, or a Quart app.
+    App: TypeAlias = Flask | Quart
 
 __all__ = ["CLOSED_KEY", "CLOSE_CHECKS_KEY", "EXTENSION_KEY", "LOOPS_KEY", "AppState", "app_states", "before_close"]
 

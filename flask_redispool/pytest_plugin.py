@@ -31,14 +31,16 @@ watch's check after a test's teardown) passes over a test that did not ask for i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
-from flask.sansio.app import App
 from redis import Redis
 
 from ._state import CLOSE_CHECKS_KEY
 from .testing import RedisServer, assert_nothing_held, find_redis_server
+
+if TYPE_CHECKING:
+    from ._state import App
 
 __all__ = ["pytest_runtest_teardown", "redispool_fake_url", "redispool_server", "redispool_url", "redispool_watch"]
 

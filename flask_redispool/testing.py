@@ -25,13 +25,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
-from flask.sansio.app import App
 from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from ._state import App
 
 __all__ = [
     "RedisClusterServers",

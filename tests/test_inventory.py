@@ -49,7 +49,6 @@ import redis.asyncio
 import redis.asyncio.cluster as aio_cluster
 import redis.asyncio.connection as aio_connection
 import redis.asyncio.sentinel as aio_sentinel
-from flask.sansio.app import App
 from redis.backoff import NoBackoff
 from redis.client import Monitor, Pipeline
 from redis.cluster import ClusterNode, RedisCluster
@@ -104,15 +103,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         ("tests/test_context.py::test_quart_context_variable_is_found_once_watched",),
         ("import quart.globals._cv_app",),
         "quart.globals.app_ctx (a proxy), or quart.has_app_context().",
-    ),
-    Borrowed(
-        "flask",
-        "flask.sansio.app.App",
-        "One type for Flask and Quart apps (Quart's app derives from it), in annotations and the CLI.",
-        _here("test_pin_flask_and_quart_apps_share_the_sansio_app"),
-        ("import flask.sansio.app.App",),
-        "A Protocol of our own with what we use (config, extensions, teardown_appcontext, cli), "
-        "or Flask | Quart under TYPE_CHECKING.",
     ),
     Borrowed(
         "flask",
@@ -781,14 +771,6 @@ def test_the_design_page_lists_the_inventory_and_its_count() -> None:
 
 
 # --- the pins: Flask and Quart -------------------------------------------------------------
-
-
-def test_pin_flask_and_quart_apps_share_the_sansio_app() -> None:
-    assert issubclass(flask.Flask, App)
-    assert issubclass(quart.Quart, App)
-    for app in (flask.Flask("pin"), quart.Quart("pin")):
-        for used in ("config", "extensions", "teardown_appcontext", "import_name", "name", "cli"):
-            assert hasattr(app, used), (type(app).__name__, used)
 
 
 def test_pin_the_cli_finds_its_app_in_the_click_context() -> None:

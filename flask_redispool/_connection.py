@@ -389,6 +389,17 @@ class _Sending:
 class PoolConnection(_Sending, _SyncBase):
     """Mixed into a redis-py (or fakeredis) connection class for one pool."""
 
+    #: The send and read of the connection class this one is mixed into, found through the
+    #: MRO once, when a class is made (:meth:`__init_subclass__`), as the pools' checkout
+    #: is: every command calls both, and ``super()`` costs about 0.2 µs a call (CPython 3.11).
+    _base_send_packed_command: Callable[..., None]
+    _base_read_response: Callable[..., Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._base_send_packed_command = super().send_packed_command
+        cls._base_read_response = super().read_response
+
     def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
         self._init_name(name_suffix)
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
@@ -457,14 +468,14 @@ class PoolConnection(_Sending, _SyncBase):
             self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
         try:
-            super().send_packed_command(command, check_health=False)  # type: ignore[no-untyped-call]
+            self._base_send_packed_command(command, False)
         except RedisError as exc:
             self._failed(exc)
             raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().read_response(*args, **kwargs)
+            return self._base_read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
             self._failed(exc)
             raise

@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError
 from flask_redispool import MayHaveRunError, RedisPool
 from flask_redispool._commands import Transaction, command_kind, judge_send
 from flask_redispool._config import MAX_RETRIES
-from flask_redispool._connection import may_have_run
+from flask_redispool._connection import may_have_run, pool_connection_class
 from flask_redispool.testing import RedisServer
 
 from .conftest import calls, notes
@@ -320,3 +320,20 @@ def test_a_timeout_while_a_new_connection_names_itself_is_not_a_write(make_app: 
             redis_pool.client.set("key", 1)
     assert not may_have_run(raised.value)
     assert "not retried" not in notes(raised.value)
+
+
+@pytest.mark.parametrize("base_name", ["Connection", "SSLConnection", "UnixDomainSocketConnection", "Sentinel", "fake"])
+def test_each_connection_class_sends_and_reads_through_its_base(base_name: str) -> None:
+    """A pool's connection class finds its base class's send and read once, when it is made
+    (every command calls both): they are the base's own, also in a subclass of it."""
+    import redis
+    from fakeredis import FakeRedisConnection
+    from redis.sentinel import SentinelManagedConnection
+
+    bases: dict[str, type[Any]] = {"Sentinel": SentinelManagedConnection, "fake": FakeRedisConnection}
+    base = bases.get(base_name) or getattr(redis, base_name)
+    made = pool_connection_class(base, None)  # type: ignore[arg-type]
+    classes: tuple[Any, ...] = (made, type("Sub", (made,), {}))
+    for cls in classes:
+        assert cls._base_send_packed_command is base.send_packed_command
+        assert cls._base_read_response is base.read_response

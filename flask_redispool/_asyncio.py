@@ -241,11 +241,7 @@ class CountedAsyncPool(redis.asyncio.ConnectionPool):
         connection = None if self._wait.waiters else await self._checkout(*args, **kwargs)
         if connection is None:
             connection = await self._wait.take(functools.partial(self._checkout, *args, **kwargs))
-        for checkout in events.checkout:
-            checkout()
-        if start:
-            for timed in events.checkout_time:
-                timed(time.monotonic() - start)
+        events.checked_out(start)
         return connection
 
     async def _checkout(self, *args: Any, **kwargs: Any) -> Any:

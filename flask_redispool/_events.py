@@ -29,6 +29,7 @@ is a C call (an :func:`itertools.count`'s ``__next__``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -79,6 +80,16 @@ class PoolEvents:
         """Call ``new`` instead of ``old`` (a forked child's fresh counters)."""
         self.forget(old)
         self.listen(new)
+
+    def checked_out(self, start: float) -> None:
+        """A checkout begun at ``start`` (:func:`time.monotonic`, or 0.0 when nobody times
+        checkouts) got a connection: tell the ``checkout`` and ``checkout_time`` listeners."""
+        for checkout in self.checkout:
+            checkout()
+        if start:
+            seconds = time.monotonic() - start
+            for timed in self.checkout_time:
+                timed(seconds)
 
     def _gather(self) -> None:
         for name in EVENTS:

@@ -163,11 +163,7 @@ class CountedPool(_PoolBase):
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait.take(functools.partial(self._checkout, args, kwargs))
-        for checkout in events.checkout:
-            checkout()
-        if start:
-            for timed in events.checkout_time:
-                timed(time.monotonic() - start)
+        events.checked_out(start)
         return connection
 
     def _checkout(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Connection | None:

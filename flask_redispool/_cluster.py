@@ -632,7 +632,7 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     Its connections are ours (named, never sending an unsafe command twice, explaining
     their failures): redis-py's async cluster client takes no connection class, so it is
     set in the client's ``connection_kwargs``, from which every node it finds makes its
-    connections, and the startup nodes it is given are made with it. A command that
+    connections, and on the startup nodes, before the first command. A command that
     finds a node's ``max_connections`` all busy waits up to ``POOL_TIMEOUT`` (redis-py
     raises at once), first come first served (:class:`~flask_redispool._wait.AsyncFairWait`);
     so does a pipeline. Every connection a command or a pipeline takes from a node is
@@ -653,6 +653,9 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
     ) -> None:
         super().__init__(**kwargs)
         self.connection_kwargs.update(connection_options, connection_class=connection_class)
+        for node in self.startup_nodes:  # redis-py made them anew, from host and port alone
+            node.connection_class = connection_class
+            node.connection_kwargs.update(connection_options)
         self._pools = pools
         settings = pools.settings
         #: Who listens to this loop's checkouts, waits and timeouts: the app's async counters.
@@ -829,9 +832,7 @@ def _async_cluster_client(
         counters=counters,
         connection_class=connection_class,
         connection_options=others,
-        startup_nodes=[
-            aio_cluster.ClusterNode(host, port, connection_class=connection_class, **others) for host, port in seeds
-        ],
+        startup_nodes=[aio_cluster.ClusterNode(host, port) for host, port in seeds],
         max_connections=settings.max_connections,
         retry=_PipelineAwareRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
         **kwargs,

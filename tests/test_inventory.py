@@ -311,11 +311,17 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "redis.asyncio RedisCluster.connection_kwargs",
+        "redis.asyncio RedisCluster.connection_kwargs, .startup_nodes; ClusterNode.connection_class, "
+        ".connection_kwargs",
         "The async cluster client takes no connection class: every node it finds makes its connections "
-        "from the client's connection_kwargs, so ours go there (the seeds we give are made with it).",
+        "from the client's connection_kwargs, so ours go there; it makes its startup nodes anew from the "
+        "seeds' host and port alone (redis-py 8.2), so they get ours before the first command.",
         _here("test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs"),
-        ("AsyncClusterClient: self.connection_kwargs.update",),
+        (
+            "AsyncClusterClient: self.connection_kwargs.update",
+            "AsyncClusterClient: self.startup_nodes",
+            "AsyncClusterClient: node.connection_class",
+        ),
         "None in redis-py: a connection_class argument of the async RedisCluster.",
     ),
     Borrowed(
@@ -1333,9 +1339,13 @@ def test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwar
     redis_cluster: RedisClusterServers,
 ) -> None:
     async def cluster() -> None:
-        seed = aio_cluster.ClusterNode("127.0.0.1", redis_cluster.nodes[0].port, connection_class=_Marked)
-        client = aio_cluster.RedisCluster(startup_nodes=[seed], socket_timeout=5)
+        client = aio_cluster.RedisCluster(
+            startup_nodes=[aio_cluster.ClusterNode("127.0.0.1", redis_cluster.nodes[0].port)], socket_timeout=5
+        )
         client.connection_kwargs.update(connection_class=_Marked)
+        for node in client.startup_nodes:
+            node.connection_class = _Marked
+            assert isinstance(node.connection_kwargs, dict)
         try:
             await client.initialize()
             manager = client.nodes_manager

@@ -76,8 +76,9 @@ _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
 if TYPE_CHECKING:
     _PoolBase = ConnectionPool
+    _SentinelPoolBase = SentinelConnectionPool
 else:
-    _PoolBase = object
+    _PoolBase = _SentinelPoolBase = object
 
 
 class CountedPool(_PoolBase):
@@ -293,7 +294,29 @@ class CountedConnectionPool(CountedPool, ConnectionPool):
     """redis-py's :class:`~redis.ConnectionPool`, counted (:class:`CountedPool`)."""
 
 
-class CountedSentinelPool(CountedPool, SentinelConnectionPool):
+class _KeepsSlotAfterFailover(_SentinelPoolBase):
+    """What our pools on a Sentinel service's master, counted or not, do with a connection
+    that comes back from a former master: disconnect it and keep it, so that its next
+    checkout connects to the new master and the pool keeps its size."""
+
+    def _forget_former_master(self, connection: Connection) -> None:
+        """Disconnect ``connection`` if it served a master other than the current one."""
+        if self.is_master and (connection.host, connection.port) != self.master_address:
+            connection.disconnect()  # type: ignore[no-untyped-call]
+
+    def owns_connection(self, connection: Connection) -> bool:
+        """Whether ``connection`` is this process's: the check of a plain pool.
+
+        redis-py's Sentinel pool also disowns a connection to a former master when it comes
+        back after a failover, and drops it; before redis-py 8.1 the pool's slot went with
+        it, so every failover shrank the pool for good (redis-py#4187). Our ``release()``
+        disconnects such a connection and keeps it instead (:meth:`_forget_former_master`),
+        on every version.
+        """
+        return ConnectionPool.owns_connection(self, connection)  # type: ignore[return-value]
+
+
+class CountedSentinelPool(CountedPool, _KeepsSlotAfterFailover, SentinelConnectionPool):
     """redis-py's :class:`~redis.sentinel.SentinelConnectionPool`, counted: a Sentinel
     service's master (``is_master=True``) or its replicas."""
 
@@ -313,20 +336,8 @@ class CountedSentinelPool(CountedPool, SentinelConnectionPool):
         return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
-        if self.is_master and (connection.host, connection.port) != self.master_address:
-            # It served a former master: its next checkout connects to the new one.
-            connection.disconnect()  # type: ignore[no-untyped-call]
-        CountedPool.release(self, connection)
-
-    def owns_connection(self, connection: Connection) -> bool:
-        """Whether ``connection`` is this process's: the check of a plain pool.
-
-        redis-py's Sentinel pool also disowns a connection to a former master when it comes
-        back after a failover, and drops it; before redis-py 8.1 the pool's slot went with
-        it, so every failover shrank the pool for good (redis-py#4187). :meth:`release`
-        disconnects such a connection and keeps it instead, on every version.
-        """
-        return ConnectionPool.owns_connection(self, connection)  # type: ignore[return-value]
+        self._forget_former_master(connection)
+        CountedPool.release(self, connection)  # ours: cheaper than super()
 
     @property
     def address(self) -> str | None:
@@ -382,18 +393,13 @@ class SideConnectionPool(SidePool, ConnectionPool):
     """The side connection to one server (or one cluster node)."""
 
 
-class SideSentinelPool(SidePool, SentinelConnectionPool):
+class SideSentinelPool(SidePool, _KeepsSlotAfterFailover, SentinelConnectionPool):
     """The side connection to a Sentinel service's master: it follows the master as
     :class:`CountedSentinelPool` does, and keeps its one slot after a failover."""
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
-        if (connection.host, connection.port) != self.master_address:
-            connection.disconnect()  # type: ignore[no-untyped-call]  # it served a former master
+        self._forget_former_master(connection)
         super().release(connection)
-
-    def owns_connection(self, connection: Connection) -> bool:
-        """:meth:`CountedSentinelPool.owns_connection`."""
-        return ConnectionPool.owns_connection(self, connection)  # type: ignore[return-value]
 
 
 def pool_repr(pool: Any, where: str) -> str:

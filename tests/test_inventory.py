@@ -207,8 +207,7 @@ INVENTORY: tuple[Borrowed, ...] = (
         "disconnect such a connection instead.",
         _here("test_pin_release_asks_owns_connection"),
         (
-            "def CountedSentinelPool.owns_connection",
-            "def SideSentinelPool.owns_connection",
+            "def _KeepsSlotAfterFailover.owns_connection",
             "ConnectionPool.owns_connection",
         ),
         "Nothing needed from redis-py 8.1 on (redis-py#4187 keeps the slot).",
@@ -229,9 +228,9 @@ INVENTORY: tuple[Borrowed, ...] = (
         "address the pool last learnt), and the master pool's address in stats.",
         _here("test_pin_a_sentinel_pool_knows_the_master_it_connects_to"),
         (
-            "CountedSentinelPool: self.master_address",
+            "_KeepsSlotAfterFailover: self.master_address",
+            "_KeepsSlotAfterFailover: self.is_master",
             "CountedSentinelPool: self.is_master",
-            "SideSentinelPool: self.master_address",
         ),
         "Sentinel.discover_master() (a network round trip) for the address.",
     ),

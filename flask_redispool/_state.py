@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from ._snapshots import AnyClient
     from ._topology import Topology
 
-if TYPE_CHECKING:
     #: A Flask app, or a Quart app.
     App: TypeAlias = Flask | Quart
 

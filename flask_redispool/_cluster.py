@@ -413,8 +413,8 @@ class Cluster:
         check_connection_kwargs(
             settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"}
         )
-        make = functools.partial(_make_cluster, settings, seeds, {**options, **chosen}, retry)
         self._seeds, self._options = seeds, {**options, **chosen}
+        make = functools.partial(_make_cluster, settings, seeds, self._options, retry)
         self._node_options = options
         self.side = _ClusterConnection(settings, options, make)
         self._cluster = LazyCluster(functools.partial(make, self._node_pool, held_key=held_key))

@@ -132,15 +132,16 @@ class SentinelService(SingleServer):
         return policy, pools, OneConnection(side)
 
     def _checked_async_kwargs(self) -> dict[str, Any]:
-        """Read per loop (:meth:`async_client`)."""
-        return {}
+        """The async pools' connection keyword arguments (the master pool's). Not made into
+        a connection now: a Sentinel connection needs its pool; the sync check made one
+        with the same options."""
+        return async_connection_kwargs(self.pools)
 
     def async_client(self, counters: PoolCounters) -> AsyncLoopClient:
         """One event loop's client on a counted pool on the master, and its ``replica`` on
         one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
         connections to the sentinels belong to the loop too)."""
-        pools, service = self.pools, self._service
-        kwargs = async_connection_kwargs(pools)  # the master pool's
+        pools, service, kwargs = self.pools, self._service, self._async_kwargs
         manager = AsyncSentinel(service.addresses, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))
         clients = [
             AsyncContextClient(

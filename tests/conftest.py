@@ -288,6 +288,17 @@ def notes(error: BaseException) -> str:
     return " ".join(getattr(error, "__notes__", None) or [str(error)])
 
 
+class StubSentinel:
+    """Stands for a Sentinel in a Sentinel pool: answers ``discover_master`` with one
+    server's address, without sentinels; set :attr:`address` to move the master (a failover)."""
+
+    def __init__(self, port: int) -> None:
+        self.address = ("127.0.0.1", port)
+
+    def discover_master(self, service: str) -> tuple[str, int]:
+        return self.address
+
+
 def json_of(response: TestResponse) -> dict[str, Any]:
     """The JSON object a test client's response carries (typed, and checked to be one)."""
     body = response.get_json()

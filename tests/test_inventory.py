@@ -63,6 +63,8 @@ from flask_redispool._connection import KNOWS_IF_CONNECTED, _refused_by_a_replic
 from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
 from flask_redispool.testing import RedisClusterServers, RedisServer
 
+from .conftest import StubSentinel
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "flask_redispool"
 #: The packages whose undocumented names we track.
@@ -1113,18 +1115,8 @@ def test_pin_new_connections_are_made_from_connection_kwargs() -> None:
     assert pool.make_connection().socket_timeout == 7  # type: ignore[attr-defined]
 
 
-class _StubSentinel:
-    """Answers discover_master with one server's address, without sentinels."""
-
-    def __init__(self, port: int) -> None:
-        self.address = ("127.0.0.1", port)
-
-    def discover_master(self, service: str) -> tuple[str, int]:
-        return self.address
-
-
 def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: RedisServer) -> None:
-    pool = SentinelConnectionPool("pinned", _StubSentinel(redis_server.port), is_master=True, socket_timeout=5)
+    pool = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=True, socket_timeout=5)
     try:
         assert pool.is_master is True
         assert pool.master_address is None
@@ -1134,7 +1126,7 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.release(connection)
     finally:
         pool.disconnect()
-    replicas = SentinelConnectionPool("pinned", _StubSentinel(redis_server.port), is_master=False)
+    replicas = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
 
 

@@ -27,7 +27,16 @@ from flask_redispool._connection import ConnectionPolicy, pool_connection_class
 from flask_redispool._pool import SideSentinelPool, side_client
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import PASSWORD, SentinelService, notes, our_connections, pools_of, run_in_threads, wait_until
+from .conftest import (
+    PASSWORD,
+    SentinelService,
+    StubSentinel,
+    notes,
+    our_connections,
+    pools_of,
+    run_in_threads,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -445,16 +454,6 @@ def test_the_master_killed_under_writes(
     assert window < 15
 
 
-class _MovingSentinel:
-    """Answers discover_master with one server's address, under a name that can change (a failover)."""
-
-    def __init__(self, port: int) -> None:
-        self.address = ("127.0.0.1", port)
-
-    def discover_master(self, service: str) -> tuple[str, int]:
-        return self.address
-
-
 def test_the_side_connection_keeps_its_one_slot_after_a_failover(redis_server: RedisServer) -> None:
     """The publisher's and health checks' connection to the master came back from a former
     master: it is disconnected and kept, so the next checkout connects to the new one,
@@ -462,7 +461,7 @@ def test_the_side_connection_keeps_its_one_slot_after_a_failover(redis_server: R
     url = f"redis://127.0.0.1:{redis_server.port}/0"
     settings = load_settings({"REDIS_URL": url, "REDIS_SOCKET_TIMEOUT": 0.2, "REDIS_RETRIES": 0}, "REDIS", "app")
     connection_class = pool_connection_class(SentinelManagedConnection, ConnectionPolicy(settings))
-    sentinel = _MovingSentinel(redis_server.port)
+    sentinel = StubSentinel(redis_server.port)
     client = side_client(settings, connection_class, {"socket_timeout": 5}, ("mymaster", cast(Sentinel, sentinel)))
     pool = cast(SideSentinelPool, client.connection_pool)
     try:

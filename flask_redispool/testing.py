@@ -385,14 +385,15 @@ class RedisClusterServers:
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every running node says ``cluster_state:ok``, knows each running node and
         agrees on the masters, lists every running node in ``CLUSTER SLOTS``, and each
-        running replica is in sync with its master."""
+        running replica is in sync with its master. The error names what was still missing."""
         deadline = time.monotonic() + timeout
-        while not self._healthy():
+        while (missing := self._missing()) is not None:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster was not healthy within {timeout} s")
+                raise RuntimeError(f"the cluster was not healthy within {timeout} s: {missing}")
             time.sleep(0.05)
 
-    def _healthy(self) -> bool:
+    def _missing(self) -> str | None:
+        """What keeps the cluster from being healthy now, or None when nothing does."""
         running = [node for node in self.nodes if node.pid is not None]
         views = set()
         for node in running:
@@ -402,16 +403,21 @@ class RedisClusterServers:
                     masters = frozenset(self._masters_seen(client))
                     replication = client.info("replication")
                     slots = client.execute_command("CLUSTER", "SLOTS")
-            except (ConnectionError, TimeoutError):
-                return False
-            if info["cluster_state"] != "ok" or int(info["cluster_known_nodes"]) < len(running):
-                return False
-            if sum(len(served) - 2 for served in slots) < len(running):  # clients learn the nodes from it
-                return False
+            except (ConnectionError, TimeoutError) as error:
+                return f"the node on port {node.port} did not answer ({error})"
+            if info["cluster_state"] != "ok":
+                return f"the node on port {node.port} says cluster_state:{info['cluster_state']}"
+            if int(info["cluster_known_nodes"]) < len(running):
+                return f"the node on port {node.port} knows {info['cluster_known_nodes']} of {len(running)} nodes"
+            listed = sum(len(served) - 2 for served in slots)  # clients learn the nodes from it
+            if listed < len(running):
+                return f"the node on port {node.port} lists {listed} of {len(running)} nodes in CLUSTER SLOTS"
             if replication["role"] == "slave" and replication.get("master_link_status") != "up":
-                return False
+                return f"the replica on port {node.port} has master_link_status:{replication.get('master_link_status')}"
             views.add(masters)
-        return len(views) == 1
+        if len(views) != 1:
+            return f"the nodes disagree on the masters: {sorted(map(sorted, views))}" if views else "no node runs"
+        return None
 
     @staticmethod
     def _masters_seen(client: Redis) -> list[int]:

@@ -367,20 +367,41 @@ class RedisClusterServers:
 
     def start(self, timeout: float = 30.0) -> RedisClusterServers:
         """Start every node, join them into a cluster, and return once all slots are
-        served and every replica is in sync."""
+        served and every replica is in sync.
+
+        ``redis-cli --cluster create`` makes the masters (the first nodes); each replica
+        is then attached here, once it knows its master, because ``redis-cli`` ignores a
+        ``CLUSTER REPLICATE`` that fails while the cluster is still joining, leaving a
+        node with no slots and no master."""
         try:
             for node in self.nodes:
                 node.start()
-            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-            command = [self.redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas)]
-            subprocess.run(
-                [*command, "--cluster-yes"], capture_output=True, check=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
-            self.wait_healthy(timeout)
+            masters = self.nodes[: len(self.nodes) // (1 + self.replicas)]
+            addresses = [f"127.0.0.1:{node.port}" for node in masters]
+            command = [self.redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+            subprocess.run(command, capture_output=True, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + timeout
+            for index, replica in enumerate(self.nodes[len(masters) :]):
+                self._attach(replica, masters[index % len(masters)], deadline)
+            self.wait_healthy(max(deadline - time.monotonic(), 0.0))
         except BaseException:
             self.stop()
             raise
         return self
+
+    @staticmethod
+    def _attach(replica: RedisServer, master: RedisServer, deadline: float) -> None:
+        """Make ``replica`` a replica of ``master``: meet it, then replicate it once the
+        replica knows the master's node id (until ``deadline``)."""
+        with Redis(port=master.port, socket_timeout=2, decode_responses=True) as client:
+            master_id = str(client.execute_command("CLUSTER", "MYID"))
+        with Redis(port=replica.port, socket_timeout=2, decode_responses=True) as client:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
+            while master_id not in str(client.execute_command("CLUSTER", "NODES")):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the node on port {replica.port} never met the master on port {master.port}")
+                time.sleep(0.05)
+            client.execute_command("CLUSTER", "REPLICATE", master_id)
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Until every running node says ``cluster_state:ok``, knows each running node and

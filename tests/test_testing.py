@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError
 
-from flask_redispool.testing import RedisServer, find_redis_server
+from flask_redispool.testing import RedisClusterServers, RedisServer, find_redis_server
 
 
 def test_redis_server_env_var_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -61,3 +61,25 @@ def test_a_port_given_is_kept(redis_server: RedisServer) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="Address already in use"):
             RedisServer(redis_server.binary, port=port).start()
+
+
+def test_a_started_cluster_has_a_replica_in_sync_for_each_master(redis_cluster: RedisClusterServers) -> None:
+    masters = redis_cluster.masters()
+    replicas = {redis_cluster.replica_of(master).port for master in masters}
+    assert len(masters) == 3
+    assert len(replicas) == 3
+    assert replicas.isdisjoint(master.port for master in masters)
+    with Redis(port=masters[0].port, socket_timeout=5) as client:
+        slots = client.execute_command("CLUSTER", "SLOTS")
+    assert sum(len(served) - 2 for served in slots) == 6  # where clients learn every node
+
+
+def test_a_cluster_that_is_not_healthy_says_what_is_missing(redis_cluster: RedisClusterServers) -> None:
+    alone = RedisServer(redis_cluster.nodes[0].binary, args=("--cluster-enabled", "yes")).start()
+    unjoined = RedisClusterServers(masters=1, replicas=0)
+    unjoined.nodes = [alone]  # a node with no slots: the cluster serves nothing
+    try:
+        with pytest.raises(RuntimeError, match=rf"the node on port {alone.port} says cluster_state:fail"):
+            unjoined.wait_healthy(timeout=0.2)
+    finally:
+        alone.stop()

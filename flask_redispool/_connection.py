@@ -28,7 +28,6 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from redis import Connection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import SentinelManagedConnection as AsyncSentinelManagedConnection
 from redis.exceptions import (
@@ -117,12 +116,6 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
     if is_retryable is None:
         return _retryable
     return lambda error: _retryable(error) and is_retryable(error)
-
-
-#: redis-py 8 tells whether a sync connection is open (``is_connected``, on every
-#: connection class); redis-py 7 does not (our connections keep track of it there), and
-#: its ``connect()`` returns at once when the connection is open.
-KNOWS_IF_CONNECTED: Final = hasattr(Connection, "is_connected")
 
 
 # Each runs on every command and every checkout (redis-py connects through the retry),
@@ -351,6 +344,12 @@ class _Sending:
     #: sentinels where the master is now. (redis-py's own send reconnects to the address it
     #: had: after a failover, the demoted master that refused the command.)
     asks_sentinels = False
+    #: Whether the socket is open: set when redis-py runs the handshake on a socket it just
+    #: opened (:meth:`on_connect_check_health`, on every socket, sync and async), cleared in
+    #: :meth:`disconnect`, the only place redis-py closes one. Ours on every redis-py
+    #: (``tests/test_inventory.py`` pins both moments), so a checkout connects only a closed
+    #: connection and a pool counts the idle ones open to the server.
+    socket_open = False
     _batch_kinds: list[Kind] | None = None
 
     def _init_name(self, name_suffix: str) -> None:
@@ -358,6 +357,7 @@ class _Sending:
         self.name_suffix = name_suffix
 
     def _before_handshake(self) -> None:
+        self.socket_open = True  # redis-py runs the handshake on a socket just opened
         self.transaction = Transaction.NONE  # a new connection: the server forgot the old one's
 
     def _failed(self, error: BaseException) -> None:
@@ -389,6 +389,11 @@ class _Sending:
 class PoolConnection(_Sending, _SyncBase):
     """Mixed into a redis-py (or fakeredis) connection class for one pool."""
 
+    #: Whether it is checked out of its pool: a counted pool sets it as it lends the
+    #: connection and clears it as it takes it back, so that it can count its idle
+    #: connections open to the server (``CountedPool.connection_counts``).
+    checked_out = False
+
     #: The send and read of the connection class this one is mixed into, found through the
     #: MRO once, when a class is made (:meth:`__init_subclass__`), as the pools' checkout
     #: is: every command calls both, and ``super()`` costs about 0.2 µs a call (CPython 3.11).
@@ -406,8 +411,6 @@ class PoolConnection(_Sending, _SyncBase):
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self._before_handshake()
-        if not KNOWS_IF_CONNECTED:
-            self._socket_open = True  # the handshake runs on a socket just opened
         super().on_connect_check_health(check_health)
         name = self.policy.connection_name(self.name_suffix)
         if name is not None:
@@ -417,24 +420,14 @@ class PoolConnection(_Sending, _SyncBase):
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
 
-    if not KNOWS_IF_CONNECTED:
-        _socket_open = False
-
-        @property
-        def is_connected(self) -> bool:
-            """Whether the socket is open: redis-py 8's ``is_connected``. redis-py 7 has no
-            word for it: it opens a socket only to run the handshake on it (above), and
-            closes one only in :meth:`disconnect`."""
-            return self._socket_open
-
-        def disconnect(self, *args: Any, **kwargs: Any) -> None:
-            self._socket_open = False
-            super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
+    def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self.socket_open = False
+        super().disconnect(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def connect(self) -> None:
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when
         # there is nothing to do (as fakeredis's connection does).
-        if not self.is_connected:
+        if not self.socket_open:
             self.policy.check_open()  # first: a Sentinel connection asks the sentinels next
             super().connect()  # type: ignore[no-untyped-call]
 
@@ -454,7 +447,7 @@ class PoolConnection(_Sending, _SyncBase):
     def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         # Connect and check health first (their own commands set unsafe_sent for
         # themselves), then mark what is about to leave.
-        if not self.is_connected:
+        if not self.socket_open:
             self.policy.check_open()
             try:
                 if self.asks_sentinels:
@@ -499,8 +492,12 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
             except ResponseError as exc:
                 self.policy.refuse_naming(exc)
 
+    async def disconnect(self, *args: Any, **kwargs: Any) -> None:
+        self.socket_open = False  # first: a cancelled disconnect has closed the socket, or will
+        await super().disconnect(*args, **kwargs)
+
     async def connect(self) -> None:
-        if not self.is_connected:
+        if not self.socket_open:
             self.policy.check_open()
             await super().connect()  # type: ignore[no-untyped-call]
 
@@ -518,7 +515,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await self._send(command, check_health, self._take_batch_kinds())
 
     async def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
-        if not self.is_connected:
+        if not self.socket_open:
             self.policy.check_open()
             try:
                 if self.asks_sentinels:

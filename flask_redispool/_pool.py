@@ -43,7 +43,7 @@ from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
-from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
+from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
@@ -148,6 +148,9 @@ class CountedPool(_PoolBase):
         self.events.replace(counters, self.counters)
         self._announced = False  # whether this process's first connection was reported
         self._drift_seen: set[str] = set()  # options found changed by somebody else, warned about
+        #: Every connection this process's pool made: redis-py keeps each one (and forgets
+        #: the parent's in a child, as this does), so the idle ones are those not checked out.
+        self._made: list[PoolConnection] = []
         self._wait = FairWait(self.settings, self.policy, self.events, self.settings.max_connections, self._in_use)
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
@@ -164,6 +167,7 @@ class CountedPool(_PoolBase):
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait.take(functools.partial(self._checkout, args, kwargs))
+        connection.checked_out = True  # type: ignore[attr-defined]  # ours (PoolConnection)
         events.checked_out(start)
         return connection
 
@@ -178,6 +182,7 @@ class CountedPool(_PoolBase):
             raise
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
+        connection.checked_out = False  # type: ignore[attr-defined]  # first: once back, another may take it
         self._pool_release(connection)
         for released in self.events.release:
             released()
@@ -201,6 +206,7 @@ class CountedPool(_PoolBase):
     def make_connection(self) -> Connection:
         self._check_drift()
         connection: Connection = super().make_connection()  # type: ignore[assignment]
+        self._made.append(connection)  # type: ignore[arg-type]  # of our connection_class
         for connected in self.events.connect:  # OpenTelemetry may have been turned on since
             connected()
         if not self._announced:  # this process's first connection: the owner starts publishing
@@ -242,9 +248,8 @@ class CountedPool(_PoolBase):
         is what the server lists for the pool.
         """
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
-        free = self._get_free_connections()  # type: ignore[no-untyped-call]  # redis-py's, as get_connection_count()'s
-        idle = len([connection for connection in free if connection.is_connected])  # ours: on redis-py 7 too
-        return counts.get("used", 0), idle
+        idle = [connection for connection in list(self._made) if connection.socket_open and not connection.checked_out]
+        return counts.get("used", 0), len(idle)
 
     def __repr__(self) -> str:
         return pool_repr(self, f"role={self.role} address={self.address}")

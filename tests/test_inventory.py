@@ -59,7 +59,7 @@ from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConn
 
 import flask_redispool
 from flask_redispool._commands import READS
-from flask_redispool._connection import KNOWS_IF_CONNECTED, _refused_by_a_replica, pool_connection_class
+from flask_redispool._connection import _refused_by_a_replica, pool_connection_class
 from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
 from flask_redispool.testing import RedisClusterServers, RedisServer
 
@@ -118,19 +118,11 @@ INVENTORY: tuple[Borrowed, ...] = (
     # redis-py: connections
     Borrowed(
         "redis",
-        "AbstractConnection.is_connected",
-        "A checkout connects only a connection whose socket is closed; idle counts open sockets only.",
-        _here("test_pin_a_connection_knows_whether_its_socket_is_open"),
-        (".is_connected",),
-        "None public: count connections as they connect and disconnect (in our own connect/disconnect).",
-    ),
-    Borrowed(
-        "redis",
         "AbstractConnection.on_connect_check_health(check_health)",
         "The handshake hook, sync and async: a new connection names itself (CLIENT SETNAME, falling back to "
-        "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state. On "
-        "redis-py 7, which has no is_connected, it also says that the socket is open (disconnect() says "
-        "it is closed).",
+        "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state. It "
+        "also says that the socket is open (disconnect() says it is closed): a checkout connects only a "
+        "closed connection, and a pool counts its idle connections open to the server.",
         _here(
             "test_pin_the_handshake_calls_on_connect_check_health_once_per_socket",
             "test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconnect",
@@ -145,7 +137,9 @@ INVENTORY: tuple[Borrowed, ...] = (
         "Connect before a send without redis-py's health-check PING (our send checks health itself).",
         _here("test_pin_connect_check_health_connects_without_a_ping"),
         (".connect_check_health",),
-        "connect(), which redis-py documents; its health check then runs twice on a stale connection.",
+        "connect(), which redis-py documents, but it retries the handshake RETRIES times itself: inside "
+        "a command's own retries, a server that accepts but does not answer then holds the command "
+        "(RETRIES + 1) times longer than SOCKET_TIMEOUT allows (worst_case_seconds).",
     ),
     Borrowed(
         "redis",
@@ -191,16 +185,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         "execute_command, or Retry(supported_errors=...) once redis-py asks the retry per error.",
     ),
     # redis-py: pools
-    Borrowed(
-        "redis",
-        "ConnectionPool._get_free_connections()",
-        "The idle connections, to count those open to the server (get_connection_count() counts a "
-        "connection given back disconnected as idle too).",
-        _here("test_pin_the_free_connections_are_the_idle_ones"),
-        ("._get_free_connections",),
-        "get_connection_count()'s idle figure, if counting disconnected idle connections is acceptable; "
-        "or count connections as they connect and disconnect.",
-    ),
     Borrowed(
         "redis",
         "ConnectionPool.owns_connection(connection)",
@@ -444,7 +428,8 @@ PUBLIC_OVERRIDES = {
     "CountedAsyncPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
     "CountedAsyncSentinelPool.aclose": "redis.asyncio ConnectionPool.aclose(), in the API reference",
     "PoolConnection.connect": "a connection's connect(), shown in redis-py's guides",
-    "PoolConnection.disconnect": "a connection's disconnect(), shown in redis-py's guides (redis-py 7 only)",
+    "PoolConnection.disconnect": "a connection's disconnect(), shown in redis-py's guides",
+    "AsyncPoolConnection.disconnect": "the redis.asyncio twin of disconnect()",
     "AsyncPoolConnection.connect": "the redis.asyncio twin of connect()",
     "PoolConnection.send_command": "a connection's send_command(), shown in redis-py's guides",
     "AsyncPoolConnection.send_command": "the redis.asyncio twin of send_command()",
@@ -462,7 +447,7 @@ SHADOWED = {
 }
 
 #: Overrides of methods that some supported releases lack.
-NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub", "PoolConnection.disconnect"})
+NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub"})
 
 
 # --- the scan --------------------------------------------------------------------------
@@ -819,28 +804,6 @@ class _OpenPolicy:
         pass
 
 
-def test_pin_a_connection_knows_whether_its_socket_is_open(redis_server: RedisServer) -> None:
-    assert KNOWS_IF_CONNECTED is hasattr(Connection, "is_connected")
-    connection = pool_connection_class(Connection, _OpenPolicy())(**_address(redis_server))  # type: ignore[arg-type]
-    plain = Connection(**_address(redis_server))
-    try:
-        for each in (connection, plain):
-            assert each._sock is None
-            assert not connection.is_connected
-        for each in (connection, plain):
-            each.connect()
-            assert each._sock is not None
-            if REDIS_8:
-                assert each.is_connected
-        assert connection.is_connected
-        connection.disconnect()
-        assert connection._sock is None
-        assert not connection.is_connected
-    finally:
-        connection.disconnect()
-        plain.disconnect()
-
-
 def _sock_assignments(cls: type) -> set[str]:
     return {
         name
@@ -852,8 +815,8 @@ def _sock_assignments(cls: type) -> set[str]:
 def test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconnect(
     redis_server: RedisServer,
 ) -> None:
-    """What our connections' is_connected follows on redis-py 7, which has no word for it:
-    a socket is set only to run the handshake on it, and dropped only in disconnect()."""
+    """What our connections' ``socket_open`` follows, sync and async: a socket is set only
+    to run the handshake on it, and dropped only in disconnect()."""
     import redis.connection
 
     assert inspect.getsource(redis.connection).count("self._sock = ") == 3
@@ -866,24 +829,61 @@ def test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconne
     refused = make(db=99, **_address(redis_server))  # SELECT 99 is refused
     with pytest.raises(RedisError):
         refused.connect()
-    assert (refused.is_connected, refused._sock) == (False, None)
+    assert (refused.socket_open, refused._sock) == (False, None)
     connection = make(**_address(redis_server))
     try:
         connection.connect()
-        assert connection.is_connected
+        assert connection.socket_open
         connection.send_command("CLIENT", "ID")
-        with redis.Redis(**_address(redis_server)) as admin:
-            admin.client_kill_filter(_id=connection.read_response())
+        _kill(redis_server, connection.read_response())
         connection.send_command("PING")
         with pytest.raises(ConnectionError):
             connection.read_response()
-        assert (connection.is_connected, connection._sock) == (False, None)
+        assert (connection.socket_open, connection._sock) == (False, None)
         connection.send_command("PING")  # reconnects
         assert connection.read_response() == b"PONG"
-        assert connection.is_connected
+        assert connection.socket_open
         assert connection._sock is not None
     finally:
         connection.disconnect()
+    assert asyncio.run(_async_socket_open_follows_the_socket(redis_server)) == [False, True, False, True, False]
+
+
+def _kill(redis_server: RedisServer, client_id: int) -> None:
+    with redis.Redis(**_address(redis_server)) as admin:
+        admin.client_kill_filter(_id=client_id)
+
+
+async def _async_socket_open_follows_the_socket(redis_server: RedisServer) -> list[bool]:
+    """The async twin: ``socket_open`` says what redis-py's own ``is_connected`` says."""
+    make = pool_connection_class(aio_connection.Connection, _OpenPolicy(), asynchronous=True)  # type: ignore[arg-type]
+    seen: list[bool] = []
+
+    def agree(connection: Any) -> None:
+        assert connection.socket_open is connection.is_connected
+        seen.append(connection.socket_open)
+
+    refused = make(db=99, **_address(redis_server))
+    with pytest.raises(RedisError):
+        await refused.connect()
+    agree(refused)
+    connection = make(**_address(redis_server))
+    try:
+        await connection.connect()
+        agree(connection)
+        await connection.send_command("CLIENT", "ID")
+        _kill(redis_server, await connection.read_response())
+        await connection.send_command("PING")
+        with pytest.raises(ConnectionError):
+            await connection.read_response()
+        agree(connection)
+        await connection.send_command("PING")  # reconnects
+        assert await connection.read_response() == b"PONG"
+        agree(connection)
+    finally:
+        await connection.disconnect()
+    agree(connection)
+    return seen
 
 
 class _Recording(Connection):
@@ -1071,21 +1071,6 @@ def test_pin_our_error_twins_escape_the_cluster_clients_retry() -> None:
 
 
 # --- the pins: pools -----------------------------------------------------------------------
-
-
-def test_pin_the_free_connections_are_the_idle_ones(redis_server: RedisServer) -> None:
-    pool = ConnectionPool(**_address(redis_server))
-    try:
-        first, second = pool.get_connection(), pool.get_connection()
-        assert pool._get_free_connections() == []
-        pool.release(first)
-        second.disconnect()
-        pool.release(second)
-        assert sorted(map(id, pool._get_free_connections())) == sorted(map(id, (first, second)))
-        if REDIS_8:
-            assert [connection.is_connected for connection in (first, second)] == [True, False]
-    finally:
-        pool.disconnect()
 
 
 def test_pin_release_asks_owns_connection(redis_server: RedisServer) -> None:

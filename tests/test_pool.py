@@ -89,6 +89,22 @@ def test_idle_counts_only_connections_open_to_the_server(app: Flask, redis_pool:
     assert redis_pool.stats(app)["idle"] == len(our_connections(server, app.import_name)) == 3
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_counts_none_of_its_parents_connections_idle(app: Flask, redis_pool: RedisPool) -> None:
+    """The parent's idle connection stays open in a child that forks while the parent is
+    serving, but it is the parent's: the child counts only connections it made."""
+    pool = redis_pool.get_pool(app)
+    serving, spare = pool.get_connection(), pool.get_connection()
+    pool.release(spare)
+    assert pool.connection_counts() == (1, 1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit status
+        os._exit(pool.connection_counts()[1])
+    pool.release(serving)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert pool.connection_counts() == (0, 2)
+
+
 @pytest.mark.parametrize(
     ("blocking", "wait", "waits"),
     [

@@ -49,9 +49,9 @@ from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._events import PoolEvents
-from ._pool import pool_repr
+from ._pool import address_of, pool_repr
 from ._stats import PoolCounters
-from ._telemetry import PoolTelemetry, name_sentinel_pool
+from ._telemetry import PoolTelemetry
 from ._wait import AsyncFairWait
 
 if TYPE_CHECKING:
@@ -229,7 +229,11 @@ class CountedAsyncPool(redis.asyncio.ConnectionPool):
         #: Who listens to what happens to the pool (:mod:`~flask_redispool._events`).
         self.events = PoolEvents(counters)
         self._wait = AsyncFairWait(settings, pools.policy, self.events, settings.max_connections, self.in_use)
-        PoolTelemetry(self, self.events)
+        PoolTelemetry(self.events, self.telemetry_name(kwargs))
+
+    def telemetry_name(self, options: dict[str, Any]) -> str:
+        """This pool's name in OpenTelemetry: where it connects, as the sync pool's."""
+        return address_of(options)
 
     def __repr__(self) -> str:
         return pool_repr(self, "async")
@@ -289,9 +293,9 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
 
     sentinel_manager: aio_sentinel.Sentinel
 
-    def __init__(self, pools: PoolSet, counters: PoolCounters, **kwargs: Any) -> None:
-        super().__init__(pools, counters, **kwargs)
-        name_sentinel_pool(self, "master" if self.is_master else "replica")  # as the sync pools are
+    def telemetry_name(self, options: dict[str, Any]) -> str:
+        """``<service>/master`` or ``<service>/replica``, as the sync pools'."""
+        return f"{self.service_name}/{'master' if self.is_master else 'replica'}"
 
     async def aclose(self) -> None:
         try:

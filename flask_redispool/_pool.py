@@ -47,7 +47,7 @@ from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_conne
 from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
-from ._telemetry import PoolTelemetry, name_sentinel_pool
+from ._telemetry import PoolTelemetry
 from ._wait import FairWait
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "SideConnectionPool",
     "SidePool",
     "SideSentinelPool",
+    "address_of",
     "check_query_options",
     "connection_options",
     "create_pool",
@@ -138,7 +139,7 @@ class CountedPool(_PoolBase):
         self._start_afresh()
         _POOLS.add(self)
         super().__init__(*args, **kwargs)
-        PoolTelemetry(self, self.events)
+        PoolTelemetry(self.events, self.telemetry_name())
 
     def _start_afresh(self) -> None:
         """Fresh counters and wait: at birth, and in a forked child at once (through
@@ -259,12 +260,12 @@ class CountedPool(_PoolBase):
         """Where this pool connects: ``host:port``, a socket path, or ``None`` when that
         is not known yet (a Sentinel master before its first connection) or varies
         (Sentinel replicas)."""
-        options = self.connection_options
-        if "path" in options:
-            return str(options["path"])
-        if "server" in options:
-            return "fakeredis"
-        return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
+        return address_of(self.connection_options)
+
+    def telemetry_name(self) -> str:
+        """This pool's name in OpenTelemetry (``db.client.connection.pool.name``): where it
+        connects."""
+        return address_of(self.connection_options)
 
     def figures(self) -> PoolFigures:
         """This pool's part of a snapshot; no network I/O."""
@@ -331,9 +332,10 @@ class CountedSentinelPool(CountedPool, _KeepsSlotAfterFailover, SentinelConnecti
     #: every command passes here, and the address is read only for stats.
     _lent: Connection | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        name_sentinel_pool(self, self.role)  # in OpenTelemetry: mymaster/master, mymaster/replica
+    def telemetry_name(self) -> str:
+        """``<service>/master`` or ``<service>/replica``: its connections go wherever the
+        sentinels say."""
+        return f"{self.service_name}/{self.role}"
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
         connection = CountedPool.get_connection(self, *args, **kwargs)  # ours: cheaper than super()
@@ -405,6 +407,16 @@ class SideSentinelPool(SidePool, _KeepsSlotAfterFailover, SentinelConnectionPool
     def release(self, connection: Connection) -> None:  # type: ignore[override]
         self._forget_former_master(connection)
         super().release(connection)
+
+
+def address_of(options: dict[str, Any]) -> str:
+    """Where connections made with ``options`` (a pool's connection keyword arguments)
+    go: ``host:port``, a socket path, or ``fakeredis``."""
+    if "path" in options:
+        return str(options["path"])
+    if "server" in options:
+        return "fakeredis"
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}"
 
 
 def pool_repr(pool: Any, where: str) -> str:

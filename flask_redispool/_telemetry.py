@@ -1,60 +1,97 @@
-"""OpenTelemetry: what redis-py cannot see of our pools, recorded through redis-py's own
-recorder, under its names.
+"""OpenTelemetry: what redis-py cannot see of our pools, recorded through OpenTelemetry's
+public API, under the names redis-py uses for its own pools.
 
-redis-py reports its pools to OpenTelemetry once a program has turned its observability
-on (``redis.observability.get_observability_instance().init(OTelConfig())``), and ours
-are redis-py pools: connection counts by state (redis-py 8) and creation times come from
-redis-py itself. What it cannot see is the wait: every pool here, sync and async, waits
-for a free connection itself (:mod:`~flask_redispool._wait`), in front of redis-py's
-non-blocking pool, so :class:`PoolTelemetry`, a listener of the pool's events
-(:mod:`~flask_redispool._events`), records each checkout's
+Every pool here, sync and async, waits for a free connection itself
+(:mod:`~flask_redispool._wait`), in front of redis-py's non-blocking pool, which times no
+checkout and counts no timeout. So :class:`PoolTelemetry`, a listener of the pool's
+events (:mod:`~flask_redispool._events`), records each checkout's
 ``db.client.connection.wait_time`` (as redis-py's own blocking pool does) and each
-``db.client.connection.timeouts``.
+``db.client.connection.timeouts``: the same instruments (names, units, buckets) and
+attributes as redis-py's, on a meter of ours (``flask_redispool``). Connection counts and
+creation times are redis-py's to record, when a program turns its observability on:
+nothing here is recorded by redis-py as well.
 
-One counter for one thing: nothing here is recorded by redis-py as well. Nothing is
-recorded when observability is off: the listener listens to checkouts only while it is
-on (asked when the pool is made and when it makes a connection), so a command pays
-nothing for it.
+Recording is on while the process's meter provider is the OpenTelemetry SDK's (a program
+that exports metrics sets one). Without it OpenTelemetry's API records nothing, so the
+listener listens to checkouts only while it is on (asked when the pool is made and when it
+makes a connection): with it off, a command pays nothing for it.
 
-Each figure carries its pool's name, ``db.client.connection.pool.name``, which redis-py
-makes from the ``host`` and ``port`` of the pool's ``connection_kwargs`` (``host:port_id``).
-A Sentinel pool has no address of its own, so it is named after its service and role
-(:func:`name_sentinel_pool`).
+Each figure carries its pool's name, ``db.client.connection.pool.name``, which the pool
+gives: where it connects (``host:port``), or for a Sentinel service's pools, which connect
+wherever the sentinels say, the service and role (``mymaster/master``).
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING, Any
+import functools
+import sys
+from typing import TYPE_CHECKING, Any, Final
 
-from redis.observability.attributes import get_pool_name
-from redis.observability.providers import get_observability_instance
-from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
+import redis
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import Counter, Histogram
+
     from ._events import PoolEvents
 
-__all__ = ["PoolTelemetry", "name_sentinel_pool", "observed"]
+__all__ = ["POOL_NAME", "PoolTelemetry", "observed"]
+
+#: The attribute that names a pool, as redis-py's metrics name it.
+POOL_NAME: Final = "db.client.connection.pool.name"
+#: Where a checkout's wait time falls, in seconds: redis-py's default buckets.
+WAIT_BUCKETS: Final = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10)
 
 
 def observed() -> bool:
-    """Whether redis-py's OpenTelemetry metrics are on in this process."""
-    return get_observability_instance().is_enabled()
+    """Whether this process exports metrics: its meter provider is the OpenTelemetry SDK's.
+    (When the SDK's module is not even imported, it cannot be.)"""
+    sdk = sys.modules.get("opentelemetry.sdk.metrics")
+    if sdk is None:
+        return False
+    from opentelemetry import metrics
+
+    return isinstance(metrics.get_meter_provider(), sdk.MeterProvider)
+
+
+@functools.cache
+def instruments() -> tuple[Histogram, Counter]:
+    """This process's two instruments, made once, the first time a pool records: the same
+    names, units and descriptions as redis-py's."""
+    from opentelemetry import metrics
+
+    meter = metrics.get_meter("flask_redispool")
+    wait_time = meter.create_histogram(
+        name="db.client.connection.wait_time",
+        unit="s",
+        description="Time to obtain an open connection from the pool",
+        explicit_bucket_boundaries_advisory=list(WAIT_BUCKETS),
+    )
+    timeouts = meter.create_counter(
+        name="db.client.connection.timeouts",
+        unit="{timeout}",
+        description="The number of connection timeouts that have occurred trying to obtain a connection from the pool.",
+    )
+    return wait_time, timeouts
 
 
 class PoolTelemetry:
-    """Records one pool's checkout times and timeouts, under the pool's name, while
-    redis-py's observability is on (see the module). Holds the pool weakly."""
+    """Records one pool's checkout times and timeouts under the pool's ``name``, while the
+    process exports metrics (see the module)."""
 
-    def __init__(self, pool: Any, events: PoolEvents) -> None:
-        self._pool = weakref.ref(pool)
+    def __init__(self, events: PoolEvents, name: str) -> None:
         self._events = events
+        #: What each figure carries: redis-py's attributes for a pool.
+        self.attributes: dict[str, Any] = {
+            "db.system": "redis",
+            "redis.client.library": f"redis-py:v{redis.__version__}",
+            POOL_NAME: name,
+        }
         self._on = False
         events.listen(connect=self.follow)
         self.follow()
 
     def follow(self) -> None:
-        """Listen to the checkouts and timeouts while observability is on, not otherwise."""
+        """Listen to the checkouts and timeouts while the process exports metrics, not otherwise."""
         on = observed()
         if on != self._on:
             self._on = on
@@ -65,25 +102,8 @@ class PoolTelemetry:
 
     def checkout_time(self, seconds: float) -> None:
         """``db.client.connection.wait_time``: how long a checkout took."""
-        pool = self._pool()
-        if pool is not None:
-            record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=seconds)
+        instruments()[0].record(seconds, attributes=self.attributes)
 
     def timeout(self) -> None:
         """``db.client.connection.timeouts``: a checkout found no free connection in time."""
-        pool = self._pool()
-        if pool is not None:
-            record_connection_timeout(pool_name=get_pool_name(pool))
-
-
-def name_sentinel_pool(pool: Any, role: str) -> None:
-    """Name a Sentinel service's pool ``<service>/<role>`` in OpenTelemetry
-    (``mymaster/master:6379_<id>``, ``mymaster/replica:6379_<id>``; redis-py adds the port
-    and the pool's id) rather than redis-py's ``unknown:6379_<id>``.
-
-    redis-py names a pool by the ``host`` of its ``connection_kwargs``, which a Sentinel
-    pool lacks: its connections ask the sentinels where to connect, and take that address
-    when they connect. The host set here is their name until then only. Set once, before
-    the pool makes a connection, so every figure of the pool carries the same name.
-    """
-    pool.connection_kwargs["host"] = f"{pool.service_name}/{role}"
+        instruments()[1].add(1, attributes=self.attributes)

@@ -1,10 +1,12 @@
 """An app whose pools report to OpenTelemetry, run by ``tests/test_telemetry.py`` in a
 process of its own (OpenTelemetry's meter provider is set once per process, and redis-py's
-observability is process-wide). Prints what an in-memory reader collected, the pool
-names and the pool's own figures, as one JSON object.
+observability is process-wide). Prints what an in-memory reader collected and the pool's
+own figures, as one JSON object.
 
-Usage: ``python tests/telemetry_app.py redis://127.0.0.1:PORT/0``, or with a
-``redis+sentinel://`` URL for a Sentinel service's pools (:func:`sentinel_traffic`).
+Usage: ``python tests/telemetry_app.py redis://127.0.0.1:PORT/0 [--without-redis-py]``,
+or with a ``redis+sentinel://`` URL for a Sentinel service's pools (:func:`sentinel_traffic`).
+With ``--without-redis-py``, redis-py's own observability stays off: only the meter
+provider is set.
 """
 
 from __future__ import annotations
@@ -20,9 +22,8 @@ from flask import Flask
 from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
-from redis.observability.attributes import get_pool_name
 from redis.observability.config import MetricGroup, OTelConfig
-from redis.observability.providers import get_observability_instance
+from redis.observability.providers import get_observability_instance  # redis-py 7 has it here only
 
 from flask_redispool import PoolExhaustedError, RedisPool
 
@@ -54,45 +55,35 @@ def sync_traffic(app: Flask, redis_pool: RedisPool) -> None:
             redis_pool.client.get("otel")
 
 
-def async_timeout(app: Flask, redis_pool: RedisPool) -> str:
-    """A checkout of this loop's full async pool that times out; the pool's name."""
+def async_timeout(app: Flask, redis_pool: RedisPool) -> None:
+    """Two checkouts of this loop's async pool, and one that times out."""
 
-    async def full_pool() -> str:
+    async def full_pool() -> None:
         pool = redis_pool.async_client.connection_pool
         held = [await pool.get_connection() for _ in range(2)]
         with contextlib.suppress(PoolExhaustedError):
             await pool.get_connection()
         for connection in held:
             await pool.release(connection)
-        return get_pool_name(pool)
 
     with app.app_context():  # as Flask runs an async view
-        return str(app.ensure_sync(full_pool)())
+        app.ensure_sync(full_pool)()
 
 
-def sentinel_traffic(app: Flask, redis_pool: RedisPool) -> dict[str, str]:
-    """A few commands on each pool of a Sentinel service, sync and async, one at a time;
-    each pool's name in OpenTelemetry, by role."""
+def sentinel_traffic(app: Flask, redis_pool: RedisPool) -> None:
+    """A few commands on each pool of a Sentinel service, sync and async, one at a time."""
 
-    async def async_commands() -> dict[str, str]:
+    async def async_commands() -> None:
         for _ in range(2):
             await redis_pool.async_client.incr("otel")
         await redis_pool.async_replica_client.get("otel")
-        return {
-            "async_master": get_pool_name(redis_pool.async_client.connection_pool),
-            "async_replica": get_pool_name(redis_pool.async_replica_client.connection_pool),
-        }
 
     with app.app_context():
         for _ in range(3):
             redis_pool.client.incr("otel")
         for _ in range(2):
             redis_pool.replica_client.get("otel")
-        names = {
-            "master": get_pool_name(redis_pool.client.connection_pool),
-            "replica": get_pool_name(redis_pool.replica_client.connection_pool),
-        }
-        return {**names, **app.ensure_sync(async_commands)()}
+        app.ensure_sync(async_commands)()
 
 
 def collected(reader: InMemoryMetricReader) -> dict[str, list[dict[str, Any]]]:
@@ -103,7 +94,7 @@ def collected(reader: InMemoryMetricReader) -> dict[str, list[dict[str, Any]]]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 for point in metric.data.data_points:
-                    entry: dict[str, Any] = {"attributes": dict(point.attributes or {})}
+                    entry: dict[str, Any] = {"scope": scope.scope.name, "attributes": dict(point.attributes or {})}
                     if isinstance(point, HistogramDataPoint):
                         entry.update(count=point.count, sum=point.sum)
                     elif isinstance(point, NumberDataPoint):
@@ -112,25 +103,25 @@ def collected(reader: InMemoryMetricReader) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def main(url: str) -> None:
+def main(url: str, with_redis_py: bool) -> None:
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-    groups = [MetricGroup.CONNECTION_BASIC, MetricGroup.CONNECTION_ADVANCED]
-    get_observability_instance().init(OTelConfig(metric_groups=groups))
+    if with_redis_py:
+        groups = [MetricGroup.CONNECTION_BASIC, MetricGroup.CONNECTION_ADVANCED]
+        get_observability_instance().init(OTelConfig(metric_groups=groups))
     app = Flask("telemetry_app")
     # POOL_TIMEOUT well past HOLD: the read that waits HOLD gets its connection on a busy machine too.
     app.config.update(REDIS_URL=url, REDIS_MAX_CONNECTIONS=2, REDIS_POOL_TIMEOUT=1, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
-    report: dict[str, Any]
     if url.startswith("redis+sentinel://"):
-        report = {"pools": sentinel_traffic(app, redis_pool)}
+        sentinel_traffic(app, redis_pool)
     else:
         sync_traffic(app, redis_pool)
-        report = {"pool": get_pool_name(redis_pool.get_pool(app)), "async_pool": async_timeout(app, redis_pool)}
-    report.update(stats=redis_pool.stats(app), metrics=collected(reader))
+        async_timeout(app, redis_pool)
+    report = {"stats": redis_pool.stats(app), "metrics": collected(reader)}
     redis_pool.close(app)
     print(json.dumps(report, default=str))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], with_redis_py="--without-redis-py" not in sys.argv[2:])

@@ -334,41 +334,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         ("def _PipelineAwareSyncRetry.get_retries", "def _PipelineAwareRetry.get_retries"),
         "The one retry decision (issue), told whether a pipeline is running.",
     ),
-    # redis-py: commands and OpenTelemetry
-    Borrowed(
-        "redis",
-        "redis.observability.recorder.record_connection_wait_time, record_connection_timeout; "
-        "redis.observability.attributes.get_pool_name",
-        "Record our pools' waits and timeouts under redis-py's own OpenTelemetry metric names.",
-        (
-            *_here("test_pin_redis_pys_recorder_takes_our_pools"),
-            "tests/test_telemetry.py::test_the_pools_figures_reach_opentelemetry_once_each",
-        ),
-        (
-            "import redis.observability.recorder.record_connection_wait_time",
-            "import redis.observability.recorder.record_connection_timeout",
-            "import redis.observability.attributes.get_pool_name",
-        ),
-        "Our own OpenTelemetry meter, under the same semantic-convention names.",
-    ),
-    Borrowed(
-        "redis",
-        "redis.observability.providers.get_observability_instance",
-        "Whether redis-py's OpenTelemetry is on; redis-py 8 documents it as redis.observability's, 7 does not "
-        "export it there.",
-        _here("test_pin_redis_pys_recorder_takes_our_pools"),
-        ("import redis.observability.providers.get_observability_instance",),
-        "from redis.observability import get_observability_instance, from redis-py 8 on.",
-    ),
-    Borrowed(
-        "redis",
-        "get_pool_name() reads the pool's connection_kwargs['host']",
-        "OpenTelemetry names a Sentinel pool '<service>/<role>' through the host of its connection_kwargs, "
-        "which a Sentinel connection does not use (it asks the sentinels where to connect).",
-        ("tests/test_telemetry.py::test_sentinel_pools_are_named_by_service_and_role_and_counted_once_each",),
-        ("name_sentinel_pool: pool.connection_kwargs",),
-        "A pool-name hook in redis-py's observability, if it gets one.",
-    ),
     Borrowed(
         "redis",
         "redis.asyncio ClusterNode sends once per connection it takes",
@@ -1391,20 +1356,3 @@ def test_our_table_of_reads_is_redis_pys() -> None:
         assert READS <= READ_COMMANDS
     assert {"GET", "MGET", "HGETALL", "SCAN", "EXISTS", "TTL"} <= READS
     assert not {"SET", "INCR", "DEL", "EVAL", "EXPIRE", "LPUSH"} & READS
-
-
-def test_pin_redis_pys_recorder_takes_our_pools(redis_server: RedisServer) -> None:
-    from redis.observability.attributes import get_pool_name
-    from redis.observability.providers import get_observability_instance
-    from redis.observability.recorder import record_connection_timeout, record_connection_wait_time
-
-    assert get_observability_instance().is_enabled() is False  # off unless a program turns it on
-    pool = ConnectionPool(**_address(redis_server))
-    assert isinstance(get_pool_name(pool), str)
-    assert get_pool_name(pool)
-    record_connection_wait_time(pool_name=get_pool_name(pool), duration_seconds=0.001)  # a no-op while off
-    record_connection_timeout(pool_name=get_pool_name(pool))
-    if REDIS_8:
-        import redis.observability
-
-        assert redis.observability.get_observability_instance is get_observability_instance

@@ -51,7 +51,7 @@ from ._errors import ConfigError
 from ._events import PoolEvents
 from ._pool import address_of, pool_repr
 from ._stats import PoolCounters
-from ._telemetry import PoolTelemetry
+from ._telemetry import PoolTelemetry, name_sentinel_pool
 from ._wait import AsyncFairWait
 
 if TYPE_CHECKING:
@@ -292,6 +292,10 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
     which closes with the pool."""
 
     sentinel_manager: aio_sentinel.Sentinel
+
+    def __init__(self, pools: PoolSet, counters: PoolCounters, **kwargs: Any) -> None:
+        super().__init__(pools, counters, **kwargs)
+        name_sentinel_pool(self, self.telemetry_name(kwargs))  # as the sync pools are
 
     def telemetry_name(self, options: dict[str, Any]) -> str:
         """``<service>/master`` or ``<service>/replica``, as the sync pools'."""

@@ -47,7 +47,7 @@ from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_conne
 from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
-from ._telemetry import PoolTelemetry
+from ._telemetry import PoolTelemetry, name_sentinel_pool
 from ._wait import FairWait
 
 __all__ = [
@@ -331,6 +331,10 @@ class CountedSentinelPool(CountedPool, _KeepsSlotAfterFailover, SentinelConnecti
     #: even when that answer was stale and the connection failed.) Kept, not formatted:
     #: every command passes here, and the address is read only for stats.
     _lent: Connection | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        name_sentinel_pool(self, self.telemetry_name())  # redis-py's figures: mymaster/master:6379_<id>
 
     def telemetry_name(self) -> str:
         """``<service>/master`` or ``<service>/replica``: its connections go wherever the

@@ -18,7 +18,8 @@ makes a connection): with it off, a command pays nothing for it.
 
 Each figure carries its pool's name, ``db.client.connection.pool.name``, which the pool
 gives: where it connects (``host:port``), or for a Sentinel service's pools, which connect
-wherever the sentinels say, the service and role (``mymaster/master``).
+wherever the sentinels say, the service and role (``mymaster/master``). redis-py's own
+figures of a Sentinel pool carry the same name through :func:`name_sentinel_pool`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._events import PoolEvents
 
-__all__ = ["POOL_NAME", "PoolTelemetry", "observed"]
+__all__ = ["POOL_NAME", "PoolTelemetry", "name_sentinel_pool", "observed"]
 
 #: The attribute that names a pool, as redis-py's metrics name it.
 POOL_NAME: Final = "db.client.connection.pool.name"
@@ -107,3 +108,16 @@ class PoolTelemetry:
     def timeout(self) -> None:
         """``db.client.connection.timeouts``: a checkout found no free connection in time."""
         instruments()[1].add(1, attributes=self.attributes)
+
+
+def name_sentinel_pool(pool: Any, name: str) -> None:
+    """Have redis-py name a Sentinel service's pool ``name`` in its own figures
+    (``mymaster/master:6379_<id>``; redis-py adds a port and the pool's id) rather than
+    ``unknown:6379_<id>``.
+
+    redis-py names a pool by the ``host`` of its ``connection_kwargs``, which a Sentinel
+    pool lacks: its connections ask the sentinels where to connect, and take that address
+    when they connect. The host set here is their name until then only. Set once, before
+    the pool makes a connection, so every figure of the pool carries the same name.
+    """
+    pool.connection_kwargs["host"] = name

@@ -336,6 +336,15 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
+        "get_pool_name() reads the pool's connection_kwargs['host']",
+        "redis-py's own OpenTelemetry figures name a Sentinel pool '<service>/<role>' through the host of its "
+        "connection_kwargs, which a Sentinel connection does not use (it asks the sentinels where to connect).",
+        ("tests/test_telemetry.py::test_sentinel_pools_are_named_by_service_and_role_and_counted_once_each",),
+        ("name_sentinel_pool: pool.connection_kwargs",),
+        "A pool-name hook in redis-py's observability, if it gets one.",
+    ),
+    Borrowed(
+        "redis",
         "redis.asyncio ClusterNode sends once per connection it takes",
         "The async cluster client counts a checkout per send on a node's connection: a command, or one node's "
         "share of a pipeline, in a task of its own that gives the connection back before it ends.",

@@ -126,4 +126,9 @@ def test_sentinel_pools_are_named_by_service_and_role_and_counted_once_each(
         [wait] = _points(report, WAIT_TIME, f"{service}/{role}")
         assert wait["count"] == checkouts + async_checkouts
     _check_recorded_once(report, {WAIT_TIME})
-    assert "db.client.connection.create_time" in report["metrics"]  # redis-py's own
+    theirs = {  # redis-py's own figures name the pools alike: mymaster/master:6379_<id>
+        point["attributes"]["db.client.connection.pool.name"].split(":")[0]
+        for point in report["metrics"]["db.client.connection.create_time"]
+    }
+    assert {f"{service}/master", f"{service}/replica"} <= theirs  # and the sentinels' own, by address
+    assert "unknown" not in theirs

@@ -38,16 +38,17 @@ from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import Connection, ConnectionPool, parse_url
+from redis.connection import Connection, ConnectionPool
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
 from ._telemetry import PoolTelemetry, name_sentinel_pool
+from ._url import parse_url
 from ._wait import FairWait
 
 __all__ = [
@@ -65,12 +66,12 @@ __all__ = [
     "side_client",
 ]
 
-# parse_url's keys that come from the URL's authority and path, not its query string.
+# The keys of parse_url() that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
 # Options a library sharing the pool may change in its connection_kwargs, and we watch.
 _WATCHED: Final = ("socket_timeout", "socket_connect_timeout", "retry", "health_check_interval")
 logger = logging.getLogger("flask_redispool")
-# redis-py reads a non-numeric path ("/zero") silently as db 0; we refuse it.
+# What the path of a one-server URL may be: a database number, or nothing.
 _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
 
@@ -465,21 +466,15 @@ def create_pool(settings: Settings) -> CountedConnectionPool:
 
 def _url_kwargs(settings: Settings) -> dict[str, Any]:
     url = settings.url
-    scheme, _, rest = url.partition("://")
-    fake = scheme.lower() == "fakeredis"
-    path = "" if scheme.lower() == "unix" else urlsplit(url).path  # a socket's path is no database
+    path = "" if settings.scheme == "unix" else urlsplit(url).path  # a socket's path is no database
     try:
         if not _DB_PATH_RE.fullmatch(path):
             raise ValueError("the path must be a database number, such as /0")
-        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
-            "redis://" + rest if fake else url
-        )
-        # redis-py reads a path it cannot convert (4,300 digits and more) as database 0.
-        check_database(kwargs.get("db", path.strip("/") or 0))
+        kwargs = parse_url(url)
     except ValueError as exc:
         raise ConfigError(f"{settings.key('URL')} is not a valid Redis URL ({settings.redacted_url}): {exc}") from None
     check_query_options(settings, kwargs)
-    if fake:
+    if settings.scheme == "fakeredis":
         kwargs = _fake_kwargs(settings, kwargs)
     return kwargs
 
@@ -499,8 +494,8 @@ def parse_addresses(hosts: str, default_port: int, what: str) -> list[tuple[str,
 
 
 def check_query_options(settings: Settings, parsed: dict[str, Any]) -> None:
-    """Refuse options in the query string of a URL (as redis-py's ``parse_url`` gave
-    ``parsed``) that a dedicated key or ``OPTIONS`` sets too."""
+    """Refuse options in the query string of a URL (as :func:`~flask_redispool._url.parse_url`
+    gave ``parsed``) that a dedicated key or ``OPTIONS`` sets too."""
     url_query_conflicts(settings, {k: v for k, v in parsed.items() if k not in _URL_PARTS})
 
 

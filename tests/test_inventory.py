@@ -238,15 +238,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "redis.connection.parse_url",
-        "Reads a URL's credentials, database and query options as redis-py does, for our URL checks and "
-        "for Sentinel and Cluster URLs.",
-        _here("test_pin_parse_url_gives_connection_keyword_arguments"),
-        ("import redis.connection.parse_url",),
-        "ConnectionPool.from_url(url).connection_kwargs (also undocumented), or our own parser.",
-    ),
-    Borrowed(
-        "redis",
         "Connection.socket_timeout, Connection.update_current_socket_timeout()",
         "redis_pool.blocking() raises one connection's socket timeout while it is held, on the open "
         "socket and for a reconnect, and puts it back.",
@@ -1128,24 +1119,6 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.disconnect()
     replicas = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
-
-
-def test_pin_parse_url_gives_connection_keyword_arguments() -> None:
-    from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
-
-    assert parse_url("redis://user:p%40ss@host:6380/2?socket_timeout=1.5") == {
-        "username": "user",
-        "password": "p@ss",
-        "host": "host",
-        "port": 6380,
-        "db": 2,
-        "socket_timeout": 1.5,
-    }
-    assert parse_url("rediss://host")["connection_class"] is SSLConnection
-    unix = parse_url("unix:///tmp/redis.sock?db=3")
-    assert unix["path"] == "/tmp/redis.sock"
-    assert unix["db"] == 3
-    assert unix["connection_class"] is UnixDomainSocketConnection
 
 
 def test_pin_a_connections_socket_timeout_can_be_changed_while_open(redis_server: RedisServer) -> None:

@@ -68,7 +68,7 @@ __all__ = [
 
 # The keys of parse_url() that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
-# Options a library sharing the pool may change in its connection_kwargs, and we watch.
+# Options a library sharing the pool may change for its new connections, and we watch.
 _WATCHED: Final = ("socket_timeout", "socket_connect_timeout", "retry", "health_check_interval")
 logger = logging.getLogger("flask_redispool")
 # What the path of a one-server URL may be: a database number, or nothing.
@@ -200,8 +200,8 @@ class CountedPool(_PoolBase):
         self._wait.wake_all()
 
     def make_connection(self) -> Connection:
-        self._check_drift()
         connection: Connection = super().make_connection()  # type: ignore[assignment]
+        self._check_drift(getattr(connection, "made_with", self.connection_options))  # not behind a cache proxy
         for connected in self.events.connect:  # OpenTelemetry may have been turned on since
             connected()
         if not self._announced:  # this process's first connection: the owner starts publishing
@@ -213,12 +213,13 @@ class CountedPool(_PoolBase):
     def _in_use(self) -> int:
         return self.connection_counts()[0]
 
-    def _check_drift(self) -> None:
-        """Warn once per option when a library sharing the pool changed how its new
-        connections are made (RQ's ``Worker`` raises ``socket_timeout`` to minutes): the
-        settings that ``stats()`` and the error notes quote no longer hold for them."""
+    def _check_drift(self, made_with: dict[str, Any]) -> None:
+        """Warn once per option when a new connection was made with other options than the
+        pool was given (``made_with``): a library sharing the pool changed them (RQ's
+        ``Worker`` raises ``socket_timeout`` to minutes), and the settings that ``stats()``
+        and the error notes quote no longer hold."""
         for name in _WATCHED:
-            live, meant = self.connection_kwargs.get(name), self.connection_options.get(name)
+            live, meant = made_with.get(name), self.connection_options.get(name)
             if live != meant and name not in self._drift_seen:
                 self._drift_seen.add(name)
                 settings = self.settings

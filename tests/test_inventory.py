@@ -216,15 +216,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "ConnectionPool.connection_kwargs",
-        "What new connections are made with, live: we warn when a library sharing the pool changes it "
-        "(RQ's Worker raises socket_timeout).",
-        _here("test_pin_new_connections_are_made_from_connection_kwargs"),
-        ("CountedPool: self.connection_kwargs",),
-        "Stop watching for it (the warning goes), or compare a made connection's socket_timeout.",
-    ),
-    Borrowed(
-        "redis",
         "SentinelConnectionPool.master_address, .is_master; Connection.host, .port",
         "Whether a released connection served a former master (its host and port against the master "
         "address the pool last learnt), and the master pool's address in stats.",
@@ -1097,13 +1088,6 @@ def test_pin_release_asks_owns_connection(redis_server: RedisServer) -> None:
         assert SentinelConnectionPool.owns_connection is not ConnectionPool.owns_connection  # what we skip
     finally:
         pool.disconnect()
-
-
-def test_pin_new_connections_are_made_from_connection_kwargs() -> None:
-    pool = ConnectionPool(host="127.0.0.1", port=1, socket_timeout=3)
-    assert pool.connection_kwargs["socket_timeout"] == 3
-    pool.connection_kwargs["socket_timeout"] = 7  # what RQ's Worker does
-    assert pool.make_connection().socket_timeout == 7  # type: ignore[attr-defined]
 
 
 def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: RedisServer) -> None:

@@ -38,10 +38,13 @@ def _names(value: str) -> list[str]:
 
 def _exception_classes(value: str) -> list[type[Exception]]:
     """``ConnectionError,TimeoutError``: redis-py's exception classes of those names."""
-    classes = [getattr(exceptions, name, None) for name in _names(value)]
-    if not all(isinstance(error, type) and issubclass(error, Exception) for error in classes):
-        raise ValueError("not a redis-py exception")
-    return classes  # type: ignore[return-value]
+    classes: list[type[Exception]] = []
+    for name in _names(value):
+        error = getattr(exceptions, name, None)
+        if not (isinstance(error, type) and issubclass(error, Exception)):
+            raise ValueError("not a redis-py exception")
+        classes.append(error)
+    return classes
 
 
 def _verify_flags(value: str) -> list[ssl.VerifyFlags]:

@@ -36,7 +36,7 @@ import redis.asyncio.connection as aio_connection
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
-from redis.connection import Connection, parse_url
+from redis.connection import Connection
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
 
 from ._asyncio import remember_async
@@ -62,6 +62,7 @@ from ._pool import (
     parse_addresses,
 )
 from ._poolset import PoolSet
+from ._url import parse_url
 from ._wait import AsyncFairWait
 
 if TYPE_CHECKING:
@@ -147,21 +148,21 @@ def parse_cluster_url(settings: Settings) -> tuple[list[tuple[str, int]], dict[s
     :raises ConfigError: the URL does not name seeds, or names a database other than 0.
     """
     parts = urlsplit(settings.url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+    one_database = "a cluster has database 0 only: leave the path out, or write /0"
     try:
-        seeds = parse_addresses(hosts, DEFAULT_CLUSTER_PORT, "node")
-        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
-            f"redis://{userinfo + '@' if userinfo else ''}cluster{'?' + parts.query if parts.query else ''}"
-        )
-        if parts.path.strip("/") not in ("", "0") or kwargs.get("db", 0) != 0:
-            raise ValueError("a cluster has database 0 only: leave the path out, or write /0")
+        seeds = parse_addresses(parts.netloc.rpartition("@")[2], DEFAULT_CLUSTER_PORT, "node")
+        if parts.path.strip("/") not in ("", "0"):
+            raise ValueError(one_database)
+        kwargs = parse_url(settings.url)  # the credentials and the options of every node
+        if kwargs.pop("db", 0) != 0:
+            raise ValueError(one_database)
     except ValueError as exc:
         raise ConfigError(
             f"{settings.key('URL')} is not a valid Redis Cluster URL ({settings.redacted_url}): {exc}"
         ) from None
     check_query_options(settings, kwargs)
-    for name in ("host", "port", "db"):
-        kwargs.pop(name, None)
+    kwargs.pop("host", None)  # of the query string: each node's address is the cluster's
+    kwargs.pop("port", None)
     return seeds, kwargs
 
 

@@ -686,7 +686,7 @@ def redact_url(url: str) -> str:
     ``@`` after that point (a password with an unencoded ``/``, ``?`` or ``#``) shows
     nothing before its last ``@``. A lone userinfo (``redis://secret@host``) is redacted
     too, since some write the password there. So is the value of each query argument
-    whose name, decoded as redis-py's :func:`~redis.connection.parse_url` decodes it,
+    whose name, decoded as the connection's options are (:func:`urllib.parse.parse_qs`),
     names a secret (``password``, ``%70assword``, ``ssl_password``,
     ``sentinel_password``...); the fragment, which redis-py ignores, is read the same
     way. A URL without a password is shown as typed, and so is ``host:port`` without a
@@ -721,7 +721,7 @@ def redact_url(url: str) -> str:
 def _redact_query(query: str) -> str:
     """``query`` with the value of each argument that names a secret replaced by ``***``.
 
-    Names are decoded as :func:`urllib.parse.parse_qsl` decodes them for redis-py: ``+``
+    Names are decoded as :func:`urllib.parse.parse_qs` decodes them for the options: ``+``
     is a space, then percent-decoding.
     """
     arguments = []

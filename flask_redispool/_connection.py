@@ -407,6 +407,9 @@ class PoolConnection(_Sending, _SyncBase):
 
     def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
         self._init_name(name_suffix)
+        #: The keyword arguments it was made with: a redis-py pool passes its own to the
+        #: connection class, and ours compares them with what it was given.
+        self.made_with = kwargs
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def on_connect_check_health(self, check_health: bool = True) -> None:

@@ -38,16 +38,17 @@ from urllib.parse import unquote, urlsplit
 
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import Connection, ConnectionPool, parse_url
+from redis.connection import Connection, ConnectionPool
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database, url_query_conflicts
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
 from ._events import PoolEvents
 from ._stats import PoolCounters, PoolFigures
 from ._telemetry import PoolTelemetry, name_sentinel_pool
+from ._url import parse_url
 from ._wait import FairWait
 
 __all__ = [
@@ -66,12 +67,12 @@ __all__ = [
     "side_client",
 ]
 
-# parse_url's keys that come from the URL's authority and path, not its query string.
+# The keys of parse_url() that come from the URL's authority and path, not its query string.
 _URL_PARTS: Final = frozenset({"host", "port", "db", "username", "password", "path", "connection_class"})
-# Options a library sharing the pool may change in its connection_kwargs, and we watch.
+# Options a library sharing the pool may change for its new connections, and we watch.
 _WATCHED: Final = ("socket_timeout", "socket_connect_timeout", "retry", "health_check_interval")
 logger = logging.getLogger("flask_redispool")
-# redis-py reads a non-numeric path ("/zero") silently as db 0; we refuse it.
+# What the path of a one-server URL may be: a database number, or nothing.
 _DB_PATH_RE: Final = re.compile(r"/?|/[0-9]+/?")
 
 
@@ -205,9 +206,9 @@ class CountedPool(_PoolBase):
         self._wait.wake_all()
 
     def make_connection(self) -> Connection:
-        self._check_drift()
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         self._made.append(connection)  # type: ignore[arg-type]  # of our connection_class
+        self._check_drift(getattr(connection, "made_with", self.connection_options))  # not behind a cache proxy
         for connected in self.events.connect:  # OpenTelemetry may have been turned on since
             connected()
         if not self._announced:  # this process's first connection: the owner starts publishing
@@ -219,12 +220,13 @@ class CountedPool(_PoolBase):
     def _in_use(self) -> int:
         return self.connection_counts()[0]
 
-    def _check_drift(self) -> None:
-        """Warn once per option when a library sharing the pool changed how its new
-        connections are made (RQ's ``Worker`` raises ``socket_timeout`` to minutes): the
-        settings that ``stats()`` and the error notes quote no longer hold for them."""
+    def _check_drift(self, made_with: dict[str, Any]) -> None:
+        """Warn once per option when a new connection was made with other options than the
+        pool was given (``made_with``): a library sharing the pool changed them (RQ's
+        ``Worker`` raises ``socket_timeout`` to minutes), and the settings that ``stats()``
+        and the error notes quote no longer hold."""
         for name in _WATCHED:
-            live, meant = self.connection_kwargs.get(name), self.connection_options.get(name)
+            live, meant = made_with.get(name), self.connection_options.get(name)
             if live != meant and name not in self._drift_seen:
                 self._drift_seen.add(name)
                 settings = self.settings
@@ -486,21 +488,15 @@ def create_pool(settings: Settings) -> CountedConnectionPool:
 
 def _url_kwargs(settings: Settings) -> dict[str, Any]:
     url = settings.url
-    scheme, _, rest = url.partition("://")
-    fake = scheme.lower() == "fakeredis"
-    path = "" if scheme.lower() == "unix" else urlsplit(url).path  # a socket's path is no database
+    path = "" if settings.scheme == "unix" else urlsplit(url).path  # a socket's path is no database
     try:
         if not _DB_PATH_RE.fullmatch(path):
             raise ValueError("the path must be a database number, such as /0")
-        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
-            "redis://" + rest if fake else url
-        )
-        # redis-py reads a path it cannot convert (4,300 digits and more) as database 0.
-        check_database(kwargs.get("db", path.strip("/") or 0))
+        kwargs = parse_url(url)
     except ValueError as exc:
         raise ConfigError(f"{settings.key('URL')} is not a valid Redis URL ({settings.redacted_url}): {exc}") from None
     check_query_options(settings, kwargs)
-    if fake:
+    if settings.scheme == "fakeredis":
         kwargs = _fake_kwargs(settings, kwargs)
     return kwargs
 
@@ -520,8 +516,8 @@ def parse_addresses(hosts: str, default_port: int, what: str) -> list[tuple[str,
 
 
 def check_query_options(settings: Settings, parsed: dict[str, Any]) -> None:
-    """Refuse options in the query string of a URL (as redis-py's ``parse_url`` gave
-    ``parsed``) that a dedicated key or ``OPTIONS`` sets too."""
+    """Refuse options in the query string of a URL (as :func:`~flask_redispool._url.parse_url`
+    gave ``parsed``) that a dedicated key or ``OPTIONS`` sets too."""
     url_query_conflicts(settings, {k: v for k, v in parsed.items() if k not in _URL_PARTS})
 
 

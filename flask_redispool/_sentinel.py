@@ -26,11 +26,11 @@ from urllib.parse import unquote, urlsplit
 from redis import Redis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import Connection, parse_url
+from redis.connection import Connection
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
 from ._asyncio import AsyncContextClient, CountedAsyncSentinelPool, async_connection_kwargs
-from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, check_database
+from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
 from ._connection import AsyncOnceRetry, ConnectionPolicy, OnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._pool import (
@@ -42,6 +42,7 @@ from ._pool import (
     side_client,
 )
 from ._single import OneConnection, SingleServer
+from ._url import parse_url
 
 if TYPE_CHECKING:
     from ._asyncio import AsyncLoopClient
@@ -61,25 +62,18 @@ def parse_sentinel_url(settings: Settings) -> tuple[list[tuple[str, int]], str, 
     :raises ConfigError: the URL does not name sentinels and a service.
     """
     parts = urlsplit(settings.url)
-    userinfo, _, hosts = parts.netloc.rpartition("@")
     path = [part for part in parts.path.split("/") if part]
     try:
-        sentinels = parse_addresses(hosts, DEFAULT_SENTINEL_PORT, "sentinel")
+        sentinels = parse_addresses(parts.netloc.rpartition("@")[2], DEFAULT_SENTINEL_PORT, "sentinel")
         if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
             raise ValueError("the path must be the service name, then an optional database number: /mymaster/0")
-        # redis-py reads the credentials, the database and the options as for one server.
-        kwargs: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
-            f"redis://{userinfo + '@' if userinfo else ''}sentinel/{path[1] if len(path) == 2 else ''}"
-            f"{'?' + parts.query if parts.query else ''}"
-        )
-        # redis-py reads a path it cannot convert (4,300 digits and more) as database 0.
-        check_database(kwargs.get("db", path[1] if len(path) == 2 else 0))
+        kwargs = parse_url(settings.url)  # the credentials, the database and the options of the master
     except ValueError as exc:
         raise ConfigError(
             f"{settings.key('URL')} is not a valid Sentinel URL ({settings.redacted_url}): {exc}"
         ) from None
     check_query_options(settings, kwargs)
-    kwargs.pop("host", None)
+    kwargs.pop("host", None)  # of the query string: the sentinels say where the master is
     kwargs.pop("port", None)
     return sentinels, unquote(path[0]), kwargs
 

@@ -200,15 +200,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "ConnectionPool.connection_kwargs",
-        "What new connections are made with, live: we warn when a library sharing the pool changes it "
-        "(RQ's Worker raises socket_timeout).",
-        _here("test_pin_new_connections_are_made_from_connection_kwargs"),
-        ("CountedPool: self.connection_kwargs",),
-        "Stop watching for it (the warning goes), or compare a made connection's socket_timeout.",
-    ),
-    Borrowed(
-        "redis",
         "SentinelConnectionPool.master_address, .is_master; Connection.host, .port",
         "Whether a released connection served a former master (its host and port against the master "
         "address the pool last learnt), and the master pool's address in stats.",
@@ -219,15 +210,6 @@ INVENTORY: tuple[Borrowed, ...] = (
             "CountedSentinelPool: self.is_master",
         ),
         "Sentinel.discover_master() (a network round trip) for the address.",
-    ),
-    Borrowed(
-        "redis",
-        "redis.connection.parse_url",
-        "Reads a URL's credentials, database and query options as redis-py does, for our URL checks and "
-        "for Sentinel and Cluster URLs.",
-        _here("test_pin_parse_url_gives_connection_keyword_arguments"),
-        ("import redis.connection.parse_url",),
-        "ConnectionPool.from_url(url).connection_kwargs (also undocumented), or our own parser.",
     ),
     Borrowed(
         "redis",
@@ -1067,13 +1049,6 @@ def test_pin_release_asks_owns_connection(redis_server: RedisServer) -> None:
         pool.disconnect()
 
 
-def test_pin_new_connections_are_made_from_connection_kwargs() -> None:
-    pool = ConnectionPool(host="127.0.0.1", port=1, socket_timeout=3)
-    assert pool.connection_kwargs["socket_timeout"] == 3
-    pool.connection_kwargs["socket_timeout"] = 7  # what RQ's Worker does
-    assert pool.make_connection().socket_timeout == 7  # type: ignore[attr-defined]
-
-
 def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: RedisServer) -> None:
     pool = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=True, socket_timeout=5)
     try:
@@ -1087,24 +1062,6 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.disconnect()
     replicas = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
-
-
-def test_pin_parse_url_gives_connection_keyword_arguments() -> None:
-    from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
-
-    assert parse_url("redis://user:p%40ss@host:6380/2?socket_timeout=1.5") == {
-        "username": "user",
-        "password": "p@ss",
-        "host": "host",
-        "port": 6380,
-        "db": 2,
-        "socket_timeout": 1.5,
-    }
-    assert parse_url("rediss://host")["connection_class"] is SSLConnection
-    unix = parse_url("unix:///tmp/redis.sock?db=3")
-    assert unix["path"] == "/tmp/redis.sock"
-    assert unix["db"] == 3
-    assert unix["connection_class"] is UnixDomainSocketConnection
 
 
 def test_pin_a_connections_socket_timeout_can_be_changed_while_open(redis_server: RedisServer) -> None:

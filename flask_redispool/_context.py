@@ -28,11 +28,6 @@ flask_g: Callable[[], Any] = cast("LocalProxy[Any]", g)._get_current_object
 
 _quart: list[ModuleType] = []
 
-
-def _flask_or_quart_app() -> Any:
-    return flask_app() if has_app_context() else _quart[0].current_app._get_current_object()
-
-
 #: The current app, Flask's or Quart's; ``RuntimeError`` outside an app context. Call it
 #: as ``_context.app_here()``: :func:`watch_quart` replaces it.
 app_here: Callable[[], Any] = flask_app
@@ -41,11 +36,17 @@ app_here: Callable[[], Any] = flask_app
 def watch_quart() -> None:
     """Look for Quart's app context too, from the first Quart app on."""
     global app_here
-    if not _quart:
-        import quart
+    if _quart:
+        return
+    import quart
 
-        _quart.append(quart)
-        app_here = _flask_or_quart_app
+    _quart.append(quart)
+    quart_app = cast("LocalProxy[Any]", quart.current_app)._get_current_object
+
+    def flask_or_quart_app() -> Any:
+        return flask_app() if has_app_context() else quart_app()
+
+    app_here = flask_or_quart_app
 
 
 def g_here() -> Any:

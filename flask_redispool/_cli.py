@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import click
+from flask.cli import ScriptInfo
 
 from ._errors import REDIS_ERRORS
 from ._health import failure_message, probe
@@ -34,12 +35,26 @@ def register_commands(app: App) -> None:
 
 
 def _command_app() -> App:
-    """The app of the running ``flask`` (or ``quart``) command, from its ScriptInfo.
+    """The app of the running ``flask`` (or ``quart``) command: ``load_app()`` of the
+    ``ScriptInfo`` that the command line put in the click context.
 
-    The commands need no app context, so the same ones serve Flask and Quart apps.
+    The commands need no app context, so the same ones serve Flask and Quart apps. Run
+    without either command line, they find the app as Flask's ``pass_script_info``
+    does (``--app``, ``FLASK_APP`` or ``app.py``).
     """
-    app: App = click.get_current_context().obj.load_app()
+    ctx = click.get_current_context()
+    info = ctx.find_object(ScriptInfo) or _quart_script_info(ctx) or ctx.ensure_object(ScriptInfo)
+    app: App = info.load_app()
     return app
+
+
+def _quart_script_info(ctx: click.Context) -> Any:
+    """The ``quart`` command line's ``ScriptInfo``, if it runs this command (Quart is optional)."""
+    try:
+        from quart.cli import ScriptInfo as QuartScriptInfo
+    except ImportError:  # pragma: no cover - Quart is not installed
+        return None
+    return ctx.find_object(QuartScriptInfo)
 
 
 def _not_a_server(app: App) -> None:

@@ -24,7 +24,7 @@ from redis import Redis
 from redis.client import Monitor, Pipeline, PubSub
 from redis.connection import Connection, ConnectionPool
 
-from ._context import current_context
+from ._context import g_here
 from ._streaming import hand_over_at_response
 
 __all__ = [
@@ -108,10 +108,10 @@ def held_here(key: str) -> Held | None:
     Made in a Flask request, it has the request's response take over what it holds if
     that response is streamed (:mod:`flask_redispool._streaming`): only requests that
     hold something pay for the hand-over."""
-    ctx = current_context()
-    if ctx is None:
+    g = g_here()
+    if g is None:
         return None
-    namespace = ctx.g.__dict__
+    namespace = g.__dict__
     held: Held | None = namespace.get(key)
     if held is None:
         held = namespace[key] = Held()

@@ -1,59 +1,58 @@
-"""The current app context, Flask's or Quart's, found in one context-variable read.
+"""The current app and its context's ``g``, Flask's or Quart's, through their public proxies.
 
-``redis_pool.client`` runs in every request, so it reads Flask's context variable
-directly: ``flask.globals._cv_app`` is private, but the public way
-(``flask.globals.app_ctx``, a werkzeug proxy) costs about a microsecond more per call.
-``tests/test_context.py`` pins the private name, and :func:`_public_flask_context` is
-the fallback used when a Flask release no longer has it. Quart's variable is looked up
-only once a Quart app is registered, so Quart stays optional.
+``redis_pool.client`` runs in every request, so it asks for the app through the
+``current_app`` proxy's ``_get_current_object`` (Werkzeug's documented way to reach the
+object behind a proxy): one context-variable read and one attribute read, no proxy
+attribute lookup. Quart is looked up only once a Quart app is registered, so it stays
+optional: from then on :func:`app_here` asks Flask's ``has_app_context()`` first instead
+of letting Flask's proxy raise outside a Flask context.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
 
-__all__ = ["FLASK_CONTEXT", "current_context", "watch_quart"]
+from flask import current_app, g, has_app_context
 
+if TYPE_CHECKING:
+    from werkzeug.local import LocalProxy
 
-def _public_flask_context() -> Any:
-    from flask import has_app_context
-    from flask.globals import app_ctx
+__all__ = ["app_here", "flask_g", "g_here", "watch_quart"]
 
-    return app_ctx._get_current_object() if has_app_context() else None  # type: ignore[attr-defined]  # werkzeug's documented unwrap
+#: The current Flask app; ``RuntimeError`` outside a Flask app context.
+flask_app: Callable[[], Any] = cast("LocalProxy[Any]", current_app)._get_current_object
+#: The current Flask app context's ``g``; ``RuntimeError`` outside one.
+flask_g: Callable[[], Any] = cast("LocalProxy[Any]", g)._get_current_object
 
+_quart: list[ModuleType] = []
 
-class _PublicFlaskContext:
-    """Stands in for Flask's context variable where a Flask release has none."""
-
-    def get(self, default: Any = None) -> Any:
-        ctx = _public_flask_context()
-        return default if ctx is None else ctx
-
-
-try:
-    from flask.globals import _cv_app as _flask_cv_app
-except ImportError:  # pragma: no cover - a Flask without it: the public way
-    FLASK_CONTEXT: Any = _PublicFlaskContext()
-else:
-    #: ``FLASK_CONTEXT.get(None)``: the current Flask app context, or ``None``.
-    FLASK_CONTEXT = _flask_cv_app
-
-
-_quart: list[ContextVar[Any]] = []
+#: The current app, Flask's or Quart's; ``RuntimeError`` outside an app context. Call it
+#: as ``_context.app_here()``: :func:`watch_quart` replaces it.
+app_here: Callable[[], Any] = flask_app
 
 
 def watch_quart() -> None:
-    """Look up Quart's app context too, from the first Quart app on."""
-    if not _quart:
-        from quart.globals import _cv_app  # private like Flask's; pinned by tests/test_context.py
+    """Look for Quart's app context too, from the first Quart app on."""
+    global app_here
+    if _quart:
+        return
+    import quart
 
-        _quart.append(_cv_app)
+    _quart.append(quart)
+    quart_app = cast("LocalProxy[Any]", quart.current_app)._get_current_object
+
+    def flask_or_quart_app() -> Any:
+        return flask_app() if has_app_context() else quart_app()
+
+    app_here = flask_or_quart_app
 
 
-def current_context() -> Any:
-    """The current Flask or Quart app context, or ``None`` outside one."""
-    ctx = FLASK_CONTEXT.get(None)
-    if ctx is None and _quart:
-        ctx = _quart[0].get(None)
-    return ctx
+def g_here() -> Any:
+    """The current app context's ``g``, Flask's or Quart's, or ``None`` outside one."""
+    if has_app_context():
+        return flask_g()
+    if _quart and _quart[0].has_app_context():
+        return _quart[0].g._get_current_object()
+    return None

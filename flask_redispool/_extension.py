@@ -17,11 +17,12 @@ from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import Connection
 
+from . import _context
 from ._asyncio import AsyncContextClient, AsyncLoopClient, LoopOwner, ServingLoops, ThreadLoops, release_async
 from ._cli import register_commands
 from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
-from ._context import FLASK_CONTEXT, current_context, watch_quart
+from ._context import flask_g, g_here, watch_quart
 from ._health import Health, check_health, closed_health
 from ._pool import CountedPool
 from ._snapshots import build_report
@@ -136,7 +137,7 @@ class RedisPool:
         :raises RuntimeError: this ``RedisPool`` was never registered on ``app``.
         """
         if app is None:
-            app = self._context().app
+            app = self._current_app()
         states = app.extensions.get(EXTENSION_KEY, {})
         state = states.get(self.config_prefix)
         if state is None or state.extension is not self:
@@ -155,7 +156,7 @@ class RedisPool:
 
     def _state(self, app: App | None = None) -> AppState:
         if app is None:
-            app = self._context().app
+            app = self._current_app()
         state: AppState | None = app.extensions.get(EXTENSION_KEY, {}).get(self.config_prefix)
         if state is None or state.extension is not self:
             if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
@@ -186,12 +187,14 @@ class RedisPool:
 
         :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
         """
-        # Every request runs this, so it stays flat: one read of the context variable,
-        # then plain dict access.
-        ctx = FLASK_CONTEXT.get(None) or self._context()
-        state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
+        # Every request runs this, so it stays flat: one call for the app, then plain dict access.
+        try:
+            app: App = _context.app_here()
+        except RuntimeError:
+            raise self._outside_context() from None
+        state: AppState | None = app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
         if state is None or state.extension is not self:
-            state = self._state(ctx.app)  # raises the explanatory error
+            state = self._state(app)  # raises the explanatory error
         return state.client
 
     @property
@@ -216,10 +219,10 @@ class RedisPool:
             or when ``REDIS_URL`` is not a ``redis+cluster://`` URL.
         :raises redis.exceptions.RedisClusterException: at first use, no node answered.
         """
-        ctx = FLASK_CONTEXT.get(None) or self._context()
-        state: AppState | None = ctx.app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
+        app = self._current_app()
+        state: AppState | None = app.extensions.get(EXTENSION_KEY, _NONE).get(self.config_prefix)
         if state is None or state.extension is not self:
-            state = self._state(ctx.app)  # raises the explanatory error
+            state = self._state(app)  # raises the explanatory error
         return state.topology.cluster_client()
 
     @property
@@ -240,7 +243,7 @@ class RedisPool:
 
         :raises RuntimeError: outside an app context, or on an app without :meth:`init_app`.
         """
-        return self._state(self._context().app).replica_client
+        return self._state(self._current_app()).replica_client
 
     @property
     def async_client(self) -> redis.asyncio.Redis:
@@ -298,12 +301,12 @@ class RedisPool:
 
     def _loop_client(self, accessor: str) -> AsyncLoopClient:
         """The running event loop's client of the current app, made on first use."""
-        ctx = self._context()
+        app = self._current_app()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError(f"{self!r}.{accessor} needs a running event loop: use it in async views.") from None
-        state = self._state(ctx.app)
+        state = self._state(app)
         serving = state.topology.async_accessors
         if accessor not in serving:
             settings = state.settings
@@ -396,7 +399,7 @@ class RedisPool:
         After :meth:`close`, it reports ``ok`` false, with an ``error`` saying so.
         """
         if app is None:
-            app = self._context().app
+            app = self._current_app()
         if self.config_prefix in app.extensions.get(CLOSED_KEY, ()):
             return closed_health(self._closed_message(app))
         return check_health(self._state(app).pools)
@@ -473,16 +476,17 @@ class RedisPool:
             "'with app.app_context():', or pass app= to get_pool(), settings() or stats()."
         )
 
-    def _context(self) -> Any:
-        """The current app context, Flask's or Quart's."""
-        ctx = current_context()
-        if ctx is None:
-            raise self._outside_context()
-        return ctx
+    def _current_app(self) -> App:
+        """The current app, Flask's or Quart's."""
+        try:
+            app: App = _context.app_here()
+        except RuntimeError:
+            raise self._outside_context() from None
+        return app
 
     async def _async_teardown(self, exc: BaseException | None) -> None:
         """Quart: teardown runs on the serving loop itself."""
-        held: Held | None = self._context().g.__dict__.pop(self._held_key, None)
+        held: Held | None = g_here().__dict__.pop(self._held_key, None)
         if held is not None:
             held.release_sync()
             await release_async(held.async_holders)
@@ -512,8 +516,7 @@ def _flask_teardown(held_key: str) -> Callable[[BaseException | None], None]:
     """
 
     def teardown(exc: BaseException | None) -> None:
-        ctx = FLASK_CONTEXT.get(None)
-        held: Held | None = ctx.g.__dict__.pop(held_key, None) if ctx is not None else None
+        held: Held | None = flask_g().__dict__.pop(held_key, None)  # teardown runs inside the context
         if held is None:
             return
         held.release_sync()

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Response, after_this_request, has_request_context
 
-from ._context import FLASK_CONTEXT
+from ._context import flask_g
 
 if TYPE_CHECKING:
     from ._client import Held
@@ -104,8 +104,7 @@ def hand_to_stream(held_key: str) -> Callable[[Response], Response]:
     under ``held_key``. The common case (nothing held) is one look-up."""
 
     def after_request(response: Response) -> Response:
-        ctx = FLASK_CONTEXT.get(None)
-        held: Held | None = ctx.g.__dict__.get(held_key) if ctx is not None else None
+        held: Held | None = flask_g().__dict__.get(held_key)
         if held is None or not held.sync:
             return response
         body = response.response

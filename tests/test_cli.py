@@ -11,12 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskCliRunner
 from redis import Redis
 
 from flask_redispool import RedisPool
+from flask_redispool._cli import ping_command
 from flask_redispool._stats import HOST, group_client_list
 from flask_redispool.testing import free_port
 
@@ -149,6 +152,40 @@ def test_ping_reports_round_trip_and_version(runner: FlaskCliRunner, redis_pool:
     assert (prefix, url, pong, unit, redis) == ("REDIS", redis_pool.stats(app)["url"], "PONG", "ms,", "Redis")
     assert float(ms) > 0
     assert version[0].isdigit()
+
+
+def test_the_commands_find_the_app_under_a_group_that_keeps_its_own_object(runner: FlaskCliRunner, app: Flask) -> None:
+    @click.group()
+    @click.pass_context
+    def tools(ctx: click.Context) -> None:
+        ctx.obj = {"verbose": False}  # hides the command line's ScriptInfo one level up
+
+    tools.add_command(ping_command)
+    app.cli.add_command(tools)
+    result = runner.invoke(args=["tools", "redis-ping"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("REDIS  ")
+
+
+def test_the_commands_find_the_app_as_flask_does_outside_its_command_line(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run by a click program of one's own, they load ``app.py`` as ``flask`` would."""
+    (tmp_path / "app.py").write_text(
+        "from flask import Flask\nfrom flask_redispool import RedisPool\n"
+        f"app = Flask(__name__)\napp.config['REDIS_URL'] = {redis_url!r}\nredis_pool = RedisPool(app)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # Flask puts the directory first
+    try:
+        result = CliRunner().invoke(ping_command, [])
+    finally:
+        loaded = sys.modules.pop("app", None)
+        if loaded is not None:
+            loaded.redis_pool.close(loaded.app)
+    assert loaded is not None
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"REDIS  {redis_url}  PONG in ")
 
 
 def flask_command(tmp_path: Path, url: str, *args: str) -> tuple[list[str], dict[str, Any]]:

@@ -40,10 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
-import flask
 import pytest
-import quart
 import redis
 import redis.asyncio
 import redis.asyncio.cluster as aio_cluster
@@ -89,32 +86,6 @@ def _here(*tests: str) -> tuple[str, ...]:
 
 
 INVENTORY: tuple[Borrowed, ...] = (
-    # Flask and Quart
-    Borrowed(
-        "flask",
-        "flask.globals._cv_app",
-        "Read the current app context in one context-variable read (redis_pool.client runs in every request).",
-        ("tests/test_context.py::test_flask_context_variable_is_the_one_flask_uses",),
-        ("import flask.globals._cv_app",),
-        "flask.globals.app_ctx._get_current_object() (about 1 µs more per call); already the fallback.",
-    ),
-    Borrowed(
-        "quart",
-        "quart.globals._cv_app",
-        "The same for Quart apps.",
-        ("tests/test_context.py::test_quart_context_variable_is_found_once_watched",),
-        ("import quart.globals._cv_app",),
-        "quart.globals.app_ctx (a proxy), or quart.has_app_context().",
-    ),
-    Borrowed(
-        "flask",
-        "click.get_current_context().obj.load_app()",
-        "Our CLI commands find the app from the ScriptInfo that 'flask' and 'quart' put in the click "
-        "context, without an app context, so one command serves both.",
-        _here("test_pin_the_cli_finds_its_app_in_the_click_context"),
-        ("click.get_current_context().obj.load_app",),
-        "flask.cli.with_appcontext and current_app (Flask), and Quart's own decorator.",
-    ),
     # redis-py: connections
     Borrowed(
         "redis",
@@ -716,26 +687,6 @@ def test_the_design_page_lists_the_inventory_and_its_count() -> None:
     assert not missing, f"docs/design.rst ('What we borrow from others') does not list: {missing}"
     listed = re.findall(r"^- ``(.+?)``", section, flags=re.MULTILINE)
     assert len(listed) == len(INVENTORY), "the page lists something the inventory does not"
-
-
-# --- the pins: Flask and Quart -------------------------------------------------------------
-
-
-def test_pin_the_cli_finds_its_app_in_the_click_context() -> None:
-    from flask.cli import FlaskGroup
-    from quart.cli import QuartGroup
-
-    for app, group_class in ((flask.Flask("pin"), FlaskGroup), (quart.Quart("pin"), QuartGroup)):
-        found: list[object] = []
-
-        @click.command("which-app")
-        def which_app(found: list[object] = found) -> None:
-            found.append(click.get_current_context().obj.load_app())
-
-        group = group_class(create_app=lambda app=app: app, load_dotenv=False)
-        group.add_command(which_app)
-        group.main(["which-app"], standalone_mode=False)
-        assert found == [app]
 
 
 # --- the pins: connections -----------------------------------------------------------------

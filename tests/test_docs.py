@@ -28,6 +28,7 @@ from typing import Any
 import prometheus_client
 import pytest
 from flask import Flask
+from opentelemetry import metrics
 from prometheus_client import CollectorRegistry
 from redis.observability.providers import reset_observability_instance
 from redis.observability.recorder import reset_collector
@@ -92,6 +93,9 @@ def test_every_snippet_runs(
     monkeypatch.setenv("FLASK_REDIS_URL", redis_url)  # for app.config.from_prefixed_env()
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {"__name__": "docs_page"}
+    providers: list[Any] = [metrics.get_meter_provider()]  # a page's lasts as long as the page, not the process
+    monkeypatch.setattr(metrics, "set_meter_provider", providers.append)
+    monkeypatch.setattr(metrics, "get_meter_provider", lambda: providers[-1])
     try:
         for number, code in enumerate(snippets(page), 1):
             monkeypatch.setattr(prometheus_client, "REGISTRY", CollectorRegistry())  # each snippet: its own

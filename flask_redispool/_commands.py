@@ -18,10 +18,21 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
-__all__ = ["KINDS", "ONCE", "READS", "REPEATABLE", "Kind", "Send", "Transaction", "command_kind", "judge_send"]
+__all__ = [
+    "KINDS",
+    "ONCE",
+    "READS",
+    "REPEATABLE",
+    "Kind",
+    "Send",
+    "Transaction",
+    "command_kind",
+    "judge_send",
+    "packed_kinds",
+]
 
 #: The read-only data commands: redis-py 8.2's ``READ_COMMANDS``, frozen here (redis-py
 #: does not document it as public). ``tests/test_inventory.py`` compares it with redis-py's.
@@ -135,6 +146,86 @@ def command_kind(name: object) -> Kind:
     if isinstance(name, bytes):
         name = name.decode(errors="replace")
     return KINDS.get(str(name).upper(), ONCE)
+
+
+#: :data:`KINDS` by the bytes that name a command on the wire (``b"GET"``).
+_WIRE_KINDS: Final = {name.encode(): kind for name, kind in KINDS.items()}
+#: Commands whose first argument names a subcommand in :data:`KINDS` (``CONFIG GET``).
+_CONTAINERS: Final = frozenset(name.split()[0].encode() for name in KINDS if " " in name)
+
+
+def packed_kinds(packed: Any) -> list[Kind] | None:
+    """The kinds of the commands in ``packed``, read from the Redis protocol (RESP) as a
+    connection's ``send_packed_command`` is given it: one ``bytes``, or a list of chunks.
+
+    What the server will read is what is judged, whoever packed it: a pipeline of ours or
+    of a library sharing the pool, a transaction, redis-py's async cluster client sending
+    one command. ``None`` when it is not whole commands of that protocol, or when a
+    command's name is cut between chunks (redis-py cuts only before and after a large
+    value): unknown commands, sent at most once (:func:`judge_send`).
+    """
+    chunks: Iterable[Any] = (packed,) if isinstance(packed, bytes | bytearray | memoryview) else packed
+    kinds: list[Kind] = []
+    args = 0  # arguments of the current command still to pass
+    skip = 0  # bytes still to pass (a value and its CRLF) before the next header
+    try:
+        for chunk in chunks:
+            size = len(chunk)
+            if skip >= size:
+                skip -= size
+                continue
+            position, skip = skip, 0
+            find = chunk.find  # a memoryview (a large value) has none: not a header
+            while position < size:
+                if not args:  # *<arguments>, then the name
+                    end = find(b"\r\n", position)
+                    args = int(chunk[position + 1 : end])
+                    if chunk[position] != 42 or args < 1 or end < 0:
+                        return None
+                    position, word = _value(chunk, end + 2)
+                    args -= 1
+                    kind, word = _kind_of(word)
+                    if args and word in _CONTAINERS:  # its subcommand tells (CONFIG GET)
+                        position, sub = _value(chunk, position)
+                        args -= 1
+                        kind = _WIRE_KINDS.get(word + b" " + sub.upper()) or kind
+                    kinds.append(kind)
+                    continue
+                end = find(b"\r\n", position)  # $<length>: a value to pass
+                length = int(chunk[position + 1 : end])
+                if chunk[position] != 36 or end < 0 or length < 0:
+                    return None
+                position = end + 4 + length
+                args -= 1
+                if position > size:
+                    skip = position - size
+    except (AttributeError, TypeError, ValueError, IndexError):
+        return None
+    return kinds if kinds and not args and not skip else None
+
+
+def _value(chunk: bytes, position: int) -> tuple[int, bytes]:
+    """Where the bulk string at ``position`` of ``chunk`` ends (past its CRLF), and its bytes.
+
+    :raises ValueError: it is not one, or it does not end in ``chunk``.
+    """
+    end = chunk.find(b"\r\n", position)
+    length = int(chunk[position + 1 : end])
+    start = end + 2
+    after = start + length
+    if chunk[position] != 36 or end < 0 or length < 0 or after > len(chunk):  # $
+        raise ValueError(position)
+    return after + 2, bytes(chunk[start:after])
+
+
+def _kind_of(name: bytes) -> tuple[Kind, bytes]:
+    """The :class:`Kind` of the command named ``name`` on the wire, and the name as
+    :data:`KINDS` spells it (upper case)."""
+    kind = _WIRE_KINDS.get(name)
+    if kind is None:
+        name = name.upper()
+        kind = _WIRE_KINDS.get(name, ONCE)
+    return kind, name
 
 
 class Transaction(enum.IntEnum):

@@ -10,7 +10,8 @@ The subclass changes four things, all through redis-py's public connection metho
   unnamed connections from then on, without asking again.
 - **Retries that never run a write twice.** Each send records whether it is safe to
   send again (:func:`flask_redispool._commands.judge_send`: the command, and the
-  transaction its connection stands in). A failure after the bytes of an unsafe send
+  transaction its connection stands in; a batch, whoever packed it, is read from the
+  bytes it sends). A failure after the bytes of an unsafe send
   may have left is marked, and :class:`OnceRetry` does not retry it; one that happened
   while connecting, before anything was sent, is retried as before.
 - **Blocking commands** whose server-side wait outlasts the socket timeout are refused
@@ -25,7 +26,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -41,7 +42,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
-from ._commands import KINDS, Kind, Transaction, command_kind, judge_send
+from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds
 from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
 from ._stats import HOST
 
@@ -350,7 +351,6 @@ class _Sending:
     #: (``tests/test_inventory.py`` pins both moments), so a checkout connects only a closed
     #: connection and a pool counts the idle ones open to the server.
     socket_open = False
-    _batch_kinds: list[Kind] | None = None
 
     def _init_name(self, name_suffix: str) -> None:
         self.unsafe_sent = False
@@ -374,16 +374,12 @@ class _Sending:
         assert kind.blocking is not None
         self.policy.check_blocking(args, kind.blocking, self.socket_timeout)  # type: ignore[attr-defined]
 
-    def _batch_kind(self, commands: Iterable[Iterable[Any]]) -> list[Sequence[Any]]:
-        batch: list[Sequence[Any]] = [tuple(args) for args in commands]
-        self._batch_kinds = [command_kind(args[0]) for args in batch]
+    def _packed_kinds(self, command: Any) -> list[Kind] | None:
+        """The kinds of what ``send_packed_command`` sends: our :meth:`send_command` does not
+        pass there, so it is what others packed (a pipeline's batch, a redis.asyncio cluster
+        node's command), read from the bytes (:func:`~flask_redispool._commands.packed_kinds`)."""
         self.waiting = None
-        return batch
-
-    def _take_batch_kinds(self) -> list[Kind] | None:
-        """The kinds of the batch just packed; ``None`` (unknown: sent once) when none was."""
-        kinds, self._batch_kinds = self._batch_kinds, None
-        return kinds
+        return packed_kinds(command)
 
 
 class PoolConnection(_Sending, _SyncBase):
@@ -441,11 +437,8 @@ class PoolConnection(_Sending, _SyncBase):
         self._send(self.pack_command(*args), kwargs.get("check_health", True), (kind,))  # type: ignore[no-untyped-call]
         self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
-    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
-        return super().pack_commands(self._batch_kind(commands))  # type: ignore[no-any-return,no-untyped-call]
-
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self._send(command, check_health, self._take_batch_kinds())
+        self._send(command, check_health, self._packed_kinds(command))
 
     def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         # Connect and check health first (their own commands set unsafe_sent for
@@ -511,11 +504,8 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await self._send(self.pack_command(*args), kwargs.get("check_health", True), (kind,))
         self.waiting = args[0] if kind.blocking is not None else None  # after the handshake's own commands
 
-    def pack_commands(self, commands: Iterable[Iterable[Any]]) -> list[bytes]:
-        return super().pack_commands(self._batch_kind(commands))
-
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        await self._send(command, check_health, self._take_batch_kinds())
+        await self._send(command, check_health, self._packed_kinds(command))
 
     async def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         if not self.socket_open:

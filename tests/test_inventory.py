@@ -55,7 +55,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 import flask_redispool
-from flask_redispool._commands import READS
+from flask_redispool._commands import READS, command_kind, packed_kinds
 from flask_redispool._connection import _refused_by_a_replica, pool_connection_class
 from flask_redispool._errors import MayHaveRunConnectionError, MayHaveRunTimeoutError
 from flask_redispool.testing import RedisClusterServers, RedisServer
@@ -116,19 +116,12 @@ INVENTORY: tuple[Borrowed, ...] = (
         "redis",
         "AbstractConnection.send_packed_command(command, check_health)",
         "Every send, a command or a pipeline's batch, passes here: it is where write-once is decided "
-        "(whether what leaves may be sent again).",
-        _here("test_pin_every_send_passes_pack_commands_then_send_packed_command"),
+        "(whether what leaves may be sent again). What others send here is whole commands in the Redis "
+        "protocol, which we read.",
+        _here("test_pin_every_batch_passes_send_packed_command_as_whole_commands"),
         ("def PoolConnection.send_packed_command", "def AsyncPoolConnection.send_packed_command"),
         "A Retry(supported_errors=...) that is told the command (redis-py does not tell it), or a client "
         "subclass that judges execute_command and pipelines.",
-    ),
-    Borrowed(
-        "redis",
-        "AbstractConnection.pack_commands(commands)",
-        "A pipeline packs its batch here right before send_packed_command: we read the commands' names.",
-        _here("test_pin_every_send_passes_pack_commands_then_send_packed_command"),
-        ("def PoolConnection.pack_commands", "def AsyncPoolConnection.pack_commands"),
-        "A Pipeline subclass that judges its command stack before execute().",
     ),
     Borrowed(
         "redis",
@@ -808,13 +801,8 @@ class _Recording(Connection):
         self.calls.append(("send_command", *args[:2]))
         super().send_command(*args, **kwargs)
 
-    def pack_commands(self, commands: Any) -> Any:
-        commands = list(commands)
-        self.calls.append(("pack_commands", *(command[0] for command in commands)))
-        return super().pack_commands(commands)
-
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self.calls.append(("send_packed_command", check_health))
+        self.calls.append(("send_packed_command", check_health, packed_kinds(command)))
         super().send_packed_command(command, check_health)
 
 
@@ -827,13 +815,8 @@ class _AsyncRecording(aio_connection.Connection):
         self.calls.append(("on_connect_check_health", check_health))
         await super().on_connect_check_health(check_health)
 
-    def pack_commands(self, commands: Any) -> Any:
-        commands = list(commands)
-        self.calls.append(("pack_commands", *(command[0] for command in commands)))
-        return super().pack_commands(commands)
-
     async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        self.calls.append(("send_packed_command", check_health))
+        self.calls.append(("send_packed_command", check_health, packed_kinds(command)))
         await super().send_packed_command(command, check_health)
 
 
@@ -889,7 +872,16 @@ def test_pin_connect_check_health_connects_without_a_ping(redis_server: RedisSer
     assert ("on_connect_check_health", False) in asyncio.run(connect())
 
 
-def test_pin_every_send_passes_pack_commands_then_send_packed_command(redis_server: RedisServer) -> None:
+#: A value past redis-py's buffer cutoff (6000 bytes): packed as a chunk of its own.
+_LARGE = "x" * 7000
+#: What a pipeline's batch of ``incr``, ``set`` (a large value) and ``get`` sends, read from its bytes.
+_BATCH = [command_kind(name) for name in ("MULTI", "INCRBY", "SET", "GET", "EXEC")]
+
+
+def test_pin_every_batch_passes_send_packed_command_as_whole_commands(redis_server: RedisServer) -> None:
+    """A command passes send_command (ours sends it without send_packed_command); a
+    pipeline's batch passes send_packed_command, as whole commands of the Redis protocol,
+    cut only around a large value, whose names :func:`packed_kinds` reads."""
     pool = ConnectionPool(connection_class=_Recording, **_address(redis_server))
     client = redis.Redis(connection_pool=pool)
     try:
@@ -899,16 +891,16 @@ def test_pin_every_send_passes_pack_commands_then_send_packed_command(redis_serv
         client.set("pin", "1")
         with client.pipeline() as pipe:
             pipe.incr("pin")
+            pipe.set("large", _LARGE)
             pipe.get("pin")
             pipe.execute()
         assert connection.calls == [
             ("send_command", "SET", "pin"),
-            ("send_packed_command", True),
-            ("pack_commands", "MULTI", "INCRBY", "GET", "EXEC"),
-            ("send_packed_command", True),
+            ("send_packed_command", True, [command_kind("SET")]),  # redis-py's send_command
+            ("send_packed_command", True, _BATCH),
         ]
     finally:
-        client.delete("pin")
+        client.delete("pin", "large")
         pool.disconnect()
 
     async def sends() -> list[tuple[Any, ...]]:
@@ -922,18 +914,18 @@ def test_pin_every_send_passes_pack_commands_then_send_packed_command(redis_serv
             await async_client.set("pin", "1")
             async with async_client.pipeline() as pipe:
                 pipe.incr("pin")
+                pipe.set("large", _LARGE)
                 pipe.get("pin")
                 await pipe.execute()
-            await async_client.delete("pin")
-            calls: list[tuple[Any, ...]] = connection.calls[:3]
+            await async_client.delete("pin", "large")
+            calls: list[tuple[Any, ...]] = connection.calls[:2]
             return calls
         finally:
             await async_pool.aclose()
 
     assert asyncio.run(sends()) == [
-        ("send_packed_command", True),
-        ("pack_commands", "MULTI", "INCRBY", "GET", "EXEC"),
-        ("send_packed_command", True),
+        ("send_packed_command", True, [command_kind("SET")]),
+        ("send_packed_command", True, _BATCH),
     ]
 
 

@@ -6,6 +6,7 @@ Against real servers of the tests' own: each case counts the executions on the s
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -14,13 +15,14 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from redis import Redis
+from redis import Connection, Redis
+from redis.asyncio import Connection as AsyncConnection
 from redis.exceptions import TimeoutError
 
 from flask_redispool import MayHaveRunError, RedisPool
-from flask_redispool._commands import Transaction, command_kind, judge_send
-from flask_redispool._config import MAX_RETRIES
-from flask_redispool._connection import may_have_run, pool_connection_class
+from flask_redispool._commands import Kind, Transaction, command_kind, judge_send, packed_kinds
+from flask_redispool._config import MAX_RETRIES, load_settings
+from flask_redispool._connection import ConnectionPolicy, may_have_run, pool_connection_class
 from flask_redispool.testing import RedisServer
 
 from .conftest import calls, notes
@@ -125,6 +127,64 @@ def test_a_pipeline_of_reads_is_retried(
             pipe.exists("key")
             assert pipe.execute() == [b"value", 1]
         assert connection_id(redis_pool) != first
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["batch", "transaction"])
+def test_a_pipeline_of_a_library_sharing_the_pool_is_judged_by_its_commands(
+    patient_app: Flask, redis_pool: RedisPool, observer: Redis, transaction: bool
+) -> None:
+    """A library's own ``redis.Redis(connection_pool=...)`` (Flask-Caching, RQ, Flask-Limiter)
+    makes redis-py's pipeline, not ours: its reads are retried, its write runs once."""
+    observer.set("key", "value")
+    shared = Redis(connection_pool=redis_pool.get_pool(patient_app))
+    first = int(shared.client_id())
+    observer.client_pause(int(PAUSE * 1000), all=True)
+    with shared.pipeline(transaction=transaction) as pipe:
+        pipe.get("key")
+        pipe.exists("key")
+        assert pipe.execute() == [b"value", 1]
+    assert int(shared.client_id()) != first
+    with shared.pipeline(transaction=transaction) as pipe:
+        pipe.get("key")
+        pipe.incr("counter")
+        pipe.execute_command("DEBUG", "SLEEP", str(SLOW))
+        with pytest.raises(MayHaveRunError):
+            pipe.execute()
+    settle(observer)
+    assert observer.get("counter") == b"1"
+    assert calls(observer, "incrby") == 1
+
+
+@pytest.mark.parametrize(("command", "may_write"), [(("GET", "key"), False), (("INCR", "counter"), True)])
+def test_a_command_sent_packed_is_judged_by_its_name(
+    own_server: RedisServer, command: tuple[str, ...], may_write: bool
+) -> None:
+    """redis.asyncio's cluster nodes send each command through ``send_packed_command``, not
+    ``send_command``: a read that timed out there may be sent again, a write may have run."""
+    observer = Redis.from_url(own_server.url, socket_timeout=10)
+    connection_class = pool_connection_class(
+        AsyncConnection,
+        ConnectionPolicy(load_settings({"REDIS_URL": own_server.url}, "REDIS", "test")),
+        asynchronous=True,
+    )
+
+    async def send() -> BaseException:
+        connection = connection_class(port=own_server.port, socket_timeout=SOCKET_TIMEOUT)
+        await connection.connect()
+        observer.client_pause(int(PAUSE * 1000), all=True)
+        try:
+            await connection.send_packed_command(connection.pack_command(*command))
+            with pytest.raises(TimeoutError) as raised:
+                await connection.read_response()
+            return raised.value
+        finally:
+            await connection.disconnect()
+
+    try:
+        assert may_have_run(asyncio.run(send())) is may_write
+    finally:
+        observer.client_unpause()
+        observer.close()
 
 
 @contextmanager
@@ -307,6 +367,54 @@ def test_what_a_send_means_depends_on_the_transaction_it_continues(
 
 def test_a_send_of_unknown_commands_is_sent_once() -> None:
     assert judge_send(NONE, None).may_write
+
+
+def kinds_of(*names: str) -> list[Kind]:
+    return [command_kind(name) for name in names]
+
+
+@pytest.mark.parametrize(
+    ("packed", "kinds"),
+    [
+        ([b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n"], kinds_of("GET", "PING")),
+        (b"*2\r\n$3\r\nget\r\n$1\r\nk\r\n", kinds_of("GET")),  # a library's spelling
+        (b"*3\r\n$6\r\nCONFIG\r\n$3\r\nget\r\n$1\r\nx\r\n", kinds_of("CONFIG GET")),
+        (b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$1\r\nx\r\n$1\r\ny\r\n", kinds_of("CONFIG SET")),
+        (b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nn\r\n", kinds_of("CLIENT SETNAME")),
+        (b"*1\r\n$6\r\nOBJECT\r\n", kinds_of("OBJECT")),
+        # a large value is a chunk of its own, its CRLF begins the next
+        (
+            [b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\n", memoryview(b"\r\n*1"), b"\r\n*1\r\n$4\r\nPING\r\n"],
+            kinds_of("SET", "PING"),
+        ),
+        ([], None),
+        (b"PING\r\n", None),  # inline, not RESP
+        (b"*2\r\n$3\r\nGET\r\n$3\r\nke", None),  # cut short
+        ([b"*2\r\n$3\r\nGET\r\n$3\r\nke", b"y\r\n"], kinds_of("GET")),
+        ([b"*2\r\n$3\r\nGE", b"T\r\n$1\r\nk\r\n"], None),  # the name cut between chunks
+        (b"*2\r\n$3\r\nGET\r\n$-9\r\n", None),
+        (b"*0\r\n", None),
+        (b"*2\r\n+3\r\nGET\r\n$1\r\nk\r\n", None),
+        ("*1\r\n$4\r\nPING\r\n", None),
+    ],
+)
+def test_a_packed_batch_is_read_from_its_bytes(packed: Any, kinds: list[Kind] | None) -> None:
+    """Whatever cannot be read whole is unknown, and so sent once (never judged safe)."""
+    assert packed_kinds(packed) == kinds
+
+
+def test_a_batch_packed_by_redis_py_is_read_as_it_was_queued() -> None:
+    commands = [
+        ("MULTI",),
+        ("INCRBY", "k", 1),
+        ("SET", "large", b"x" * 7000),
+        ("GET", "k"),
+        ("CONFIG GET", "x"),
+        ("EXEC",),
+    ]
+    packed = Connection().pack_commands(commands)
+    assert len(packed) > 1  # cut around the large value
+    assert packed_kinds(packed) == kinds_of(*(str(command[0]) for command in commands))
 
 
 def test_a_timeout_while_a_new_connection_names_itself_is_not_a_write(make_app: Callable[..., Flask]) -> None:

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import redis.asyncio.cluster as aio_cluster
 import redis.asyncio.connection as aio_connection
 from redis import Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
 from redis.connection import Connection
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
@@ -87,7 +87,7 @@ DEFAULT_CLUSTER_PORT: Final = 6379
 # What redis.asyncio's cluster client takes; our other connection options reach its
 # connections through its connection_kwargs.
 _ASYNC_CLUSTER_PARAMETERS: Final = frozenset(inspect.signature(aio_cluster.RedisCluster.__init__).parameters)
-# Set while a pipeline of this thread or task executes: the cluster clients' retries are 0.
+# Set while a pipeline of this task executes: the async cluster client's retries are 0.
 _IN_PIPELINE: contextvars.ContextVar[bool] = contextvars.ContextVar("flask_redispool_in_pipeline", default=False)
 
 if TYPE_CHECKING:
@@ -232,8 +232,14 @@ class ClusterClient(RedisCluster):
                 node.redis_connection.connection_pool.disconnect()
 
     def pipeline(self, transaction: bool | None = None, shard_hint: Any = None) -> ClusterPipeline:
-        """redis-py's cluster pipeline, which never sends a write twice (:class:`_WriteOnce`)."""
+        """redis-py's cluster pipeline, which never sends a write twice (:class:`_WriteOnce`).
+
+        A pipeline (not a transaction) gets a retry of its own that never retries
+        (``set_retry``), so that redis-py does not send its batch again as a whole; a
+        transaction keeps the client's, which retries only what is safe to repeat."""
         pipe: ClusterPipeline = super().pipeline(transaction=transaction, shard_hint=shard_hint)  # type: ignore[no-untyped-call]
+        if not transaction:
+            pipe.set_retry(OnceRetry(NoBackoff(), 0))
         _WriteOnce(pipe)
         return pipe
 
@@ -245,8 +251,8 @@ class _WriteOnce:
     again, one by one, and then, while an error of that kind is left, the whole batch
     again, up to the client's retries. Here:
 
-    - the batch is never sent again as a whole: the client's retry, which the pipeline
-      asks how often, answers 0 while the pipeline executes (:class:`_PipelineAwareSyncRetry`);
+    - the batch is never sent again as a whole: the pipeline's own retry never retries
+      (:meth:`ClusterClient.pipeline`), and neither does a command it sends again;
     - a command sent again on its own is sent when it is safe to repeat, or when no
       connection failed after an unsafe send during this ``execute()``, that is, when
       it met a redirect (``MOVED``, ``ASK``), so it did not run; otherwise its result is
@@ -265,11 +271,7 @@ class _WriteOnce:
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
         self._failures_before = unsafe_failures()
-        token = _IN_PIPELINE.set(True)
-        try:
-            return self._execute(raise_on_error)
-        finally:
-            _IN_PIPELINE.reset(token)
+        return self._execute(raise_on_error)
 
     def send_again(self, *args: Any, **kwargs: Any) -> Any:
         """One command of the batch, sent again on its own after a redirect or a failure."""
@@ -406,9 +408,7 @@ class Cluster:
         options = connection_options(settings, url_kwargs)
         chosen = _cluster_options(settings, options)
         options.pop("retry")  # each node's own does not retry: the cluster client's does
-        retry = _PipelineAwareSyncRetry(
-            ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries
-        )
+        retry = OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
         policy = ConnectionPolicy(settings)
         options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
         check_connection_kwargs(
@@ -516,19 +516,12 @@ def _side_pool(settings: Settings, options: dict[str, Any], **given: Any) -> Sid
 ASYNC_CLUSTER_PUBSUB: Final = hasattr(aio_cluster.RedisCluster, "pubsub")
 
 
-class _PipelineAwareSyncRetry(OnceRetry):
-    """The cluster client's retry: none while a pipeline of this thread executes, so that
-    redis-py does not send the pipeline again as a whole (see :class:`_WriteOnce`); one
-    that never repeats an unsafe command otherwise. Transactions retry through their
-    own copy's ``call_with_retry``, which this does not change."""
-
-    def get_retries(self) -> int:
-        return 0 if _IN_PIPELINE.get() else super().get_retries()
-
-
 class _PipelineAwareRetry(AsyncOnceRetry):
-    """:class:`_PipelineAwareSyncRetry` for the async cluster client (its pipelines set
-    the flag in :meth:`AsyncClusterClient.pipeline`)."""
+    """The async cluster client's retry: none while a pipeline of this task executes, so
+    that redis-py does not send the pipeline again as a whole (redis.asyncio's pipeline
+    asks its client's retry, not one of its own); one that never repeats an unsafe
+    command otherwise. Transactions retry through their own copy's ``call_with_retry``,
+    which this does not change."""
 
     def get_retries(self) -> int:
         return 0 if _IN_PIPELINE.get() else super().get_retries()

@@ -51,7 +51,6 @@ from redis.client import Monitor, Pipeline
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import AbstractConnection, Connection, ConnectionPool
 from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
-from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
 import flask_redispool
@@ -266,19 +265,16 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "RedisCluster, sync and redis.asyncio, reads retry.get_retries() per command and pipeline",
-        "The cluster clients' retry answers 0 while a pipeline of the thread or task executes, so that "
-        "redis-py does not send the pipeline again as a whole.",
+        "redis.asyncio RedisCluster reads its retry.get_retries() per command and pipeline",
+        "The async cluster client's retry answers 0 while a pipeline of the task executes, so that redis-py "
+        "does not send the pipeline again as a whole (its pipeline asks the client's retry: it has none of "
+        "its own, unlike the sync one, which gets a retry that never retries through set_retry()).",
         (
-            *_here(
-                "test_pin_a_cluster_pipeline_asks_the_clients_retry_how_often",
-                "test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call",
-            ),
-            "tests/test_cluster.py::test_a_pipeline_that_times_out_sends_no_write_again",
+            *_here("test_pin_the_async_cluster_client_asks_its_retry_how_often_per_call"),
             "tests/test_cluster.py::test_async_writes_that_time_out_run_once_and_close_leaves_nothing",
         ),
-        ("def _PipelineAwareSyncRetry.get_retries", "def _PipelineAwareRetry.get_retries"),
-        "The one retry decision (issue), told whether a pipeline is running.",
+        ("def _PipelineAwareRetry.get_retries",),
+        "The one retry decision (issue), told whether a pipeline is running, or a retry of the pipeline's own.",
     ),
     Borrowed(
         "redis",
@@ -1151,32 +1147,6 @@ def test_pin_a_cluster_pipeline_sends_a_command_again_through_parent_execute_com
     try:
         pipe = client.pipeline()
         assert pipe.parent_execute_command.__func__ is RedisCluster.execute_command
-    finally:
-        client.close()
-
-
-def test_pin_a_cluster_pipeline_asks_the_clients_retry_how_often(redis_cluster: RedisClusterServers) -> None:
-    asked: list[str] = []
-
-    class Counting(Retry):
-        def get_retries(self) -> int:
-            asked.append("pipeline" if executing else "command")
-            return super().get_retries()
-
-    executing = False
-    client = RedisCluster(
-        host="127.0.0.1", port=redis_cluster.nodes[0].port, retry=Counting(NoBackoff(), 1), socket_timeout=5
-    )
-    try:
-        client.set("{pin}a", "1")
-        assert set(asked) == {"command"}
-        pipe = client.pipeline()
-        pipe.set("{pin}a", "2").get("{pin}a")
-        executing = True
-        assert pipe.execute() == [True, b"2"]
-        executing = False
-        assert "pipeline" in asked  # asked by the pipeline, not only by a command it sends
-        client.delete("{pin}a")
     finally:
         client.close()
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 import redis.asyncio
 import redis.asyncio.connection as aio_connection
 import redis.asyncio.sentinel as aio_sentinel
-from redis.asyncio.client import Monitor
+from redis.asyncio.client import Monitor, PubSub
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import MaxConnectionsError, RedisError
@@ -426,6 +426,9 @@ async def release_async(holders: list[Any]) -> None:
     it is disconnected before it goes back.
     """
     for holder in holders:
+        if isinstance(holder, PubSub):  # a cluster's too: aclose() disconnects before it releases
+            await holder.aclose()
+            continue
         connection = holder.connection
         if connection is not None:
             await connection.disconnect()

@@ -40,7 +40,7 @@ __all__ = [
 
 
 class _Holder(Protocol):
-    """A pipeline or pubsub: may hold one connection of ``connection_pool``."""
+    """A pipeline, or a raw connection's checkout: may hold one connection of ``connection_pool``."""
 
     connection: Connection | None
     connection_pool: ConnectionPool
@@ -80,13 +80,14 @@ class Held:
         self.async_holders: list[Any] = []
         self.loop: Any = None
 
-    def release_sync(self) -> int:
-        """Give back every sync connection still held; returns how many.
+    def release_sync(self) -> None:
+        """Give back every sync connection still held.
 
         Runs in teardown; connections are dropped without network I/O, so it does not
         block on a Redis that has stopped answering.
         """
-        return sum(release_holder(holder) for holder in list(self.sync))
+        for holder in list(self.sync):
+            release_holder(holder)
 
     def pass_sync(self) -> list[Any]:
         """Hand the sync holders over to a streamed response, which holds them until it ends
@@ -265,22 +266,23 @@ def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
         connection.update_current_socket_timeout(seconds)
 
 
-def release_holder(holder: _Holder | Redis | Monitor) -> int:
-    """Return ``holder``'s connection to its pool, disconnected; returns 1 if it held one.
+def release_holder(holder: _Holder | PubSub | Redis | Monitor) -> None:
+    """Return ``holder``'s connection to its pool, disconnected, if it holds one.
 
     The holder was abandoned mid-use: the server may still owe the connection a reply,
     or keep a ``WATCH``, a subscription or a longer timeout for it. Disconnecting drops
     all of that, so the next borrower starts clean (the pool reconnects it on checkout).
     """
+    if isinstance(holder, PubSub):  # close() disconnects, drops its connect callback and releases
+        holder.close()
+        return
     connection: Connection | None = holder.connection
     if connection is None:
-        return 0
+        return
     if isinstance(holder, Monitor):  # it may be reading MONITOR output: disconnect and release
         holder.connection = None
         connection.disconnect()  # type: ignore[no-untyped-call]
         holder.connection_pool.release(connection)
-    elif isinstance(holder, PubSub):
-        holder.reset()  # disconnects, drops its connect callback and releases
     elif isinstance(holder, Redis) and not isinstance(holder, Pipeline):  # pinned to one connection
         connection.disconnect()  # type: ignore[no-untyped-call]
         holder.close()  # releases it
@@ -289,4 +291,3 @@ def release_holder(holder: _Holder | Redis | Monitor) -> int:
         holder.reset()  # without a connection: resets state, no UNWATCH round trip
         connection.disconnect()  # type: ignore[no-untyped-call]
         holder.connection_pool.release(connection)
-    return 1

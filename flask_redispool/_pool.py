@@ -386,8 +386,12 @@ class SidePool(_PoolBase):
     closed: str | None = None
 
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
         super().__init__(*args, **{**kwargs, "max_connections": 1})
         self._wait = _SideWait(settings, self.connection_class.policy)
+
+    def __repr__(self) -> str:
+        return pool_repr(self, "outside the pool")
 
     def close_for_good(self, message: str) -> None:
         """Close the connection; from now on a checkout raises a :class:`RuntimeError`

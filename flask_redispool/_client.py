@@ -5,7 +5,9 @@ each command. What it cannot return by itself is a connection still held when th
 context ends: a pipeline left mid-``WATCH``, a pubsub never closed, a ``MONITOR``
 never exited, a single-connection client from ``client.client()``, a raw connection
 taken with :meth:`RedisPool.connection() <flask_redispool.RedisPool.connection>` and
-never given back. :class:`ContextClient` remembers those holders in the context's
+never given back, the client of its own connection that
+:meth:`RedisPool.blocking() <flask_redispool.RedisPool.blocking>` lends in a slot of
+the pool. :class:`ContextClient` remembers those holders in the context's
 :class:`Held`, and teardown returns their connections (:meth:`Held.release_sync`), or a
 response streamed from a generator does when it ends (:mod:`flask_redispool._streaming`).
 (A lock holds no connection: each of its commands borrows one like any other command.)
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from redis import Redis
@@ -33,7 +36,7 @@ __all__ = [
     "Held",
     "HeldMonitor",
     "HeldPipeline",
-    "PinnedClient",
+    "WaitingLoan",
     "held_here",
     "release_holder",
 ]
@@ -65,6 +68,34 @@ class _Checkout:
         connection, self.connection = self.connection, None
         if connection is not None:
             self.connection_pool.release(connection)
+
+
+class WaitingLoan(_Checkout):
+    """A slot of the pool lent to :attr:`client`, a client of one connection of its own
+    made for waiting (:meth:`RedisPool.blocking() <flask_redispool.RedisPool.blocking>`).
+
+    The slot's connection stays checked out, and so counted, bounded and waited for as any
+    other; it is disconnected, so that the server sees one connection for the slot: the
+    client's. Giving the loan back, whichever way, closes the client's connection and
+    returns the slot's.
+    """
+
+    __slots__ = ("client", "close_client")
+
+    def __init__(
+        self, pool: ConnectionPool, connection: Connection, client: Redis, close_client: Callable[[], object]
+    ) -> None:
+        super().__init__(pool, connection)
+        self.client = client
+        self.close_client = close_client
+
+    def reset(self) -> None:
+        """Close the client's connection for good (:func:`release_holder` then returns the slot's)."""
+        self.close_client()
+
+    def give_back(self) -> None:
+        self.reset()
+        super().give_back()
 
 
 class Held:
@@ -148,7 +179,7 @@ class ContextClient(AppClient):
 
     Behaves exactly like :class:`redis.Redis`. Plain commands borrow a connection and
     give it back before they return; what holds one longer (``pipeline()``,
-    ``pubsub()``, ``monitor()``, ``client()``, and the pool's ``pinned()`` and
+    ``pubsub()``, ``monitor()``, ``client()``, and the pool's ``waiting()`` and
     ``checkout()``) is remembered in the current app context's :class:`Held`, so that
     teardown can give back whatever is still out when the context ends. Its
     ``pipeline()`` makes a :class:`HeldPipeline`.
@@ -185,13 +216,15 @@ class ContextClient(AppClient):
         self._hold(client)
         return client
 
-    def pinned(self, wait: float) -> PinnedClient:
-        """A client locked to one connection, whose socket timeout is raised by ``wait`` seconds."""
-        client = PinnedClient(connection_pool=self.connection_pool, single_connection_client=True)
-        client.held_key = self.held_key
-        self._hold(client)  # first: teardown returns its connection whatever happens next
-        client.raise_timeout(wait)
-        return client
+    def waiting(self, client: Redis, close_client: Callable[[], object]) -> WaitingLoan:
+        """Lend ``client``, a client of a connection of its own not connected yet, a slot of
+        this pool (:class:`WaitingLoan`), remembered until given back."""
+        pool = self.connection_pool
+        connection = pool.get_connection()
+        connection.disconnect()  # type: ignore[no-untyped-call]
+        loan = WaitingLoan(pool, connection, client, close_client)
+        self._hold(loan)
+        return loan
 
     def checkout(self) -> tuple[_Checkout, Connection]:
         """Take a raw connection from the pool, remembered until given back."""
@@ -200,28 +233,6 @@ class ContextClient(AppClient):
         checkout = _Checkout(pool, connection)
         self._hold(checkout)
         return checkout, connection
-
-
-class PinnedClient(ContextClient):
-    """A client locked to one pooled connection, for commands that wait on the server.
-
-    Its connection's socket timeout is raised for as long as it is held; ``close()``
-    puts the short timeout back and returns the connection, whichever way it ends.
-    """
-
-    _short_timeout: float | None = None
-
-    def raise_timeout(self, wait: float) -> None:
-        connection = self.connection
-        if connection is not None:
-            self._short_timeout = connection.socket_timeout
-            set_socket_timeout(connection, wait + (self._short_timeout or 0))
-
-    def close(self) -> None:
-        connection = self.connection
-        if connection is not None:
-            set_socket_timeout(connection, self._short_timeout)
-        super().close()
 
 
 class HeldPipeline(Pipeline):
@@ -257,13 +268,6 @@ class HeldMonitor(Monitor):
         if getattr(self, "connection", None) is not None:  # None also when __init__ found no connection
             with contextlib.suppress(Exception):  # as redis-py's own __del__ methods do
                 release_holder(self)
-
-
-def set_socket_timeout(connection: Connection, seconds: float | None) -> None:
-    """Change a connection's socket timeout now and for any reconnect (redis-py >= 8 API)."""
-    connection.socket_timeout = seconds
-    with contextlib.suppress(AttributeError):  # fakeredis's in-process socket has no timeout
-        connection.update_current_socket_timeout(seconds)
 
 
 def release_holder(holder: _Holder | PubSub | Redis | Monitor) -> None:

@@ -371,11 +371,11 @@ class _ClusterConnection:
         self._make = make
         self._pools: dict[int, list[SideConnectionPool]] = {}  # per open client: the pools made for it
 
-    def open(self) -> ClusterClient:
+    def open(self, **options: Any) -> ClusterClient:
         pools: list[SideConnectionPool] = []
 
         def side_pool(**given: Any) -> SideConnectionPool:
-            pool = _side_pool(self._settings, self._options, **given)
+            pool = _side_pool(self._settings, {**self._options, **options}, **given)
             pools.append(pool)
             return pool
 

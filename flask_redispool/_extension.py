@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import weakref
 from collections.abc import Callable, Generator, Iterator
@@ -24,7 +25,7 @@ from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
 from ._context import flask_g, g_here, watch_quart
 from ._health import Health, check_health, closed_health
-from ._pool import CountedPool
+from ._pool import CountedPool, SidePool
 from ._snapshots import build_report
 from ._state import CLOSED_KEY, EXTENSION_KEY, LOOPS_KEY, AppState, app_states, before_close
 from ._topology import open_topology
@@ -443,9 +444,12 @@ class RedisPool:
         """A client for commands that wait on the server on purpose, for up to ``seconds``.
 
         ``REDIS_SOCKET_TIMEOUT`` is short, so that a request gives up quickly when Redis
-        stops answering; it would also cut off ``BLPOP key 10``. Inside this block the
-        client's one connection waits ``seconds`` plus ``REDIS_SOCKET_TIMEOUT``; the
-        short timeout is back when the block ends.
+        stops answering; it would also cut off ``BLPOP key 10``. The block's client has
+        one connection of its own, made with a socket timeout of ``seconds`` plus
+        ``REDIS_SOCKET_TIMEOUT``, in a slot of the pool: the slot is waited for and counted
+        as any checkout (``in_use``), and its pooled connection, disconnected meanwhile,
+        keeps the short timeout. When the block ends, however it ends, the client's
+        connection closes and the slot comes back; the client refuses to be used again.
 
         .. code-block:: python
 
@@ -464,8 +468,13 @@ class RedisPool:
         :raises ValueError: ``seconds`` is not a number from 0 to one day.
         """
         seconds = check_seconds(seconds, "seconds")
-        pinned = self._context_client().pinned(wait=seconds)
-        yield from _lent(pinned, pinned, pinned.close)
+        lender = self._context_client()  # on a cluster, it says what to use instead
+        state = self._state()
+        long_timeout = seconds + state.settings.socket_timeout
+        client = cast(Redis, state.topology.side.open(socket_timeout=long_timeout, name_suffix=""))
+        ended = f"{self!r}: the client of blocking() was used after its block ended; use it inside the block."
+        loan = lender.waiting(client, functools.partial(cast(SidePool, client.connection_pool).close_for_good, ended))
+        yield from _lent(loan, client, loan.give_back)
 
     def _context_client(self) -> ContextClient:
         return cast(ContextClient, self.client)

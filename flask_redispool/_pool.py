@@ -382,11 +382,26 @@ class SidePool(_PoolBase):
     nowhere: its connection is named ``...:stats``, which keeps it out of the per-process
     counts too."""
 
+    #: Why a checkout is refused: set when its owner is done with it (:meth:`close_for_good`).
+    closed: str | None = None
+
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        self.settings = settings
         super().__init__(*args, **{**kwargs, "max_connections": 1})
         self._wait = _SideWait(settings, self.connection_class.policy)
 
+    def __repr__(self) -> str:
+        return pool_repr(self, "outside the pool")
+
+    def close_for_good(self, message: str) -> None:
+        """Close the connection; from now on a checkout raises a :class:`RuntimeError`
+        with ``message`` (a client used after the block that lent it)."""
+        self.closed = message
+        self.disconnect()
+
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        if self.closed is not None:
+            raise RuntimeError(self.closed)
         checkout = functools.partial(self._checkout, args, kwargs)
         connection = None if self._wait.waiters else checkout()
         return connection if connection is not None else self._wait.take(checkout)
@@ -441,6 +456,7 @@ def side_client(
     connection_class: type[Any],
     kwargs: dict[str, Any],
     sentinel: tuple[str, Sentinel] | None = None,
+    **options: Any,
 ) -> Redis:
     """A client on one connection of its own, outside the pools, for the publisher and
     :meth:`~flask_redispool.RedisPool.health`: it never takes or waits for a connection
@@ -448,8 +464,10 @@ def side_client(
     the per-process counts. redis-py's pool checks it before each use, so one the server
     closed while idle (its ``timeout``) is reconnected, not failed. Behind Sentinel
     (``sentinel`` is the service name and its :class:`~redis.sentinel.Sentinel`) it
-    follows the master like the pools do."""
-    common: dict[str, Any] = {"connection_class": connection_class, "name_suffix": ":stats", **kwargs}
+    follows the master like the pools do. ``options`` go over ``kwargs``: the client of
+    :meth:`~flask_redispool.RedisPool.blocking` has a longer ``socket_timeout`` and its
+    connection is named as the pool's are (``name_suffix=""``)."""
+    common: dict[str, Any] = {"connection_class": connection_class, "name_suffix": ":stats", **kwargs, **options}
     if sentinel is None:
         pool: SidePool = SideConnectionPool(settings=settings, **common)
     else:

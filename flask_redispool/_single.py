@@ -43,11 +43,11 @@ class OneConnection:
 
     :param make: makes the client; refers to nothing of the counted pools."""
 
-    def __init__(self, make: Callable[[], Redis]) -> None:
+    def __init__(self, make: Callable[..., Redis]) -> None:
         self._make = make
 
-    def open(self) -> Redis:
-        return self._make()
+    def open(self, **options: Any) -> Redis:
+        return self._make(**options)
 
     def close(self, client: AnyClient) -> None:
         cast(Redis, client).connection_pool.disconnect()

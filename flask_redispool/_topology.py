@@ -41,8 +41,10 @@ class SideConnection(Protocol):
     publisher keeps it for the life of its thread, so it refers to nothing of the pools
     (which the publisher holds weakly)."""
 
-    def open(self) -> AnyClient:
-        """A client of its own connection, made now (connecting at its first command)."""
+    def open(self, **options: Any) -> AnyClient:
+        """A client of its own connection, made now (connecting at its first command);
+        ``options`` are connection keyword arguments over the pools' (a longer
+        ``socket_timeout``)."""
 
     def close(self, client: AnyClient) -> None:
         """Close what :meth:`open` made."""

@@ -13,12 +13,13 @@ import pytest
 from flask import Flask
 from redis import Redis
 from redis.client import Pipeline
+from redis.connection import Connection
 from redis.exceptions import TimeoutError, WatchError
 
-from flask_redispool import RedisPool
+from flask_redispool import PoolExhaustedError, RedisPool
 from flask_redispool._pool import CountedPool
 
-from .conftest import blocked_in, our_connections, wait_until
+from .conftest import blocked_in, held_by_this_process, our_connections, wait_until
 from .views import LEAKY_VIEWS, client_for
 
 
@@ -342,13 +343,65 @@ def test_ordinary_commands_keep_the_short_timeout_after_blocking(app: Flask, red
     assert redis_pool.stats(app)["in_use"] == 0
 
 
-def test_an_abandoned_blocking_block_is_released_at_teardown(app: Flask, redis_pool: RedisPool) -> None:
+def test_an_abandoned_blocking_block_is_released_at_teardown(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
     with app.app_context():
         manager = redis_pool.blocking(5)
         manager.__enter__().rpush("jobs", "x")  # never exited, as a crashed view would
         assert redis_pool.stats()["in_use"] == 1
     assert redis_pool.stats(app)["in_use"] == 0
+    name = redis_pool.settings(app).client_name
+    wait_until(lambda: held_by_this_process(server, name) == 0, 5, "the block's connection to close")
     assert idle_timeouts(redis_pool.get_pool(app)) == [0.5]
+
+
+def test_blocking_changes_no_open_sockets_timeout(
+    app: Flask, redis_pool: RedisPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The block's client waits on a connection made with the long timeout: it needs no way to
+    change the timeout of a socket already open (redis-py's undocumented
+    ``update_current_socket_timeout``), which a release may drop."""
+    for cls in Connection.__mro__:
+        if "update_current_socket_timeout" in vars(cls):
+            monkeypatch.delattr(cls, "update_current_socket_timeout")
+    with app.app_context():
+        redis_pool.client.ping()  # an open pooled connection with the short timeout
+        with redis_pool.blocking(1) as client:
+            started = time.monotonic()
+            assert client.blpop(["empty"], timeout=1) is None
+            assert time.monotonic() - started >= 1
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+def test_a_blocking_block_takes_one_slot_of_the_pool(
+    make_app: Callable[..., Flask], redis_url: str, server: Redis
+) -> None:
+    """The block's client is counted and bounded as a checkout, and the server sees one
+    connection for its slot: the block's, with the slot's pooled connection closed meanwhile."""
+    app = make_app(REDIS_URL=redis_url, REDIS_MAX_CONNECTIONS=1, REDIS_POOL_TIMEOUT=0.1, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    name = redis_pool.settings(app).client_name
+    with app.app_context():
+        redis_pool.client.ping()
+        with redis_pool.blocking(1) as client:
+            client.rpush("jobs", "a")
+            assert client.blpop(["jobs"], timeout=1) == (b"jobs", b"a")
+            stats = redis_pool.stats()
+            assert (stats["in_use"], stats["idle"], stats["checkouts"]) == (1, 0, 2)
+            wait_until(lambda: held_by_this_process(server, name) == 1, 5, "the slot's connection to close")
+            with pytest.raises(PoolExhaustedError):
+                redis_pool.client.ping()  # the pool's one slot is the block's
+        assert redis_pool.client.ping() is True
+        wait_until(lambda: held_by_this_process(server, name) == 1, 5, "the block's connection to close")
+
+
+def test_the_client_of_blocking_is_for_its_block(app: Flask, redis_pool: RedisPool, server: Redis) -> None:
+    with app.app_context():
+        with redis_pool.blocking(1) as client:
+            client.ping()
+        with pytest.raises(RuntimeError, match="the client of blocking\\(\\) was used after its block ended"):
+            client.ping()
+        name = redis_pool.settings().client_name
+        wait_until(lambda: held_by_this_process(server, name) == 0, 5, "the block's connection to close")
 
 
 def idle_timeouts(pool: CountedPool) -> list[float | None]:

@@ -176,15 +176,6 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "Connection.socket_timeout, Connection.update_current_socket_timeout()",
-        "redis_pool.blocking() raises one connection's socket timeout while it is held, on the open "
-        "socket and for a reconnect, and puts it back.",
-        _here("test_pin_a_connections_socket_timeout_can_be_changed_while_open"),
-        (".update_current_socket_timeout",),
-        "A client of its own (a pool of one connection) with the long timeout.",
-    ),
-    Borrowed(
-        "redis",
         "Pipeline.connection, Monitor.connection, Redis.connection",
         "The connection a holder keeps (None when it has none): teardown gives back exactly that one, "
         "disconnected, without a round trip (a pipeline's reset() sends UNWATCH on it, a single-connection "
@@ -198,7 +189,6 @@ INVENTORY: tuple[Borrowed, ...] = (
         (
             "release_holder: holder.connection",
             "release_async: holder.connection",
-            "PinnedClient: self.connection",
             "HeldMonitor: self.connection",
         ),
         "Closing the holder (pipe.reset(), pubsub.close(), client.close()), which may talk to the server.",
@@ -321,7 +311,6 @@ PUBLIC_OVERRIDES = {
     "AsyncContextClient.pipeline": "redis.asyncio.Redis.pipeline(), in the API reference",
     "ContextClient.pubsub": "Redis.pubsub(), in the API reference",
     "AsyncContextClient.pubsub": "redis.asyncio.Redis.pubsub(), in the API reference",
-    "PinnedClient.close": "Redis.close(), in the API reference",
     "ClusterClient.close": "RedisCluster.close(), the twin of the documented async one",
     "ClusterClient.execute_command": "RedisCluster.execute_command(), in the API reference",
     "ClusterClient.pipeline": "RedisCluster.pipeline(), in the API reference",
@@ -1008,22 +997,6 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.disconnect()
     replicas = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
-
-
-def test_pin_a_connections_socket_timeout_can_be_changed_while_open(redis_server: RedisServer) -> None:
-    connection = Connection(**_address(redis_server))
-    try:
-        connection.connect()
-        connection.socket_timeout = 9
-        connection.update_current_socket_timeout(9)
-        assert connection._sock is not None
-        assert connection._sock.gettimeout() == 9
-        connection.disconnect()
-        connection.connect()  # a reconnect keeps it
-        assert connection._sock is not None
-        assert connection._sock.gettimeout() == 9
-    finally:
-        connection.disconnect()
 
 
 def test_pin_holders_keep_their_connection_in_connection(redis_server: RedisServer) -> None:

@@ -94,6 +94,20 @@ def test_a_replica_refuses_writes_through_replica_client(
         redis_pool.replica_client.set("not-here", 1)
 
 
+def test_blocking_waits_on_the_master(sentinel_app: tuple[Flask, RedisPool]) -> None:
+    """The client of blocking() finds the master through the sentinels, waits past the
+    socket timeout, and takes a slot of the master's pool."""
+    app, redis_pool = sentinel_app
+    with app.app_context(), redis_pool.blocking(1) as client:
+        client.rpush("sentinel-jobs", "a")
+        assert client.blpop(["sentinel-jobs"], timeout=1) == (b"sentinel-jobs", b"a")
+        started = time.monotonic()
+        assert client.blpop(["sentinel-jobs"], timeout=1) is None
+        assert time.monotonic() - started >= 1
+        assert redis_pool.stats()["pools"][0]["in_use"] == 1
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
 def test_redis_ping_and_stats_follow_the_service(
     make_app: Callable[..., Flask], sentinel_service: SentinelService
 ) -> None:

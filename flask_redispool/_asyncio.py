@@ -423,7 +423,9 @@ async def release_async(holders: list[Any]) -> None:
     one context still holds, on their loop.
 
     A connection still held at the end may sit mid-``WATCH`` or have a reply unread:
-    it is disconnected before it goes back.
+    it is disconnected and taken from its holder before it goes back, so that the holder's
+    own close sends nothing on it (redis-py 7's pipeline ``reset()`` would reconnect it to
+    send ``UNWATCH``, which disconnecting has already dropped).
     """
     for holder in holders:
         if isinstance(holder, PubSub):  # a cluster's too: aclose() disconnects before it releases
@@ -431,12 +433,11 @@ async def release_async(holders: list[Any]) -> None:
             continue
         connection = holder.connection
         if connection is not None:
-            await connection.disconnect()
-        if not isinstance(holder, Monitor):
-            await holder.aclose()
-        elif connection is not None:  # a monitor has no aclose(): give its connection back by hand
             holder.connection = None
+            await connection.disconnect()
             await holder.connection_pool.release(connection)
+        if not isinstance(holder, Monitor):  # a monitor has no aclose()
+            await holder.aclose()  # a pipeline forgets its commands; a pinned client has nothing left
 
 
 class AsyncPools:

@@ -256,6 +256,16 @@ _NONE, _WATCHING, _QUEUING, _QUEUED_A_WRITE = Transaction
 _PLAIN: Final = (Send(True, False, _NONE), Send(False, False, _NONE))
 
 
+def refused_whole(kinds: Sequence[Kind] | None) -> bool:
+    """Whether a replica's ``READONLY`` in reply to the send of ``kinds`` means that none
+    of it ran: it was one command, or one ``MULTI`` … ``EXEC`` transaction (a refused
+    queued command aborts its ``EXEC``). In any other batch, the commands before the
+    refused one ran (a ``PUBLISH``, say): the batch may not be sent again."""
+    if kinds is None:
+        return False
+    return len(kinds) == 1 or (kinds[0].bracket == "MULTI" and kinds[-1].bracket == "EXEC")
+
+
 def judge_send(transaction: Transaction, kinds: Sequence[Kind] | None) -> Send:
     """What sending ``kinds`` means on a connection that stands at ``transaction``.
 

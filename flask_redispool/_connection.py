@@ -42,7 +42,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
-from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds
+from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds, refused_whole
 from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
 from ._stats import HOST
 
@@ -339,6 +339,8 @@ class _Sending:
     waiting: Any = None
     #: The last send continued a transaction that an earlier send opened on this connection.
     sent_in_transaction = False
+    #: What the last send carried (``None``: a batch of unknown commands).
+    sent_kinds: Sequence[Kind] | None = None
     #: Where this connection stands in a transaction (``MULTI``, ``WATCH``) of its own.
     transaction = Transaction.NONE
     #: A Sentinel service's connection: it reconnects through ``connect()``, which asks the
@@ -365,7 +367,7 @@ class _Sending:
         and may be sent again. The one decision of the sync and async connections."""
         self.policy.explain(
             error,
-            unsafe_sent=self.unsafe_sent and not _refused_by_a_replica(error),
+            unsafe_sent=self.unsafe_sent and not (_refused_by_a_replica(error) and refused_whole(self.sent_kinds)),
             in_transaction=self.sent_in_transaction,
             connection=self,
         )
@@ -456,6 +458,7 @@ class PoolConnection(_Sending, _SyncBase):
         if check_health and self.health_check_interval:  # redis-py's check_health() tests the same
             self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
+        self.sent_kinds = kinds
         try:
             self._base_send_packed_command(command, False)
         except RedisError as exc:
@@ -521,6 +524,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]
         self.unsafe_sent, self.sent_in_transaction, self.transaction = judge_send(self.transaction, kinds)
+        self.sent_kinds = kinds
         try:
             await super().send_packed_command(command, check_health=False)
         except RedisError as exc:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from flask import Flask
@@ -21,7 +21,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError, RedisError
 from redis.sentinel import Sentinel, SentinelManagedConnection
 
-from flask_redispool import ConfigError, RedisPool
+from flask_redispool import ConfigError, MayHaveRunError, RedisPool
 from flask_redispool._config import load_settings
 from flask_redispool._connection import ConnectionPolicy, pool_connection_class
 from flask_redispool._pool import SideSentinelPool, side_client
@@ -301,6 +301,46 @@ def test_a_write_refused_by_a_demoted_master_runs_once_on_the_new_one(
         with server_of(new.port) as master, server_of(old.port) as demoted:
             assert master.info("commandstats")["cmdstat_incrby"]["calls"] == 1  # redis-py's incr()
             assert demoted.info("commandstats")["cmdstat_incrby"]["calls"] == 1  # the first; the second was refused
+    finally:
+        sentinel.stop()
+
+
+@pytest.mark.parametrize("transaction", [False, True], ids=["batch", "transaction"])
+def test_a_batch_refused_by_a_demoted_master_runs_again_only_if_none_of_it_ran(
+    make_app: Callable[..., Flask], start_server: Callable[..., RedisServer], transaction: bool
+) -> None:
+    """A demoted master runs what a replica may (``PUBLISH``) and refuses writes: in a
+    plain batch the commands before the refused one ran, so the batch is not sent again;
+    a transaction whose queued write was refused ran nothing, so it is, once."""
+    old, new = start_server(), start_server()
+    sentinel = RedisServer.sentinel_for(old.port, quorum=1, binary=old.binary).start()
+    try:
+        app = make_app(REDIS_URL=f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster", REDIS_RETRIES=1)
+        redis_pool = RedisPool(app)
+
+        @app.post("/publish-and-incr")
+        def publish_and_incr() -> dict[str, Any]:
+            pipe = redis_pool.client.pipeline(transaction=transaction)
+            pipe.publish("news", "once")
+            pipe.incr("counter")
+            try:
+                return {"replies": pipe.execute()}
+            except MayHaveRunError:
+                return {"replies": None}
+
+        client = app.test_client()
+        assert client.post("/publish-and-incr").json == {"replies": [0, 1]}  # the old master's
+        with server_of(sentinel.port) as ask:
+            ask.execute_command("SENTINEL", "REMOVE", "mymaster")
+            ask.execute_command("SENTINEL", "MONITOR", "mymaster", "127.0.0.1", new.port, 1)
+        with server_of(old.port) as demoted:
+            demoted.replicaof("127.0.0.1", new.port)  # refuses writes from now on
+        published_again = {"replies": [0, 1]} if transaction else {"replies": None}
+        assert client.post("/publish-and-incr").json == published_again
+        with server_of(new.port) as master, server_of(old.port) as demoted:
+            stats = master.info("commandstats")
+            assert stats.get("cmdstat_publish", {}).get("calls", 0) == (1 if transaction else 0)
+            assert demoted.info("commandstats")["cmdstat_publish"]["calls"] == (1 if transaction else 2)
     finally:
         sentinel.stop()
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import importlib
 import os
 import re
 import warnings
@@ -20,6 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 from urllib.parse import unquote_plus
+
+from redis.credentials import CredentialProvider
 
 from ._errors import ConfigError, ConfigWarning
 from ._topology import TOPOLOGIES
@@ -273,6 +276,47 @@ def _options(value: object) -> dict[str, Any]:
     return options
 
 
+def _max_age(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return _seconds(allow_zero=False)(value)
+    except ValueError:
+        raise ValueError(f"None (off) or a number of seconds > 0 and <= {MAX_SECONDS:g}") from None
+
+
+_PROVIDER: Final = (
+    "a redis.credentials.CredentialProvider, or the import path ('package.module:name') of one "
+    "or of a function that takes no argument and returns one"
+)
+
+
+def _credential_provider(value: object) -> CredentialProvider | None:
+    """A provider, or what an import path names: a provider, or a factory called once now.
+
+    The messages never quote the value: a password given to the wrong key would show.
+    """
+    if value is None or isinstance(value, CredentialProvider):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(_PROVIDER)
+    module, _, name = value.partition(":") if ":" in value else value.rpartition(".")
+    if not module or not name:
+        raise ValueError(f"{_PROVIDER}; it is not of that form")
+    try:
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{_PROVIDER}; importing it failed ({type(exc).__name__})") from None
+    if not isinstance(found, CredentialProvider) and callable(found):
+        try:
+            found = found()
+        except Exception as exc:  # a factory's failure, whatever it is, is a config error
+            raise ValueError(f"{_PROVIDER}; calling what it names raised {type(exc).__name__}") from None
+    if not isinstance(found, CredentialProvider):
+        raise ValueError(f"{_PROVIDER}; it names a {type(found).__name__}")
+    return found
+
+
 def _check_option_values(options: dict[str, Any]) -> None:
     """Refuse now what redis-py would only refuse at the first command."""
     checks = (("encoding", codecs.lookup, "codec"), ("encoding_errors", codecs.lookup_error, "error handler"))
@@ -442,6 +486,28 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         secret=True,
     ),
     ConfigKey(
+        "CREDENTIAL_PROVIDER",
+        _credential_provider,
+        None,
+        "Where each new data connection gets its user name and password: a redis-py "
+        ":class:`~redis.credentials.CredentialProvider` (asked at every connect, so a rotated "
+        "password or a fresh token is used from then on), or its import path. Refused with "
+        "credentials in the URL or ``OPTIONS``. Not for the sentinels (``SENTINEL_PASSWORD``). "
+        "See :ref:`rotating-credentials`.",
+        redis_option="credential_provider",
+        secret=True,
+    ),
+    ConfigKey(
+        "MAX_CONNECTION_AGE",
+        _max_age,
+        None,
+        "Seconds a pooled connection may serve after it connected: one older than that "
+        "(each by its own deadline, between 90% and 100% of it, so that a process does not "
+        "reconnect all at once) is closed when it is next checked out, and connects again, "
+        "authenticating anew. A connection checked out (a pipeline, a pubsub, a ``WATCH``) "
+        "is never cut. None: no limit.",
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -488,6 +554,8 @@ class Settings:
     ssl_cert_reqs: str
     sentinel_username: str | None
     sentinel_password: str | None = field(repr=False)
+    credential_provider: CredentialProvider | None = field(repr=False)
+    max_connection_age: float | None
     options: dict[str, Any] = field(repr=False)
 
     @property

@@ -18,6 +18,8 @@ The subclass changes four things, all through redis-py's public connection metho
   before sending, with a message that points at ``redis_pool.blocking()``.
 - **Failures name our config keys**: a note is added to the exception (connection
   refused, timeout, credentials wanted). Only failure paths pay for it.
+- **A bounded age** (``MAX_CONNECTION_AGE``): each connection takes a deadline when it
+  connects, and a checkout that finds it past it reconnects it (:meth:`_Sending.outlived`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -55,11 +59,13 @@ else:
     _AsyncBase = _SyncBase = object
 
 __all__ = [
+    "AGE_JITTER",
     "AsyncPoolConnection",
     "ConnectionPolicy",
     "OnceRetry",
     "PoolConnection",
     "add_note",
+    "jittered_age",
     "may_have_run",
     "unsafe_failures",
 ]
@@ -74,6 +80,11 @@ _IN_TRANSACTION: Final = "flask_redispool_in_transaction"
 _NOTED: Final = "flask_redispool_noted"
 # What a server answers when it wants credentials it did not get, or refuses them.
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
+#: How much earlier than ``MAX_CONNECTION_AGE`` a connection may be replaced, as a share
+#: of it: each connection's own deadline is drawn between 90% and 100% of the age, so the
+#: connections a process opened together (at its start, after a failover) do not all
+#: reconnect at the same checkout.
+AGE_JITTER: Final = 0.1
 # Why a command that does not wait on purpose got no reply in time.
 _STALLED: Final = (
     "the server is stalled or overloaded (a slow script, a large KEYS, a fork for persistence), or the network is."
@@ -149,6 +160,15 @@ class AsyncOnceRetry(AsyncRetry):
         return await AsyncRetry.call_with_retry(self, do, fail, checks, with_failure_count)
 
 
+def jittered_age(age: float, draw: Callable[[], float] = random.random) -> float:
+    """How long one connection may serve: ``age`` less up to :data:`AGE_JITTER` of it.
+
+    :param draw: a number in [0, 1): :func:`random.random`, or a fixed one in tests.
+    :returns: a number in ``((1 - AGE_JITTER) * age, age]``.
+    """
+    return age * (1.0 - AGE_JITTER * draw())
+
+
 def add_note(error: BaseException, text: str) -> None:
     """``error.add_note(text)``, on Python 3.10 too (where it joins the message, on the
     same line: the CLI prints a failure as one line)."""
@@ -172,6 +192,12 @@ class ConnectionPolicy:
         #: <flask_redispool.RedisPool.close>` closed them: no connection of theirs connects
         #: again, and this is the message of the error raised instead.
         self.closed: str | None = None
+
+    def deadline(self) -> float | None:
+        """When a connection that connects now is to be replaced (:func:`time.monotonic`),
+        or ``None`` without ``MAX_CONNECTION_AGE``."""
+        age = self.settings.max_connection_age
+        return None if age is None else time.monotonic() + jittered_age(age)
 
     def check_open(self) -> None:
         """Let a connection connect only while its pools are open.
@@ -353,6 +379,10 @@ class _Sending:
     #: (``tests/test_inventory.py`` pins both moments), so a checkout connects only a closed
     #: connection and a pool counts the idle ones open to the server.
     socket_open = False
+    #: When the socket was opened (:func:`time.monotonic`), and when a checkout is to
+    #: reconnect it (``None``: never; ``MAX_CONNECTION_AGE``).
+    connected_at: float | None = None
+    deadline: float | None = None
 
     def _init_name(self, name_suffix: str) -> None:
         self.unsafe_sent = False
@@ -361,6 +391,19 @@ class _Sending:
     def _before_handshake(self) -> None:
         self.socket_open = True  # redis-py runs the handshake on a socket just opened
         self.transaction = Transaction.NONE  # a new connection: the server forgot the old one's
+        self.connected_at = time.monotonic()
+        self.deadline = self.policy.deadline()
+
+    def outlived(self) -> bool:
+        """Whether this open connection is past its deadline (``MAX_CONNECTION_AGE``) and
+        in no transaction: a checkout then reconnects it, authenticating anew.
+
+        Asked in :meth:`connect`, which redis-py's pools, sync and async, call on every
+        checkout, and which nothing calls on an open connection in use: so a connection
+        is never cut while lent, and one the server keeps a ``WATCH`` on is kept until it
+        comes back (and its holder sends ``UNWATCH``, or teardown disconnects it)."""
+        deadline = self.deadline
+        return deadline is not None and time.monotonic() >= deadline and self.transaction is Transaction.NONE
 
     def _failed(self, error: BaseException) -> None:
         """Explain ``error``, raised by the last send or its reply: whether it may have run
@@ -428,6 +471,8 @@ class PoolConnection(_Sending, _SyncBase):
     def connect(self) -> None:
         # redis-py's pool calls connect() on every checkout; skip its retry machinery when
         # there is nothing to do (as fakeredis's connection does).
+        if self.socket_open and self.deadline is not None and self.outlived():
+            self.disconnect()
         if not self.socket_open:
             self.policy.check_open()  # first: a Sentinel connection asks the sentinels next
             super().connect()  # type: ignore[no-untyped-call]
@@ -496,6 +541,8 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await super().disconnect(*args, **kwargs)
 
     async def connect(self) -> None:
+        if self.socket_open and self.deadline is not None and self.outlived():
+            await self.disconnect()
         if not self.socket_open:
             self.policy.check_open()
             await super().connect()  # type: ignore[no-untyped-call]

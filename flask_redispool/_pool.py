@@ -477,10 +477,15 @@ def side_client(
 
 def connection_options(settings: Settings, url_kwargs: dict[str, Any]) -> dict[str, Any]:
     """The redis-py connection keyword arguments of ``settings``: the URL's, then
-    ``OPTIONS``, TLS, timeouts and a retry that never repeats a write."""
+    ``OPTIONS``, TLS, the credential provider, timeouts and a retry that never repeats a write.
+
+    :raises ConfigError: a credential provider and credentials in the URL or ``OPTIONS``."""
     kwargs = dict(url_kwargs)
     kwargs.update(settings.options)
     kwargs.update(settings.ssl_options)
+    if settings.credential_provider is not None:
+        _check_one_source_of_credentials(settings, kwargs)
+        kwargs["credential_provider"] = settings.credential_provider
     kwargs.update(
         socket_timeout=settings.socket_timeout,
         socket_connect_timeout=settings.socket_connect_timeout,
@@ -489,6 +494,18 @@ def connection_options(settings: Settings, url_kwargs: dict[str, Any]) -> dict[s
         retry=OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
     )
     return kwargs
+
+
+def _check_one_source_of_credentials(settings: Settings, kwargs: dict[str, Any]) -> None:
+    """Refuse a user name or password beside ``CREDENTIAL_PROVIDER``: redis-py would refuse
+    the pair only at the first connection (a ``DataError``)."""
+    given = [name for name in ("username", "password") if kwargs.get(name)]
+    if given:
+        raise ConfigError(
+            f"{settings.key('CREDENTIAL_PROVIDER')} gives the credentials, but {settings.key('URL')} "
+            f"({settings.redacted_url}) or {settings.key('OPTIONS')} gives a {' and a '.join(given)} too: "
+            f"remove them (redis://host:port/db), or leave {settings.key('CREDENTIAL_PROVIDER')} unset."
+        )
 
 
 def create_pool(settings: Settings) -> CountedConnectionPool:

@@ -692,6 +692,9 @@ class _OpenPolicy:
     def connection_name(self, suffix: str) -> None:
         return None
 
+    def deadline(self) -> None:
+        return None
+
     def explain(self, error: BaseException, **why: Any) -> None:
         pass
 

@@ -27,7 +27,6 @@ one pool on it, closed after serving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import threading
@@ -51,6 +50,7 @@ from ._errors import ConfigError
 from ._events import PoolEvents
 from ._pool import address_of, pool_repr
 from ._stats import PoolCounters
+from ._streaming import run_soon
 from ._telemetry import PoolTelemetry, name_sentinel_pool
 from ._wait import AsyncFairWait
 
@@ -331,27 +331,15 @@ class AsyncHeldMonitor(Monitor):
     def __del__(self) -> None:
         connection = getattr(self, "connection", None)
         if connection is not None:
-            give_back = functools.partial(_give_back_soon, self.connection_pool, connection)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: its pool closed with it
-                self._loop.call_soon_threadsafe(give_back)
+            run_soon(self._loop, _give_back(self.connection_pool, connection))
 
 
-#: Releases started by a dropped monitor, kept until they end (the loop keeps tasks weakly).
-_GIVING_BACK: set[asyncio.Task[None]] = set()
-
-
-def _give_back_soon(pool: Any, connection: Any) -> None:
+async def _give_back(pool: Any, connection: Any) -> None:
     """On the pool's loop: disconnect ``connection`` and release it to ``pool``."""
-
-    async def give_back() -> None:
-        try:
-            await connection.disconnect()
-        finally:
-            await pool.release(connection)
-
-    task = asyncio.ensure_future(give_back())
-    _GIVING_BACK.add(task)
-    task.add_done_callback(_GIVING_BACK.discard)
+    try:
+        await connection.disconnect()
+    finally:
+        await pool.release(connection)
 
 
 class AsyncContextClient(redis.asyncio.Redis):
@@ -414,7 +402,7 @@ def remember_async(client: AsyncLoopClient, holder: T) -> T:
     held = held_here(client.held_key)
     if held is not None:
         held.async_holders.append(holder)
-        held.loop = client.loop
+        held.loop, held.give_back_async = client.loop, release_async
     return holder
 
 

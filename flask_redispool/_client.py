@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from redis import Redis
@@ -104,12 +104,14 @@ class Held:
     that is garbage-collected gives its connection back itself), and the async ones
     with the loop they belong to. Kept in the context's ``g`` until teardown."""
 
-    __slots__ = ("async_holders", "loop", "sync")
+    __slots__ = ("async_holders", "give_back_async", "loop", "sync")
 
     def __init__(self) -> None:
         self.sync: weakref.WeakSet[Any] = weakref.WeakSet()
         self.async_holders: list[Any] = []
         self.loop: Any = None
+        #: Gives back async holders on ``loop`` (set with it, by the first one).
+        self.give_back_async: Callable[[list[Any]], Coroutine[Any, Any, None]] | None = None
 
     def release_sync(self) -> None:
         """Give back every sync connection still held.
@@ -124,6 +126,12 @@ class Held:
         """Hand the sync holders over to a streamed response, which holds them until it ends
         and then gives them back (:mod:`flask_redispool._streaming`); the async stay."""
         holders, self.sync = list(self.sync), weakref.WeakSet()
+        return holders
+
+    def pass_async(self) -> list[Any]:
+        """Hand the async holders over to a streamed Quart response, which gives them back
+        with :attr:`give_back_async` when it ends."""
+        holders, self.async_holders = self.async_holders, []
         return holders
 
     @staticmethod

@@ -41,7 +41,7 @@ from redis.asyncio.client import Monitor, PubSub
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import MaxConnectionsError, RedisError
-from redis.sentinel import SentinelManagedConnection
+from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
 from ._client import held_here
 from ._config import BACKOFF_BASE, BACKOFF_CAP
@@ -98,6 +98,7 @@ _ASYNC_TWINS: Final[dict[type[Any], type[Any]]] = {
     SSLConnection: aio_connection.SSLConnection,
     UnixDomainSocketConnection: aio_connection.UnixDomainSocketConnection,
     SentinelManagedConnection: aio_sentinel.SentinelManagedConnection,
+    SentinelManagedSSLConnection: aio_sentinel.SentinelManagedSSLConnection,
 }
 
 

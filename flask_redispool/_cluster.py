@@ -36,7 +36,7 @@ import redis.asyncio.connection as aio_connection
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, ClusterPubSub, LoadBalancingStrategy, RedisCluster
-from redis.connection import Connection
+from redis.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
 
 from ._asyncio import remember_async
@@ -410,7 +410,8 @@ class Cluster:
         options.pop("retry")  # each node's own does not retry: the cluster client's does
         retry = OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries)
         policy = ConnectionPolicy(settings)
-        options["connection_class"] = connection_class = pool_connection_class(Connection, policy)
+        base = SSLConnection if settings.tls else Connection  # rediss+cluster://: TLS to every node
+        options["connection_class"] = connection_class = pool_connection_class(base, policy)
         check_connection_kwargs(
             settings, connection_class, {k: v for k, v in options.items() if k != "connection_class"}
         )
@@ -819,7 +820,8 @@ def _async_cluster_client(
     settings = pools.settings
     kwargs = {name: value for name, value in options.items() if name in _ASYNC_CLUSTER_PARAMETERS}
     others = {name: value for name, value in options.items() if name not in kwargs and name != "connection_class"}
-    ours = pool_connection_class(aio_connection.Connection, pools.policy, asynchronous=True)
+    base = aio_connection.SSLConnection if settings.tls else aio_connection.Connection
+    ours = pool_connection_class(base, pools.policy, asynchronous=True)
     connection_class = type(ours.__name__, (_CountedSends, ours), {"__module__": __name__})
     return AsyncClusterClient(
         pools=pools,
@@ -829,5 +831,6 @@ def _async_cluster_client(
         startup_nodes=[aio_cluster.ClusterNode(host, port) for host, port in seeds],
         max_connections=settings.max_connections,
         retry=_PipelineAwareRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
+        ssl=settings.tls,  # the ssl_* options of kwargs reach the connections
         **kwargs,
     )

@@ -25,7 +25,7 @@ from urllib.parse import unquote_plus
 from redis.credentials import CredentialProvider
 
 from ._errors import ConfigError, ConfigWarning
-from ._topology import TOPOLOGIES
+from ._topology import TLS_SCHEMES, TOPOLOGIES
 
 __all__ = [
     "BACKOFF_BASE",
@@ -67,6 +67,7 @@ _MAX_DIGITS: Final = 100  # longer digit strings are refused before int() (which
 _FLOAT_RE: Final = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+")
 _NAME_RE: Final = re.compile(r"[!-~]+")  # printable ASCII, no spaces: what CLIENT SETNAME takes
 _CERT_REQS: Final = ("required", "optional", "none")
+_TLS_URLS: Final = ", ".join(f"{scheme}://" for scheme in TLS_SCHEMES[:-1]) + f" or {TLS_SCHEMES[-1]}://"
 _HOST_PORT_RE: Final = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}(/[0-9]*)?")  # localhost:6379/0, scheme forgotten
 # A URL query argument whose name holds one of these is a secret: redis-py's password and
 # ssl_password, other libraries' sentinel_password, tokens.
@@ -254,6 +255,17 @@ def _optional_text(value: object) -> str | None:
     raise ValueError("a non-empty string, or None")
 
 
+def _optional_boolean(value: object) -> bool | None:
+    if value is None:
+        return None
+    try:
+        return _boolean(value)
+    except ValueError:
+        raise ValueError(
+            "None (the default) or a boolean (True/False, or one of 1/0, true/false, yes/no, on/off)"
+        ) from None
+
+
 def _existing_file(value: object) -> str | None:
     if value is None:
         return None
@@ -358,7 +370,8 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "``unix:///path/to.sock?db=0``, ``redis+sentinel://[[user]:password@]host:port[,host:port…]/service[/db]`` "
         "(a Sentinel service: the sentinels' addresses, default port 26379; the credentials and "
         "database are the master's and replicas'), ``redis+cluster://[[user]:password@]host:port[,host:port…]`` "
-        "(a Redis Cluster: some of its nodes, default port 6379; use ``cluster_client``), or "
+        "(a Redis Cluster: some of its nodes, default port 6379; use ``cluster_client``), "
+        "``rediss+sentinel://…`` and ``rediss+cluster://…`` (the same over TLS), or "
         "``fakeredis://`` (an in-process fake server for tests).",
         secret=True,
     ),
@@ -445,29 +458,28 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "SSL_CA_CERTS",
         _existing_file,
         None,
-        "``rediss://`` only: CA bundle (PEM) to verify the server's certificate against. "
-        "Default: the system's trusted CAs.",
+        "TLS only: CA bundle (PEM) to verify the server's certificate against. Default: the system's trusted CAs.",
         redis_option="ssl_ca_certs",
     ),
     ConfigKey(
         "SSL_CERTFILE",
         _existing_file,
         None,
-        "``rediss://`` only: client certificate (PEM), for servers that require one.",
+        "TLS only: client certificate (PEM), for servers that require one.",
         redis_option="ssl_certfile",
     ),
     ConfigKey(
         "SSL_KEYFILE",
         _existing_file,
         None,
-        "``rediss://`` only: the client certificate's private key (PEM).",
+        "TLS only: the client certificate's private key (PEM).",
         redis_option="ssl_keyfile",
     ),
     ConfigKey(
         "SSL_CERT_REQS",
         _cert_reqs,
         "required",
-        "``rediss://`` only: verify the server's certificate and host name (``required``), "
+        "TLS only: verify the server's certificate and host name (``required``), "
         "only a certificate it presents (``optional``), or nothing (``none``: test servers only).",
         redis_option="ssl_cert_reqs",
     ),
@@ -484,6 +496,14 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "``redis+sentinel://`` only: the password the sentinels themselves want "
         "(``requirepass`` in sentinel.conf), if any. The password in the URL is the master's.",
         secret=True,
+    ),
+    ConfigKey(
+        "SENTINEL_SSL_ENABLED",
+        _optional_boolean,
+        None,
+        "``redis+sentinel://`` and ``rediss+sentinel://`` only: whether the connections to the "
+        "sentinels themselves use TLS (with the ``SSL_*`` keys). None: as the master's and "
+        "replicas' do (TLS with ``rediss+sentinel://``).",
     ),
     ConfigKey(
         "CREDENTIAL_PROVIDER",
@@ -554,6 +574,7 @@ class Settings:
     ssl_cert_reqs: str
     sentinel_username: str | None
     sentinel_password: str | None = field(repr=False)
+    sentinel_ssl_enabled: bool | None
     credential_provider: CredentialProvider | None = field(repr=False)
     max_connection_age: float | None
     options: dict[str, Any] = field(repr=False)
@@ -566,14 +587,25 @@ class Settings:
 
     @property
     def tls(self) -> bool:
-        """Whether the URL asks for TLS (``rediss://``)."""
-        return self.url.lower().startswith("rediss://")
+        """Whether the URL asks for TLS to the data nodes (``rediss://``,
+        ``rediss+sentinel://``, ``rediss+cluster://``)."""
+        return self.scheme in TLS_SCHEMES
+
+    @property
+    def sentinel_tls(self) -> bool:
+        """Whether the connections to the sentinels use TLS: ``SENTINEL_SSL_ENABLED``, else as
+        the data nodes' (:attr:`tls`)."""
+        return self.tls if self.sentinel_ssl_enabled is None else self.sentinel_ssl_enabled
 
     @property
     def ssl_options(self) -> dict[str, Any]:
-        """The redis-py ``ssl_*`` keyword arguments these settings give (empty without TLS)."""
-        if not self.tls:
-            return {}
+        """The redis-py ``ssl_*`` keyword arguments of the data nodes' connections (empty
+        without TLS)."""
+        return self.tls_options() if self.tls else {}
+
+    def tls_options(self) -> dict[str, Any]:
+        """The redis-py ``ssl_*`` keyword arguments of the ``SSL_*`` keys, for a TLS
+        connection (to a data node or a sentinel)."""
         options = {
             "ssl_cert_reqs": self.ssl_cert_reqs,
             "ssl_ca_certs": self.ssl_ca_certs,
@@ -659,10 +691,10 @@ def _check_tls(settings: Settings, config: Mapping[str, Any]) -> None:
         for key in CONFIG_KEYS
         if key.name.startswith("SSL_") and key.key(settings.prefix) in config
     ]
-    if given and not settings.tls:
+    if given and not (settings.tls or settings.sentinel_tls):
         raise ConfigError(
             f"{_keys(given)} to TLS connections, but {settings.key('URL')} is not "
-            f"rediss:// ({settings.redacted_url}): use rediss:// or remove them."
+            f"{_TLS_URLS} ({settings.redacted_url}): use one of them or remove them."
         )
     if settings.ssl_keyfile and not settings.ssl_certfile:
         raise ConfigError(f"{settings.key('SSL_KEYFILE')} is set without {settings.key('SSL_CERTFILE')}.")

@@ -49,6 +49,7 @@ from redis.sentinel import SentinelManagedConnection
 from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds, refused_whole
 from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
 from ._stats import HOST
+from ._topology import TLS_TWINS
 
 if TYPE_CHECKING:
     from redis import Connection as _SyncBase
@@ -79,6 +80,8 @@ _MAY_HAVE_RUN: Final = "flask_redispool_may_have_run"
 _IN_TRANSACTION: Final = "flask_redispool_in_transaction"
 _NOTED: Final = "flask_redispool_noted"
 # What a server answers when it wants credentials it did not get, or refuses them.
+# How redis-py says the server dropped a connection (as a TLS-only server drops a plain one).
+_DROPPED: Final = ("reset by peer", "closed by server")
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
 #: How much earlier than ``MAX_CONNECTION_AGE`` a connection may be replaced, as a share
 #: of it: each connection's own deadline is drawn between 90% and 100% of the age, so the
@@ -132,6 +135,17 @@ def _also(is_retryable: Callable[[Exception], bool] | None) -> Callable[[Excepti
 
 # Each runs on every command and every checkout (redis-py connects through the retry),
 # so they call the base method directly rather than through super().
+
+
+def _plain_to_tls(settings: Settings, error: BaseException) -> str:
+    """A hint when a plain connection was dropped as a TLS-only server drops it."""
+    if settings.tls or settings.scheme not in TLS_TWINS or not any(word in str(error) for word in _DROPPED):
+        return ""
+    return (
+        f" A server that serves only TLS drops plain connections so: if it does, use {TLS_TWINS[settings.scheme]}://."
+    )
+
+
 class OnceRetry(Retry):
     """redis-py's :class:`~redis.retry.Retry`, except after an unsafe command may have run."""
 
@@ -311,7 +325,7 @@ class ConnectionPolicy:
             return (
                 f"flask-redispool: could not reach Redis at {where}; a command gives up after at most "
                 f"{settings.worst_case_seconds:g} s ({settings.key('SOCKET_CONNECT_TIMEOUT')}, "
-                f"{settings.key('SOCKET_TIMEOUT')}, {settings.key('RETRIES')})."
+                f"{settings.key('SOCKET_TIMEOUT')}, {settings.key('RETRIES')}).{_plain_to_tls(settings, error)}"
             )
         return f"flask-redispool: Redis at {where} refused the connection's set-up."
 

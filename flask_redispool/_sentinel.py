@@ -4,6 +4,8 @@
 names the sentinels to ask and the service; the credentials, database and options are
 the master's and replicas' (the form Flask-Limiter's ``limits`` reads). The sentinels'
 own credentials have keys of their own, ``SENTINEL_USERNAME`` and ``SENTINEL_PASSWORD``.
+``rediss+sentinel://`` is the same over TLS (the ``SSL_*`` keys); the sentinels follow,
+unless ``SENTINEL_SSL_ENABLED`` says otherwise.
 
 Built on redis-py's :class:`~redis.sentinel.Sentinel` and its
 :class:`~redis.sentinel.SentinelConnectionPool`, made **once** per app and prefix (redis-py's
@@ -26,8 +28,8 @@ from urllib.parse import unquote, urlsplit
 from redis import Redis
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import Connection
-from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.connection import Connection, SSLConnection
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from ._asyncio import AsyncContextClient, CountedAsyncSentinelPool, async_connection_kwargs
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
@@ -94,7 +96,7 @@ class SentinelService(SingleServer):
     on the master (``client``) and one on the replicas (``replica_client``), both through
     one :class:`~redis.sentinel.Sentinel`, which closes with the app."""
 
-    own_keys: ClassVar[tuple[str, ...]] = ("SENTINEL_USERNAME", "SENTINEL_PASSWORD")
+    own_keys: ClassVar[tuple[str, ...]] = ("SENTINEL_USERNAME", "SENTINEL_PASSWORD", "SENTINEL_SSL_ENABLED")
     serves_what: ClassVar[str] = "a Sentinel service"
     url_form: ClassVar[str] = "redis+sentinel://host:port/service"
     _service: _Service
@@ -105,8 +107,11 @@ class SentinelService(SingleServer):
         sentinels, name, url_kwargs = parse_sentinel_url(settings)
         kwargs = connection_options(settings, url_kwargs)
         policy = ConnectionPolicy(settings)
-        check_connection_kwargs(settings, pool_connection_class(Connection, policy), kwargs)
-        connection_class = pool_connection_class(SentinelManagedConnection, policy)
+        tls = settings.tls
+        check_connection_kwargs(settings, pool_connection_class(SSLConnection if tls else Connection, policy), kwargs)
+        connection_class = pool_connection_class(
+            SentinelManagedSSLConnection if tls else SentinelManagedConnection, policy
+        )
         sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))
         self._service = _Service(sentinel, sentinels, name, kwargs)
         pools = [
@@ -157,7 +162,7 @@ class SentinelService(SingleServer):
         service = self._service
         options = {name: value for name, value in service.kwargs.items() if name != "retry"}
         return [
-            Redis(host=str(host), port=int(port), single_connection_client=True, **options)
+            Redis(host=str(host), port=int(port), single_connection_client=True, ssl=self.settings.tls, **options)
             # discover_slaves: redis-py 8's discover_replicas is an alias that 7 lacks
             for host, port in service.sentinel.discover_slaves(service.name)
         ]
@@ -167,8 +172,9 @@ class SentinelService(SingleServer):
 
 
 def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> dict[str, Any]:
-    """How to talk to the sentinels: the pools' timeouts, the sentinels' own credentials,
-    connections named ``<client name>:sentinel``."""
+    """How to talk to the sentinels: the pools' timeouts, the sentinels' own credentials
+    and TLS (``SENTINEL_SSL_ENABLED``, with the ``SSL_*`` keys), connections named
+    ``<client name>:sentinel``."""
     kwargs: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.socket_connect_timeout,
@@ -180,6 +186,8 @@ def _sentinel_kwargs(settings: Settings, retry_class: type[Any] = OnceRetry) -> 
         kwargs["username"] = settings.sentinel_username
     if settings.sentinel_password is not None:
         kwargs["password"] = settings.sentinel_password
+    if settings.sentinel_tls:
+        kwargs.update(ssl=True, **settings.tls_options())
     return kwargs
 
 

@@ -7,7 +7,7 @@ own (:mod:`~flask_redispool._single`, :mod:`~flask_redispool._sentinel`,
 :mod:`~flask_redispool._cluster`), and :data:`TOPOLOGIES`, the registry, maps each URL
 scheme to the class that serves it, as Flask-Caching's ``CACHE_TYPE`` picks a backend.
 The URL check reads the registry (the schemes a config error lists), and
-:func:`topology_class` picks from it. A new scheme (a TLS Sentinel URL, say) is a line
+:func:`topology_class` picks from it. A new scheme (``rediss+sentinel://``, say) is a line
 here and what its module does with it; a new topology, a module and a line here.
 
 The registry names each class by its import path, resolved at ``init_app`` (as
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ._snapshots import AnyClient
     from ._stats import PoolCounters
 
-__all__ = ["TOPOLOGIES", "SideConnection", "Topology", "open_topology", "topology_class"]
+__all__ = ["TLS_SCHEMES", "TLS_TWINS", "TOPOLOGIES", "SideConnection", "Topology", "open_topology", "topology_class"]
 
 
 class SideConnection(Protocol):
@@ -124,8 +124,14 @@ TOPOLOGIES: Final[dict[str, str]] = {
     "unix": "flask_redispool._single:SingleServer",
     "fakeredis": "flask_redispool._single:SingleServer",
     "redis+sentinel": "flask_redispool._sentinel:SentinelService",
+    "rediss+sentinel": "flask_redispool._sentinel:SentinelService",
     "redis+cluster": "flask_redispool._cluster:Cluster",
+    "rediss+cluster": "flask_redispool._cluster:Cluster",
 }
+#: Each plain scheme and its TLS twin, whose connections to the data nodes use TLS.
+TLS_TWINS: Final = {"redis": "rediss", "redis+sentinel": "rediss+sentinel", "redis+cluster": "rediss+cluster"}
+#: The schemes that use TLS (and take the ``SSL_*`` keys).
+TLS_SCHEMES: Final = tuple(TLS_TWINS.values())
 
 
 def topology_class(settings: Settings, scheme: str | None = None) -> type[Topology]:

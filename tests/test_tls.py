@@ -1,4 +1,6 @@
-"""rediss:// against a real TLS redis-server, with certificates made for the test by trustme."""
+"""TLS against real TLS-only redis-servers, with certificates made for the test by trustme:
+``rediss://`` on one server, ``rediss+sentinel://`` on a master, its replica and a
+sentinel, ``rediss+cluster://`` on a cluster whose bus is TLS too."""
 
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ from pathlib import Path
 import pytest
 import trustme
 from flask import Flask
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisClusterException
 
 from flask_redispool import ConfigError, RedisPool
-from flask_redispool.testing import RedisServer, TLSFiles, find_redis_server
+from flask_redispool.testing import RedisClusterServers, RedisServer, TLSFiles, find_redis_server, free_port
 
+from .conftest import SentinelService, notes
 from .test_config import URL
 
 
@@ -121,3 +124,133 @@ def test_bad_tls_config_is_refused(
     with pytest.raises(ConfigError) as info:
         RedisPool(make_app(**{"REDIS_URL": "rediss://127.0.0.1:1/0", **config}))
     assert str(info.value).startswith(message)
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(tls_server: RedisServer) -> Iterator[SentinelService]:
+    """A master, its replica and a sentinel (quorum 1), all TLS only, replicating and
+    watching over TLS; the sentinel also serves plain TCP, on :func:`plain_port`."""
+    binary, files = tls_server.binary, tls_server.tls
+    started: list[RedisServer] = []
+    try:
+        master = RedisServer(binary, tls=files).start()
+        started.append(master)
+        replica = RedisServer(binary, tls=files, args=("--replicaof", "127.0.0.1", str(master.port)))
+        sentinel = RedisServer.sentinel_for(
+            master.port, quorum=1, binary=binary, tls=files, args=("--port", str(free_port()))
+        )
+        for server in (replica, sentinel):
+            started.append(server.start())
+        service = SentinelService(master, [replica], [sentinel])
+        service.wait_ready(replicas=1)
+        yield service
+    finally:
+        for server in started:
+            server.stop()
+
+
+def plain_port(sentinel: RedisServer) -> int:
+    """The plain-TCP port of the sentinel of ``tls_sentinel``."""
+    return int(sentinel.args[-1])
+
+
+def test_a_sentinel_service_over_tls(
+    make_app: Callable[..., Flask], tls_sentinel: SentinelService, certs: Path
+) -> None:
+    app = make_app(REDIS_URL=tls_sentinel.url, REDIS_SSL_CA_CERTS=str(certs / "ca.pem"), REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+
+    @app.get("/async")
+    async def view() -> dict[str, object]:
+        written = await redis_pool.async_client.incr("async-tls")
+        value = await redis_pool.async_replica_client.get("k")  # replicated before the request
+        return {"written": written, "read": value.decode() if isinstance(value, bytes) else str(value)}
+
+    assert tls_sentinel.url.startswith("rediss+sentinel://")
+    with app.app_context():
+        assert redis_pool.client.set("k", "over tls")
+        with tls_sentinel.master.client(socket_timeout=2) as master:
+            master.wait(1, 2000)
+        assert redis_pool.replica_client.get("k") == b"over tls"
+        assert redis_pool.replica_client.info("replication")["role"] == "slave"
+        assert redis_pool.health()["ok"] is True
+    response = app.test_client().get("/async")
+    assert response.status_code == 200
+    assert response.json == {"written": 1, "read": "over tls"}
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["async_in_use"]) == (0, 0)
+    assert stats["checkouts"] >= 2
+    assert stats["async_checkouts"] == 2
+    result = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert result.exit_code == 0, result.output
+    assert "PONG" in result.output
+
+
+def test_the_sentinels_tls_is_set_apart_from_the_data_nodes(
+    make_app: Callable[..., Flask], tls_sentinel: SentinelService, certs: Path
+) -> None:
+    sentinel = tls_sentinel.sentinels[0]
+    url = f"rediss+sentinel://127.0.0.1:{plain_port(sentinel)}/{tls_sentinel.name}/0"
+    config = {"REDIS_URL": url, "REDIS_SSL_CA_CERTS": str(certs / "ca.pem"), "REDIS_RETRIES": 0}
+    app = make_app(**config, REDIS_SENTINEL_SSL_ENABLED="false")
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        assert redis_pool.client.ping() is True  # plain TCP to the sentinel, TLS to the master
+    app = make_app(**config)  # TLS to the sentinels too, as to the master: its plain port drops it
+    redis_pool = RedisPool(app)
+    with app.app_context(), pytest.raises(ConnectionError):
+        redis_pool.client.ping()
+
+
+def test_plain_tcp_to_a_tls_only_port_fails_saying_so(make_app: Callable[..., Flask], tls_server: RedisServer) -> None:
+    plain = tls_server.url.replace("rediss://", "redis://")
+    app = make_app(REDIS_URL=plain, REDIS_RETRIES=0)
+    redis_pool = RedisPool(app)
+    with app.app_context(), pytest.raises(ConnectionError) as info:
+        redis_pool.client.ping()
+    assert f"could not reach Redis at REDIS_URL ({plain})" in notes(info.value)
+    assert "A server that serves only TLS drops plain connections so: if it does, use rediss://." in notes(info.value)
+    assert redis_pool.stats(app)["in_use"] == 0
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tls_server: RedisServer) -> Iterator[RedisClusterServers]:
+    """Three masters, TLS only, their cluster bus too."""
+    with RedisClusterServers(tls_server.binary, replicas=0, tls=tls_server.tls) as cluster:
+        yield cluster
+
+
+def test_a_cluster_over_tls(make_app: Callable[..., Flask], tls_cluster: RedisClusterServers, certs: Path) -> None:
+    app = make_app(REDIS_URL=tls_cluster.url, REDIS_SSL_CA_CERTS=str(certs / "ca.pem"), REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+
+    @app.get("/async")
+    async def view() -> dict[str, object]:
+        client = redis_pool.async_cluster_client
+        return {"written": [await client.set(f"async-tls:{i}", i) for i in range(6)]}
+
+    assert tls_cluster.url.startswith("rediss+cluster://")
+    with app.app_context():
+        client = redis_pool.cluster_client
+        for i in range(12):  # keys on every master
+            client.set(f"tls:{i}", i)
+        assert {client.get_node_from_key(f"tls:{i}").port for i in range(12)} == {n.port for n in tls_cluster.nodes}
+        assert [client.get(f"tls:{i}") for i in range(12)] == [str(i).encode() for i in range(12)]
+        assert redis_pool.health()["ok"] is True
+    assert app.test_client().get("/async").json == {"written": [True] * 6}
+    stats = redis_pool.stats(app)
+    assert (stats["in_use"], stats["async_in_use"]) == (0, 0)
+    assert stats["async_checkouts"] >= 6
+    result = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert result.exit_code == 0, result.output
+    assert "PONG" in result.output
+
+
+def test_a_plain_cluster_url_to_tls_nodes_fails(
+    make_app: Callable[..., Flask], tls_cluster: RedisClusterServers
+) -> None:
+    app = make_app(REDIS_URL=tls_cluster.url.replace("rediss+", "redis+"), REDIS_RETRIES=0)
+    redis_pool = RedisPool(app)
+    with app.app_context(), pytest.raises(RedisClusterException, match="Connection reset by peer") as info:
+        redis_pool.cluster_client.ping()
+    assert "no node of REDIS_URL (redis+cluster://" in notes(info.value)

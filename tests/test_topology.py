@@ -50,7 +50,16 @@ def test_the_registry_maps_each_scheme_to_its_topology(url: str, topology: type)
 
 
 def test_the_registry_lists_the_schemes_in_the_order_users_read_them() -> None:
-    assert list(TOPOLOGIES) == ["redis", "rediss", "unix", "fakeredis", "redis+sentinel", "redis+cluster"]
+    assert list(TOPOLOGIES) == [
+        "redis",
+        "rediss",
+        "unix",
+        "fakeredis",
+        "redis+sentinel",
+        "rediss+sentinel",
+        "redis+cluster",
+        "rediss+cluster",
+    ]
 
 
 @pytest.fixture
@@ -66,7 +75,7 @@ def test_an_unknown_scheme_is_refused_listing_the_registry(redis_test: str) -> N
         load_settings({"REDIS_URL": "http://localhost:6379/0"}, "REDIS", "app")
     assert str(info.value) == (
         "REDIS_URL must be a URL with one of the schemes redis://, rediss://, unix://, fakeredis://, "
-        "redis+sentinel://, redis+cluster://, redis+test://, got http://localhost:6379/0"
+        "redis+sentinel://, rediss+sentinel://, redis+cluster://, rediss+cluster://, redis+test://, got http://localhost:6379/0"
     )
 
 

@@ -113,7 +113,13 @@ def test_cert_reqs_none_skips_verification(make_app: Callable[..., Flask], tls_s
         ({"REDIS_OPTIONS": {"ssl_ca_certs": "x"}}, "REDIS_OPTIONS['ssl_ca_certs'] conflicts with REDIS_SSL_CA_CERTS"),
         (
             {"REDIS_URL": URL, "REDIS_SSL_CA_CERTS": "{certs}/ca.pem"},
-            "REDIS_SSL_CA_CERTS only applies to TLS connections, but REDIS_URL is not rediss://",
+            "REDIS_SSL_CA_CERTS only applies to TLS connections, but REDIS_URL is not rediss://, "
+            "rediss+sentinel:// or rediss+cluster://",
+        ),
+        ({"REDIS_SENTINEL_SSL_ENABLED": "maybe"}, "REDIS_SENTINEL_SSL_ENABLED must be None (the default) or a boolean"),
+        (
+            {"REDIS_SENTINEL_SSL_ENABLED": True},
+            "REDIS_SENTINEL_SSL_ENABLED only applies to a Sentinel service, but REDIS_URL is not redis+sentinel://",
         ),
     ],
 )

@@ -253,25 +253,12 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "redis.asyncio NodesManager: nodes_manager, .startup_nodes, .nodes_cache, .slots_cache, .aclose(attr); "
-        "ClusterNode.disconnect_free_connections(), .update_active_connections_for_reconnect()",
+        "redis.asyncio NodesManager: nodes_manager, .startup_nodes, .nodes_cache, .slots_cache, .aclose(attr)",
         "After asking for the slots, close the seeds' idle connections that duplicate the nodes found, and "
         "those of the node objects it no longer reaches from any of the three (redis-py 7 drops its "
-        "slots' nodes at each refresh, connections open; one in use closes when its command ends); at "
-        "close, close them all.",
-        (
-            *_here("test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs"),
-            "tests/test_cluster.py::"
-            "test_async_cluster_closes_the_connections_of_nodes_redis_py_forgets_after_a_master_is_killed",
-        ),
-        (
-            ".nodes_cache",
-            "manager.startup_nodes",
-            "manager.slots_cache",
-            "self.nodes_manager.aclose",
-            ".disconnect_free_connections",
-            ".update_active_connections_for_reconnect",
-        ),
+        "slots' nodes at each refresh, connections open); at close, close them all.",
+        _here("test_pin_the_async_cluster_client_makes_connections_from_its_connection_kwargs"),
+        (".nodes_cache", "manager.startup_nodes", "manager.slots_cache", "self.nodes_manager.aclose"),
         "RedisCluster.aclose() alone, if it closed the seeds' connections too.",
     ),
     Borrowed(

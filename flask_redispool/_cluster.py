@@ -661,53 +661,21 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         # A transaction's WATCH and a pubsub take node connections outside any command
         # (_Operation), and give them back unseen: the first waiter looks again anyway.
         self._wait.recheck = RECHECK
-        #: The node objects redis-py knew at the last refresh, and those it dropped then.
-        self._nodes: dict[int, aio_cluster.ClusterNode] = {}
-        self._forgotten: list[aio_cluster.ClusterNode] = []
 
     async def initialize(self, *args: Any, **kwargs: Any) -> AsyncClusterClient:
         """Ask for the slots (redis-py's), then close the idle connection that asked: redis-py
         keeps the startup nodes beside the nodes it found, a second set of connections to
-        the same servers that ``max_connections`` does not cover. Then close the
-        connections of the nodes it forgot (:meth:`_forget`).
+        the same servers that ``max_connections`` does not cover.
 
         Its connections count as taken until it returns, not until the command that
         needed the slots does."""
-        self._nodes.update(self._known_nodes())  # any a refresh of redis-py's own added
         with _Operation(self):
             await super().initialize(*args, **kwargs)
-        closing = self._forget()
         manager = self.nodes_manager
         for name, node in list(manager.startup_nodes.items()):
             if manager.nodes_cache.get(name) is not node:
                 await node.disconnect_free_connections()
-        for node in closing:
-            node.update_active_connections_for_reconnect()
-            await node.disconnect_free_connections()
         return self
-
-    def _known_nodes(self) -> dict[int, aio_cluster.ClusterNode]:
-        """Every node object redis-py can still lend a connection of, by identity: its nodes,
-        its startup nodes and the nodes its slots lead to (redis-py 7 makes these anew at
-        each refresh, beside the nodes it keeps)."""
-        manager = self.nodes_manager
-        known = {id(node): node for node in (*manager.nodes_cache.values(), *manager.startup_nodes.values())}
-        for nodes in {id(nodes): nodes for nodes in manager.slots_cache.values()}.values():
-            known.update((id(node), node) for node in nodes)
-        return known
-
-    def _forget(self) -> list[aio_cluster.ClusterNode]:
-        """The node objects whose connections to close now: those redis-py dropped since the
-        last refresh (redis-py 7 drops the previous refresh's slot nodes with their
-        connections open), and those dropped at the refresh before, once more, in case a
-        command that had chosen one before used it since. Idle connections close at once,
-        one in use when its command ends: redis-py's own way for a node it removes. What
-        is left closes at :meth:`close_pool`."""
-        known = self._known_nodes()
-        forgotten = [node for key, node in self._nodes.items() if key not in known]
-        closing = [*self._forgotten, *forgotten]
-        self._nodes, self._forgotten = known, forgotten
-        return closing
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         with _Operation(self) as operation:
@@ -776,9 +744,6 @@ class AsyncClusterClient(aio_cluster.RedisCluster):
         await self.aclose()
         await self.nodes_manager.aclose()
         await self.nodes_manager.aclose("startup_nodes")
-        nodes = {**self._known_nodes(), **{id(node): node for node in self._forgotten}}
-        self._nodes, self._forgotten = {}, []
-        await asyncio.gather(*(node.disconnect() for node in nodes.values()))
 
 
 class WaitingClusterPipeline(aio_cluster.ClusterPipeline):

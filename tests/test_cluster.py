@@ -7,14 +7,12 @@ writes.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from flask import Flask
 from redis import Redis
 from redis.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException
 
 from bench.loadgen import ROOT, drive, gunicorn
 from flask_redispool import ConfigError, MayHaveRunError, RedisPool
@@ -568,92 +566,6 @@ def test_writes_through_a_disruption(
     assert outcome.window < 15
     if not may_lose:
         assert outcome.lost == 0
-
-
-def promoted(server: RedisServer) -> bool:
-    """Whether ``server`` says ``role:master`` now."""
-    with node(server) as client:
-        return bool(client.info("replication")["role"] == "master")
-
-
-async def async_writes_through_a_kill(client: Any, cluster: RedisClusterServers, tasks: int) -> dict[str, int]:
-    """Keep ``tasks`` tasks writing through ``client`` while a master is SIGKILLed, until its
-    replica says ``role:master`` and every task has written again; how many writes succeeded
-    and failed."""
-    victim = cluster.masters()[0]
-    replica = cluster.replica_of(victim)
-    stop = asyncio.Event()
-    counts = {"ok": 0, "failed": 0}
-    since_promotion: set[int] = set()
-
-    async def write(task: int) -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            try:
-                await client.set(f"kill:{task}:{n}", n)
-            # redis-py 7 may raise AttributeError when a refresh closed the connection mid-send
-            except (RedisError, AttributeError):
-                counts["failed"] += 1
-                await asyncio.sleep(0.01)  # pace the retries of a task, not a synchronisation
-                continue
-            counts["ok"] += 1
-            if promoted_event.is_set():
-                since_promotion.add(task)
-
-    promoted_event = asyncio.Event()
-    running = [asyncio.create_task(write(task)) for task in range(tasks)]
-    try:
-        await asyncio.wait_for(_until(lambda: counts["ok"] >= tasks), 10)
-        victim.kill()
-        await asyncio.to_thread(wait_until, lambda: promoted(replica), 30, "the replica to say role:master")
-        promoted_event.set()
-        await asyncio.wait_for(_until(lambda: len(since_promotion) == tasks), 30)
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*running), 30)
-    return counts
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Return once ``condition()`` holds, looking again each time other tasks have run."""
-    while not condition():
-        await asyncio.sleep(0.01)
-
-
-def unclosed_after_collection(seen: list[warnings.WarningMessage]) -> list[str]:
-    """The ResourceWarnings about connections and nodes that ``gc.collect()`` adds to ``seen``."""
-    gc.collect()
-    return [str(warning.message) for warning in seen if issubclass(warning.category, ResourceWarning)]
-
-
-def test_async_cluster_closes_the_connections_of_nodes_redis_py_forgets_after_a_master_is_killed(
-    make_app: Callable[..., Flask], own_cluster: RedisClusterServers
-) -> None:
-    """redis-py 7 makes new node objects for the slots at each refresh of its slot map and
-    drops the previous ones with their connections open; ours are closed when it forgets
-    them (and any left at close)."""
-    app = make_app(
-        REDIS_URL=own_cluster.url, REDIS_SOCKET_TIMEOUT=1, REDIS_SOCKET_CONNECT_TIMEOUT=0.5, REDIS_STATS_INTERVAL=0
-    )
-    redis_pool = RedisPool(app)
-
-    async def writes() -> dict[str, int]:
-        return await async_writes_through_a_kill(redis_pool.async_cluster_client, own_cluster, 8)
-
-    gc.collect()  # what earlier tests left
-    with warnings.catch_warnings(record=True) as seen, app.app_context():
-        warnings.simplefilter("always", ResourceWarning)
-        counts = app.ensure_sync(writes)()
-        assert counts["ok"] > 0
-        assert unclosed_after_collection(seen) == []  # while the loop lives on
-        redis_pool.close(app)
-        assert unclosed_after_collection(seen) == []
-    wait_until(
-        lambda: sum(ours_per_node(own_cluster, app.import_name, publishers=True).values()) == 0,
-        5,
-        "the surviving nodes to see every connection closed",
-    )
 
 
 def writer_app(make_app: Callable[..., Flask], url: str, **config: object) -> tuple[Flask, RedisPool]:

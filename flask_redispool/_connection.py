@@ -79,9 +79,9 @@ _MAY_HAVE_RUN: Final = "flask_redispool_may_have_run"
 #: Set on an exception raised after a send that continued a transaction of its connection.
 _IN_TRANSACTION: Final = "flask_redispool_in_transaction"
 _NOTED: Final = "flask_redispool_noted"
-# What a server answers when it wants credentials it did not get, or refuses them.
 # How redis-py says the server dropped a connection (as a TLS-only server drops a plain one).
 _DROPPED: Final = ("reset by peer", "closed by server")
+# What a server answers when it wants credentials it did not get, or refuses them.
 _AUTH_WORDS: Final = ("NOAUTH", "WRONGPASS", "AUTH", "authenticated", "password")
 #: How much earlier than ``MAX_CONNECTION_AGE`` a connection may be replaced, as a share
 #: of it: each connection's own deadline is drawn between 90% and 100% of the age, so the

@@ -287,14 +287,18 @@ class RedisServer:
                     error = _PortTaken if "Address already in use" in log else RuntimeError
                     raise error(f"redis-server exited with {self.process.returncode}:\n{log}")
                 try:
-                    probe.ping()
-                    return
+                    if int(probe.info("server")["process_id"]) == self.process.pid:
+                        return
+                    # Another server answers on the port (two ports chosen alike): ours
+                    # exits with "Address already in use", and a new port is chosen.
                 except (AuthenticationError, ResponseError):
                     return  # up, and asking for a password
                 except (ConnectionError, TimeoutError) as exc:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout} s") from exc
-                    time.sleep(0.01)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on port {self.port}: another server answers there")
+                time.sleep(0.01)
         finally:
             probe.close()
 

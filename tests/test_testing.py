@@ -56,6 +56,18 @@ def test_a_port_taken_before_the_first_start_is_chosen_again(redis_server: Redis
         server.stop()
 
 
+def test_a_port_another_redis_server_answers_on_is_chosen_again(redis_server: RedisServer) -> None:
+    server = RedisServer(redis_server.binary)
+    server.port = redis_server.port  # chosen alike: another server answers PING there
+    server.start()
+    try:
+        assert server.port != redis_server.port
+        with Redis.from_url(server.url) as client:
+            assert int(client.info("server")["process_id"]) == server.pid
+    finally:
+        server.stop()
+
+
 def test_a_port_given_is_kept(redis_server: RedisServer) -> None:
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

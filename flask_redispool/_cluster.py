@@ -448,7 +448,8 @@ class Cluster:
     def pool(self) -> CountedPool:
         raise RuntimeError(
             f"{self._owner} has one pool per node of a Redis Cluster: see stats()['pools'], "
-            "or cluster_client.get_nodes()."
+            "or cluster_client.get_nodes(); a library sharing the app's connections takes "
+            "get_cluster_client(app)."
         )
 
     def async_client(self, counters: PoolCounters) -> AsyncClusterClient:

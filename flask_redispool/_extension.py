@@ -353,9 +353,30 @@ class RedisPool:
         (RQ's ``Worker`` calls it) logs a warning instead of renaming a pooled connection.
 
         :raises RuntimeError: ``app`` has no ``RedisPool`` with this prefix, or its URL is
-            a Redis Cluster (use :attr:`cluster_client` inside an app context).
+            a Redis Cluster (use :meth:`get_cluster_client`).
         """
         return AppClient(connection_pool=self.get_pool(app))
+
+    def get_cluster_client(self, app: App | None = None) -> RedisCluster:
+        """:meth:`get_client`'s twin behind ``redis+cluster://``: the cluster client of
+        ``app`` (default: the current app), the one :attr:`cluster_client` hands to views,
+        for libraries that keep a client for the app's life.
+
+        .. code-block:: python
+
+            redis_pool.init_app(app)
+            app.config["SESSION_REDIS"] = redis_pool.get_cluster_client(app)
+
+        Its connections are those of the nodes' pools, bounded, named and counted like the
+        views'. Unlike :attr:`cluster_client`, it is made now if it was not yet: the call
+        asks the URL's nodes for the slot map. Every call returns the same client, so that
+        the app follows one slot map: a library must not change its attributes.
+
+        :raises RuntimeError: ``app`` has no ``RedisPool`` with this prefix, or its URL is
+            not a ``redis+cluster://`` URL (use :meth:`get_client`).
+        :raises redis.exceptions.RedisClusterException: no node answered.
+        """
+        return self._state(app).topology.cluster_client()
 
     def settings(self, app: App | None = None) -> Settings:
         """The validated settings of ``app`` (default: the current app)."""

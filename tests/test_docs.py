@@ -41,7 +41,7 @@ from .conftest import Lines, stop_process
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 _URL_RE = re.compile(r"redis://[^\"'\s]*localhost:6379/[0-9]+")
-_CLUSTER_URL_RE = re.compile(r"redis\+cluster://localhost:[0-9]+(,localhost:[0-9]+)*")
+CLUSTER_URL_RE = re.compile(r"redis\+cluster://localhost:[0-9]+(,localhost:[0-9]+)*")
 # A reST Python block: its caption if it names a file (":caption: app.py"), and its code.
 _RST_PYTHON = r"^\.\. code-block:: python\n(?:[ ]{3,}:caption: (\S+\.py)\n)?\n((?:(?:[ ]{3,}.*)?\n)+)"
 
@@ -88,7 +88,7 @@ def close(namespace: dict[str, Any]) -> None:
 def test_every_snippet_runs(
     page: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    cluster_url = request.getfixturevalue("redis_cluster").url if _CLUSTER_URL_RE.search(page.read_text()) else ""
+    cluster_url = request.getfixturevalue("redis_cluster").url if CLUSTER_URL_RE.search(page.read_text()) else ""
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("FLASK_REDIS_URL", redis_url)  # for app.config.from_prefixed_env()
     monkeypatch.chdir(tmp_path)
@@ -99,7 +99,7 @@ def test_every_snippet_runs(
     try:
         for number, code in enumerate(snippets(page), 1):
             monkeypatch.setattr(prometheus_client, "REGISTRY", CollectorRegistry())  # each snippet: its own
-            code = _CLUSTER_URL_RE.sub(cluster_url, _URL_RE.sub(redis_url, code))
+            code = CLUSTER_URL_RE.sub(cluster_url, _URL_RE.sub(redis_url, code))
             with in_a_view(namespace):
                 exec(compile(code, f"{page.name} snippet {number}", "exec"), namespace)
         if "create_app" in namespace and not isinstance(namespace.get("app"), Flask):

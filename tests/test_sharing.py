@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,14 +16,16 @@ from flask_caching import Cache
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_session import Session
-from redis import Redis
+from redis import Redis, RedisCluster
 from rq import Queue, SimpleWorker
 
 from flask_redispool import RedisPool
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisClusterServers, RedisServer
 
-from .conftest import json_of, our_connections, run_in_threads
+from .conftest import close_pools, json_of, our_connections, run_in_threads
 from .jobs import add
+from .test_cluster import ours_per_node
+from .test_docs import CLUSTER_URL_RE, ROOT, snippets
 
 
 @pytest.fixture
@@ -184,3 +187,40 @@ def test_flask_limiter_runs_on_fake_mode(make_app: Callable[..., Flask]) -> None
 
     client = app.test_client()
     assert [client.get("/limited").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def documented_cluster_app(cluster: RedisClusterServers) -> tuple[Flask, RedisPool, Cache]:
+    """The Redis Cluster set-up of docs/sharing.rst, as written, on ``cluster``."""
+    [code] = [snippet for snippet in snippets(ROOT / "docs" / "sharing.rst") if "get_cluster_client" in snippet]
+    namespace: dict[str, Any] = {"__name__": "cluster_sharing"}
+    exec(compile(CLUSTER_URL_RE.sub(cluster.url, code), "sharing.rst", "exec"), namespace)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # Flask-Session's fallback to a client of its own
+        app = namespace["create_app"]()
+    return app, namespace["redis_pool"], namespace["cache"]
+
+
+def test_flask_caching_and_flask_session_share_a_clusters_node_pools(redis_cluster: RedisClusterServers) -> None:
+    app, redis_pool, cache = documented_cluster_app(redis_cluster)
+    try:
+        assert redis_pool.get_cluster_client(app) is redis_pool.get_cluster_client(app)  # one slot map per app
+
+        def browse() -> None:
+            client = app.test_client()  # one browser: its own session cookie
+            for n in range(1, 11):
+                assert json_of(client.get("/")) == {"visits": n, "greeting": "hello"}
+
+        run_in_threads(browse, 8)
+        shared = redis_pool.get_cluster_client(app)
+        assert len(shared.keys("session:*", target_nodes=RedisCluster.PRIMARIES)) == 8  # one per browser
+        with app.app_context():
+            assert cache.set_many({"a": 1, "b": 2, "c": 3}) == ["a", "b", "c"]
+            assert cache.delete_many("a", "b") == ["a", "b"]
+            assert cache.clear()
+        held = ours_per_node(redis_cluster, app.name)
+        assert sum(held.values()) > 0
+        stats = redis_pool.stats(app)
+        assert stats["in_use"] == 0
+        assert max(held.values()) <= stats["max_connections"]  # bounded per node, libraries' commands too
+    finally:
+        close_pools(app)

@@ -37,6 +37,7 @@ from redis.exceptions import ResponseError
 from ._snapshots import read_snapshots
 
 if TYPE_CHECKING:
+    from ._config import Settings
     from ._poolset import PoolSet
     from ._snapshots import AnyClient, PublishedStats
 
@@ -330,7 +331,20 @@ def build_advice(client: AnyClient, pools: PoolSet, thresholds: Thresholds = Thr
         servers = server_clients(topology.server_info(client, "clients"))
     except ResponseError as exc:
         errors.append(f"INFO clients: {type(exc).__name__}: {exc}")
-    now = time.time()
+    return pool_advice(settings, snapshots, servers, now=time.time(), thresholds=thresholds, error="; ".join(errors))
+
+
+def pool_advice(
+    settings: Settings,
+    snapshots: Sequence[PublishedStats],
+    servers: Sequence[ServerClients],
+    *,
+    now: float,
+    thresholds: Thresholds = Thresholds(),
+    error: str | None = None,
+) -> PoolAdvice:
+    """The figures of ``snapshots`` and ``servers`` for the pool of ``settings``, and the
+    verdict of :func:`advise` on them; no I/O."""
     verdict = advise(snapshots, servers, max_connections=settings.max_connections, now=now, thresholds=thresholds)
     workers = _Workers.of(snapshots, settings.max_connections, now)
     return PoolAdvice(
@@ -347,12 +361,12 @@ def build_advice(client: AnyClient, pools: PoolSet, thresholds: Thresholds = Thr
         waits=workers.waits,
         timeouts=workers.timeouts,
         async_pools=workers.async_pools,
-        servers=servers,
+        servers=list(servers),
         advice=verdict.advice,
         recommended=verdict.recommended,
         maxclients_needed=verdict.maxclients_needed,
         reasons=verdict.reasons,
-        error="; ".join(errors) or None,
+        error=error or None,
     )
 
 

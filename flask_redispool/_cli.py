@@ -184,6 +184,7 @@ def _render(app: App, as_json: bool, compact: bool = False, advise: Thresholds |
     type=click.IntRange(min=0),
     default=Thresholds.min_checkouts,
     show_default=True,
+    metavar="COUNT",
     help="With --advise: how many checkouts the workers must have counted before a pool is called too large.",
 )
 def stats_command(as_json: bool, watch: float | None, advise: bool, min_window: float, min_checkouts: int) -> None:

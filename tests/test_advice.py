@@ -8,6 +8,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, cast
 
 from flask import Flask
@@ -16,7 +17,15 @@ from redis import Redis
 from bench.loadgen import drive, gunicorn
 from example_app import redis_pool as example_pool
 from flask_redispool import PoolAdvice, PublishedStats, RedisPool
-from flask_redispool._advice import ServerClients, Thresholds, Verdict, advise, format_advice, server_clients
+from flask_redispool._advice import (
+    ServerClients,
+    Thresholds,
+    Verdict,
+    advise,
+    format_advice,
+    pool_advice,
+    server_clients,
+)
 from flask_redispool._snapshots import read_snapshots, snapshot_key
 from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisClusterServers
@@ -179,6 +188,30 @@ def test_format_shows_the_figures_then_the_advice_with_its_arithmetic() -> None:
         "  advice: lower REDIS_MAX_CONNECTIONS to 4",
         "    peak 3 of 10 ...",
     ]
+
+
+CLI_PAGE = Path(__file__).resolve().parent.parent / "docs" / "cli.rst"
+
+
+def test_the_docs_samples_are_what_the_advisor_prints(make_app: Callable[..., Flask]) -> None:
+    app = make_app(REDIS_URL="redis://:hunter2@10.0.0.5:6379/0", REDIS_CLIENT_NAME="shop")
+    settings = RedisPool(app).settings(app)  # no I/O
+
+    def sample(snapshots: list[PublishedStats], maxclients: int, connected: int) -> str:
+        servers = [ServerClients(address="10.0.0.5:6379", maxclients=maxclients, connected_clients=connected)]
+        advice = pool_advice(settings, snapshots, servers, now=NOW)
+        return "\n".join(f"    {line}" for line in format_advice(advice)) + "\n"
+
+    page = CLI_PAGE.read_text()
+    nine = [snapshot(pid, peak=9, checkouts=45_800, seconds=2 * HOURS + 300, threads=9) for pid in range(1, 10)]
+    assert sample(nine, 100, 91) in page
+    two = [
+        snapshot(pid, peak=1, limit=1, checkouts=100, waits=waits, seconds=seconds, threads=5)
+        for pid, waits, seconds in ((1, 83, 12), (2, 78, 11))
+    ]
+    assert sample(two, 10000, 5) in page
+    brief = pool_advice(settings, [snapshot(seconds=30, checkouts=12)], [], now=NOW)
+    assert "\n".join(f"    {line}" for line in format_advice(brief)[-3:]) + "\n" in page
 
 
 # Against real servers and processes.

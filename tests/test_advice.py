@@ -30,7 +30,7 @@ from flask_redispool._snapshots import read_snapshots, snapshot_key
 from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisClusterServers
 
-from .conftest import PASSWORD, Worker, gunicorn_workers, load_every_worker, pools_of, wait_until
+from .conftest import PASSWORD, SentinelService, Worker, gunicorn_workers, load_every_worker, pools_of, wait_until
 
 NOW = 1_000_000.0
 HOURS = 3600.0
@@ -307,6 +307,22 @@ def test_advise_json_on_a_publishing_worker(
     assert (advice["advice"], advice["recommended"]) == ("too little", None)
     lowered = advised("--min-window", "0", "--min-checkouts", "2")
     assert (lowered["advice"], lowered["recommended"]) == ("lower", 3)
+
+
+def test_a_sentinel_services_master_and_replicas_are_weighed(
+    make_app: Callable[..., Flask], sentinel_service: SentinelService
+) -> None:
+    app = make_app(REDIS_URL=sentinel_service.url, REDIS_STATS_INTERVAL=60)
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        redis_pool.client.incr("advice")
+        redis_pool.replica_client.get("advice")
+    assert pools_of(app).publisher.publish()
+    advice = redis_pool.advice(app)
+    servers = {server.port: server for server in (sentinel_service.master, *sentinel_service.replicas)}
+    assert sorted(server["address"] for server in advice["servers"]) == sorted(f"127.0.0.1:{port}" for port in servers)
+    assert all(server["maxclients"] for server in advice["servers"])
+    assert (advice["workers"], advice["peak_in_use"], advice["advice"]) == (1, 1, "too little")
 
 
 def advice_once(app: Flask, ready: Callable[[PoolAdvice], object], what: str, **thresholds: Any) -> PoolAdvice:

@@ -14,7 +14,7 @@ The rules, with their thresholds (:class:`Thresholds`):
   more than the limit (each may hold a connection), else by half (some threads hold more
   than one: a pubsub, a pipeline left open). Evidence of a pool too small needs no long
   watch;
-- no waits, watched long enough (``min_seconds`` in the longest-running worker and
+- no waits, watched long enough (``min_window`` in the longest-running worker and
   ``min_checkouts`` in all): the peak and a quarter (at least one more) would do: **lower**
   to that when it is below the limit, else **keep**;
 - on every server, the workers' limits together must leave a quarter of ``maxclients`` free
@@ -63,14 +63,14 @@ TOO_LITTLE: Final = "too little"
 class Thresholds:
     """When the advisor has seen enough to say a pool is too large.
 
-    :param min_seconds: how long the longest-running worker must have counted: a peak
+    :param min_window: how long the longest-running worker must have counted: a peak
         means little before the traffic's busy hour has passed.
     :param min_checkouts: checkouts counted by all the workers together.
     :param reserve: the share of each server's ``maxclients`` the workers' limits leave
         free, for deploys and other clients.
     """
 
-    min_seconds: float = 600.0
+    min_window: float = 600.0
     min_checkouts: int = 1000
     reserve: float = 0.25
 
@@ -105,7 +105,8 @@ class PoolAdvice(TypedDict):
     recommended: int | None  #: the ``REDIS_MAX_CONNECTIONS`` advised, if any
     maxclients_needed: int | None  #: the ``maxclients`` the advised or present limit needs, when above the server's
     reasons: list[str]  #: the arithmetic, one sentence each
-    error: str | None  #: why a part could not be read (snapshots, ``INFO``), if one could not
+    snapshots_error: str | None  #: why no snapshot could be read, if none could
+    server_error: str | None  #: why the servers' ``INFO clients`` is missing, if it is
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,10 @@ def advise(
     :param max_connections: the limit to judge when no worker says which it runs.
     :param now: the reader's ``time.time()``.
     """
-    workers = _Workers.of(snapshots, max_connections, now)
+    return _judge(_Workers.of(snapshots, max_connections, now), servers, thresholds)
+
+
+def _judge(workers: _Workers, servers: Sequence[ServerClients], thresholds: Thresholds) -> Verdict:
     if not workers.count:
         return Verdict(TOO_LITTLE, None, ["no serving process has published stats yet: nothing to judge"])
     cap = _cap(workers, servers, thresholds)
@@ -231,9 +235,9 @@ def _raise(workers: _Workers, cap: _Cap | None, thresholds: Thresholds) -> Verdi
 def _too_little(workers: _Workers, thresholds: Thresholds) -> list[str]:
     """Why what was watched is not enough to lower the limit; empty when it is."""
     missing = []
-    if workers.seconds < thresholds.min_seconds:
+    if workers.seconds < thresholds.min_window:
         missing.append(
-            f"watched for {_duration(workers.seconds)}, less than {_duration(thresholds.min_seconds)}: "
+            f"watched for {_duration(workers.seconds)}, less than {_duration(thresholds.min_window)}: "
             "too short to know the peak"
         )
     if workers.checkouts < thresholds.min_checkouts:
@@ -314,7 +318,7 @@ def build_advice(client: AnyClient, pools: PoolSet, thresholds: Thresholds = Thr
     through ``client`` (a topology's reader), and :func:`advise`.
 
     A command the server refuses (an ACL without ``SCAN`` or ``INFO``) leaves its part out
-    and says why in ``error``.
+    and says why in ``snapshots_error`` or ``server_error``.
 
     :raises RedisError: Redis is unreachable, or refused the connection itself.
     """
@@ -322,16 +326,17 @@ def build_advice(client: AnyClient, pools: PoolSet, thresholds: Thresholds = Thr
     topology.connect(client)
     snapshots: list[PublishedStats] = []
     servers: list[ServerClients] = []
-    errors = []
+    snapshots_error = server_error = None
     try:
         snapshots, _ = read_snapshots(client, settings)
     except ResponseError as exc:
-        errors.append(f"snapshots: {type(exc).__name__}: {exc}")
+        snapshots_error = f"{type(exc).__name__}: {exc}"
     try:
         servers = server_clients(topology.server_info(client, "clients"))
     except ResponseError as exc:
-        errors.append(f"INFO clients: {type(exc).__name__}: {exc}")
-    return pool_advice(settings, snapshots, servers, now=time.time(), thresholds=thresholds, error="; ".join(errors))
+        server_error = f"{type(exc).__name__}: {exc}"
+    advice = pool_advice(settings, snapshots, servers, now=time.time(), thresholds=thresholds)
+    return {**advice, "snapshots_error": snapshots_error, "server_error": server_error}
 
 
 def pool_advice(
@@ -341,12 +346,11 @@ def pool_advice(
     *,
     now: float,
     thresholds: Thresholds = Thresholds(),
-    error: str | None = None,
 ) -> PoolAdvice:
     """The figures of ``snapshots`` and ``servers`` for the pool of ``settings``, and the
     verdict of :func:`advise` on them; no I/O."""
-    verdict = advise(snapshots, servers, max_connections=settings.max_connections, now=now, thresholds=thresholds)
     workers = _Workers.of(snapshots, settings.max_connections, now)
+    verdict = _judge(workers, servers, thresholds)
     return PoolAdvice(
         prefix=settings.prefix,
         url=settings.redacted_url,
@@ -366,7 +370,8 @@ def pool_advice(
         recommended=verdict.recommended,
         maxclients_needed=verdict.maxclients_needed,
         reasons=verdict.reasons,
-        error=error or None,
+        snapshots_error=None,
+        server_error=None,
     )
 
 
@@ -384,8 +389,9 @@ def format_advice(advice: PoolAdvice) -> list[str]:
         maxclients = "-" if server["maxclients"] is None else server["maxclients"]
         connected = "-" if server["connected_clients"] is None else server["connected_clients"]
         lines.append(f"  server {server['address']}  maxclients={maxclients}  connected_clients={connected}")
-    if advice["error"]:
-        lines.append(f"  unavailable: {advice['error']}")
+    for part, error in (("snapshots", advice["snapshots_error"]), ("INFO clients", advice["server_error"])):
+        if error:
+            lines.append(f"  {part} unavailable: {error}")
     verdict, recommended = advice["advice"], advice["recommended"]
     if verdict == TOO_LITTLE or recommended is None:
         lines.append("  advice: too little seen to advise")

@@ -139,9 +139,16 @@ _POOL_FIGURES: Final = ("in_use", "idle", "created", "max_connections", "checkou
 
 def _advice(state: AppState, thresholds: Thresholds) -> PoolAdvice:
     try:
-        return build_advice(state.reader(), state.pools, thresholds)
+        advice = build_advice(state.reader(), state.pools, thresholds)
     except REDIS_ERRORS as exc:
         raise click.ClickException(failure_message(state.settings, exc)) from None
+    if advice["snapshots_error"] and advice["server_error"]:
+        settings = state.settings
+        raise click.ClickException(
+            f"Redis for {settings.key('URL')} ({settings.redacted_url}) showed neither the published "
+            f"snapshots ({advice['snapshots_error']}) nor its clients ({advice['server_error']})."
+        )
+    return advice
 
 
 def _render(app: App, as_json: bool, compact: bool = False, advise: Thresholds | None = None) -> str:
@@ -174,7 +181,7 @@ def _render(app: App, as_json: bool, compact: bool = False, advise: Thresholds |
 @click.option(
     "--min-window",
     type=click.FloatRange(min=0),
-    default=Thresholds.min_seconds,
+    default=Thresholds.min_window,
     show_default=True,
     metavar="SECONDS",
     help="With --advise: how long a worker must have counted before a pool is called too large.",
@@ -196,7 +203,7 @@ def stats_command(as_json: bool, watch: float | None, advise: bool, min_window: 
     set REDIS_MAX_CONNECTIONS to instead, showing the arithmetic."""
     app = _command_app()
     _not_a_server(app)
-    thresholds = Thresholds(min_seconds=min_window, min_checkouts=min_checkouts) if advise else None
+    thresholds = Thresholds(min_window=min_window, min_checkouts=min_checkouts) if advise else None
     if watch is None:
         click.echo(_render(app, as_json, advise=thresholds))
         return

@@ -386,7 +386,7 @@ class RedisPool:
         self,
         app: App | None = None,
         *,
-        min_seconds: float = Thresholds.min_seconds,
+        min_window: float = Thresholds.min_window,
         min_checkouts: int = Thresholds.min_checkouts,
     ) -> PoolAdvice:
         """What to set ``REDIS_MAX_CONNECTIONS`` to, as ``flask redis-stats --advise`` says it.
@@ -394,13 +394,13 @@ class RedisPool:
         Weighs every serving worker's published peak, waits and timeouts, threads and time
         counted against each server's ``maxclients`` (``INFO clients``): raise, lower, keep,
         or too little seen, with the arithmetic in ``reasons``. Lowering needs the longest-
-        running worker to have counted ``min_seconds`` and the workers ``min_checkouts``
+        running worker to have counted ``min_window`` and the workers ``min_checkouts``
         together. See :class:`~flask_redispool.PoolAdvice` and :doc:`/cli`.
 
         :raises redis.RedisError: Redis is unreachable.
         """
         state = self._state(app)
-        thresholds = Thresholds(min_seconds=min_seconds, min_checkouts=min_checkouts)
+        thresholds = Thresholds(min_window=min_window, min_checkouts=min_checkouts)
         return build_advice(state.reader(), state.pools, thresholds)
 
     def health(self, app: App | None = None) -> Health:

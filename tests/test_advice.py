@@ -31,6 +31,7 @@ from flask_redispool._stats import HOST
 from flask_redispool.testing import RedisClusterServers
 
 from .conftest import PASSWORD, SentinelService, Worker, gunicorn_workers, load_every_worker, pools_of, wait_until
+from .test_restricted import ACLServer, acl_server  # noqa: F401  (the fixture: a server of the test's own)
 
 NOW = 1_000_000.0
 HOURS = 3600.0
@@ -151,7 +152,7 @@ def test_too_little_seen_says_what_is_missing() -> None:
     # A snapshot from before the counting start was published: no watch to speak of.
     assert verdict([snapshot(seconds=0)]).reasons == ["watched for 0 s, less than 10 min: too short to know the peak"]
     enough = advise([snapshot(seconds=30, checkouts=12)], [server()], max_connections=10, now=NOW,
-                    thresholds=Thresholds(min_seconds=30, min_checkouts=12))  # fmt: skip
+                    thresholds=Thresholds(min_window=30, min_checkouts=12))  # fmt: skip
     assert (enough.advice, enough.recommended) == ("lower", 4)
 
 
@@ -178,7 +179,7 @@ def test_format_shows_the_figures_then_the_advice_with_its_arithmetic() -> None:
         prefix="REDIS", url="redis://:***@a:1/0", client_name="shop", setting="REDIS_MAX_CONNECTIONS",
         max_connections=10, workers=2, threads=6, observed_seconds=7500.0, checkouts=10000, peak_in_use=3, waits=0,
         timeouts=0, async_pools=0, servers=[server()], advice="lower", recommended=4, maxclients_needed=None,
-        reasons=["peak 3 of 10 ..."], error=None,
+        reasons=["peak 3 of 10 ..."], snapshots_error=None, server_error=None,
     )  # fmt: skip
     assert format_advice(advice) == [
         "REDIS  redis://:***@a:1/0  client name 'shop'",
@@ -251,7 +252,7 @@ def test_every_node_of_a_cluster_is_weighed(make_app: Callable[..., Flask], redi
             advice = redis_pool.advice(app)
         finally:
             node.config_set("maxclients", 10000)
-    assert advice["error"] is None
+    assert advice["server_error"] is advice["snapshots_error"] is None
     addresses = [f"127.0.0.1:{server.port}" for server in redis_cluster.nodes]
     assert sorted(server["address"] for server in advice["servers"]) == sorted(addresses)
     assert {server["address"]: server["maxclients"] for server in advice["servers"]}[addresses[-1]] == 24
@@ -278,6 +279,26 @@ def test_advise_reads_each_worker_and_the_server_and_hides_the_password(
         "  advice: too little seen to advise",
         "    no serving process has published stats yet: nothing to judge",
     ]
+
+
+def test_advise_says_what_an_acl_hides_and_fails_when_it_hides_everything(
+    make_app: Callable[..., Flask],
+    acl_server: ACLServer,  # noqa: F811
+) -> None:
+    def advise_as(*rules: str) -> tuple[int, str]:
+        app = make_app(REDIS_URL=acl_server.user("app", *rules))
+        RedisPool(app)
+        result = app.test_cli_runner().invoke(args=["redis-stats", "--advise"])
+        return result.exit_code, result.output
+
+    code, output = advise_as("-info")
+    assert code == 0, output
+    assert "  INFO clients unavailable: NoPermissionError: this user has no permissions" in output
+    assert "  advice: too little seen to advise" in output
+    code, output = advise_as("-info", "-scan")
+    assert code == 1
+    assert "showed neither the published snapshots (NoPermissionError: this user has no permissions" in output
+    assert PASSWORD not in output
 
 
 def test_advise_json_on_a_publishing_worker(
@@ -373,7 +394,7 @@ def test_an_oversized_pool_under_gunicorn_is_lowered(
         result = drive(port, "/hits", concurrency=16, total=400, deadline=30, keepalive=False)
         hits = int(server.get("example:hits") or 0)  # one checkout each
         ready = lambda a: a["workers"] == 2 and a["checkouts"] >= hits  # noqa: E731
-        advice = advice_once(app, ready, f"the {hits} requests published", min_seconds=0, min_checkouts=100)
+        advice = advice_once(app, ready, f"the {hits} requests published", min_window=0, min_checkouts=100)
         strict = example_pool.advice(app)
     assert (result.requests, dict(result.errors)) == (400, {})
     assert (advice["max_connections"], advice["waits"], advice["timeouts"]) == (10, 0, 0)

@@ -49,6 +49,7 @@ __all__ = [
     "advise",
     "build_advice",
     "format_advice",
+    "pool_advice",
     "server_clients",
 ]
 

@@ -14,6 +14,7 @@ starts with ``_`` are internal.
 
 from __future__ import annotations
 
+from ._advice import PoolAdvice
 from ._config import CONFIG_KEYS, ConfigKey, Settings
 from ._errors import (
     BlockingCommandError,
@@ -41,6 +42,7 @@ __all__ = [
     "MayHaveRunConnectionError",
     "MayHaveRunError",
     "MayHaveRunTimeoutError",
+    "PoolAdvice",
     "PoolExhaustedError",
     "PoolReport",
     "PoolStats",

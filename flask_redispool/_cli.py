@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import click
 from flask.cli import ScriptInfo
 
+from ._advice import PoolAdvice, Thresholds, build_advice, format_advice
 from ._errors import REDIS_ERRORS
 from ._health import failure_message, probe
 from ._snapshots import build_report
@@ -136,11 +137,32 @@ def _pool_line(pool: PoolFigures) -> str:
 _POOL_FIGURES: Final = ("in_use", "idle", "created", "max_connections", "checkouts", "waits", "timeouts")
 
 
-def _render(app: App, as_json: bool, compact: bool = False) -> str:
-    reports = [_report(state) for state in app_states(app)]
+def _advice(state: AppState, thresholds: Thresholds) -> PoolAdvice:
+    try:
+        advice = build_advice(state.reader(), state.pools, thresholds)
+    except REDIS_ERRORS as exc:
+        raise click.ClickException(failure_message(state.settings, exc)) from None
+    if advice["snapshots_error"] and advice["server_error"]:
+        settings = state.settings
+        raise click.ClickException(
+            f"Redis for {settings.key('URL')} ({settings.redacted_url}) showed neither the published "
+            f"snapshots ({advice['snapshots_error']}) nor its clients ({advice['server_error']})."
+        )
+    return advice
+
+
+def _render(app: App, as_json: bool, compact: bool = False, advise: Thresholds | None = None) -> str:
+    states = app_states(app)
+    parts: list[PoolReport] | list[PoolAdvice]
+    if advise is None:
+        parts = reports = [_report(state) for state in states]
+        lines = [_format(report) for report in reports]
+    else:
+        parts = advice = [_advice(state, advise) for state in states]
+        lines = [format_advice(one) for one in advice]
     if as_json:
-        return json.dumps({"pools": reports}, indent=None if compact else 2)
-    return "\n\n".join("\n".join(_format(report)) for report in reports)
+        return json.dumps({"pools": parts}, indent=None if compact else 2)
+    return "\n\n".join("\n".join(part) for part in lines)
 
 
 @click.command("redis-stats")
@@ -151,21 +173,44 @@ def _render(app: App, as_json: bool, compact: bool = False) -> str:
     metavar="SECONDS",
     help="Refresh every SECONDS until Ctrl-C (with --json: one JSON document per line).",
 )
-def stats_command(as_json: bool, watch: float | None) -> None:
+@click.option(
+    "--advise",
+    is_flag=True,
+    help="Say what to set REDIS_MAX_CONNECTIONS to, from the workers' peaks, waits and the servers' maxclients.",
+)
+@click.option(
+    "--min-window",
+    type=click.FloatRange(min=0),
+    default=Thresholds.min_window,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --advise: how long a worker must have counted before a pool is called too large.",
+)
+@click.option(
+    "--min-checkouts",
+    type=click.IntRange(min=0),
+    default=Thresholds.min_checkouts,
+    show_default=True,
+    metavar="COUNT",
+    help="With --advise: how many checkouts the workers must have counted before a pool is called too large.",
+)
+def stats_command(as_json: bool, watch: float | None, advise: bool, min_window: float, min_checkouts: int) -> None:
     """Show every process's Redis connections: the pool counters each serving process
     publishes (REDIS_STATS_INTERVAL), and the connections the server sees from it.
 
     Flags leak suspects: processes holding more connections than their pool allows, or
-    holding connections without publishing fresh snapshots."""
+    holding connections without publishing fresh snapshots. With --advise, says what to
+    set REDIS_MAX_CONNECTIONS to instead, showing the arithmetic."""
     app = _command_app()
     _not_a_server(app)
+    thresholds = Thresholds(min_window=min_window, min_checkouts=min_checkouts) if advise else None
     if watch is None:
-        click.echo(_render(app, as_json))
+        click.echo(_render(app, as_json, advise=thresholds))
         return
     try:
         while True:
             try:
-                frame = _render(app, as_json, compact=True)
+                frame = _render(app, as_json, compact=True, advise=thresholds)
             except click.ClickException as exc:  # Redis down for now: keep watching
                 frame = f"Error: {exc.format_message()}"
             if not as_json:

@@ -463,18 +463,28 @@ class Cluster:
 
     def client_lists(self, client: AnyClient) -> list[dict[str, Any]]:
         """``CLIENT LIST`` of every node ``client`` knows now; a node gone meanwhile is left out."""
-        cluster = cast(RedisCluster, client)
-        entries: list[dict[str, Any]] = []
-        for node in cluster.get_nodes():  # type: ignore[no-untyped-call]
-            try:
-                entries += cluster.client_list(target_nodes=node)
-            except (ConnectionError, TimeoutError):
-                continue
-        return entries
+        lists = _ask_each_node(client, lambda cluster, node: cluster.client_list(target_nodes=node))
+        return [entry for entries in lists.values() for entry in entries]
+
+    def server_info(self, client: AnyClient, section: str) -> dict[str, dict[str, Any]]:
+        """``INFO section`` of every node ``client`` knows now, by address."""
+        return _ask_each_node(client, lambda cluster, node: cluster.info(section, target_nodes=node))
 
     def close(self) -> None:
         """Forget the cluster client (:meth:`LazyCluster.close`)."""
         self._cluster.close()
+
+
+def _ask_each_node(client: AnyClient, ask: Callable[[RedisCluster, ClusterNode], T]) -> dict[str, T]:
+    """``ask`` of every node ``client`` knows now, by address; a node gone meanwhile is left out."""
+    cluster = cast(RedisCluster, client)
+    answers: dict[str, T] = {}
+    for node in cluster.get_nodes():  # type: ignore[no-untyped-call]
+        try:
+            answers[str(node.name)] = ask(cluster, node)
+        except (ConnectionError, TimeoutError):
+            continue
+    return answers
 
 
 def _make_cluster(

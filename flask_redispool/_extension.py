@@ -19,6 +19,7 @@ from redis.cluster import RedisCluster
 from redis.connection import Connection
 
 from . import _context
+from ._advice import PoolAdvice, Thresholds, build_advice
 from ._asyncio import AsyncContextClient, AsyncLoopClient, LoopOwner, ServingLoops, ThreadLoops, release_async
 from ._cli import register_commands
 from ._client import AppClient, ContextClient, Held, release_holder
@@ -401,6 +402,27 @@ class RedisPool:
         """
         state = self._state(app)
         return build_report(state.reader(), state.pools)
+
+    def advice(
+        self,
+        app: App | None = None,
+        *,
+        min_window: float = Thresholds.min_window,
+        min_checkouts: int = Thresholds.min_checkouts,
+    ) -> PoolAdvice:
+        """What to set ``REDIS_MAX_CONNECTIONS`` to, as ``flask redis-stats --advise`` says it.
+
+        Weighs every serving worker's published peak, waits and timeouts, threads and time
+        counted against each server's ``maxclients`` (``INFO clients``): raise, lower, keep,
+        or too little seen, with the arithmetic in ``reasons``. Lowering needs the longest-
+        running worker to have counted ``min_window`` and the workers ``min_checkouts``
+        together. See :class:`~flask_redispool.PoolAdvice` and :doc:`/cli`.
+
+        :raises redis.RedisError: Redis is unreachable.
+        """
+        state = self._state(app)
+        thresholds = Thresholds(min_window=min_window, min_checkouts=min_checkouts)
+        return build_advice(state.reader(), state.pools, thresholds)
 
     def health(self, app: App | None = None) -> Health:
         """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 from redis import Redis
 from redis.exceptions import ConnectionError, TimeoutError
 
 from ._asyncio import AsyncContextClient, CountedAsyncPool, async_connection_kwargs
 from ._client import ContextClient
-from ._pool import check_connection_kwargs, create_pool, side_client
+from ._pool import address_of, check_connection_kwargs, create_pool, side_client
 from ._poolset import PoolSet
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from ._stats import PoolCounters
 
 __all__ = ["OneConnection", "SingleServer"]
+
+T = TypeVar("T")
 
 
 class OneConnection:
@@ -113,15 +115,23 @@ class SingleServer:
     def client_lists(self, client: AnyClient) -> list[dict[str, Any]]:
         """``CLIENT LIST`` of ``client``'s server and of every other one the pools use now
         (:meth:`nodes`); one gone since it was listed is left out."""
-        entries: list[dict[str, Any]] = list(cast(Redis, client).client_list())
+        return [entry for entries in self._ask_each(client, Redis.client_list).values() for entry in entries]
+
+    def server_info(self, client: AnyClient, section: str) -> dict[str, dict[str, Any]]:
+        """``INFO section`` of the servers :meth:`client_lists` lists, by address."""
+        return self._ask_each(client, lambda server: server.info(section))
+
+    def _ask_each(self, client: AnyClient, ask: Callable[[Redis], T]) -> dict[str, T]:
+        """``ask`` of ``client``'s server and of every other one the pools use now, by address."""
+        answers = {_address(cast(Redis, client)): ask(cast(Redis, client))}
         for node in self.nodes():
             try:
-                entries += node.client_list()
+                answers[_address(node)] = ask(node)
             except (ConnectionError, TimeoutError):
                 continue
             finally:
                 node.close()
-        return entries
+        return answers
 
     def nodes(self) -> list[Redis]:
         """Clients of the servers besides ``client``'s that the pools use now; the caller
@@ -130,6 +140,12 @@ class SingleServer:
 
     def close(self) -> None:
         """Nothing is open besides the pools."""
+
+
+def _address(client: Redis) -> str:
+    """Where ``client`` connects: its counted pool's address (a Sentinel master's once known)."""
+    pool = client.connection_pool
+    return getattr(pool, "address", None) or address_of(pool.connection_kwargs)
 
 
 def _context_client(pool: CountedPool, held_key: str) -> ContextClient:

@@ -111,6 +111,12 @@ class PublishedStats(PoolStats):
 
     published_at: float  #: the publisher's ``time.time()``
     interval: float  #: its ``STATS_INTERVAL``
+    #: When the process's counters started (its ``time.time()`` then: at ``init_app``, or
+    #: at the fork that made it); 0 in a snapshot of an older release.
+    started_at: float
+    #: Threads alive in the process when it published, besides its publishing thread; 0 in
+    #: a snapshot of an older release.
+    threads: int
 
 
 def snapshot_key(settings: Settings, host: str, pid: int, pool_id: int = 0) -> str:
@@ -152,6 +158,7 @@ class StatsPublisher:
         self.settings = settings
         self.interval = settings.stats_interval
         self.pid = os.getpid()
+        self.started_at = time.time()  # a forked child makes a new publisher, and new counters
         self.key = snapshot_key(settings, HOST, self.pid, next(_POOL_IDS))
         #: Read on every new connection: true once running, or when there is nothing to start.
         self.started = not self.interval
@@ -253,9 +260,20 @@ class StatsPublisher:
         pool_stats = snapshot()
         if self._withdrawn(pool_stats):
             return False
-        stats = PublishedStats(**pool_stats, published_at=time.time(), interval=self.interval)
+        stats = PublishedStats(
+            **pool_stats,
+            published_at=time.time(),
+            interval=self.interval,
+            started_at=self.started_at,
+            threads=self._other_threads(),
+        )
         ttl_ms = round(self.interval * STATS_TTL_INTERVALS * 1000)
         return self._send(("SET", self.key, json.dumps(stats), "PX", ttl_ms))
+
+    def _other_threads(self) -> int:
+        """Threads alive in this process besides the publishing one."""
+        thread = self._thread
+        return threading.active_count() - (1 if thread is not None and thread.is_alive() else 0)
 
     def _withdrawn(self, stats: PoolStats) -> bool:
         """Whether the snapshot stays withdrawn; deletes it first, once."""
@@ -409,7 +427,12 @@ _CHECKS_BY_TYPE: Final[dict[object, Check]] = {
 _POOL_CHECKS: Final = _checks(PoolFigures)
 _SNAPSHOT_CHECKS: Final = _checks(PublishedStats, host=_host, published_at=_moment, interval=_moment)
 #: Fields a snapshot of an older release lacks, and how they are read then.
-_ABSENT_AS: Final = {**{figure.name: 0 for figure in FIGURES if figure.since_async}, "pools": []}
+_ABSENT_AS: Final = {
+    **{figure.name: 0 for figure in FIGURES if figure.since_async},
+    "pools": [],
+    "started_at": 0.0,
+    "threads": 0,
+}
 
 
 def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:
@@ -477,6 +500,8 @@ def _add(one: PublishedStats, other: PublishedStats) -> PublishedStats:
     for figure in FIGURES:
         total[figure.name] += other[figure.name]  # type: ignore[literal-required]
     total["published_at"] = min(one["published_at"], other["published_at"])
+    total["started_at"] = min(one["started_at"], other["started_at"])
+    total["threads"] = max(one["threads"], other["threads"])
     total["pools"] = [*one["pools"], *other["pools"]]
     return cast("PublishedStats", total)
 

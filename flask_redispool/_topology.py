@@ -112,6 +112,9 @@ class Topology(Protocol):
         """``CLIENT LIST`` of every server the pools use, read through ``client`` (a
         :meth:`reader`) and the topology's own view; a server gone meanwhile is left out."""
 
+    def server_info(self, client: AnyClient, section: str) -> dict[str, dict[str, Any]]:
+        """``INFO section`` of the servers :meth:`client_lists` lists, by address (``host:port``)."""
+
     def close(self) -> None:
         """Close what the topology opened besides its pools (the pools close themselves)."""
 

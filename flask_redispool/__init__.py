@@ -17,6 +17,7 @@ from __future__ import annotations
 from ._config import CONFIG_KEYS, ConfigKey, Settings
 from ._errors import (
     BlockingCommandError,
+    CircuitOpenError,
     ConfigError,
     ConfigWarning,
     MayHaveRunConnectionError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONFIG_KEYS",
     "BlockingCommandError",
+    "CircuitOpenError",
     "ConfigError",
     "ConfigKey",
     "ConfigWarning",

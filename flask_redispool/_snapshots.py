@@ -409,7 +409,12 @@ _CHECKS_BY_TYPE: Final[dict[object, Check]] = {
 _POOL_CHECKS: Final = _checks(PoolFigures)
 _SNAPSHOT_CHECKS: Final = _checks(PublishedStats, host=_host, published_at=_moment, interval=_moment)
 #: Fields a snapshot of an older release lacks, and how they are read then.
-_ABSENT_AS: Final = {**{figure.name: 0 for figure in FIGURES if figure.since_async}, "pools": []}
+_ABSENT_AS: Final = {
+    **{figure.name: 0 for figure in FIGURES if figure.since_async},
+    "pools": [],
+    "circuit_breaker": "closed",
+    "circuit_retry_in": 0.0,
+}
 
 
 def valid_snapshot(value: object, prefix: str) -> PublishedStats | None:

@@ -111,6 +111,15 @@ class CircuitBreaker:
         self._probe: Callable[[], object] | None = None
         self._telemetry_name = ""
         self._recorded = False  # whether OpenTelemetry recorded the last opening
+        #: The refusal's words, before and after when it tries again: made once, as
+        #: commands meet it by the thousand.
+        self._message = (
+            f"Redis at {settings.key('URL')} ({settings.redacted_url}) is out of reach: "
+            f"{self.threshold} connection failures in a row opened the circuit breaker, so commands "
+            "fail at once instead of waiting out their timeouts. It tries the server again ",
+            f" (every {settings.key('CIRCUIT_BREAKER_COOLDOWN')}={settings.circuit_breaker_cooldown:g} s); "
+            f"{settings.key('CIRCUIT_BREAKER')} = False turns it off.",
+        )
         _BREAKERS.add(self)
 
     def probe_with(self, probe: Callable[[], object], name: str) -> None:
@@ -151,16 +160,10 @@ class CircuitBreaker:
 
     def error(self) -> CircuitOpenError:
         """The error a refused command raises."""
-        settings = self.settings
         left = max(0.0, self.next_try - time.monotonic())
         when = "now" if self.state == HALF_OPEN else f"in {left:.1f} s"
-        return CircuitOpenError(
-            f"Redis at {settings.key('URL')} ({settings.redacted_url}) is out of reach: "
-            f"{self.threshold} connection failures in a row opened the circuit breaker, so commands "
-            f"fail at once instead of waiting out their timeouts. It tries the server again {when} "
-            f"(every {settings.key('CIRCUIT_BREAKER_COOLDOWN')}={settings.circuit_breaker_cooldown:g} s); "
-            f"{settings.key('CIRCUIT_BREAKER')} = False turns it off."
-        )
+        before, after = self._message
+        return CircuitOpenError(before + when + after)
 
     def figures(self) -> CircuitFigures:
         """Its part of the pools' snapshot (``stats()``, published, the report, Prometheus)."""

@@ -22,10 +22,12 @@ from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
 from flask_redispool import CircuitOpenError, ConfigError, RedisPool, _telemetry
+from flask_redispool._state import app_states
 from flask_redispool.prometheus import RedisPoolCollector
 from flask_redispool.testing import RedisServer
 
 from .conftest import PASSWORD, wait_until
+from .test_docs import snippets
 
 THREADS = 16
 MEASURED = 5.0  # seconds of requests against the server that is down, once the breaker is open
@@ -402,3 +404,35 @@ def test_prometheus_and_opentelemetry_see_it_open_and_close(
     name = f"127.0.0.1:{own_server.port}"
     attributes = {"db.system": "redis", "db.client.connection.pool.name": name}
     assert recorded == [("open", 1, attributes), ("opened", 1, attributes), ("open", -1, attributes)]
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "breaker.rst"
+
+
+def test_the_documented_fallbacks_serve_every_request_with_redis_killed(own_server: RedisServer) -> None:
+    """The page's ``/article`` view and its Flask-Limiter and Flask-Caching app, with the
+    server killed: every request is served, at once once the breaker is open."""
+    _, article_code, price_code = (code.replace("redis://localhost:6379/0", own_server.url) for code in snippets(DOCS))
+    article: dict[str, Any] = {"__name__": "article"}
+    price: dict[str, Any] = {"__name__": "price"}
+    exec(compile(article_code, "breaker.rst article", "exec"), article)
+    exec(compile(price_code, "breaker.rst price", "exec"), price)
+    apps: list[Flask] = [article["app"], price["create_app"]()]
+    try:
+        article_client, price_client = (app.test_client() for app in apps)
+        assert article_client.get("/article").json == {"title": "Circuit breakers", "views": 1}
+        assert price_client.get("/price").json == {"price": 42}
+        own_server.kill()
+        articles = [article_client.get("/article") for _ in range(10)]
+        prices = [price_client.get("/price") for _ in range(10)]
+        assert [(r.status_code, r.json) for r in articles] == [(200, {"title": "Circuit breakers", "views": None})] * 10
+        assert [(r.status_code, r.json) for r in prices] == [(200, {"price": 42})] * 10
+        assert article["redis_pool"].stats(apps[0])["circuit_open"] == 1
+        started = time.monotonic()
+        assert article_client.get("/article").status_code == 200
+        assert price_client.get("/price").status_code == 200
+        assert time.monotonic() - started < 0.5  # neither waited out a timeout
+    finally:
+        for app in apps:
+            for state in app_states(app):
+                state.extension.close(app)

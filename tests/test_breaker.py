@@ -22,9 +22,10 @@ from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
 from flask_redispool import CircuitOpenError, ConfigError, RedisPool, _telemetry
+from flask_redispool._errors import REDIS_ERRORS
 from flask_redispool._state import app_states
 from flask_redispool.prometheus import RedisPoolCollector
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisClusterServers, RedisServer
 
 from .conftest import PASSWORD, wait_until
 from .test_docs import snippets
@@ -436,3 +437,40 @@ def test_the_documented_fallbacks_serve_every_request_with_redis_killed(own_serv
         for app in apps:
             for state in app_states(app):
                 state.extension.close(app)
+
+
+def test_a_hung_cluster_fails_at_once_and_is_served_again(own_cluster: RedisClusterServers) -> None:
+    """The breaker spans a Redis Cluster's nodes as it does one server's connections: the
+    cluster client fails at once while every node is hung, and serves again when they resume."""
+    app = Flask("cluster_breaker")
+    app.config.update(REDIS_URL=own_cluster.url, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    pids = [node.pid for node in own_cluster.nodes if node.pid is not None]
+    try:
+        with app.app_context():
+            client = redis_pool.cluster_client
+            client.set("key", "value")
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                errors = [_error_of(lambda: client.get("key")) for _ in range(5)]
+                started = time.monotonic()
+                refused = _error_of(lambda: client.get("key"))
+                seconds = time.monotonic() - started
+            finally:
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
+            assert refused == "CircuitOpenError", errors
+            assert seconds < 0.1
+            wait_until(lambda: _error_of(lambda: client.get("key")) is None, 10, "the cluster served again")
+        assert redis_pool.stats(app)["circuit_breaker"] == "closed"
+    finally:
+        redis_pool.close(app)
+
+
+def _error_of(run: Callable[[], object]) -> str | None:
+    try:
+        run()
+    except REDIS_ERRORS as exc:
+        return type(exc).__name__
+    return None

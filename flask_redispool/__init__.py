@@ -18,6 +18,7 @@ from ._advice import PoolAdvice
 from ._config import CONFIG_KEYS, ConfigKey, Settings
 from ._errors import (
     BlockingCommandError,
+    CircuitOpenError,
     ConfigError,
     ConfigWarning,
     MayHaveRunConnectionError,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CONFIG_KEYS",
     "BlockingCommandError",
+    "CircuitOpenError",
     "ConfigError",
     "ConfigKey",
     "ConfigWarning",

@@ -528,6 +528,29 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "is never cut. None: no limit.",
     ),
     ConfigKey(
+        "CIRCUIT_BREAKER",
+        _boolean,
+        True,
+        "Fail commands at once while Redis is out of reach, instead of letting each wait out "
+        "its timeouts: after ``CIRCUIT_BREAKER_FAILURES`` connection failures in a row, commands "
+        "raise ``CircuitOpenError`` until a probe outside the request path finds the server "
+        "answering again. False: off. See :doc:`breaker`.",
+    ),
+    ConfigKey(
+        "CIRCUIT_BREAKER_FAILURES",
+        _integer(1),
+        5,
+        "Connection failures (refused, reset, timed out; not command errors) in a row, with "
+        "no reply from the server in between, that open the circuit breaker.",
+    ),
+    ConfigKey(
+        "CIRCUIT_BREAKER_COOLDOWN",
+        _seconds(allow_zero=False),
+        0.5,
+        "Seconds the open circuit breaker waits between probes of the server; commands are "
+        "served again at most this long after the server is back.",
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -577,6 +600,9 @@ class Settings:
     sentinel_ssl_enabled: bool | None
     credential_provider: CredentialProvider | None = field(repr=False)
     max_connection_age: float | None
+    circuit_breaker: bool
+    circuit_breaker_failures: int
+    circuit_breaker_cooldown: float
     options: dict[str, Any] = field(repr=False)
 
     @property

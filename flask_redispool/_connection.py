@@ -18,6 +18,8 @@ The subclass changes four things, all through redis-py's public connection metho
   before sending, with a message that points at ``redis_pool.blocking()``.
 - **Failures name our config keys**: a note is added to the exception (connection
   refused, timeout, credentials wanted). Only failure paths pay for it.
+- **A circuit breaker** (:mod:`~flask_redispool._breaker`): each failure is told to it,
+  each reply ends a streak, and while it is open a connect or send raises at once.
 - **A bounded age** (``MAX_CONNECTION_AGE``): each connection takes a deadline when it
   connects, and a checkout that finds it past it reconnects it (:meth:`_Sending.outlived`).
 """
@@ -46,8 +48,15 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
+from ._breaker import CircuitBreaker
 from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds, refused_whole
-from ._errors import BlockingCommandError, MayHaveRunConnectionError, MayHaveRunError, MayHaveRunTimeoutError
+from ._errors import (
+    BlockingCommandError,
+    CircuitOpenError,
+    MayHaveRunConnectionError,
+    MayHaveRunError,
+    MayHaveRunTimeoutError,
+)
 from ._stats import HOST
 from ._topology import TLS_TWINS
 
@@ -123,7 +132,7 @@ def _retryable(error: Exception) -> bool:
     return (
         not may_have_run(error)
         and not getattr(error, _IN_TRANSACTION, False)
-        and not isinstance(error, BlockingCommandError)
+        and not isinstance(error, BlockingCommandError | CircuitOpenError)
     )
 
 
@@ -206,6 +215,8 @@ class ConnectionPolicy:
         #: <flask_redispool.RedisPool.close>` closed them: no connection of theirs connects
         #: again, and this is the message of the error raised instead.
         self.closed: str | None = None
+        #: Opens after repeated connection failures: told of each in :meth:`explain`.
+        self.breaker = CircuitBreaker(settings)
 
     def deadline(self) -> float | None:
         """When a connection that connects now is to be replaced (:func:`time.monotonic`),
@@ -291,9 +302,10 @@ class ConnectionPolicy:
             _mark_may_have_run(error)
         if in_transaction:
             setattr(error, _IN_TRANSACTION, True)
-        if getattr(error, _NOTED, False):
+        if getattr(error, _NOTED, False) or isinstance(error, CircuitOpenError):
             return
         setattr(error, _NOTED, True)
+        self.breaker.failed(error)  # once per error: here, after the check above
         note = self._note(error, connection)
         if isinstance(error, ConnectionError | TimeoutError):
             if unsafe_sent:
@@ -373,6 +385,7 @@ class _Sending:
     """State and decisions shared by the sync and async mixins (no I/O)."""
 
     policy: ConnectionPolicy  # set on each pool's subclass
+    breaker: CircuitBreaker  # the policy's, on the class: read on every send and reply
     #: The bytes of a send that may change data may have left.
     unsafe_sent = False
     #: The name of the command last sent if it waits on the server on purpose (``BLPOP``), else None.
@@ -489,6 +502,7 @@ class PoolConnection(_Sending, _SyncBase):
             self.disconnect()
         if not self.socket_open:
             self.policy.check_open()  # first: a Sentinel connection asks the sentinels next
+            self.breaker.refuse()
             super().connect()  # type: ignore[no-untyped-call]
 
     def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -504,6 +518,8 @@ class PoolConnection(_Sending, _SyncBase):
     def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
         # Connect and check health first (their own commands set unsafe_sent for
         # themselves), then mark what is about to leave.
+        if self.breaker.refusing:  # open: nothing leaves (the probe's own thread excepted)
+            self.breaker.refuse()
         if not self.socket_open:
             self.policy.check_open()
             try:
@@ -526,10 +542,13 @@ class PoolConnection(_Sending, _SyncBase):
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return self._base_read_response(*args, **kwargs)
+            response = self._base_read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
             self._failed(exc)
             raise
+        if self.breaker.failing:  # the server answered: a streak of failures ends
+            self.breaker.succeeded()
+        return response
 
 
 class AsyncPoolConnection(_Sending, _AsyncBase):
@@ -559,6 +578,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
             await self.disconnect()
         if not self.socket_open:
             self.policy.check_open()
+            self.breaker.refuse()
             await super().connect()  # type: ignore[no-untyped-call]
 
     async def send_command(self, *args: Any, **kwargs: Any) -> None:
@@ -572,6 +592,8 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
         await self._send(command, check_health, self._packed_kinds(command))
 
     async def _send(self, command: Any, check_health: bool, kinds: Sequence[Kind] | None) -> None:
+        if self.breaker.refusing:
+            self.breaker.refuse()
         if not self.socket_open:
             self.policy.check_open()
             try:
@@ -594,10 +616,13 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return await super().read_response(*args, **kwargs)
+            response = await super().read_response(*args, **kwargs)
         except (ConnectionError, TimeoutError) as exc:
             self._failed(exc)
             raise
+        if self.breaker.failing:
+            self.breaker.succeeded()
+        return response
 
 
 def pool_connection_class(base: type[Any], policy: ConnectionPolicy, *, asynchronous: bool = False) -> type[Any]:
@@ -606,6 +631,7 @@ def pool_connection_class(base: type[Any], policy: ConnectionPolicy, *, asynchro
     attributes = {
         "__module__": __name__,
         "policy": policy,
+        "breaker": policy.breaker,
         "base": base,
         "asks_sentinels": issubclass(base, SentinelManagedConnection | AsyncSentinelManagedConnection),
     }

@@ -11,7 +11,9 @@ from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterE
 
 __all__ = [
     "REDIS_ERRORS",
+    "UNAVAILABLE",
     "BlockingCommandError",
+    "CircuitOpenError",
     "ConfigError",
     "ConfigWarning",
     "MayHaveRunConnectionError",
@@ -59,6 +61,26 @@ class BlockingCommandError(TimeoutError):
     """
 
 
+class CircuitOpenError(ConnectionError):
+    """Redis was out of reach for several commands in a row, so the pool's circuit
+    breaker is open: the command was not sent, and failed at once instead of waiting out
+    its timeouts. The message names the URL and when the breaker tries the server again
+    (``<PREFIX>_CIRCUIT_BREAKER_COOLDOWN``).
+
+    A subclass of :class:`redis.exceptions.ConnectionError`, so handlers written for
+    redis-py keep catching it (and so does :attr:`RedisPool.Unavailable
+    <flask_redispool.RedisPool.Unavailable>`). ``<PREFIX>_CIRCUIT_BREAKER = False`` turns
+    the breaker off.
+    """
+
+
+#: What a view catches to serve without Redis (:attr:`RedisPool.Unavailable
+#: <flask_redispool.RedisPool.Unavailable>`): the server is down, hung, unreachable, or
+#: refused the connection, the pool is full, or the circuit breaker is open. Not a
+#: command's own error (``WRONGTYPE``), which a fallback would hide.
+UNAVAILABLE: Final = (ConnectionError, TimeoutError, RedisClusterException)
+
+
 class MayHaveRunError(RedisError):
     """The connection failed after a command that is not safe to run twice had been sent:
     it may have run on the server, so it was not retried.
@@ -92,6 +114,7 @@ for _public in (
     ConfigWarning,
     PoolExhaustedError,
     BlockingCommandError,
+    CircuitOpenError,
     MayHaveRunError,
     MayHaveRunConnectionError,
     MayHaveRunTimeoutError,

@@ -8,7 +8,7 @@ import re
 import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar, cast
 
 import redis.asyncio
 from flask import Flask
@@ -25,6 +25,7 @@ from ._cli import register_commands
 from ._client import AppClient, ContextClient, Held, release_holder
 from ._config import Settings, check_seconds, load_settings
 from ._context import flask_g, g_here, watch_quart
+from ._errors import UNAVAILABLE
 from ._health import Health, check_health, closed_health
 from ._pool import CountedPool, SidePool
 from ._snapshots import build_report
@@ -69,6 +70,20 @@ class RedisPool:
     :param app: call :meth:`init_app` on this app now.
     :param config_prefix: the prefix of this instance's config keys.
     """
+
+    #: What a view catches to serve without Redis, whatever the topology: the server is
+    #: down, hung or unreachable, refused the connection, the pool is full, or the circuit
+    #: breaker is open (redis-py's ``ConnectionError`` and ``TimeoutError``, and the
+    #: cluster client's ``RedisClusterException``). A command's own error (``WRONGTYPE``)
+    #: is not caught: a fallback would hide a bug. See :ref:`redis-optional`.
+    #:
+    #: .. code-block:: python
+    #:
+    #:     try:
+    #:         views = redis_pool.client.incr("views")
+    #:     except redis_pool.Unavailable:
+    #:         views = None
+    Unavailable: ClassVar[tuple[type[Exception], ...]] = UNAVAILABLE
 
     def __init__(self, app: App | None = None, *, config_prefix: str = "REDIS") -> None:
         if not isinstance(config_prefix, str) or not _PREFIX_RE.fullmatch(config_prefix):

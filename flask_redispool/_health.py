@@ -33,14 +33,18 @@ class Health(TypedDict):
     max_connections: int
     saturated: bool  #: every pooled connection is checked out now: busy, not down
     timeouts: int  #: checkouts that ended in PoolExhaustedError so far
+    #: ``"closed"``, ``"open"`` (not ``ok``: commands fail at once), ``"half-open"`` (a
+    #: probe runs) or ``"off"`` (``CIRCUIT_BREAKER = False``, or the pool is closed)
+    circuit_breaker: str
 
 
 def check_health(pools: PoolSet) -> Health:
     """PING the server and report; any failure becomes ``ok=False`` with an ``error``.
 
     Takes at most the pool's worst case (``Settings.worst_case_seconds``) when Redis does
-    not answer, about a millisecond when it refuses connections; never waits for a
-    pooled connection.
+    not answer, about a millisecond when it refuses connections or the circuit breaker
+    is open (then ``ok`` is false and ``error`` says when it tries again); never waits
+    for a pooled connection.
     """
     return probe(pools)[0]
 
@@ -57,6 +61,7 @@ def closed_health(message: str) -> Health:
         max_connections=0,
         saturated=False,
         timeouts=0,
+        circuit_breaker="off",
     )
 
 
@@ -84,6 +89,7 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
         max_connections=max_connections,
         saturated=in_use >= max_connections,
         timeouts=pools.timeouts,
+        circuit_breaker=pools.policy.breaker.state,
     )
     return health, failure
 

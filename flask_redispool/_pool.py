@@ -126,6 +126,8 @@ class CountedPool(_PoolBase):
         self.settings = settings
         #: What this pool's connections share: names, refusals, error notes.
         self.policy = policy
+        #: The policy's circuit breaker, read on every checkout (:mod:`~flask_redispool._breaker`).
+        self.breaker = policy.breaker
         self.role = role
         #: The connection keyword arguments flask-redispool built from the settings, for the
         #: publisher's connection and the async pools. Not ``connection_kwargs``: redis-py adds
@@ -159,6 +161,8 @@ class CountedPool(_PoolBase):
         # Every command passes here: the common case is two attribute checks, redis-py's
         # checkout and its listeners' calls (one C call to count it).
         events = self.events
+        if self.breaker.refusing:  # Redis is out of reach: fail before taking a connection
+            self.breaker.refuse()
         start = time.monotonic() if events.checkout_time else 0.0  # timed as redis-py's blocking pool does
         try:  # when others wait already, queue up behind them (a forked child starts with none)
             connection = None if self._wait.waiters else self._pool_get_connection(*args, **kwargs)

@@ -10,6 +10,8 @@ replicas'. A :class:`PoolSet` owns them and everything that spans them:
   use closes its idle connections and withdraws its snapshot until it uses a pool again
   (a gunicorn master that preloads the app serves nothing);
 - the connection outside the pools that the publisher and health checks use;
+- the circuit breaker's probe, a PING on a connection of its own (made like the side
+  connection), and its end when the set closes;
 - closing: the publisher, every pool, and what the topology opened besides (the
   connections to the sentinels).
 
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._asyncio import AsyncPools
+from ._breaker import ping_through
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
 from ._wait import wake_closed
@@ -80,6 +83,8 @@ class PoolSet:
         self.async_pools = AsyncPools(self, loops, held_key)
         for pool in pools:
             self.add(pool)
+        name = self.pools[0].telemetry_name() if self.pools else settings.redacted_url
+        policy.breaker.probe_with(ping_through(self._side), name)  # the side connection: no pool's
         _SETS.add(self)
 
     def add(self, pool: CountedPool, *, weakly: bool = False) -> None:
@@ -174,6 +179,7 @@ class PoolSet:
             async_checkouts=async_pools.counters.checkouts,
             async_waits=async_pools.counters.waits,
             async_timeouts=async_pools.counters.timeouts,
+            **self.policy.breaker.figures(),
             pools=pools,
         )
 
@@ -193,6 +199,7 @@ class PoolSet:
         """
         self.publisher.stop()
         self.policy.closed = message
+        self.policy.breaker.close()  # after: a probe in flight connects no more
         wake_closed(self.policy)  # async waiters, on their loops
         self.publisher.close()  # a health check may have opened its connection again meanwhile
         for pool in self.pools:
@@ -203,6 +210,7 @@ class PoolSet:
         """The app was collected without ``close()``: end the publisher's thread and close
         the sockets, without network I/O (this runs inside the garbage collector)."""
         self.publisher.orphan()
+        self.policy.breaker.orphan()
         self.disconnect()
         self._close_topology()
 

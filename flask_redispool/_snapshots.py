@@ -432,6 +432,8 @@ _ABSENT_AS: Final = {
     "pools": [],
     "started_at": 0.0,
     "threads": 0,
+    "circuit_breaker": "closed",
+    "circuit_retry_in": 0.0,
 }
 
 

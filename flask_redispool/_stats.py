@@ -87,6 +87,12 @@ class PoolStats(TypedDict):
     async_checkouts: int  #: connections checked out of them so far
     async_waits: int  #: async checkouts that found their loop's pool full and queued
     async_timeouts: int  #: async checkouts that ended in PoolExhaustedError
+    #: the circuit breaker: ``"closed"``, ``"open"``, ``"half-open"`` or ``"off"``
+    circuit_breaker: str
+    circuit_open: int  #: 1 while the circuit breaker is open or half-open, else 0
+    circuit_opened: int  #: times the circuit breaker opened
+    circuit_failures: int  #: connection failures in a row now (0 after a reply)
+    circuit_retry_in: float  #: seconds until the open breaker's probe tries again (0 otherwise)
     pools: list[PoolFigures]  #: each pool apart
 
 
@@ -139,6 +145,25 @@ FIGURES: Final[tuple[Figure, ...]] = (
         "async_timeouts",
         True,
         True,
+    ),
+    # Absent from snapshots published before the circuit breaker: read as 0 (since_async).
+    Figure(
+        "circuit_open",
+        "1 while the circuit breaker is open: commands fail at once.",
+        "CB_OPEN",
+        7,
+        True,
+        "circuit_breaker_open",
+        since_async=True,
+    ),
+    Figure("circuit_opened", "Times the circuit breaker opened.", None, 0, True, "circuit_breaker_opened", True, True),
+    Figure(
+        "circuit_failures",
+        "Connection failures in a row now.",
+        None,
+        0,
+        metric="circuit_breaker_failures",
+        since_async=True,
     ),
     Figure("max_connections", "The limit, REDIS_MAX_CONNECTIONS.", metric="max_connections"),
     Figure("created", "Connections the pool has made.", metric="connections_created", counter=True),
@@ -263,6 +288,9 @@ class ProcessRow(TypedDict):
     async_checkouts: int | None
     async_waits: int | None
     async_timeouts: int | None
+    circuit_open: int | None
+    circuit_opened: int | None
+    circuit_failures: int | None
     snapshot_age: float | None  #: seconds since the snapshot was published
     server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
     this_process: bool
@@ -283,6 +311,8 @@ class Totals(TypedDict):
     async_checkouts: int
     async_waits: int
     async_timeouts: int
+    circuit_open: int
+    circuit_opened: int
     server_connections: int | None
     suspects: int
 

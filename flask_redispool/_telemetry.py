@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, Final
 import redis
 
 if TYPE_CHECKING:
-    from opentelemetry.metrics import Counter, Histogram
+    from opentelemetry.metrics import Counter, Histogram, UpDownCounter
 
     from ._events import PoolEvents
 
-__all__ = ["POOL_NAME", "PoolTelemetry", "name_sentinel_pool", "observed"]
+__all__ = ["POOL_NAME", "PoolTelemetry", "name_sentinel_pool", "observed", "record_circuit"]
 
 #: The attribute that names a pool, as redis-py's metrics name it.
 POOL_NAME: Final = "db.client.connection.pool.name"
@@ -108,6 +108,39 @@ class PoolTelemetry:
     def timeout(self) -> None:
         """``db.client.connection.timeouts``: a checkout found no free connection in time."""
         instruments()[1].add(1, attributes=self.attributes)
+
+
+@functools.cache
+def _circuit_instruments() -> tuple[UpDownCounter, Counter]:
+    """The circuit breaker's two instruments (:mod:`~flask_redispool._breaker`), made once."""
+    from opentelemetry import metrics
+
+    meter = metrics.get_meter("flask_redispool")
+    open_now = meter.create_up_down_counter(
+        name="flask_redispool.circuit_breaker.open",
+        unit="{breaker}",
+        description="Circuit breakers open now: their pool fails commands at once until Redis answers a probe.",
+    )
+    opened = meter.create_counter(
+        name="flask_redispool.circuit_breaker.opened",
+        unit="{open}",
+        description="Times a circuit breaker opened after repeated connection failures.",
+    )
+    return open_now, opened
+
+
+def record_circuit(name: str, *, opened: bool) -> bool:
+    """Record that the circuit breaker of the pools named ``name`` (their primary pool's
+    ``db.client.connection.pool.name``) opened or closed, while the process exports
+    metrics; whether it did."""
+    if not observed():
+        return False
+    open_now, opened_count = _circuit_instruments()
+    attributes = {"db.system": "redis", POOL_NAME: name}
+    open_now.add(1 if opened else -1, attributes=attributes)
+    if opened:
+        opened_count.add(1, attributes=attributes)
+    return True
 
 
 def name_sentinel_pool(pool: Any, name: str) -> None:

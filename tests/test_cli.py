@@ -66,13 +66,13 @@ def test_stats_table_has_a_row_per_process_and_totals(
     assert lines[0] == f"REDIS  {redis_pool.stats(app)['url']}  client name {app.import_name!r}"
     assert lines[1].startswith("  max_connections=10 blocking=True pool_timeout=1s")
     assert lines[1].endswith(" stats_interval=10s")
-    header = "HOST PID IN_USE IDLE PEAK CHECKOUTS WAITS TIMEOUTS LOOPS ASYNC AGE SERVER"
+    header = "HOST PID IN_USE IDLE PEAK CHECKOUTS WAITS TIMEOUTS LOOPS ASYNC CB_OPEN AGE SERVER"
     assert lines[2].split() == header.split()
     rows = {line.split()[1]: line.split() for line in lines[3:5]}
     assert rows[str(publishing.pid)][:10] == [HOST, str(publishing.pid), "2", "0", "2", "2", "0", "0", "0", "0"]
     assert rows[str(publishing.pid)][-1] == "2"
-    assert rows[str(os.getpid())][2:] == ["-"] * 9 + ["1", "(this", "command)"]
-    assert lines[5].split() == ["total", "2", "proc", "2", "0", "-", "2", "0", "0", "-", "0", "-", "3"]
+    assert rows[str(os.getpid())][2:] == ["-"] * 10 + ["1", "(this", "command)"]
+    assert lines[5].split() == ["total", "2", "proc", "2", "0", "-", "2", "0", "0", "-", "0", "0", "-", "3"]
 
 
 def test_stats_json_rows_match_the_server(
@@ -96,7 +96,8 @@ def test_stats_json_rows_match_the_server(
     assert rows[os.getpid()]["this_process"] is True
     assert report["totals"] == {
         "processes": 3, "in_use": 2, "idle": 0, "checkouts": 2, "waits": 0, "timeouts": 0, "async_in_use": 0,
-        "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "server_connections": 4, "suspects": 0,
+        "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "circuit_open": 0, "circuit_opened": 0,
+        "server_connections": 4, "suspects": 0,
     }  # fmt: skip
     assert report["server_error"] is report["snapshots_error"] is None
 

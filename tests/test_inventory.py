@@ -38,6 +38,7 @@ import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -572,9 +573,9 @@ def _our_classes() -> set[type]:
     from flask_redispool._asyncio import _ASYNC_TWINS
 
     for base in (*_ASYNC_TWINS, FakeRedisConnection):
-        classes.add(pool_connection_class(base, None))  # type: ignore[arg-type]
+        classes.add(pool_connection_class(base, _OpenPolicy()))  # type: ignore[arg-type]
     for base in (*_ASYNC_TWINS.values(), FakeAsyncRedisConnection):
-        classes.add(pool_connection_class(base, None, asynchronous=True))  # type: ignore[arg-type]
+        classes.add(pool_connection_class(base, _OpenPolicy(), asynchronous=True))  # type: ignore[arg-type]
     return classes
 
 
@@ -685,6 +686,7 @@ class _OpenPolicy:
     """What our connection classes ask of their pool's policy, with nothing to say."""
 
     naming_refused = None
+    breaker = SimpleNamespace(refusing=False, failing=False, refuse=lambda: None)
 
     def check_open(self) -> None:
         pass

@@ -146,6 +146,29 @@ def unreachable(case: Case) -> str:
         return raised(lambda: redis_pool.client.get("key"))
 
 
+def _fail_until_open(app: Flask, redis_pool: RedisPool) -> str:
+    """Commands on an unreachable server until the circuit breaker opens: the refusal."""
+    with app.app_context():
+        for _ in range(10):
+            message = raised(lambda: redis_pool.client.get("key"))
+    return re.sub(r"again in [0-9.]+ s", "again in 29.9 s", message)  # as long as the cooldown left
+
+
+def circuit_open(case: Case) -> str:
+    app, redis_pool = case.app(f"redis://127.0.0.1:{free_port()}/0", REDIS_CIRCUIT_BREAKER_COOLDOWN=30)
+    return _fail_until_open(app, redis_pool)
+
+
+def circuit_opened_warning(case: Case) -> str:
+    app, redis_pool = case.app(f"redis://127.0.0.1:{free_port()}/0", REDIS_CIRCUIT_BREAKER_COOLDOWN=30)
+    caplog: pytest.LogCaptureFixture = case.request.getfixturevalue("caplog")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flask_redispool"):
+        _fail_until_open(app, redis_pool)
+    [record] = [record for record in caplog.records if "circuit breaker is open" in record.getMessage()]
+    return f"WARNING:flask_redispool:{record.getMessage()}"
+
+
 def read_timeout(message: str, address: str) -> str:
     """The page quotes redis-py 8.2's words for a read timeout, which name the server;
     redis-py before 8.2 says "from socket" (the page says so too)."""
@@ -317,6 +340,7 @@ CASES: list[Callable[[Case], str]] = [
     registered_twice,
     pool_exhausted,
     unreachable,
+    circuit_open,
     no_answer,
     credentials,
     may_have_run,
@@ -335,6 +359,7 @@ CASES: list[Callable[[Case], str]] = [
     naming_refused,
     settings_changed,
     rename_kept,
+    circuit_opened_warning,
 ]
 
 

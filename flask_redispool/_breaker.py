@@ -1,0 +1,304 @@
+"""The circuit breaker: fail at once while Redis is down, and find out by itself when it is back.
+
+While Redis is unreachable or hung, every command waits out its timeouts (up to
+``Settings.worst_case_seconds``), and request threads pile up behind a dead dependency.
+One :class:`CircuitBreaker` per app and prefix, shared by every connection of its pools
+(sync, ``redis.asyncio``, one server, Sentinel, Cluster: it hangs on their
+:class:`~flask_redispool._connection.ConnectionPolicy`), counts connection-level
+failures:
+
+- **closed** (the normal state): commands go through. Each connection-level failure
+  (connect refused or timed out, connection reset, no reply in time) lengthens a
+  streak, and any reply read from the server ends it. A streak of
+  ``CIRCUIT_BREAKER_FAILURES`` opens the breaker. A command error (``WRONGTYPE``, a
+  refused password, a full pool) is no sign of a server down and counts for nothing.
+- **open**: every command, checkout and connect of the pools raises
+  :class:`~flask_redispool.CircuitOpenError` at once, before anything is sent (so no
+  write runs twice). After ``CIRCUIT_BREAKER_COOLDOWN`` seconds, one probe tries.
+- **half-open**: the probe runs, off the request path, in a thread of the breaker's own:
+  a PING on a connection of its own outside the pools (the topology's side connection,
+  which finds a Sentinel master or a cluster node as the pools do). Requests still fail
+  at once. It answers: closed. It does not: open for another cooldown.
+
+The hot path pays two attribute checks per command (:attr:`CircuitBreaker.refusing`
+before a send, :attr:`CircuitBreaker.failing` after a reply); the rest runs on failures
+only. ``CIRCUIT_BREAKER = False`` turns it off: it then never leaves ``closed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypedDict
+
+from redis.exceptions import AuthenticationError, ConnectionError, MaxConnectionsError, ReadOnlyError, TimeoutError
+
+from ._errors import BlockingCommandError, CircuitOpenError
+from ._telemetry import record_circuit
+
+if TYPE_CHECKING:
+    from ._config import Settings
+    from ._topology import SideConnection
+
+__all__ = ["CLOSED", "HALF_OPEN", "OFF", "OPEN", "CircuitBreaker", "CircuitFigures", "is_outage", "ping_through"]
+
+logger = logging.getLogger("flask_redispool")
+
+#: The states, as ``stats()``, ``health()`` and the report show them.
+CLOSED: Final = "closed"
+OPEN: Final = "open"
+HALF_OPEN: Final = "half-open"
+OFF: Final = "off"
+
+# Errors that are ConnectionError or TimeoutError subclasses, yet no sign of a server down.
+_NOT_OUTAGES: Final = (AuthenticationError, MaxConnectionsError, BlockingCommandError, CircuitOpenError)
+
+
+class CircuitFigures(TypedDict):
+    """The breaker's fields of :class:`~flask_redispool.PoolStats` (see there)."""
+
+    circuit_breaker: str
+    circuit_open: int
+    circuit_opened: int
+    circuit_failures: int
+    circuit_retry_in: float
+
+
+def is_outage(error: BaseException) -> bool:
+    """Whether ``error`` says the server could not be reached or did not answer: a
+    connection error or timeout, not a refusal (credentials, a full pool, a blocking
+    command refused before sending), and not a demoted master's ``READONLY`` (a
+    failover, which the Sentinel connections follow)."""
+    return (
+        isinstance(error, ConnectionError | TimeoutError)
+        and not isinstance(error, _NOT_OUTAGES)
+        and not isinstance(error.__context__, ReadOnlyError)
+    )
+
+
+class CircuitBreaker:
+    """The breaker of one app and prefix's pools (see the module).
+
+    :param settings: its ``CIRCUIT_BREAKER*`` keys, and the URL its errors name.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.enabled = settings.circuit_breaker
+        #: Whether commands are refused now (open or half-open): checked before every send.
+        self.refusing = False
+        #: Whether a streak of failures runs, or the breaker is open: checked after every
+        #: reply, which then ends the streak.
+        self.failing = False
+        #: Connection-level failures since the last reply from the server.
+        self.failures = 0
+        #: Times the breaker opened.
+        self.opened = 0
+        self.state = CLOSED if self.enabled else OFF
+        #: The failures in a row that open it: ``CIRCUIT_BREAKER_FAILURES``, and always
+        #: more than one command's tries (``RETRIES + 1``, one failure each), so that one
+        #: command retrying through a pause never opens it alone.
+        self.threshold = max(settings.circuit_breaker_failures, settings.retries + 2)
+        #: When the probe tries next (:func:`time.monotonic`), while open.
+        self.next_try = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._prober: threading.Thread | None = None
+        self._probe: Callable[[], object] | None = None
+        self._telemetry_name = ""
+        self._recorded = False  # whether OpenTelemetry recorded the last opening
+        #: The refusal's words, before and after when it tries again: made once, as
+        #: commands meet it by the thousand.
+        self._message = (
+            f"Redis at {settings.key('URL')} ({settings.redacted_url}) is out of reach: "
+            f"{self.threshold} connection failures in a row opened the circuit breaker, so commands "
+            "fail at once instead of waiting out their timeouts. It tries the server again ",
+            f" (every {settings.key('CIRCUIT_BREAKER_COOLDOWN')}={settings.circuit_breaker_cooldown:g} s); "
+            f"{settings.key('CIRCUIT_BREAKER')} = False turns it off.",
+        )
+        _BREAKERS.add(self)
+
+    def probe_with(self, probe: Callable[[], object], name: str) -> None:
+        """Try the server with ``probe`` (raises when it does not answer) when a cooldown
+        ends, and name the breaker ``name`` in OpenTelemetry: the pools' owner calls it
+        once, with a PING on a connection outside the pools."""
+        self._probe = probe
+        self._telemetry_name = name
+
+    def failed(self, error: BaseException) -> None:
+        """A command, checkout or connect of the pools raised ``error``: count it when it
+        says the server is out of reach, and open the breaker at the threshold."""
+        if not self.enabled or not is_outage(error):
+            return
+        with self._lock:
+            self.failures += 1
+            self.failing = True
+            if self.state == CLOSED and self.failures >= self.threshold:
+                self._open()
+
+    def succeeded(self) -> None:
+        """The server answered: the streak ends, and an open breaker closes (a command
+        in flight when it opened, retrying, got its reply: the server is back)."""
+        with self._lock:
+            if self.state == CLOSED:
+                self.failures = 0
+                self.failing = False
+                return
+        self._close()
+
+    def refuse(self) -> None:
+        """Refuse a command while open, unless this thread is the probe's.
+
+        :raises CircuitOpenError: naming the URL and when the probe tries again.
+        """
+        if self.refusing and threading.current_thread() is not self._prober:
+            raise self.error()
+
+    def error(self) -> CircuitOpenError:
+        """The error a refused command raises."""
+        left = max(0.0, self.next_try - time.monotonic())
+        when = "now" if self.state == HALF_OPEN else f"in {left:.1f} s"
+        before, after = self._message
+        return CircuitOpenError(before + when + after)
+
+    def figures(self) -> CircuitFigures:
+        """Its part of the pools' snapshot (``stats()``, published, the report, Prometheus)."""
+        return CircuitFigures(
+            circuit_breaker=self.state,
+            circuit_open=int(self.refusing),
+            circuit_opened=self.opened,
+            circuit_failures=self.failures,
+            circuit_retry_in=self.retry_in(),
+        )
+
+    def retry_in(self) -> float:
+        """Seconds until the probe tries again (0 while closed or probing)."""
+        return round(max(0.0, self.next_try - time.monotonic()), 3) if self.state == OPEN else 0.0
+
+    def _open(self) -> None:
+        """Open now (holding the lock), and start the probe's thread unless it runs."""
+        self.state = OPEN
+        self.refusing = True
+        self.opened += 1
+        self.next_try = time.monotonic() + self.settings.circuit_breaker_cooldown
+        settings = self.settings
+        logger.warning(
+            "Redis at %s is out of reach (%d connection failures in a row): %s's circuit breaker is open, "
+            "commands fail at once; the server is tried again every %g s.",
+            settings.redacted_url,
+            self.failures,
+            settings.prefix,
+            settings.circuit_breaker_cooldown,
+        )
+        self._recorded = record_circuit(self._telemetry_name, opened=True)
+        if self._prober is None and not self._stop.is_set():  # it clears this as it ends
+            self._prober = threading.Thread(target=self._run_probe, name=f"redispool-breaker-{settings.prefix}")
+            self._prober.daemon = True
+            self._prober.start()
+
+    def _run_probe(self) -> None:
+        """The probe's thread: at the end of each cooldown, one try; ends once closed (by
+        its probe or by a reply to a command in flight), or when the pools close. It
+        leaves :attr:`_prober` in the same lock section as it decides to end, so that a
+        breaker opening again meanwhile starts another."""
+        while True:
+            stopped = self._stop.wait(max(0.0, self.next_try - time.monotonic()))
+            with self._lock:
+                if stopped or self.state == CLOSED:
+                    self._prober = None
+                    return
+                self.state = HALF_OPEN
+            answered = self._try()
+            with self._lock:
+                closed_now = answered and self._set_closed()
+                if answered or self.state == CLOSED:
+                    self._prober = None
+                else:
+                    self.state = OPEN
+                    self.next_try = time.monotonic() + self.settings.circuit_breaker_cooldown
+                    continue
+            if closed_now:
+                self._closed()
+            return
+
+    def _try(self) -> bool:
+        probe = self._probe
+        try:
+            if probe is not None:
+                probe()
+        except Exception as exc:  # whatever the probe met, the server did not answer it
+            logger.debug("The circuit breaker's probe of %s failed: %s", self.settings.redacted_url, exc)
+            return False
+        return True
+
+    def _close(self) -> None:
+        with self._lock:
+            closed_now = self._set_closed()
+        if closed_now:
+            self._closed()
+
+    def _set_closed(self) -> bool:
+        """Close (holding the lock); whether it was not closed already."""
+        if self.state == CLOSED:
+            return False
+        self.state, self.refusing, self.failing, self.failures = CLOSED, False, False, 0
+        return True
+
+    def _closed(self) -> None:
+        """Say that it closed (outside the lock)."""
+        logger.warning("Redis at %s answers again: the circuit breaker is closed.", self.settings.redacted_url)
+        if self._recorded:  # what was recorded open is recorded closed
+            record_circuit(self._telemetry_name, opened=False)
+            self._recorded = False
+
+    def close(self) -> None:
+        """The pools closed: stop probing, and wait for a probe in flight to end (at most
+        one command's worst case)."""
+        self._stop.set()
+        prober = self._prober
+        if prober is not None and prober is not threading.current_thread():
+            prober.join(self.settings.worst_case_seconds + 1.0)
+
+    def orphan(self) -> None:
+        """The app was collected: stop probing, without waiting (inside the collector)."""
+        self._stop.set()
+
+    def _start_afresh(self) -> None:
+        """In a forked child: the parent's probe thread does not exist here, and its lock
+        may be held forever. The child starts closed and finds out for itself."""
+        self._lock = threading.Lock()
+        self._prober = None
+        self.refusing = self.failing = False
+        self.failures = 0
+        self.state = CLOSED if self.enabled else OFF
+
+
+def ping_through(side: SideConnection) -> Callable[[], object]:
+    """The probe of a breaker: PING on a connection of its own, opened like ``side`` (the
+    topology's connection outside the pools: it finds a Sentinel master or a cluster's
+    nodes as the pools do) and closed after. It refers to nothing of the pools."""
+
+    def ping() -> object:
+        client = side.open()
+        try:
+            return client.ping()
+        finally:
+            side.close(client)
+
+    return ping
+
+
+#: Every breaker in this process, for the fork hook below.
+_BREAKERS: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+
+
+def _start_afresh_in_child() -> None:
+    for breaker in list(_BREAKERS):
+        breaker._start_afresh()
+
+
+os.register_at_fork(after_in_child=_start_afresh_in_child)

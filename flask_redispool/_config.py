@@ -24,6 +24,7 @@ from urllib.parse import unquote_plus
 
 from redis.credentials import CredentialProvider
 
+from ._client_cache import ClientCacheSettings, parse_client_cache
 from ._errors import ConfigError, ConfigWarning
 from ._topology import TLS_SCHEMES, TOPOLOGIES
 
@@ -528,6 +529,15 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "is never cut. None: no limit.",
     ),
     ConfigKey(
+        "CLIENT_CACHE",
+        parse_client_cache,
+        None,
+        "Keep replies of reads in each sync pool's client-side cache, which the server invalidates "
+        "(redis-py's, RESP3 tracking; Redis 7.4 or later, redis-py 8.2 or later): ``True``, or a dict "
+        "of its options, ``max_size`` (default 10000), ``key_prefixes`` and ``commands`` (cache only "
+        "those). Turns RESP3 on. Async clients are unaffected. See :doc:`caching`.",
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -577,6 +587,7 @@ class Settings:
     sentinel_ssl_enabled: bool | None
     credential_provider: CredentialProvider | None = field(repr=False)
     max_connection_age: float | None
+    client_cache: ClientCacheSettings | None
     options: dict[str, Any] = field(repr=False)
 
     @property

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ._asyncio import AsyncPools
+from ._client_cache import cache_figures
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
 from ._wait import wake_closed
@@ -174,6 +175,7 @@ class PoolSet:
             async_checkouts=async_pools.counters.checkouts,
             async_waits=async_pools.counters.waits,
             async_timeouts=async_pools.counters.timeouts,
+            **cache_figures([pool.client_cache for pool in self.pools]),
             pools=pools,
         )
 

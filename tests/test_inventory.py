@@ -398,7 +398,7 @@ SHADOWED = {
 }
 
 #: Overrides of methods that some supported releases lack.
-NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub"})
+NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub", "_CountingConfig.should_cache"})
 
 
 # --- the scan --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis.cache
@@ -21,7 +22,7 @@ from flask_redispool import ConfigError, RedisPool
 from flask_redispool._client_cache import ClientCacheError, ClientCacheSettings, parse_client_cache
 from flask_redispool.testing import RedisServer
 
-from .conftest import our_connections
+from .conftest import SentinelService, our_connections, wait_until
 from .test_prometheus import scrape
 
 #: Whether the installed redis-py has the cache this key needs (8.2 and later).
@@ -304,3 +305,71 @@ def test_async_clients_are_unaffected(cached_app: Flask, redis8: Redis) -> None:
 
     assert cached_app.test_client().get("/").json == ["b'v'", "b'v'"]
     assert cache_stats(redis_pool, cached_app)["cache_misses"] == 0
+
+
+# --- Sentinel on Redis 8.2 -------------------------------------------------------------
+
+
+@pytest.fixture
+def redis8_sentinel(redis8_server: RedisServer) -> Iterator[SentinelService]:
+    """1 Redis 8.2 master, 1 replica and 3 sentinels on loopback; stopped by pid."""
+    binary = redis8_server.binary
+    started: list[RedisServer] = []
+    try:
+        master = RedisServer(binary).start()
+        started.append(master)
+        replica = RedisServer(binary, args=("--replicaof", "127.0.0.1", str(master.port)))
+        sentinels = [RedisServer.sentinel_for(master.port, binary=binary) for _ in range(3)]
+        for server in (replica, *sentinels):
+            started.append(server.start())
+        service = SentinelService(master, [replica], sentinels)
+        service.wait_ready(replicas=1)
+        yield service
+    finally:
+        for server in started:
+            server.stop()
+
+
+@needs_new_redis_py
+def test_a_sentinel_failover_flushes_the_cache(
+    make_app: Callable[..., Flask], redis8_sentinel: SentinelService
+) -> None:
+    """The master changes: a value cached from the old one is not read after a write to the
+    new one was acknowledged (plus one round trip)."""
+    app = make_app(REDIS_URL=redis8_sentinel.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    old_port = redis8_sentinel.master_port()
+    with Redis(port=old_port, socket_timeout=5) as old:
+        old.set("k", "old")
+        old.wait(1, 5000)
+    with app.app_context():
+        client = redis_pool.client
+        assert client.get("k") == client.get("k") == b"old"
+        assert redis_pool.stats()["cache_hits"] == 1
+        with redis8_sentinel.ask() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", redis8_sentinel.name)
+        new_port = wait_until(
+            lambda: (port := redis8_sentinel.agreed_master()) != old_port and port, 30, "the new master"
+        )
+        # Until the sentinels demote the old master (and close its clients), it still answers
+        # as one, cache or not: a plain read there is as old.
+        wait_until(lambda: _role(old_port) == "slave", 30, "the old master demoted")
+        with Redis(port=new_port, socket_timeout=5) as new:
+            new.set("k", "new")
+            new.ping()
+        read: Any = wait_until(lambda: _read_or_none(client), 30, "a read after the failover")
+        assert read == b"new"
+
+
+def _role(port: int) -> str:
+    with Redis(port=port, socket_timeout=5, decode_responses=True) as server:
+        return str(server.info("replication")["role"])
+
+
+def _read_or_none(client: Redis) -> Any:
+    """``GET k``, or ``None`` while the failover makes it fail (the old master refuses or
+    closes its connections)."""
+    try:
+        return client.get("k")
+    except (ConnectionError, redis.exceptions.RedisError):
+        return None

@@ -16,7 +16,7 @@ What is refused, and when:
   entries filled before a silent reconnect, whose invalidations the server no longer
   sends), and RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL);
 - at each connection's handshake (:meth:`CountedCache.check_server`): a server that is not
-  Redis 7.4 or later (Valkey, Redis 7.2): the command raises :class:`ClientCacheError`
+  Redis 7.4 or later (Valkey, Redis 7.2): the command raises a :class:`~flask_redispool.ConfigError`
   saying why, and the connection is closed. Nothing is cached, so nothing stale is read.
 
 A connection that closes or reconnects flushes the pool's cache (redis-py does: the
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
     from ._config import Settings
 
 __all__ = [
-    "ClientCacheError",
     "ClientCacheSettings",
     "CountedCache",
     "cache_figures",
@@ -68,11 +67,6 @@ _ACCEPTS: Final = (
 )
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
-
-
-class ClientCacheError(ConfigError):
-    """``REDIS_CLIENT_CACHE`` is on, but the server cannot track keys for redis-py's cache
-    (Valkey, Redis older than 7.4). Raised by the command that connected."""
 
 
 @dataclass(frozen=True)
@@ -241,14 +235,14 @@ class CountedCache(CacheInterface):
         refuse a server whose tracking redis-py's cache does not accept, closing the
         connection, before redis-py's own refusal, which names neither the key nor the server.
 
-        :raises ClientCacheError: saying why."""
+        :raises ConfigError: saying why (from the command that connected)."""
         meta = {_text(k): _text(v) for k, v in (connection.handshake_metadata or {}).items()}
         server, version = meta.get("server", "?"), meta.get("version", "?")
         if server == "redis" and _version(version) >= REDIS_NEEDED:
             return
         connection.disconnect()
         key = self._settings.key("CLIENT_CACHE")
-        raise ClientCacheError(
+        raise ConfigError(
             f"{key} is on, but the server at {connection.host}:{connection.port} is {server} {version}: "
             f"redis-py's client-side cache needs Redis {'.'.join(map(str, REDIS_NEEDED))} or later "
             f"(it refuses Valkey and older Redis, whatever they answer to CLIENT TRACKING). Remove {key} "

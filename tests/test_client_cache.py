@@ -17,10 +17,11 @@ import pytest
 import redis.cache
 from flask import Flask
 from redis import Redis
+from redis.cluster import RedisCluster
 
 from flask_redispool import ConfigError, RedisPool
 from flask_redispool._client_cache import ClientCacheSettings, parse_client_cache
-from flask_redispool.testing import RedisServer
+from flask_redispool.testing import RedisClusterServers, RedisServer
 
 from .conftest import SentinelService, our_connections, wait_until
 from .test_prometheus import scrape
@@ -373,3 +374,29 @@ def _read_or_none(client: Redis) -> Any:
         return client.get("k")
     except (ConnectionError, redis.exceptions.RedisError):
         return None
+
+
+# --- Redis Cluster on Redis 8.2 --------------------------------------------------------
+
+
+@needs_new_redis_py
+def test_a_cluster_caches_per_node_and_stays_fresh(make_app: Callable[..., Flask], redis8_server: RedisServer) -> None:
+    """Each node's pool has a cache; the node that holds a key invalidates it."""
+    with RedisClusterServers(redis8_server.binary) as cluster:
+        app = make_app(REDIS_URL=cluster.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+        redis_pool = RedisPool(app)
+        writer = RedisCluster(host="127.0.0.1", port=cluster.masters()[0].port, socket_timeout=5)
+        writer.set("k", "old")
+        node = writer.get_node_from_key("k")
+        with app.app_context():
+            client = redis_pool.cluster_client
+            assert client.get("k") == client.get("k") == b"old"
+            assert redis_pool.stats()["cache_hits"] == 1
+            stale = 0
+            for i in range(TRIALS // 5):
+                writer.set("k", i)
+                writer.ping(target_nodes=node)
+                stale += int(client.get("k")) != i  # type: ignore[arg-type]
+            assert stale == 0
+            assert redis_pool.stats()["cache_invalidations"] >= TRIALS // 5
+        writer.close()

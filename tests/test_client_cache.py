@@ -9,8 +9,12 @@ serve the cache (Valkey 9, Redis 6.2) refuse it with one clear error and no stal
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -400,3 +404,52 @@ def test_a_cluster_caches_per_node_and_stays_fresh(make_app: Callable[..., Flask
             assert stale == 0
             assert redis_pool.stats()["cache_invalidations"] >= TRIALS // 5
         writer.close()
+
+
+# --- OpenTelemetry: redis-py's CSC group -----------------------------------------------
+
+#: Run in a process of its own: OpenTelemetry's meter provider is set once per process,
+#: and redis-py's observability is process-wide.
+OTEL_APP = """
+import json, sys
+from flask import Flask
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from redis.observability.config import MetricGroup, OTelConfig
+from redis.observability.providers import get_observability_instance
+from flask_redispool import RedisPool
+from tests.telemetry_app import collected
+
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+get_observability_instance().init(OTelConfig(metric_groups=[MetricGroup.CSC]))
+app = Flask("otel_cache")
+app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+redis_pool = RedisPool(app)
+with app.app_context():
+    redis_pool.client.set("k", "v")
+    for _ in range(3):
+        redis_pool.client.get("k")
+    stats = redis_pool.stats()
+report = {"stats": stats, "metrics": collected(reader)}
+redis_pool.close(app)
+print(json.dumps(report, default=str))
+"""
+
+
+@needs_new_redis_py
+def test_redis_py_records_the_cache_in_opentelemetry(redis8_server: RedisServer) -> None:
+    """redis-py's CSC metric group counts the hits and misses of the caches we give its pools."""
+    root = Path(__file__).resolve().parent.parent
+    ran = subprocess.run(
+        [sys.executable, "-c", OTEL_APP, redis8_server.url], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    assert ran.returncode == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    requests = {
+        point["attributes"].get("redis.client.csc.result"): point["value"]
+        for point in report["metrics"]["redis.client.csc.requests"]
+    }
+    assert (report["stats"]["cache_hits"], report["stats"]["cache_misses"]) == (2, 1)
+    assert requests == {"hit": 2, "miss": 1}

@@ -14,7 +14,8 @@ What is refused, and when:
 
 - at ``init_app`` (:func:`check_client_cache`): a redis-py older than 8.2 (its cache keeps
   entries filled before a silent reconnect, whose invalidations the server no longer
-  sends), and RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL);
+  sends), RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL), and ``fakeredis://``
+  (no ``CLIENT TRACKING``);
 - at each connection's handshake (:meth:`CountedCache.check_server`): a server that is not
   Redis 7.4 or later (Valkey, Redis 7.2): the command raises a :class:`~flask_redispool.ConfigError`
   saying why, and the connection is closed. Nothing is cached, so nothing stale is read.
@@ -132,7 +133,8 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
     """The connection keyword arguments ``kwargs`` (from the URL and ``OPTIONS``) for a pool
     of ``settings``: with ``protocol=3`` when the cache is on.
 
-    :raises ConfigError: the cache is on, but redis-py is older than 8.2, or RESP2 is forced."""
+    :raises ConfigError: the cache is on, but redis-py is older than 8.2, RESP2 is forced, or
+        the URL is ``fakeredis://``."""
     if settings.client_cache is None:
         return kwargs
     key = settings.key("CLIENT_CACHE")
@@ -141,6 +143,11 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
             f"{key} needs redis-py {REDIS_PY_NEEDED} or later, and {redis.__version__} is installed: its "
             "cache keeps replies filled before a reconnect, which the server no longer invalidates. "
             f"Upgrade redis-py, or remove {key}."
+        )
+    if settings.scheme == "fakeredis":
+        raise ConfigError(
+            f"{key} needs a Redis server that tracks keys (CLIENT TRACKING), which fakeredis does not: "
+            f"test the cache against a real Redis 7.4 or later, or remove {key}."
         )
     protocol = kwargs.get("protocol")
     if protocol is not None and str(protocol) != "3":

@@ -126,6 +126,17 @@ def test_resp2_forced_is_refused_at_init_app(
     )
 
 
+@needs_new_redis_py
+def test_fakeredis_is_refused_at_init_app(make_app: Callable[..., Flask]) -> None:
+    app = make_app(REDIS_URL="fakeredis://", REDIS_CLIENT_CACHE=True)
+    with pytest.raises(ConfigError) as info:
+        RedisPool(app)
+    assert str(info.value) == (
+        "REDIS_CLIENT_CACHE needs a Redis server that tracks keys (CLIENT TRACKING), which fakeredis does not: "
+        "test the cache against a real Redis 7.4 or later, or remove REDIS_CLIENT_CACHE."
+    )
+
+
 @pytest.mark.skipif(NEW_ENOUGH, reason="redis-py 8.2 has the cache this key needs")
 def test_an_older_redis_py_is_refused_at_init_app_naming_the_version_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app(REDIS_URL="redis://localhost:6379/0", REDIS_CLIENT_CACHE=True)

@@ -60,7 +60,8 @@ def build(variant: str, url: str, view_kind: str, count: int) -> Any:
     else:
         from flask_redispool import RedisPool
 
-        app.config.update(REDIS_URL=url, REDIS_CLIENT_CACHE=variant == "cached")
+        cached = variant == "cached"  # one connection per pool, as the cache needs
+        app.config.update(REDIS_URL=url, REDIS_CLIENT_CACHE=cached, REDIS_MAX_CONNECTIONS=1 if cached else 10)
         redis_pool = RedisPool(app)
 
         def get_client() -> Any:

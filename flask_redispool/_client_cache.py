@@ -14,8 +14,11 @@ What is refused, and when:
 
 - at ``init_app`` (:func:`check_client_cache`): a redis-py older than 8.2 (its cache keeps
   entries filled before a silent reconnect, whose invalidations the server no longer
-  sends), RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL), and ``fakeredis://``
-  (no ``CLIENT TRACKING``);
+  sends), RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL), ``fakeredis://``
+  (no ``CLIENT TRACKING``), and ``MAX_CONNECTIONS`` other than 1: redis-py 8.2 drains the
+  socket of the connection that cached an entry before it answers from it, even while
+  another thread's command waits there for its reply (which is lost: a timeout), so each
+  pool keeps one connection, which no two threads use at once;
 - at each connection's handshake (:meth:`CountedCache.check_server`): a server that is not
   Redis 7.4 or later (Valkey, Redis 7.2): the command raises a :class:`~flask_redispool.ConfigError`
   saying why, and the connection is closed. Nothing is cached, so nothing stale is read.
@@ -133,8 +136,8 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
     """The connection keyword arguments ``kwargs`` (from the URL and ``OPTIONS``) for a pool
     of ``settings``: with ``protocol=3`` when the cache is on.
 
-    :raises ConfigError: the cache is on, but redis-py is older than 8.2, RESP2 is forced, or
-        the URL is ``fakeredis://``."""
+    :raises ConfigError: the cache is on, but redis-py is older than 8.2, the URL is
+        ``fakeredis://``, ``MAX_CONNECTIONS`` is not 1, or RESP2 is forced."""
     if settings.client_cache is None:
         return kwargs
     key = settings.key("CLIENT_CACHE")
@@ -155,6 +158,15 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
             f"{key} needs RESP3 (the server's invalidations are RESP3 pushes), but {settings.key('OPTIONS')} "
             f"or {settings.key('URL')} sets protocol={protocol}: remove it ({key} turns RESP3 on), "
             f"or remove {key}."
+        )
+    if settings.max_connections != 1:
+        raise ConfigError(
+            f"{key} needs {settings.key('MAX_CONNECTIONS')} = 1 (it is {settings.max_connections}): "
+            f"redis-py {redis.__version__}'s cache answers a read from the cache only after reading the "
+            "invalidations off the socket of the connection that cached it, even while another thread's "
+            "command waits there for its reply, which is then lost (that command times out). One "
+            "connection per pool, per process, is never in two threads at once: use it with sync workers "
+            f"(gunicorn's default), or remove {key}."
         )
     return {**kwargs, "protocol": 3}
 

@@ -535,7 +535,8 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "Keep replies of reads in each sync pool's client-side cache, which the server invalidates "
         "(redis-py's, RESP3 tracking; Redis 7.4 or later, redis-py 8.2 or later): ``True``, or a dict "
         "of its options, ``max_size`` (default 10000), ``key_prefixes`` and ``commands`` (cache only "
-        "those). Turns RESP3 on. Async clients are unaffected. See :doc:`caching`.",
+        "those). Turns RESP3 on; needs ``MAX_CONNECTIONS`` = 1. Async clients are unaffected. "
+        "See :doc:`caching`.",
     ),
     ConfigKey(
         "OPTIONS",

@@ -49,7 +49,9 @@ def redis8(redis8_server: RedisServer) -> Iterator[Redis]:
 
 @pytest.fixture
 def cached_app(make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis) -> Flask:
-    return make_app(REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+    return make_app(
+        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
+    )
 
 
 def cache_stats(redis_pool: RedisPool, app: Flask) -> dict[str, int]:
@@ -137,6 +139,22 @@ def test_fakeredis_is_refused_at_init_app(make_app: Callable[..., Flask]) -> Non
     )
 
 
+@needs_new_redis_py
+def test_more_than_one_connection_per_pool_is_refused_at_init_app(make_app: Callable[..., Flask]) -> None:
+    """redis-py 8.2's cache reads the socket of the connection that cached an entry, even
+    while another thread waits there for a reply: one connection per pool is never shared."""
+    app = make_app(REDIS_URL="redis://localhost:6379/0", REDIS_CLIENT_CACHE=True)
+    with pytest.raises(ConfigError) as info:
+        RedisPool(app)
+    assert str(info.value) == (
+        f"REDIS_CLIENT_CACHE needs REDIS_MAX_CONNECTIONS = 1 (it is 10): redis-py {redis.__version__}'s cache "
+        "answers a read from the cache only after reading the invalidations off the socket of the connection "
+        "that cached it, even while another thread's command waits there for its reply, which is then lost "
+        "(that command times out). One connection per pool, per process, is never in two threads at once: use "
+        "it with sync workers (gunicorn's default), or remove REDIS_CLIENT_CACHE."
+    )
+
+
 @pytest.mark.skipif(NEW_ENOUGH, reason="redis-py 8.2 has the cache this key needs")
 def test_an_older_redis_py_is_refused_at_init_app_naming_the_version_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app(REDIS_URL="redis://localhost:6379/0", REDIS_CLIENT_CACHE=True)
@@ -168,7 +186,7 @@ def test_a_server_without_redis_7_4_tracking_refuses_every_command_and_keeps_no_
     server: RedisServer = request.getfixturevalue(server_fixture)
     observer = Redis.from_url(server.url, socket_timeout=10)
     observer.set("k", "v")
-    app = make_app(REDIS_URL=server.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+    app = make_app(REDIS_URL=server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
     with app.app_context():
         for _ in range(2):  # the first connection and the next: never a reply, never a stale one
@@ -261,7 +279,9 @@ def test_a_killed_connection_flushes_the_cache(cached_app: Flask, redis8: Redis)
 
 @needs_new_redis_py
 def test_max_size_evicts_and_counts(make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis) -> None:
-    app = make_app(REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE={"max_size": 2}, REDIS_STATS_INTERVAL=0)
+    app = make_app(
+        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE={"max_size": 2}, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
+    )
     redis_pool = RedisPool(app)
     redis8.mset(dict.fromkeys("abcd", "v"))  # a missing key's None is not cached
     with app.app_context():
@@ -276,7 +296,10 @@ def test_only_the_key_prefixes_are_cached(
     make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis
 ) -> None:
     app = make_app(
-        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE={"key_prefixes": ["config:"]}, REDIS_STATS_INTERVAL=0
+        REDIS_URL=redis8_server.url,
+        REDIS_CLIENT_CACHE={"key_prefixes": ["config:"]},
+        REDIS_MAX_CONNECTIONS=1,
+        REDIS_STATS_INTERVAL=0,
     )
     redis_pool = RedisPool(app)
     redis8.mset({"config:a": "1", "user:1": "2"})
@@ -352,7 +375,9 @@ def test_a_sentinel_failover_flushes_the_cache(
 ) -> None:
     """The master changes: a value cached from the old one is not read after a write to the
     new one was acknowledged (plus one round trip)."""
-    app = make_app(REDIS_URL=redis8_sentinel.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+    app = make_app(
+        REDIS_URL=redis8_sentinel.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
+    )
     redis_pool = RedisPool(app)
     old_port = redis8_sentinel.master_port()
     with Redis(port=old_port, socket_timeout=5) as old:
@@ -398,7 +423,7 @@ def _read_or_none(client: Redis) -> Any:
 def test_a_cluster_caches_per_node_and_stays_fresh(make_app: Callable[..., Flask], redis8_server: RedisServer) -> None:
     """Each node's pool has a cache; the node that holds a key invalidates it."""
     with RedisClusterServers(redis8_server.binary) as cluster:
-        app = make_app(REDIS_URL=cluster.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+        app = make_app(REDIS_URL=cluster.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
         redis_pool = RedisPool(app)
         writer = RedisCluster(host="127.0.0.1", port=cluster.masters()[0].port, socket_timeout=5)
         writer.set("k", "old")
@@ -436,7 +461,7 @@ reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 get_observability_instance().init(OTelConfig(metric_groups=[MetricGroup.CSC]))
 app = Flask("otel_cache")
-app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
+app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
 redis_pool = RedisPool(app)
 with app.app_context():
     redis_pool.client.set("k", "v")

@@ -13,6 +13,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from flask_redispool import ConfigError, RedisPool
 from flask_redispool._client_cache import ClientCacheSettings, parse_client_cache
 from flask_redispool.testing import RedisClusterServers, RedisServer
 
-from .conftest import SentinelService, our_connections, wait_until
+from .conftest import SentinelService, our_connections, run_in_threads, wait_until
 from .test_prometheus import scrape
 
 #: Whether the installed redis-py has the cache this key needs (8.2 and later).
@@ -235,6 +236,40 @@ def test_idle_connections_are_counted_behind_the_cache_proxy(cached_app: Flask, 
         assert (redis_pool.stats()["idle"], redis_pool.stats()["in_use"]) == (1, 0)
         redis_pool.get_pool().disconnect()
         assert redis_pool.stats()["idle"] == 0
+
+
+@needs_new_redis_py
+def test_threads_share_the_one_connection_and_every_reply_is_theirs(cached_app: Flask, redis8: Redis) -> None:
+    """Four threads read cached keys, echo and count while another client writes one of the
+    keys: each gets its own replies (on a pool of several connections, redis-py 8.2 loses
+    some: its hit path reads another thread's connection)."""
+    redis_pool = RedisPool(cached_app)
+    redis8.mset({f"hot:{i}": f"v{i}" for i in range(3)})
+    wrong: list[object] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        while not stop.wait(0.001):
+            redis8.set("hot:2", "v2")
+
+    def work() -> None:
+        name = threading.current_thread().name
+        with cached_app.app_context():
+            client = redis_pool.client
+            for n in range(1, 301):
+                replies = [client.get(f"hot:{i}") for i in range(3)], client.echo(name), client.incr(name)
+                if replies != ([b"v0", b"v1", b"v2"], name.encode(), n):
+                    wrong.append(replies)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        run_in_threads(work, 4)
+    finally:
+        stop.set()
+        writer.join(10)
+    assert wrong == []
+    assert redis_pool.stats(cached_app)["cache_hits"] > 0
 
 
 @needs_new_redis_py

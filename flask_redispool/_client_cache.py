@@ -20,7 +20,7 @@ What is refused, and when:
   another thread's command waits there for its reply (which is lost: a timeout), so each
   pool keeps one connection, which no two threads use at once;
 - at each connection's handshake (:meth:`CountedCache.check_server`): a server that is not
-  Redis 7.4 or later (Valkey, Redis 7.2): the command raises a :class:`~flask_redispool.ConfigError`
+  Redis 7.4 or later (Valkey, Redis 7.2 or older): the command raises a :class:`~flask_redispool.ConfigError`
   saying why, and the connection is closed. Nothing is cached, so nothing stale is read.
 
 A connection that closes or reconnects flushes the pool's cache (redis-py does: the

@@ -24,6 +24,7 @@ from urllib.parse import unquote_plus
 
 from redis.credentials import CredentialProvider
 
+from ._client_cache import ClientCacheSettings, parse_client_cache
 from ._errors import ConfigError, ConfigWarning
 from ._topology import TLS_SCHEMES, TOPOLOGIES
 
@@ -551,6 +552,16 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "served again at most this long after the server is back.",
     ),
     ConfigKey(
+        "CLIENT_CACHE",
+        parse_client_cache,
+        None,
+        "Keep replies of reads in each sync pool's client-side cache, which the server invalidates "
+        "(redis-py's, RESP3 tracking; Redis 7.4 or later, redis-py 8.2 or later): ``True``, or a dict "
+        "of its options, ``max_size`` (default 10000), ``key_prefixes`` and ``commands`` (cache only "
+        "those). Turns RESP3 on; needs ``MAX_CONNECTIONS`` = 1. Async clients are unaffected. "
+        "See :doc:`caching`.",
+    ),
+    ConfigKey(
         "OPTIONS",
         _options,
         {},
@@ -603,6 +614,7 @@ class Settings:
     circuit_breaker: bool
     circuit_breaker_failures: int
     circuit_breaker_cooldown: float
+    client_cache: ClientCacheSettings | None
     options: dict[str, Any] = field(repr=False)
 
     @property

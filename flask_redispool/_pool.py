@@ -42,6 +42,7 @@ from redis.connection import Connection, ConnectionPool
 from redis.exceptions import MaxConnectionsError, RedisError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from ._client_cache import CountedCache, check_client_cache, wrapped_connection
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
@@ -134,6 +135,10 @@ class CountedPool(_PoolBase):
         #: per-pool objects there that refer back to this pool and would keep it alive.
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
         kwargs["max_connections"] = settings.max_connections
+        #: Its client-side cache (``CLIENT_CACHE``), given to redis-py's pool; ``None`` when off.
+        self.client_cache = None if settings.client_cache is None else CountedCache(settings)
+        if self.client_cache is not None:
+            kwargs["cache"] = self.client_cache
         #: Who listens to what happens to the pool (:mod:`~flask_redispool._events`): its
         #: counters, OpenTelemetry, the owner that starts publishing at the first connection.
         self.events = PoolEvents()
@@ -212,7 +217,9 @@ class CountedPool(_PoolBase):
     def make_connection(self) -> Connection:
         connection: Connection = super().make_connection()  # type: ignore[assignment]
         self._made.append(connection)  # type: ignore[arg-type]  # of our connection_class
-        self._check_drift(getattr(connection, "made_with", self.connection_options))  # not behind a cache proxy
+        self._check_drift(wrapped_connection(connection).made_with)
+        if self.client_cache is not None:  # behind redis-py's cache proxy: a server it can serve?
+            connection.register_connect_callback(self.client_cache.check_server)  # type: ignore[no-untyped-call]
         for connected in self.events.connect:  # OpenTelemetry may have been turned on since
             connected()
         if not self._announced:  # this process's first connection: the owner starts publishing
@@ -255,7 +262,11 @@ class CountedPool(_PoolBase):
         is what the server lists for the pool.
         """
         counts = {attrs.get("db.client.connection.state"): n for n, attrs in self.get_connection_count()}
-        idle = [connection for connection in list(self._made) if connection.socket_open and not connection.checked_out]
+        idle = [
+            connection
+            for connection in list(self._made)
+            if wrapped_connection(connection).socket_open and not connection.checked_out
+        ]
         return counts.get("used", 0), len(idle)
 
     def __repr__(self) -> str:
@@ -313,7 +324,8 @@ class _KeepsSlotAfterFailover(_SentinelPoolBase):
 
     def _forget_former_master(self, connection: Connection) -> None:
         """Disconnect ``connection`` if it served a master other than the current one."""
-        if self.is_master and (connection.host, connection.port) != self.master_address:
+        served = wrapped_connection(connection)  # a cache proxy's address is the one it was made with
+        if self.is_master and (served.host, served.port) != self.master_address:
             connection.disconnect()  # type: ignore[no-untyped-call]
 
     def owns_connection(self, connection: Connection) -> bool:
@@ -358,7 +370,7 @@ class CountedSentinelPool(CountedPool, _KeepsSlotAfterFailover, SentinelConnecti
 
     @property
     def address(self) -> str | None:
-        lent = self._lent
+        lent = None if self._lent is None else wrapped_connection(self._lent)
         return f"{lent.host}:{lent.port}" if self.is_master and lent is not None else None
 
 
@@ -497,7 +509,7 @@ def connection_options(settings: Settings, url_kwargs: dict[str, Any]) -> dict[s
         decode_responses=settings.decode_responses,
         retry=OnceRetry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), settings.retries),
     )
-    return kwargs
+    return check_client_cache(settings, kwargs)
 
 
 def _check_one_source_of_credentials(settings: Settings, kwargs: dict[str, Any]) -> None:

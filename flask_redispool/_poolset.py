@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from ._asyncio import AsyncPools
 from ._breaker import ping_through
+from ._client_cache import cache_figures
 from ._snapshots import StatsPublisher
 from ._stats import HOST, PoolFigures, PoolStats
 from ._wait import wake_closed
@@ -180,6 +181,7 @@ class PoolSet:
             async_waits=async_pools.counters.waits,
             async_timeouts=async_pools.counters.timeouts,
             **self.policy.breaker.figures(),
+            **cache_figures([pool.client_cache for pool in self.pools]),
             pools=pools,
         )
 

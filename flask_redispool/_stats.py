@@ -93,6 +93,11 @@ class PoolStats(TypedDict):
     circuit_opened: int  #: times the circuit breaker opened
     circuit_failures: int  #: connection failures in a row now (0 after a reply)
     circuit_retry_in: float  #: seconds until the open breaker's probe tries again (0 otherwise)
+    cache_hits: int  #: reads the client-side cache answered (``CLIENT_CACHE``)
+    cache_misses: int  #: reads it sent to the server, and cached
+    cache_invalidations: int  #: cached replies the server invalidated
+    cache_evictions: int  #: cached replies dropped for room (``max_size``)
+    cache_entries: int  #: replies it holds now
     pools: list[PoolFigures]  #: each pool apart
 
 
@@ -108,7 +113,8 @@ class Figure:
     :param metric: its Prometheus metric name after ``flask_redispool_`` (``None``: not
         exported); counters get ``_total`` from prometheus_client.
     :param counter: a Prometheus counter that only grows (else a gauge).
-    :param since_async: absent from snapshots published before async pools (read as 0).
+    :param since_async: absent from snapshots of older releases (before async pools, or the
+        client-side cache): read as 0.
     """
 
     name: str
@@ -164,6 +170,22 @@ FIGURES: Final[tuple[Figure, ...]] = (
         0,
         metric="circuit_breaker_failures",
         since_async=True,
+    ),
+    Figure("cache_hits", "Reads the client-side cache answered.", None, 0, True, "client_cache_hits", True, True),
+    Figure("cache_misses", "Cacheable reads sent to the server.", None, 0, True, "client_cache_misses", True, True),
+    Figure(
+        "cache_invalidations",
+        "Cached replies the server invalidated.",
+        None,
+        0,
+        True,
+        "client_cache_invalidations",
+        True,
+        True,
+    ),
+    Figure("cache_evictions", "Cached replies dropped for room.", None, 0, True, "client_cache_evictions", True, True),
+    Figure(
+        "cache_entries", "Replies in the client-side cache now.", None, 0, True, "client_cache_entries", False, True
     ),
     Figure("max_connections", "The limit, REDIS_MAX_CONNECTIONS.", metric="max_connections"),
     Figure("created", "Connections the pool has made.", metric="connections_created", counter=True),
@@ -291,6 +313,11 @@ class ProcessRow(TypedDict):
     circuit_open: int | None
     circuit_opened: int | None
     circuit_failures: int | None
+    cache_hits: int | None
+    cache_misses: int | None
+    cache_invalidations: int | None
+    cache_evictions: int | None
+    cache_entries: int | None
     snapshot_age: float | None  #: seconds since the snapshot was published
     server_connections: int | None  #: ``None`` when ``CLIENT LIST`` was not allowed
     this_process: bool
@@ -313,6 +340,11 @@ class Totals(TypedDict):
     async_timeouts: int
     circuit_open: int
     circuit_opened: int
+    cache_hits: int
+    cache_misses: int
+    cache_invalidations: int
+    cache_evictions: int
+    cache_entries: int
     server_connections: int | None
     suspects: int
 

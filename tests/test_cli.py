@@ -97,6 +97,7 @@ def test_stats_json_rows_match_the_server(
     assert report["totals"] == {
         "processes": 3, "in_use": 2, "idle": 0, "checkouts": 2, "waits": 0, "timeouts": 0, "async_in_use": 0,
         "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "circuit_open": 0, "circuit_opened": 0,
+        "cache_hits": 0, "cache_misses": 0, "cache_invalidations": 0, "cache_evictions": 0, "cache_entries": 0,
         "server_connections": 4, "suspects": 0,
     }  # fmt: skip
     assert report["server_error"] is report["snapshots_error"] is None

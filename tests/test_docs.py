@@ -42,6 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.rst"))]
 _URL_RE = re.compile(r"redis://[^\"'\s]*localhost:6379/[0-9]+")
 CLUSTER_URL_RE = re.compile(r"redis\+cluster://localhost:[0-9]+(,localhost:[0-9]+)*")
+#: Pages whose snippets need Redis 8 (client-side caching): they run against ``redis8_server``.
+NEEDS_REDIS_8 = {"caching.rst"}
 # A reST Python block: its caption if it names a file (":caption: app.py"), and its code.
 _RST_PYTHON = r"^\.\. code-block:: python\n(?:[ ]{3,}:caption: (\S+\.py)\n)?\n((?:(?:[ ]{3,}.*)?\n)+)"
 
@@ -89,6 +91,8 @@ def test_every_snippet_runs(
     page: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     cluster_url = request.getfixturevalue("redis_cluster").url if CLUSTER_URL_RE.search(page.read_text()) else ""
+    if page.name in NEEDS_REDIS_8:
+        redis_url = request.getfixturevalue("redis8_server").url
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("FLASK_REDIS_URL", redis_url)  # for app.config.from_prefixed_env()
     monkeypatch.chdir(tmp_path)

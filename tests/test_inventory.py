@@ -216,6 +216,45 @@ INVENTORY: tuple[Borrowed, ...] = (
         ("_close_sentinels: sentinel.sentinels", "CountedAsyncSentinelPool: self.sentinel_manager.sentinels"),
         "Sentinel.close() and aclose() from redis-py 8 on.",
     ),
+    # redis-py: client-side cache
+    Borrowed(
+        "redis",
+        "CacheInterface as cache=; CacheConfig.should_cache(command, keys)",
+        "REDIS_CLIENT_CACHE counts what redis-py's cache does: each pool gets a CacheInterface of ours around "
+        "redis-py's own cache, as the pools' cache= argument. redis-py asks the config's should_cache() once per "
+        "read that may be answered from the cache, sets an IN_PROGRESS entry for each one sent to the server, "
+        "and deletes by Redis key only for the server's invalidations: lookups less misses are the hits.",
+        (
+            "tests/test_client_cache.py::test_hits_misses_and_invalidations_are_counted",
+            "tests/test_client_cache.py::test_max_size_evicts_and_counts",
+        ),
+        tuple(
+            f"def {name}"
+            for name in (
+                "CountedCache.collection",
+                "CountedCache.config",
+                "CountedCache.eviction_policy",
+                "CountedCache.size",
+                "CountedCache.get",
+                "CountedCache.set",
+                "CountedCache.delete_by_cache_keys",
+                "CountedCache.delete_by_redis_keys",
+                "CountedCache.flush",
+                "CountedCache.is_cachable",
+                "_CountingConfig.should_cache",
+            )
+        ),
+        "Hit, miss and invalidation counts of redis-py's own cache (it records them in OpenTelemetry only).",
+    ),
+    Borrowed(
+        "redis",
+        "CacheProxyConnection._conn",
+        "The connection of ours behind redis-py's cache proxy: whether its socket is open (idle connections "
+        "counted) and, behind Sentinel, where it connected (the proxy keeps the address it was made with).",
+        ("tests/test_client_cache.py::test_idle_connections_are_counted_behind_the_cache_proxy",),
+        ("._conn",),
+        "A public accessor of the wrapped connection, or the proxy's address following the connection's.",
+    ),
     # redis-py: cluster
     Borrowed(
         "redis",
@@ -360,7 +399,7 @@ SHADOWED = {
 }
 
 #: Overrides of methods that some supported releases lack.
-NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub"})
+NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub", "_CountingConfig.should_cache"})
 
 
 # --- the scan --------------------------------------------------------------------------

@@ -147,6 +147,7 @@ def test_rows_join_snapshots_and_server_by_process_and_totals_add_up() -> None:
     assert totals(rows, server_seen=True) == {
         "processes": 3, "in_use": 1, "idle": 2, "checkouts": 14, "waits": 4, "timeouts": 2, "async_in_use": 0,
         "async_checkouts": 0, "async_waits": 0, "async_timeouts": 0, "circuit_open": 0, "circuit_opened": 0,
+        "cache_hits": 0, "cache_misses": 0, "cache_invalidations": 0, "cache_evictions": 0, "cache_entries": 0,
         "server_connections": 3, "suspects": 1,
     }  # fmt: skip
 

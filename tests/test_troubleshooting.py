@@ -122,6 +122,20 @@ def cluster_option_replaced(case: Case) -> str:
     return raised(lambda: case.app(url, REDIS_OPTIONS={"read_from_replicas": True}))
 
 
+def client_cache_on_resp2(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_CLIENT_CACHE=True, REDIS_OPTIONS={"protocol": 2}))
+
+
+def client_cache_refused(case: Case) -> str:
+    """Valkey refuses redis-py's cache (on redis-py 7, init_app refuses the key first)."""
+    server = case.server("valkey_server")
+    return raised(lambda: _ping(*case.app(server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1)))
+
+
+def client_cache_shared(case: Case) -> str:
+    return raised(lambda: case.app(PAGE_URL, REDIS_CLIENT_CACHE=True))
+
+
 def near_miss(case: Case) -> str:
     with pytest.warns(ConfigWarning) as warned:
         case.app(REDIS_MAX_CONECTIONS=4)
@@ -336,9 +350,12 @@ CASES: list[Callable[[Case], str]] = [
     tls_keys_without_tls,
     sentinel_keys_without_sentinel,
     cluster_option_replaced,
+    client_cache_on_resp2,
+    client_cache_shared,
     near_miss,
     registered_twice,
     pool_exhausted,
+    client_cache_refused,
     unreachable,
     circuit_open,
     no_answer,

@@ -66,6 +66,9 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
     latency_ms = None
     failure: Exception | None = None
     try:
+        check = getattr(pools.topology, "check", None)  # a Sentinel service asks its sentinels first
+        if check is not None:
+            check()
         client = pools.publisher.side
         started = time.perf_counter()
         client.ping()

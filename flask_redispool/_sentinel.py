@@ -12,9 +12,11 @@ Built on redis-py's :class:`~redis.sentinel.Sentinel` and its
 ``master_for()`` makes a new pool on every call): a counted pool for the master, which
 ``client`` uses, and one for the replicas, which ``replica_client`` uses and which falls
 back to the master while no replica is up. A connection asks the sentinels where the
-master is when it connects; after a failover, a write that meets the demoted master's
-``READONLY`` is refused there, so it is retried on the new master (it never ran), and
-idle connections to the old master are closed when the new address is first seen.
+master is when it connects, and checks the server's role before it is lent; one
+listener per process hears the sentinels announce a failover, and the pools stop lending
+connections made before it at once (:mod:`~flask_redispool._sentinel_watch`). A write
+that meets a demoted master's ``READONLY`` all the same is refused there, so it is retried
+on the new master (it never ran).
 """
 
 from __future__ import annotations

@@ -142,8 +142,6 @@ class SentinelService(SingleServer):
             )
             for role in ("master", "replica")
         ]
-        for pool in pools:  # this process's first connection starts its listener
-            pool.events.listen(first_connect=watch.start)
         side = functools.partial(side_client, settings, connection_class, kwargs, (name, sentinel))
         return policy, pools, OneConnection(side)
 
@@ -159,7 +157,6 @@ class SentinelService(SingleServer):
         one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
         connections to the sentinels belong to the loop too)."""
         pools, service, kwargs = self.pools, self._service, self._async_kwargs
-        service.watch.start()
         manager = AsyncFollowingSentinel(
             service.addresses, service.watch, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry)
         )

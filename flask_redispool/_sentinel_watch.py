@@ -7,7 +7,8 @@ meanwhile: acknowledged, then gone. Redis's client guidelines for Sentinel say w
 instead, and this module does it:
 
 - **Listen.** One :class:`SentinelWatch` per app's pools (and process) subscribes, in one
-  daemon thread, to every sentinel's events: ``+failover-state-wait-promotion`` (the
+  daemon thread started by the process's first connection to the service, to every
+  sentinel's events: ``+failover-state-wait-promotion`` (the
   sentinel leading a failover has just told a replica to become master: from now on,
   writes on the old master are lost), ``+switch-master`` (every sentinel, once it knows)
   and ``-failover-abort-slave-timeout``. Each one for our service bumps
@@ -70,7 +71,9 @@ HEARTBEAT: Final = 5.0
 #: The first and the longest wait before connecting again to a sentinel that went away.
 BACKOFF_FIRST: Final = 0.1
 BACKOFF_CAP: Final = 2.0
-#: How long closing waits for the listener's thread to end.
+#: How long closing waits for the sentinels to end the subscriptions, then for the
+#: listener's thread to end.
+UNSUBSCRIBE_TIMEOUT: Final = 2.0
 JOIN_TIMEOUT: Final = 5.0
 
 
@@ -165,7 +168,12 @@ class SentinelWatch:
     # --- the thread -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start listening, once per process (again in a forked child); not after :meth:`close`."""
+        """Start listening, once per process (again in a forked child); not after :meth:`close`.
+
+        Called by each new connection that the sentinels led to a server that passed the
+        role check: so a process that never reaches the service listens to nothing."""
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is not None or self._closed:
                 return
@@ -199,35 +207,47 @@ class SentinelWatch:
             if self._closed:
                 return
             self._loop, self._stop = asyncio.get_running_loop(), stop
-        tasks = [asyncio.ensure_future(self._follow(address)) for address in self._addresses]
+        live: dict[Address, Any] = {}  # the subscriptions open now
+        tasks = [asyncio.ensure_future(self._follow(address, live, stop)) for address in self._addresses]
         try:
             await stop.wait()
+            # Ask each sentinel to end the subscription, so that each reader ends between two
+            # reads and closes its connection whole (a TLS one with its close_notify); a
+            # reader cancelled mid-read would leave its socket to the garbage collector.
+            for pubsub in list(live.values()):
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.unsubscribe()
+            await asyncio.wait(tasks, timeout=UNSUBSCRIBE_TIMEOUT)
         finally:
-            for task in tasks:
+            for task in tasks:  # those waiting to connect again, or a sentinel that hangs
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _follow(self, address: Address) -> None:
-        """Listen to one sentinel for good, connecting again after a failure."""
+    async def _follow(self, address: Address, live: dict[Address, Any], stop: asyncio.Event) -> None:
+        """Listen to one sentinel until ``stop``, connecting again after a failure."""
         delay = BACKOFF_FIRST
-        while True:
+        while not stop.is_set():
             client = redis.asyncio.Redis(host=address[0], port=address[1], **self._options)
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(*CHANNELS)
-                await self._listen(pubsub, address)
+                live[address], delay = pubsub, BACKOFF_FIRST
+                await self._listen(pubsub)
             except (RedisError, OSError) as exc:
                 logger.debug("Sentinel %s:%s: %s; listening again in %g s", *address, exc, delay)
             except Exception:  # never end the listener: a failover unheard of loses writes
                 logger.warning("Listening to sentinel %s:%s failed; again in %g s", *address, delay, exc_info=True)
             finally:
+                live.pop(address, None)
+                await client.aclose()  # first: its pool closes the connection whole
                 await pubsub.aclose()
-                await client.aclose()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, BACKOFF_CAP)
+            if not stop.is_set():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_CAP)
 
-    async def _listen(self, pubsub: Any, address: Address) -> None:
-        """Take in ``pubsub``'s messages until the sentinel goes away (raises)."""
+    async def _listen(self, pubsub: Any) -> None:
+        """Take in ``pubsub``'s messages until its subscriptions end (returns) or the
+        sentinel goes away (raises)."""
         confirmed = 0
         pinged = False
         try:
@@ -240,12 +260,15 @@ class SentinelWatch:
                     pinged = True
                     continue
                 pinged = False
-                if message["type"] == "message":
+                kind = message["type"]
+                if kind == "message":
                     self.heard(message["channel"], message["data"])
-                elif message["type"] == "subscribe":
+                elif kind == "subscribe":
                     confirmed += 1
                     if confirmed == len(CHANNELS):
                         self.listening += 1
+                elif kind == "unsubscribe" and not message["data"]:  # the last one: closing
+                    return
         finally:
             if confirmed >= len(CHANNELS):
                 self.listening -= 1
@@ -308,10 +331,18 @@ def _watch_of(pool: Any) -> SentinelWatch | None:
     return watch
 
 
-def _refused(connection: Any, reply: Any, watch: SentinelWatch) -> str | None:
-    role = reply[0]
-    role = role.decode() if isinstance(role, bytes) else str(role)
-    return watch.refusal((connection.host, connection.port), role, is_master=connection.connection_pool.is_master)
+def _admit(connection: Any, reply: Any, watch: SentinelWatch) -> None:
+    """Lend ``connection``, whose server answered ``ROLE`` with ``reply`` (``None``: not
+    allowed to ask), or refuse it; a first one lent starts the process's listener.
+
+    :raises ConnectionError: the server's role is not the one its pool serves now."""
+    if reply is not None:
+        role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+        address = (connection.host, connection.port)
+        refusal = watch.refusal(address, role, is_master=connection.connection_pool.is_master)
+        if refusal is not None:
+            raise ConnectionError(refusal)
+    watch.start()  # this process reaches the service: follow its failovers
 
 
 class FollowingConnection(SentinelManagedConnection):
@@ -331,10 +362,8 @@ class FollowingConnection(SentinelManagedConnection):
         try:
             reply = self.read_response()
         except ResponseError:  # ROLE not allowed for this ACL user: lend it unchecked
-            return
-        refusal = _refused(self, reply, watch)
-        if refusal is not None:
-            raise ConnectionError(refusal)
+            reply = None
+        _admit(self, reply, watch)
 
 
 class FollowingSSLConnection(FollowingConnection, SentinelManagedSSLConnection):
@@ -356,10 +385,8 @@ class AsyncFollowingConnection(aio_sentinel.SentinelManagedConnection):
         try:
             reply = await self.read_response()
         except ResponseError:
-            return
-        refusal = _refused(self, reply, watch)
-        if refusal is not None:
-            raise ConnectionError(refusal)
+            reply = None
+        _admit(self, reply, watch)
 
 
 class AsyncFollowingSSLConnection(AsyncFollowingConnection, aio_sentinel.SentinelManagedSSLConnection):

@@ -8,6 +8,7 @@ The failover test runs last in this module: it moves the master.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
 
 from flask_redispool import RedisPool
+from flask_redispool._sentinel_watch import ABORTED, PROMOTING, SWITCHED, SentinelWatch
 
 from .conftest import SentinelService, calls, our_connections, wait_until
 
@@ -34,14 +36,16 @@ def listeners() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == LISTENER]
 
 
-def subscribed(service: SentinelService, app: Flask) -> int:
-    """How many sentinels hold this app's subscription to their events (``CLIENT LIST``)."""
+def subscribed(service: SentinelService, app: Flask, each: int = 1) -> int:
+    """How many sentinels hold ``each`` of this app's subscriptions to their events (one
+    per process), as ``CLIENT LIST`` shows them."""
     count = 0
     for sentinel in service.sentinels:
         if sentinel.pid is None:
             continue
         with sentinel.client(socket_timeout=2, decode_responses=True) as client:
-            count += any(int(entry.get("sub", 0)) == 3 for entry in our_connections(client, app.import_name))
+            held = [entry for entry in our_connections(client, app.import_name) if int(entry.get("sub", 0)) == 3]
+        count += len(held) == each
     return count
 
 
@@ -113,6 +117,57 @@ def test_health_asks_the_sentinels(sentinel_app: tuple[Flask, RedisPool], sentin
             sentinel.start()
     sentinel_service.wait_ready(replicas=2)
     assert redis_pool.health(app)["ok"] is True
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_listens_for_itself(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    app, redis_pool = sentinel_app
+    with app.app_context():
+        redis_pool.client.ping()
+    wait_until(lambda: subscribed(sentinel_service, app, each=1) == 3, 10, "the parent's subscriptions")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first command starts a listener of its own
+        try:
+            with app.app_context():
+                redis_pool.client.ping()
+            deadline = time.monotonic() + 10
+            while subscribed(sentinel_service, app, each=2) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.write(write_end, f"{len(listeners())} {subscribed(sentinel_service, app, each=2)}".encode())
+        finally:
+            os._exit(0)
+    wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] == pid, 30, "the forked child to exit")
+    assert os.read(read_end, 64).decode() == "1 3"  # one thread in the child, subscribed to each sentinel
+    assert len(listeners()) == 1  # the parent's still runs
+    wait_until(lambda: subscribed(sentinel_service, app, each=1) == 3, 10, "the child's subscriptions to end")
+
+
+def test_the_watch_hears_only_its_service_and_each_failover_once() -> None:
+    watch = SentinelWatch([("127.0.0.1", 1)], "mymaster", {}, "unstarted")
+    old, new = ("10.0.0.1", 6379), ("10.0.0.2", 6379)
+    watch.heard(PROMOTING, "slave 10.0.0.2:6379 10.0.0.2 6379 @ other 10.0.0.1 6379")
+    watch.heard(SWITCHED, "other 10.0.0.1 6379 10.0.0.2 6379")
+    assert (watch.generation, watch.news) == (0, (None, frozenset()))
+    watch.heard(PROMOTING, "slave 10.0.0.2:6379 10.0.0.2 6379 @ mymaster 10.0.0.1 6379")
+    for _ in range(3):  # each sentinel announces the switch as it learns of it
+        watch.heard(SWITCHED, "mymaster 10.0.0.1 6379 10.0.0.2 6379")
+    assert (watch.generation, watch.news) == (1, (new, frozenset({old})))
+    assert watch.correct(old) == new  # a late sentinel's answer
+    assert watch.correct(("10.0.0.3", 6379)) == ("10.0.0.3", 6379)  # a failover it did not hear of
+    assert watch.replicas([new, ("10.0.0.3", 6379)]) == [("10.0.0.3", 6379)]
+    assert watch.refusal(old, "master", is_master=True) == "10.0.0.1:6379 was the master of 'mymaster' until a failover"
+    assert watch.refusal(old, "master", is_master=False) is not None  # not converted yet
+    assert watch.refusal(old, "slave", is_master=False) is None
+    assert watch.refusal(new, "master", is_master=False) is None  # the replicas' fallback
+    watch.heard(ABORTED, "master mymaster 10.0.0.1 6379")  # the promotion timed out: the old one stays
+    assert (watch.generation, watch.news) == (2, (old, frozenset({new})))
+    assert watch.refusal(old, "slave", is_master=True) == "10.0.0.1:6379 is a slave now, not the master of 'mymaster'"
+    assert watch.news == (None, frozenset({new}))  # what it heard is out of date: the sentinels decide
+    watch.close()
+    assert not watch.running
 
 
 @dataclass

@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any, Final
@@ -71,6 +72,10 @@ HEARTBEAT: Final = 5.0
 #: The first and the longest wait before connecting again to a sentinel that went away.
 BACKOFF_FIRST: Final = 0.1
 BACKOFF_CAP: Final = 2.0
+#: Seconds after the last failover heard of during which the listener's news overrule a
+#: sentinel's answer: long enough for every sentinel to learn of it and for the demoted
+#: master to be reconfigured as a replica (about 10 s with the sentinels' defaults).
+NEWS_TTL: Final = 60.0
 #: How long closing waits for the sentinels to end the subscriptions, then for the
 #: listener's thread to end.
 UNSUBSCRIBE_TIMEOUT: Final = 2.0
@@ -94,11 +99,13 @@ class SentinelWatch:
         self._name = name
         #: Bumped by every failover heard of: a connection made before is not lent again.
         self.generation = 0
-        #: The master the sentinels named last (``None``: none heard of), and the former
-        #: masters a failover demoted since; one pair, replaced whole.
-        self.news: tuple[Address | None, frozenset[Address]] = (None, frozenset())
+        #: The master the sentinels named last (``None``: none heard of), the former masters
+        #: a failover demoted since, and until when (:func:`time.monotonic`) to believe
+        #: them over the sentinels; replaced whole.
+        self.news: tuple[Address | None, frozenset[Address], float] = (None, frozenset(), 0.0)
         #: Sentinels it listens to now.
         self.listening = 0
+        self._closed = False
         self._start_afresh()
         _WATCHES.add(self)
 
@@ -109,31 +116,34 @@ class SentinelWatch:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._closed = False
         self.listening = 0
 
     # --- what the pools ask -------------------------------------------------------------
 
+    def _fresh_news(self) -> tuple[Address | None, frozenset[Address]]:
+        """The master heard of last and the masters demoted since, while they are news
+        (:data:`NEWS_TTL`): a listener that missed a failover back misleads nobody for long."""
+        latest, demoted, until = self.news
+        return (latest, demoted) if time.monotonic() < until else (None, frozenset())
+
     def correct(self, master: Address) -> Address:
         """``master`` as a sentinel answered, or the master heard of last if that answer
         names a master a failover demoted (the sentinel has not heard yet)."""
-        latest, demoted = self.news
+        latest, demoted = self._fresh_news()
         return latest if latest is not None and master in demoted else master
 
     def replicas(self, listed: Sequence[Any]) -> list[Address]:
         """The replicas a sentinel ``listed``, less the master heard of last (a promoted
         replica stays listed until the sentinel names it master)."""
-        latest = self.news[0]
+        latest = self._fresh_news()[0]
         return [address for address in listed if address != latest]
 
     def refusal(self, address: Address, role: str, *, is_master: bool) -> str | None:
         """Why a new connection to ``address``, whose ``ROLE`` is ``role``, is not to be
         lent by the master's pool (``is_master``) or the replicas'; ``None`` if it may."""
-        latest, demoted = self.news
+        latest, demoted = self._fresh_news()
         where = f"{address[0]}:{address[1]}"
-        if is_master and role != "master":
-            if address == latest:  # what we heard is out of date: trust the sentinels again
-                self.news = (None, demoted)
+        if is_master and role != "master":  # a replica, or one being promoted right now
             return f"{where} is a {role} now, not the master of {self.service!r}"
         if is_master and address in demoted:
             return f"{where} was the master of {self.service!r} until a failover"
@@ -152,16 +162,17 @@ class SentinelWatch:
             # slave <ip>:<port> <ip> <port> @ <service> <master ip> <master port>
             self._switch(_address(parts[6:8]), _address(parts[2:4]))
         elif channel == ABORTED and len(parts) == 4 and parts[1] == self.service:
-            latest = self.news[0]
+            latest = self._fresh_news()[0]
             if latest is not None:  # master <service> <ip> <port>: it stays the master
                 self._switch(latest, _address(parts[2:4]))
 
     def _switch(self, old: Address, new: Address) -> None:
         with self._lock:
-            demoted = (self.news[1] | {old}) - {new}
-            if old == new or self.news == (new, demoted):
+            latest, known = self._fresh_news()
+            demoted = (known | {old}) - {new}
+            if old == new or (latest, known) == (new, demoted):
                 return  # already heard (each sentinel announces it)
-            self.news = (new, demoted)
+            self.news = (new, demoted, time.monotonic() + NEWS_TTL)
             self.generation += 1
         logger.info("Sentinel service %r: the master moves to %s:%s", self.service, *new)
 

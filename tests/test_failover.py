@@ -150,11 +150,11 @@ def test_the_watch_hears_only_its_service_and_each_failover_once() -> None:
     old, new = ("10.0.0.1", 6379), ("10.0.0.2", 6379)
     watch.heard(PROMOTING, "slave 10.0.0.2:6379 10.0.0.2 6379 @ other 10.0.0.1 6379")
     watch.heard(SWITCHED, "other 10.0.0.1 6379 10.0.0.2 6379")
-    assert (watch.generation, watch.news) == (0, (None, frozenset()))
+    assert (watch.generation, watch.news[:2]) == (0, (None, frozenset()))
     watch.heard(PROMOTING, "slave 10.0.0.2:6379 10.0.0.2 6379 @ mymaster 10.0.0.1 6379")
     for _ in range(3):  # each sentinel announces the switch as it learns of it
         watch.heard(SWITCHED, "mymaster 10.0.0.1 6379 10.0.0.2 6379")
-    assert (watch.generation, watch.news) == (1, (new, frozenset({old})))
+    assert (watch.generation, watch.news[:2]) == (1, (new, frozenset({old})))
     assert watch.correct(old) == new  # a late sentinel's answer
     assert watch.correct(("10.0.0.3", 6379)) == ("10.0.0.3", 6379)  # a failover it did not hear of
     assert watch.replicas([new, ("10.0.0.3", 6379)]) == [("10.0.0.3", 6379)]
@@ -163,9 +163,11 @@ def test_the_watch_hears_only_its_service_and_each_failover_once() -> None:
     assert watch.refusal(old, "slave", is_master=False) is None
     assert watch.refusal(new, "master", is_master=False) is None  # the replicas' fallback
     watch.heard(ABORTED, "master mymaster 10.0.0.1 6379")  # the promotion timed out: the old one stays
-    assert (watch.generation, watch.news) == (2, (old, frozenset({new})))
+    assert (watch.generation, watch.news[:2]) == (2, (old, frozenset({new})))
     assert watch.refusal(old, "slave", is_master=True) == "10.0.0.1:6379 is a slave now, not the master of 'mymaster'"
-    assert watch.news == (None, frozenset({new}))  # what it heard is out of date: the sentinels decide
+    watch.news = (old, frozenset({new}), time.monotonic() - 1)  # old news: the sentinels decide
+    assert watch.correct(new) == new
+    assert watch.refusal(new, "master", is_master=True) is None
     watch.close()
     assert not watch.running
 

@@ -37,6 +37,8 @@ class Health(TypedDict):
 
 def check_health(pools: PoolSet) -> Health:
     """PING the server and report; any failure becomes ``ok=False`` with an ``error``.
+    A topology with a ``check()`` (a Sentinel service: are the sentinels answering?) is
+    asked first.
 
     Takes at most the pool's worst case (``Settings.worst_case_seconds``) when Redis does
     not answer, about a millisecond when it refuses connections; never waits for a

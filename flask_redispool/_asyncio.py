@@ -302,6 +302,24 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
         """``<service>/master`` or ``<service>/replica``, as the sync pools'."""
         return f"{self.service_name}/{'master' if self.is_master else 'replica'}"
 
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        connection = await super().get_connection(*args, **kwargs)
+        await self._drop_if_stale(connection)  # it connects again as it sends, where the sentinels say
+        return connection
+
+    async def release(self, connection: Any) -> None:
+        try:
+            await self._drop_if_stale(connection)
+        finally:
+            await super().release(connection)
+
+    async def _drop_if_stale(self, connection: Any) -> None:
+        """Disconnect ``connection`` if it was made before the last failover the sentinels
+        announced (:mod:`~flask_redispool._sentinel_watch`): one check of an int."""
+        watch = getattr(self.sentinel_manager, "watch", None)
+        if watch is not None and getattr(connection, "generation", 0) != watch.generation:
+            await connection.disconnect()
+
     async def aclose(self) -> None:
         try:
             await super().aclose()
@@ -503,15 +521,15 @@ class AsyncPools:
             await client.close_pool()
 
 
-def async_connection_kwargs(pools: PoolSet) -> dict[str, Any]:
+def async_connection_kwargs(pools: PoolSet, twin: type[Any] | None = None) -> dict[str, Any]:
     """The primary sync pool's connection keyword arguments, for ``redis.asyncio``: the
-    same settings, the connection class's async twin, and an async retry.
+    same settings, the connection class's async twin (or ``twin``), and an async retry.
 
     :raises ConfigError: the URL's connection class has no ``redis.asyncio`` twin.
     """
     settings, sync_pool = pools.settings, pools.primary
     kwargs = dict(sync_pool.connection_options)
-    twin: type[Any] | None = _ASYNC_TWINS.get(sync_pool.connection_class.base)
+    twin = twin or _ASYNC_TWINS.get(sync_pool.connection_class.base)
     if twin is None and "server" in kwargs:  # fakeredis://: the same fake server as the sync side
         from fakeredis import FakeAsyncRedisConnection
 

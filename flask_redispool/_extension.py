@@ -446,7 +446,9 @@ class RedisPool:
 
         It does not wait for a pooled connection: it uses the connection the pool keeps
         for its stats publisher. A busy worker (every connection checked out) reports
-        ``ok`` with ``saturated`` set, so a health probe does not restart it.
+        ``ok`` with ``saturated`` set, so a health probe does not restart it. Behind
+        Sentinel it asks the sentinels first: with none answering, new connections cannot
+        be made, and it is not ``ok``.
 
         .. code-block:: python
 

@@ -40,6 +40,8 @@ class Health(TypedDict):
 
 def check_health(pools: PoolSet) -> Health:
     """PING the server and report; any failure becomes ``ok=False`` with an ``error``.
+    A topology with a ``check()`` (a Sentinel service: are the sentinels answering?) is
+    asked first.
 
     Takes at most the pool's worst case (``Settings.worst_case_seconds``) when Redis does
     not answer, about a millisecond when it refuses connections or the circuit breaker
@@ -71,6 +73,9 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
     latency_ms = None
     failure: Exception | None = None
     try:
+        check = getattr(pools.topology, "check", None)  # a Sentinel service asks its sentinels first
+        if check is not None:
+            check()
         client = pools.publisher.side
         started = time.perf_counter()
         client.ping()

@@ -317,16 +317,33 @@ class CountedConnectionPool(CountedPool, ConnectionPool):
     """redis-py's :class:`~redis.ConnectionPool`, counted (:class:`CountedPool`)."""
 
 
+class _Unwatched:
+    """The generation of a Sentinel pool whose sentinels nobody follows (a stub in tests)."""
+
+    generation = 0
+
+
 class _KeepsSlotAfterFailover(_SentinelPoolBase):
-    """What our pools on a Sentinel service's master, counted or not, do with a connection
-    that comes back from a former master: disconnect it and keep it, so that its next
-    checkout connects to the new master and the pool keeps its size."""
+    """What our pools on a Sentinel service, counted or not, do with a connection made
+    before a failover (:mod:`~flask_redispool._sentinel_watch`), or that comes back from a
+    former master: disconnect it and keep it, so that its next use connects where the
+    sentinels say now and the pool keeps its size."""
+
+    def _drop_if_stale(self, connection: Connection) -> None:
+        """Disconnect ``connection`` if it was made before the last failover heard of: one
+        check of an int on each checkout and release."""
+        made_after = getattr(wrapped_connection(connection), "generation", 0)  # through a cache proxy
+        if made_after != getattr(self.sentinel_manager, "watch", _Unwatched).generation:
+            connection.disconnect()  # type: ignore[no-untyped-call]
 
     def _forget_former_master(self, connection: Connection) -> None:
-        """Disconnect ``connection`` if it served a master other than the current one."""
+        """Disconnect ``connection`` if it served a master other than the current one, or
+        was made before the last failover heard of."""
         served = wrapped_connection(connection)  # a cache proxy's address is the one it was made with
         if self.is_master and (served.host, served.port) != self.master_address:
             connection.disconnect()  # type: ignore[no-untyped-call]
+        else:
+            self._drop_if_stale(connection)
 
     def owns_connection(self, connection: Connection) -> bool:
         """Whether ``connection`` is this process's: the check of a plain pool.
@@ -361,6 +378,7 @@ class CountedSentinelPool(CountedPool, _KeepsSlotAfterFailover, SentinelConnecti
 
     def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
         connection = CountedPool.get_connection(self, *args, **kwargs)  # ours: cheaper than super()
+        self._drop_if_stale(connection)  # it connects again as it sends, where the sentinels say
         self._lent = connection
         return connection
 
@@ -440,6 +458,11 @@ class SideConnectionPool(SidePool, ConnectionPool):
 class SideSentinelPool(SidePool, _KeepsSlotAfterFailover, SentinelConnectionPool):
     """The side connection to a Sentinel service's master: it follows the master as
     :class:`CountedSentinelPool` does, and keeps its one slot after a failover."""
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Connection:
+        connection = super().get_connection(*args, **kwargs)
+        self._drop_if_stale(connection)
+        return connection
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]
         self._forget_former_master(connection)

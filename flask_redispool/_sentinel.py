@@ -12,24 +12,27 @@ Built on redis-py's :class:`~redis.sentinel.Sentinel` and its
 ``master_for()`` makes a new pool on every call): a counted pool for the master, which
 ``client`` uses, and one for the replicas, which ``replica_client`` uses and which falls
 back to the master while no replica is up. A connection asks the sentinels where the
-master is when it connects; after a failover, a write that meets the demoted master's
-``READONLY`` is refused there, so it is retried on the new master (it never ran), and
-idle connections to the old master are closed when the new address is first seen.
+master is when it connects, and checks the server's role before it is lent; one
+listener per process hears the sentinels announce a failover, and the pools stop lending
+connections made before it at once (:mod:`~flask_redispool._sentinel_watch`). A write
+that meets a demoted master's ``READONLY`` all the same is refused there, so it is retried
+on the new master (it never ran).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 from urllib.parse import unquote, urlsplit
 
 from redis import Redis
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, SSLConnection
-from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+from redis.exceptions import RedisError
+from redis.sentinel import MasterNotFoundError, Sentinel
 
 from ._asyncio import AsyncContextClient, CountedAsyncSentinelPool, async_connection_kwargs
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings
@@ -42,6 +45,15 @@ from ._pool import (
     connection_options,
     parse_addresses,
     side_client,
+)
+from ._sentinel_watch import (
+    AsyncFollowingConnection,
+    AsyncFollowingSentinel,
+    AsyncFollowingSSLConnection,
+    FollowingConnection,
+    FollowingSentinel,
+    FollowingSSLConnection,
+    SentinelWatch,
 )
 from ._single import OneConnection, SingleServer
 from ._url import parse_url
@@ -89,6 +101,8 @@ class _Service:
     addresses: list[tuple[str, int]]
     name: str
     kwargs: dict[str, Any]
+    #: What the sentinels announce, heard by one thread per process.
+    watch: SentinelWatch
 
 
 class SentinelService(SingleServer):
@@ -109,11 +123,12 @@ class SentinelService(SingleServer):
         policy = ConnectionPolicy(settings)
         tls = settings.tls
         check_connection_kwargs(settings, pool_connection_class(SSLConnection if tls else Connection, policy), kwargs)
-        connection_class = pool_connection_class(
-            SentinelManagedSSLConnection if tls else SentinelManagedConnection, policy
+        connection_class = pool_connection_class(FollowingSSLConnection if tls else FollowingConnection, policy)
+        watch = SentinelWatch(
+            sentinels, name, _sentinel_kwargs(settings, AsyncOnceRetry), f"flask-redispool-sentinels-{settings.prefix}"
         )
-        sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(settings))
-        self._service = _Service(sentinel, sentinels, name, kwargs)
+        sentinel = FollowingSentinel(sentinels, watch, sentinel_kwargs=_sentinel_kwargs(settings))
+        self._service = _Service(sentinel, sentinels, name, kwargs, watch)
         pools = [
             CountedSentinelPool(
                 name,
@@ -134,14 +149,17 @@ class SentinelService(SingleServer):
         """The async pools' connection keyword arguments (the master pool's). Not made into
         a connection now: a Sentinel connection needs its pool; the sync check made one
         with the same options."""
-        return async_connection_kwargs(self.pools)
+        twin = AsyncFollowingSSLConnection if self.settings.tls else AsyncFollowingConnection
+        return async_connection_kwargs(self.pools, twin)
 
     def async_client(self, counters: PoolCounters) -> AsyncLoopClient:
         """One event loop's client on a counted pool on the master, and its ``replica`` on
         one on the replicas, with a ``redis.asyncio`` Sentinel of the loop's own (its
         connections to the sentinels belong to the loop too)."""
         pools, service, kwargs = self.pools, self._service, self._async_kwargs
-        manager = AsyncSentinel(service.addresses, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry))
+        manager = AsyncFollowingSentinel(
+            service.addresses, service.watch, sentinel_kwargs=_sentinel_kwargs(pools.settings, AsyncOnceRetry)
+        )
         clients = [
             AsyncContextClient(
                 connection_pool=CountedAsyncSentinelPool(
@@ -167,7 +185,32 @@ class SentinelService(SingleServer):
             for host, port in service.sentinel.discover_slaves(service.name)
         ]
 
+    def check(self) -> None:
+        """Ask the sentinels where the master is, within ``worst_case_seconds`` in all (for
+        :meth:`RedisPool.health() <flask_redispool.RedisPool.health>`, before it pings the
+        master): the pools cannot connect anew while none answers.
+
+        :raises MasterNotFoundError: no sentinel answered, naming each one's failure.
+        """
+        service = self._service
+        deadline = time.monotonic() + self.settings.worst_case_seconds
+        failures = []
+        for client in list(service.sentinel.sentinels):
+            try:
+                if client.sentinel_get_master_addr_by_name(service.name):
+                    return
+                failures.append("one does not know the service")
+            except RedisError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+            if time.monotonic() >= deadline:
+                break
+        raise MasterNotFoundError(
+            f"None of the {len(service.addresses)} sentinels told where the master of {service.name!r} is: "
+            f"{'; '.join(failures)}"
+        )
+
     def close(self) -> None:
+        self._service.watch.close()
         _close_sentinels(self._service.sentinel)
 
 

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import redis
@@ -93,12 +93,18 @@ INVENTORY: tuple[Borrowed, ...] = (
         "The handshake hook, sync and async: a new connection names itself (CLIENT SETNAME, falling back to "
         "unnamed when refused) after AUTH, HELLO and SELECT, and forgets its old transaction state. It "
         "also says that the socket is open (disconnect() says it is closed): a checkout connects only a "
-        "closed connection, and a pool counts its idle connections open to the server.",
+        "closed connection, and a pool counts its idle connections open to the server. A Sentinel "
+        "connection asks its server's ROLE there, before it is lent.",
         _here(
             "test_pin_the_handshake_calls_on_connect_check_health_once_per_socket",
             "test_pin_redis_py_opens_a_socket_for_the_handshake_and_closes_it_in_disconnect",
         ),
-        ("def PoolConnection.on_connect_check_health", "def AsyncPoolConnection.on_connect_check_health"),
+        (
+            "def PoolConnection.on_connect_check_health",
+            "def AsyncPoolConnection.on_connect_check_health",
+            "def FollowingConnection.on_connect_check_health",
+            "def AsyncFollowingConnection.on_connect_check_health",
+        ),
         "The client_name connection option (redis-py names the connection itself), plus a CLIENT SETNAME "
         "refusal handled at the first command instead of in the handshake.",
     ),
@@ -174,6 +180,21 @@ INVENTORY: tuple[Borrowed, ...] = (
             "CountedSentinelPool: self.is_master",
         ),
         "Sentinel.discover_master() (a network round trip) for the address.",
+    ),
+    Borrowed(
+        "redis",
+        "Sentinel.discover_master(), .discover_slaves(): what a Sentinel pool's connection asks",
+        "A Sentinel pool's connection, sync and async, asks its pool's sentinel_manager where to connect "
+        "through these two documented methods, each time it connects: ours correct a sentinel that has "
+        "not heard of a failover yet with what the sentinels' events said.",
+        _here("test_pin_a_sentinel_connection_asks_discover_master_and_discover_slaves"),
+        (
+            "def FollowingSentinel.discover_master",
+            "def FollowingSentinel.discover_slaves",
+            "def AsyncFollowingSentinel.discover_master",
+            "def AsyncFollowingSentinel.discover_slaves",
+        ),
+        "A pool option for an address resolver, which redis-py does not have.",
     ),
     Borrowed(
         "redis",
@@ -374,6 +395,9 @@ PUBLIC_OVERRIDES = {
     "SidePool.get_connection": "ConnectionPool.get_connection(), in the API reference",
     "SidePool.release": "ConnectionPool.release(), in the API reference",
     "SideSentinelPool.release": "ConnectionPool.release(), in the API reference",
+    "SideSentinelPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
+    "CountedAsyncSentinelPool.get_connection": "redis.asyncio ConnectionPool.get_connection(), in the API reference",
+    "CountedAsyncSentinelPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
     "CountedAsyncPool.get_connection": "redis.asyncio ConnectionPool.get_connection(), in the API reference",
     "CountedAsyncPool.release": "redis.asyncio ConnectionPool.release(), in the API reference",
     "CountedAsyncPool.make_connection": "the redis.asyncio twin of ConnectionPool.make_connection()",
@@ -1041,6 +1065,53 @@ def test_pin_a_sentinel_pool_knows_the_master_it_connects_to(redis_server: Redis
         pool.disconnect()
     replicas = SentinelConnectionPool("pinned", StubSentinel(redis_server.port), is_master=False)
     assert replicas.is_master is False
+
+
+def test_pin_a_sentinel_connection_asks_discover_master_and_discover_slaves(redis_server: RedisServer) -> None:
+    class Asked(StubSentinel):
+        def __init__(self, port: int) -> None:
+            super().__init__(port)
+            self.asked: list[str] = []
+
+        def discover_master(self, service: str) -> tuple[str, int]:
+            self.asked.append("master")
+            return self.address
+
+        def discover_slaves(self, service: str) -> list[tuple[str, int]]:
+            self.asked.append("replicas")
+            return [self.address]
+
+    sentinel = Asked(redis_server.port)
+    for is_master, asked in ((True, "master"), (False, "replicas")):
+        pool = SentinelConnectionPool("pinned", sentinel, is_master=is_master, socket_timeout=5)
+        try:
+            pool.release(pool.get_connection())
+            assert sentinel.asked[-1] == asked
+        finally:
+            pool.disconnect()
+
+    class AsyncAsked(aio_sentinel.Sentinel):
+        asked: ClassVar[list[str]] = []
+
+        async def discover_master(self, service_name: str) -> tuple[str, int]:
+            self.asked.append("master")
+            return sentinel.address
+
+        async def discover_slaves(self, service_name: str) -> list[tuple[str, int]]:
+            self.asked.append("replicas")
+            return [sentinel.address]
+
+    async def connect() -> None:
+        manager = AsyncAsked([])
+        for is_master, asked in ((True, "master"), (False, "replicas")):
+            pool = aio_sentinel.SentinelConnectionPool("pinned", manager, is_master=is_master, socket_timeout=5)
+            try:
+                await pool.release(await pool.get_connection())
+                assert manager.asked[-1] == asked
+            finally:
+                await pool.disconnect()
+
+    asyncio.run(connect())
 
 
 def test_pin_holders_keep_their_connection_in_connection(redis_server: RedisServer) -> None:

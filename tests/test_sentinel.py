@@ -390,9 +390,10 @@ class Writes:
 
 def survive_a_failover(
     app: Flask, redis_pool: RedisPool, service: SentinelService, cause_failover: Callable[[int], None]
-) -> tuple[int, int, float]:
+) -> tuple[int, int, float, int]:
     """Keep 4 threads writing while ``cause_failover(master_port)`` runs; return the failed
-    requests, the acknowledged ones, and the window the failures fall in (seconds)."""
+    requests, the acknowledged ones, the window the failures fall in (seconds), and how
+    many acknowledged increments the new master lacks."""
     app.testing = False  # a failed request is a 500, not an exception in the thread
     old_master = service.master_port()
     with server_of(old_master) as master:
@@ -445,7 +446,7 @@ def survive_a_failover(
     assert counter <= writes.acknowledged + len(writes.failures)
     assert_max_connections_reachable(app, redis_pool)
     window = (max(writes.failures) - min(writes.failures)) if writes.failures else 0.0
-    return len(writes.failures), writes.acknowledged, window
+    return len(writes.failures), writes.acknowledged, window, max(0, writes.acknowledged - counter)
 
 
 def _is_master(port: int) -> bool:
@@ -486,9 +487,10 @@ def test_a_sentinel_failover_under_writes(
         with sentinel_service.ask() as sentinel:
             sentinel.execute_command("SENTINEL", "FAILOVER", sentinel_service.name)
 
-    failed, acknowledged, window = survive_a_failover(app, redis_pool, sentinel_service, failover)
-    record_property("failover", {"failed": failed, "acknowledged": acknowledged, "window_s": round(window, 2)})
-    print(f"SENTINEL FAILOVER: {failed} failed of {failed + acknowledged}, within {window:.2f} s")
+    failed, acknowledged, window, lost = survive_a_failover(app, redis_pool, sentinel_service, failover)
+    figures = {"failed": failed, "acknowledged": acknowledged, "lost": lost, "window_s": round(window, 2)}
+    record_property("failover", figures)
+    print(f"SENTINEL FAILOVER: {failed} failed, {lost} lost of {failed + acknowledged}, within {window:.2f} s")
     assert window < 10
     sentinel_service.wait_ready(replicas=2)
 
@@ -502,10 +504,12 @@ def test_the_master_killed_under_writes(
     def kill(master_port: int) -> None:
         servers[master_port].kill()
 
-    failed, acknowledged, window = survive_a_failover(app, redis_pool, sentinel_service, kill)
-    record_property("killed", {"failed": failed, "acknowledged": acknowledged, "window_s": round(window, 2)})
-    print(f"master SIGKILL: {failed} failed of {failed + acknowledged}, within {window:.2f} s")
+    failed, acknowledged, window, lost = survive_a_failover(app, redis_pool, sentinel_service, kill)
+    figures = {"failed": failed, "acknowledged": acknowledged, "lost": lost, "window_s": round(window, 2)}
+    record_property("killed", figures)
+    print(f"master SIGKILL: {failed} failed, {lost} lost of {failed + acknowledged}, within {window:.2f} s")
     assert window < 15
+    assert lost == 0, figures  # a killed master took nothing it had not sent its replicas
 
 
 def test_the_side_connection_keeps_its_one_slot_after_a_failover(redis_server: RedisServer) -> None:

@@ -509,7 +509,9 @@ def test_the_master_killed_under_writes(
     record_property("killed", figures)
     print(f"master SIGKILL: {failed} failed, {lost} lost of {failed + acknowledged}, within {window:.2f} s")
     assert window < 15
-    assert lost == 0, figures  # a killed master took nothing it had not sent its replicas
+    # Redis answers a write before its replicas have it, so the one write each thread had
+    # answered in the master's last instant may die with it; nothing else may be lost.
+    assert lost <= 4, figures
 
 
 def test_the_side_connection_keeps_its_one_slot_after_a_failover(redis_server: RedisServer) -> None:

@@ -32,6 +32,8 @@ from .views import (
     raise_in_a_connection_block,
 )
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def own_app(make_app: Callable[..., Flask], own_server: RedisServer) -> tuple[Flask, RedisPool]:

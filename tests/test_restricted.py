@@ -23,6 +23,8 @@ from flask_redispool.testing import RedisServer
 
 from .conftest import PASSWORD, pools_of, run_in_threads, wait_until
 
+pytestmark = pytest.mark.servers
+
 ServerFactory = Callable[..., RedisServer]
 
 

@@ -38,6 +38,8 @@ from .conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def sentinel_app(make_app: Callable[..., Flask], sentinel_service: SentinelService) -> tuple[Flask, RedisPool]:

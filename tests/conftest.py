@@ -47,7 +47,7 @@ from werkzeug.test import TestResponse
 
 from bench.loadgen import drive, worker_pids
 from example_app import create_app, stop_bursts
-from flask_redispool import RedisPool
+from flask_redispool import RedisPool, testing
 from flask_redispool._extension import app_states
 from flask_redispool._poolset import PoolSet
 from flask_redispool._stats import HOST, group_client_list
@@ -58,9 +58,6 @@ from flask_redispool.testing import (
     find_redis_server,
     find_servers,
     find_valkey_server,
-)
-from flask_redispool.testing import (
-    server_kind as kind_of,
 )
 
 PASSWORD = "s3cr3t-Pa55word-x9"
@@ -404,8 +401,8 @@ def held_by_this_process(server: Redis, client_name: str) -> int:
 def skip_before(server: RedisServer, version: tuple[int, ...], what: str) -> None:
     """Skip the test on a server older than ``version`` (Redis's numbering; every Valkey has
     what Redis 7.2 has), which lacks ``what``."""
-    if kind_of(server.binary).startswith("redis") and server.version < version:
-        pytest.skip(f"{what} needs Redis {'.'.join(map(str, version))}; this is {kind_of(server.binary)}")
+    if testing.server_kind(server.binary).startswith("redis") and server.version < version:
+        pytest.skip(f"{what} needs Redis {'.'.join(map(str, version))}; this is {testing.server_kind(server.binary)}")
 
 
 def run_in_threads(target: Callable[[], object], count: int, timeout: float = 60) -> None:

@@ -51,8 +51,9 @@ lint: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
-# The suite on the venv's Python, then on the lowest and the highest supported
-# (.ci/other-pythons: found through pyenv or PATH, skipped with a line where absent).
+# The suite on the venv's Python, its tests of server behaviour on Redis 6.2, 7.0, 8.2 and
+# Valkey 9.1 (tests/conftest.py), then on the lowest and the highest supported Python, on one
+# server (.ci/other-pythons: found through pyenv or PATH, skipped with a line where absent).
 test: lint docs system-packages
 	$(BIN)/pytest
 	bash .ci/other-pythons

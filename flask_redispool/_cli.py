@@ -234,5 +234,5 @@ def ping_command() -> None:
             raise click.ClickException(failure_message(settings, failure))
         click.echo(
             f"{settings.prefix}  {settings.redacted_url}  PONG in {health['latency_ms']:.2f} ms, "
-            f"Redis {health['server_version']}"
+            f"{'Valkey' if health['server'] == 'valkey' else 'Redis'} {health['server_version']}"
         )

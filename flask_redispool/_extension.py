@@ -440,7 +440,7 @@ class RedisPool:
         return build_advice(state.reader(), state.pools, thresholds)
 
     def health(self, app: App | None = None) -> Health:
-        """PING the server and report ``ok``, ``latency_ms``, ``server_version``, ``error``,
+        """PING the server and report ``ok``, ``latency_ms``, ``server``, ``server_version``, ``error``,
         ``in_use``, ``max_connections``, ``saturated`` and ``timeouts``. Never raises: for
         ``/healthz``.
 

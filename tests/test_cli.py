@@ -55,6 +55,7 @@ def _published(report: dict[str, Any], pid: int) -> dict[str, Any] | None:
     return report if _rows(report).get(pid, {}).get("in_use") is not None else None
 
 
+@pytest.mark.servers
 def test_stats_table_has_a_row_per_process_and_totals(
     app: Flask, redis_pool: RedisPool, runner: FlaskCliRunner, start_worker: Callable[..., Worker]
 ) -> None:
@@ -75,6 +76,7 @@ def test_stats_table_has_a_row_per_process_and_totals(
     assert lines[5].split() == ["total", "2", "proc", "2", "0", "-", "2", "0", "0", "-", "0", "0", "-", "3"]
 
 
+@pytest.mark.servers
 def test_stats_json_rows_match_the_server(
     app: Flask, runner: FlaskCliRunner, start_worker: Callable[..., Worker], server: Redis
 ) -> None:
@@ -103,6 +105,7 @@ def test_stats_json_rows_match_the_server(
     assert report["server_error"] is report["snapshots_error"] is None
 
 
+@pytest.mark.servers
 def test_a_new_process_is_no_leak_suspect_before_two_intervals(
     make_app: Callable[..., Flask], redis_url: str, start_worker: Callable[..., Worker], server: Redis
 ) -> None:

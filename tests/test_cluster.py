@@ -41,6 +41,8 @@ from .conftest import (
 )
 from .test_retry import SLOW_INCR
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def cluster_app(make_app: Callable[..., Flask], redis_cluster: RedisClusterServers) -> tuple[Flask, RedisPool]:

@@ -32,6 +32,8 @@ from .views import (
     raise_in_a_connection_block,
 )
 
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def own_app(make_app: Callable[..., Flask], own_server: RedisServer) -> tuple[Flask, RedisPool]:
@@ -119,6 +121,7 @@ def test_redis_killed_and_restarted_under_load(own_app: tuple[Flask, RedisPool],
     assert_pool_is_clean(app, redis_pool, Redis.from_url(own_server.url))
 
 
+@pytest.mark.one_server  # our pool's bookkeeping: the server only answers GET, MULTI, SUBSCRIBE
 @pytest.mark.parametrize(
     "view", [leave_a_transaction, leave_a_subscription, raise_in_a_connection_block, raise_after_a_command]
 )

@@ -14,11 +14,12 @@ from redis import Redis
 
 from flask_redispool import RedisPool
 from flask_redispool._pool import SidePool
-from flask_redispool.testing import RedisServer, free_port
+from flask_redispool.testing import RedisServer, free_port, server_kind
 
 from .conftest import PASSWORD, pools_of, wait_until
 
 
+@pytest.mark.servers
 def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server: RedisServer) -> None:
     health = redis_pool.health(app)
     assert health["ok"] is True
@@ -26,6 +27,9 @@ def test_health_of_a_live_server(app: Flask, redis_pool: RedisPool, redis_server
     assert health["latency_ms"] is not None
     assert 0 < health["latency_ms"] < 1000
     assert health["server_version"] == ".".join(map(str, redis_server.version))
+    assert health["server"] == ("valkey" if server_kind(redis_server.binary).startswith("valkey") else "redis")
+    ping = app.test_cli_runner().invoke(args=["redis-ping"])
+    assert ping.output.endswith(f"{str(health['server']).title()} {health['server_version']}\n"), ping.output
     assert (health["in_use"], health["max_connections"]) == (0, 10)
     assert json.loads(json.dumps(health)) == health
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +22,14 @@ from redis import Redis
 from flask_redispool import RedisPool
 from flask_redispool.testing import RedisServer
 
-from .conftest import PASSWORD, pools_of, run_in_threads, wait_until
+from .conftest import PASSWORD, pools_of, run_in_threads, skip_before, wait_until
+
+pytestmark = pytest.mark.servers
 
 ServerFactory = Callable[..., RedisServer]
+# A command the ACL refuses, as each server words it: "this user has no permissions to run
+# the 'scan' command" (7.0; 6.2 adds "or its subcommand"), "User app has no ..." (8.2, Valkey).
+NO_PERMISSION = r"NoPermissionError: (this user|User app) has no permissions to run the '[a-z|]+' command"
 
 
 @pytest.fixture
@@ -57,7 +63,7 @@ def test_requests_work_where_client_is_disabled_and_naming_is_given_up_once(
     assert "REDIS_CLIENT_NAME = False" in warning.getMessage()
     stats = redis_pool.stats(app)
     assert stats["created"] == 3
-    assert (stats["naming_refused"] or "").startswith("ResponseError: unknown command 'CLIENT'")
+    assert re.match("ResponseError: unknown command [`']CLIENT[`']", stats["naming_refused"] or "")  # 6.2: `CLIENT`
 
 
 def test_client_name_false_sends_no_client_setname(
@@ -86,6 +92,8 @@ class ACLServer:
 
     def user(self, name: str, *rules: str) -> str:
         """Add an ACL user with ``rules`` on top of every right; a URL that logs in as it."""
+        if any("|" in rule for rule in rules):
+            skip_before(self.server, (7, 0), "An ACL rule that takes a subcommand away (-client|list)")
         self.admin.execute_command("ACL", "SETUSER", name, "on", f">{PASSWORD}", "~*", "&*", "+@all", *rules)
         return f"redis://{name}:{PASSWORD}@127.0.0.1:{self.server.port}/0"
 
@@ -111,7 +119,7 @@ def test_requests_work_for_a_user_without_client_setname_which_is_asked_once(
         assert redis_pool.client.incr("hits") == 1
         hold(app, redis_pool, 3)  # two more connections, which do not ask again
     assert setname_refusals(acl_server.admin) == 1
-    assert (redis_pool.stats(app)["naming_refused"] or "").startswith("NoPermissionError: this user has no permissions")
+    assert re.match(NO_PERMISSION, redis_pool.stats(app)["naming_refused"] or "")
 
 
 def stats_command(app: Flask) -> tuple[int, str]:
@@ -122,8 +130,8 @@ def stats_command(app: Flask) -> tuple[int, str]:
 @pytest.mark.parametrize(
     ("rules", "missing", "shown"),
     [
-        (("-client|list",), "server view unavailable: NoPermissionError: this user has no permissions", "snapshots"),
-        (("-scan",), "snapshots unavailable: NoPermissionError: this user has no permissions", "server view"),
+        (("-client|list",), f"server view unavailable: {NO_PERMISSION}", "snapshots"),
+        (("-scan",), f"snapshots unavailable: {NO_PERMISSION}", "server view"),
         (("-client|setname",), "server view unavailable: connections are unnamed: the server refused", "snapshots"),
     ],
 )
@@ -139,7 +147,7 @@ def test_redis_stats_prints_a_partial_view_and_says_what_is_missing(
     redis_pool.init_app(app)
     code, output = stats_command(app)
     assert code == 0, output
-    assert missing in output
+    assert re.search(missing, output), output
     assert f"{shown} unavailable" not in output
 
 
@@ -150,7 +158,7 @@ def test_redis_stats_fails_when_it_can_show_nothing(
     redis_pool.init_app(app)
     code, output = stats_command(app)
     assert code == 1
-    assert "showed neither the published snapshots (NoPermissionError: this user has no permissions" in output
+    assert re.search(f"showed neither the published snapshots \\({NO_PERMISSION}", output), output
     assert PASSWORD not in output
 
 

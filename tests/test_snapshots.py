@@ -59,6 +59,7 @@ def test_nothing_is_published_before_the_first_connection(app: Flask, redis_pool
     assert publisher.running
 
 
+@pytest.mark.servers
 def test_a_snapshot_agrees_with_the_server(
     snapshots: Snapshots, app: Flask, redis_pool: RedisPool, server: Redis
 ) -> None:

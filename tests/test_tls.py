@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,15 +16,14 @@ import pytest
 import trustme
 from flask import Flask
 from redis.exceptions import ConnectionError, RedisClusterException
-from redis.sentinel import Sentinel
 
 from flask_redispool import ConfigError, RedisPool
 from flask_redispool._sentinel_watch import CHANNELS
 from flask_redispool.testing import RedisClusterServers, RedisServer, TLSFiles, find_redis_server, free_port
 
-from .conftest import SentinelService, notes, our_connections, wait_until
+from .conftest import PASSWORD, SentinelService, notes, our_connections, wait_until
 from .test_config import URL
-from .test_failover import WRITING_ON, Writer, assert_little_lost, calls_to, count_lost, failing_over
+from .test_failover import WRITING_ON, assert_little_lost, calls_to, count_lost, failing_over, writing_side_by_side
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +138,12 @@ def test_bad_tls_config_is_refused(
 
 
 @contextlib.contextmanager
-def tls_service(tls_server: RedisServer, replicas: int, sentinels: int, **options: Any) -> Iterator[SentinelService]:
+def tls_service(
+    tls_server: RedisServer, replicas: int, sentinels: int, lines: tuple[str, ...] = (), **options: Any
+) -> Iterator[SentinelService]:
     """A master, its ``replicas`` and ``sentinels`` sentinels, all TLS only, replicating
-    and watching over TLS, ready; ``options`` go to :meth:`RedisServer.sentinel_for`."""
+    and watching over TLS, ready; the sentinels' config files get ``lines`` too, and
+    ``options`` go to :meth:`RedisServer.sentinel_for`."""
     binary, files = tls_server.binary, tls_server.tls
     started: list[RedisServer] = []
     try:
@@ -154,6 +155,8 @@ def tls_service(tls_server: RedisServer, replicas: int, sentinels: int, **option
         watchers = [
             RedisServer.sentinel_for(master.port, binary=binary, tls=files, **options) for _ in range(sentinels)
         ]
+        for watcher in watchers:
+            watcher.sentinel = [*(watcher.sentinel or []), *lines]
         for server in (*nodes, *watchers):
             started.append(server.start())
         service = SentinelService(master, nodes, watchers)
@@ -167,9 +170,15 @@ def tls_service(tls_server: RedisServer, replicas: int, sentinels: int, **option
 @pytest.fixture(scope="module")
 def tls_sentinel(tls_server: RedisServer) -> Iterator[SentinelService]:
     """A master, its replica and a sentinel (quorum 1), all TLS only, replicating and
-    watching over TLS; the sentinel also serves plain TCP, on :func:`plain_port`."""
-    with tls_service(tls_server, 1, 1, quorum=1, args=("--port", str(free_port()))) as service:
+    watching over TLS; the sentinel also serves plain TCP, on :func:`plain_port`, and
+    knows the ACL user :data:`WATCHER` (its default user needs no password)."""
+    user = f"user {WATCHER} on >{PASSWORD} ~* &* +@all"
+    with tls_service(tls_server, 1, 1, (user,), quorum=1, args=("--port", str(free_port()))) as service:
         yield service
+
+
+#: An ACL user of the sentinel of ``tls_sentinel``.
+WATCHER = "watcher"
 
 
 def plain_port(sentinel: RedisServer) -> int:
@@ -225,12 +234,16 @@ def test_the_sentinels_tls_is_set_apart_from_the_data_nodes(
         redis_pool.client.ping()
 
 
-def listening_on(sentinel: RedisServer, app: Flask) -> list[int]:
-    """The ports of ``sentinel`` on which ``app``'s failover listener holds its subscription
-    (``CLIENT LIST``'s ``laddr``: the TLS port, or the plain one)."""
+def listening_on(sentinel: RedisServer, app: Flask) -> list[tuple[int, str]]:
+    """The port of ``sentinel`` on which ``app``'s failover listener holds its subscription
+    (``CLIENT LIST``'s ``laddr``: the TLS port, or the plain one), and as which user."""
     with sentinel.client(socket_timeout=2, decode_responses=True) as client:
         entries = our_connections(client, app.import_name)
-    return [int(entry["laddr"].rpartition(":")[2]) for entry in entries if int(entry["sub"]) == len(CHANNELS)]
+    return [
+        (int(entry["laddr"].rpartition(":")[2]), entry["user"])
+        for entry in entries
+        if int(entry["sub"]) == len(CHANNELS)
+    ]
 
 
 @pytest.mark.parametrize("sentinel_tls", [True, False], ids=["tls-sentinels", "plain-sentinels"])
@@ -238,18 +251,21 @@ def test_the_failover_listener_reaches_the_sentinels_as_the_pools_do(
     make_app: Callable[..., Flask], tls_sentinel: SentinelService, certs: Path, sentinel_tls: bool
 ) -> None:
     """``rediss+sentinel://``: the listener subscribes over TLS to the sentinels' TLS port,
-    or over plain TCP to their plain port with ``SENTINEL_SSL_ENABLED`` false."""
+    or over plain TCP to their plain port with ``SENTINEL_SSL_ENABLED`` false, as the
+    sentinels' own user (``SENTINEL_USERNAME``, ``SENTINEL_PASSWORD``)."""
     sentinel = tls_sentinel.sentinels[0]
     port = sentinel.port if sentinel_tls else plain_port(sentinel)
     app = make_app(
         REDIS_URL=f"rediss+sentinel://127.0.0.1:{port}/{tls_sentinel.name}/0",
         REDIS_SSL_CA_CERTS=str(certs / "ca.pem"),
         REDIS_SENTINEL_SSL_ENABLED=sentinel_tls,
+        REDIS_SENTINEL_USERNAME=WATCHER,
+        REDIS_SENTINEL_PASSWORD=PASSWORD,
     )
     redis_pool = RedisPool(app)
     with app.app_context():
         assert redis_pool.client.ping() is True
-    wait_until(lambda: listening_on(sentinel, app) == [port], 10, "the listener's subscription")
+    wait_until(lambda: listening_on(sentinel, app) == [(port, WATCHER)], 10, "the listener's subscription")
     redis_pool.close(app)
     wait_until(lambda: listening_on(sentinel, app) == [], 5, "the subscription to end with the app's pools")
 
@@ -275,35 +291,14 @@ def test_a_failover_under_tls_loses_no_acknowledged_write(
     service = tls_service_to_fail_over
     ca_certs = str(certs / "ca.pem")
     app = make_app(REDIS_URL=service.url, REDIS_SSL_CA_CERTS=ca_certs, REDIS_STATS_INTERVAL=0)
-    app.testing = False
     redis_pool = RedisPool(app)
-    stop = threading.Event()
-    ours, ours_async, raw = writers = [Writer(prefix, stop) for prefix in ("ours", "ours-async", "raw")]
-
-    @app.post("/write")
-    async def write() -> dict[str, int]:
-        await ours_async.run_async(redis_pool.async_client.set)
-        return {}
-
-    def write_sync() -> None:
-        with app.app_context():
-            ours.run(redis_pool.client.set)
-
-    def write_raw() -> None:
-        tls: dict[str, Any] = {"socket_timeout": 2, "ssl": True, "ssl_ca_certs": ca_certs}
-        sentinel = Sentinel([("127.0.0.1", s.port) for s in service.sentinels], sentinel_kwargs=tls, **tls)
-        master = sentinel.master_for(service.name, **tls)
-        try:
-            raw.run(master.set)
-        finally:
-            master.close()
-            for client in sentinel.sentinels:
-                client.close()
-
+    writers, targets = writing_side_by_side(app, redis_pool, service, socket_timeout=2, ssl=True, ssl_ca_certs=ca_certs)
+    ours, ours_async, raw = writers
     with app.app_context():
         redis_pool.client.ping()
-    wait_until(lambda: all(listening_on(s, app) == [s.port] for s in service.sentinels), 10, "the subscriptions")
-    with failing_over(service, writers, (write_sync, lambda: app.test_client().post("/write"), write_raw)) as moved:
+    subscriptions = {sentinel.port: [(sentinel.port, "default")] for sentinel in service.sentinels}
+    wait_until(lambda: all(listening_on(s, app) == subscriptions[s.port] for s in service.sentinels), 10, "listening")
+    with failing_over(service, writers, targets) as moved:
         time.sleep(WRITING_ON)  # the measure: writes go on this long after the switch
     count_lost(service, *moved, writers)
     figures = {writer.prefix: writer.figures() for writer in writers}

@@ -235,12 +235,15 @@ class PoolCache:
         self.misses = _Count()
         self.invalidated = _Count()
         self.evicted = _Count()
-        self._caches: weakref.WeakSet[CountedCache] = weakref.WeakSet()
+        #: One per connection the pool made in this process, as the pool keeps its
+        #: connections. A list: a snapshot thread copies it while a request thread
+        #: appends, each one C call.
+        self._caches: list[CountedCache] = []
 
     def connection_cache(self) -> CountedCache:
         """A new, empty cache for one connection of the pool."""
         cache = CountedCache(self)
-        self._caches.add(cache)
+        self._caches.append(cache)
         return cache
 
     def figures(self) -> CacheFigures:

@@ -3,7 +3,8 @@
 Correctness is measured on a real Redis 8.2 server (``redis8_server``): another connection
 writes, and our next read after the write was acknowledged (plus one round trip: the
 server's invalidation is a push on our connection, on its way while the writer reads its
-``OK``) returns the new value, also after our connection was killed. Servers that cannot
+``OK``) returns the new value, also after our connection was killed, and with threads on
+a pool of several connections, each of which has a cache of its own. Servers that cannot
 serve the cache (Valkey 9, Redis 6.2) refuse it with one clear error and no stale read.
 """
 

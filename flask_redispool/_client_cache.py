@@ -2,36 +2,40 @@
 
 redis-py 8 keeps replies of reads in a local cache that the server invalidates (Redis's
 ``CLIENT TRACKING``, RESP3): a read whose reply is cached is answered without a round trip.
-It is a pool's (``cache=``, a public argument of redis-py's pools), for sync clients only.
-Here each counted pool of an app that sets the key gets one :class:`CountedCache`, a
-:class:`redis.cache.CacheInterface` around redis-py's own cache (its size, its LRU
-eviction, its invalidation), which counts what happens to it for ``stats()``, snapshots,
-``flask redis-stats`` and Prometheus (:func:`cache_figures`). redis-py records the same in
-OpenTelemetry itself (its ``CSC`` metric group). The ``redis.asyncio`` clients of async
-views have no cache: they are unaffected, but for speaking RESP3 too.
+redis-py gives a pool one cache (``cache=``) that all its connections share, and answers a
+hit only after reading the pending invalidations off the socket of the connection that
+filled the entry, even while another thread waits there for its reply (which is then
+lost: that command times out). So here each connection of a counted pool gets a cache of
+its own (:func:`cached_connection`: redis-py's :class:`~redis.connection.CacheProxyConnection`
+around our connection and a :class:`CountedCache`): every entry was filled by the
+connection that reads it, which the reading thread holds alone, and no thread ever reads
+another's socket. A pool's :class:`PoolCache` makes those caches and counts what happens
+to them for ``stats()``, snapshots, ``flask redis-stats`` and Prometheus
+(:func:`cache_figures`); redis-py records hits and misses in OpenTelemetry itself (its
+``CSC`` metric group). Each cache is redis-py's own (its size, its LRU eviction, its
+invalidation), behind its public interface. The ``redis.asyncio`` clients of async views
+have no cache: they are unaffected, but for speaking RESP3 too.
 
 What is refused, and when:
 
 - at ``init_app`` (:func:`check_client_cache`): a redis-py older than 8.2 (its cache keeps
   entries filled before a silent reconnect, whose invalidations the server no longer
-  sends), RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL), ``fakeredis://``
-  (no ``CLIENT TRACKING``), and ``MAX_CONNECTIONS`` other than 1: redis-py 8.2 drains the
-  socket of the connection that cached an entry before it answers from it, even while
-  another thread's command waits there for its reply (which is lost: a timeout), so each
-  pool keeps one connection, which no two threads use at once;
-- at each connection's handshake (:meth:`CountedCache.check_server`): a server that is not
+  sends), RESP2 forced (``protocol=2`` in ``OPTIONS`` or the URL) and ``fakeredis://``
+  (no ``CLIENT TRACKING``);
+- at each connection's handshake (:meth:`PoolCache.check_server`): a server that is not
   Redis 7.4 or later (Valkey, Redis 7.2 or older): the command raises a :class:`~flask_redispool.ConfigError`
   saying why, and the connection is closed. Nothing is cached, so nothing stale is read.
 
-A connection that closes or reconnects flushes the pool's cache (redis-py does: the
-server forgot what it tracked for it), and so does a fork (the child starts with an empty
-cache and its own figures).
+A connection that closes or reconnects flushes its cache (redis-py does: the server
+forgot what it tracked for it); the pool's other connections keep theirs. A forked child
+starts with no connections, so no cache, and its own figures.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,7 +57,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ClientCacheSettings",
     "CountedCache",
+    "PoolCache",
     "cache_figures",
+    "cached_connection",
     "check_client_cache",
     "parse_client_cache",
     "wrapped_connection",
@@ -75,9 +81,9 @@ _FALSE: Final = frozenset({"0", "false", "no", "off", ""})
 
 @dataclass(frozen=True)
 class ClientCacheSettings:
-    """``REDIS_CLIENT_CACHE``, validated: what each pool's cache keeps."""
+    """``REDIS_CLIENT_CACHE``, validated: what each connection's cache keeps."""
 
-    #: The most replies a pool's cache keeps; the least recently used go first.
+    #: The most replies each connection's cache keeps; the least recently used go first.
     max_size: int = CacheConfig.DEFAULT_MAX_SIZE
     #: Cache only reads whose every key starts with one of these (empty: any key).
     key_prefixes: tuple[str, ...] = ()
@@ -137,7 +143,7 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
     of ``settings``: with ``protocol=3`` when the cache is on.
 
     :raises ConfigError: the cache is on, but redis-py is older than 8.2, the URL is
-        ``fakeredis://``, ``MAX_CONNECTIONS`` is not 1, or RESP2 is forced."""
+        ``fakeredis://``, or RESP2 is forced."""
     if settings.client_cache is None:
         return kwargs
     key = settings.key("CLIENT_CACHE")
@@ -158,15 +164,6 @@ def check_client_cache(settings: Settings, kwargs: dict[str, Any]) -> dict[str, 
             f"{key} needs RESP3 (the server's invalidations are RESP3 pushes), but {settings.key('OPTIONS')} "
             f"or {settings.key('URL')} sets protocol={protocol}: remove it ({key} turns RESP3 on), "
             f"or remove {key}."
-        )
-    if settings.max_connections != 1:
-        raise ConfigError(
-            f"{key} needs {settings.key('MAX_CONNECTIONS')} = 1 (it is {settings.max_connections}): "
-            f"redis-py {redis.__version__}'s cache answers a read from the cache only after reading the "
-            "invalidations off the socket of the connection that cached it, even while another thread's "
-            "command waits there for its reply, which is then lost (that command times out). One "
-            "connection per pool, per process, is never in two threads at once: use it with sync workers "
-            f"(gunicorn's default), or remove {key}."
         )
     return {**kwargs, "protocol": 3}
 
@@ -218,35 +215,46 @@ class CacheFigures(TypedDict):
     cache_entries: int
 
 
-class CountedCache(CacheInterface):
-    """One pool's cache: redis-py's (made by its :class:`~redis.cache.CacheFactory`, with
-    its LRU eviction), counted. ``hits`` are the reads that looked in the cache less those
-    that went to the server (``misses``: each stakes a placeholder entry while it waits)."""
+class PoolCache:
+    """A pool's client-side caching: it makes a :class:`CountedCache` for each connection
+    of the pool (:meth:`connection_cache`), which all count into its counters, and adds up
+    their figures. The counters outlive the connections: the totals never go down."""
 
     def __init__(self, settings: Settings) -> None:
         assert settings.client_cache is not None
         self._settings = settings
         self._start_afresh()
-        self._config = _CountingConfig(settings.client_cache, lambda: self._lookups)
-        self._cache = CacheFactory(self._config).get_cache()
+        #: redis-py's cache configuration, one for all the pool's caches (it is read-only).
+        self.config = _CountingConfig(settings.client_cache, lambda: self.lookups)
         _CACHES.add(self)
 
     def _start_afresh(self) -> None:
-        """Fresh figures: at birth, and in a forked child (redis-py flushes its cache there)."""
-        self._lookups = _Count()
-        self._misses = _Count()
-        self._invalidated = _Count()
-        self._evicted = _Count()
+        """Fresh figures and no caches: at birth, and in a forked child (whose pool makes
+        its connections afresh)."""
+        self.lookups = _Count()
+        self.misses = _Count()
+        self.invalidated = _Count()
+        self.evicted = _Count()
+        #: One per connection the pool made in this process, as the pool keeps its
+        #: connections. A list: a snapshot thread copies it while a request thread
+        #: appends, each one C call.
+        self._caches: list[CountedCache] = []
+
+    def connection_cache(self) -> CountedCache:
+        """A new, empty cache for one connection of the pool."""
+        cache = CountedCache(self)
+        self._caches.append(cache)
+        return cache
 
     def figures(self) -> CacheFigures:
-        """What the cache did in this process so far, and how many replies it holds now."""
-        lookups, misses = self._lookups.value, self._misses.value
+        """What the pool's caches did in this process so far, and how many replies they hold now."""
+        lookups, misses = self.lookups.value, self.misses.value
         return CacheFigures(
             cache_hits=max(0, lookups - misses),
             cache_misses=misses,
-            cache_invalidations=self._invalidated.value,
-            cache_evictions=self._evicted.value,
-            cache_entries=self.size,
+            cache_invalidations=self.invalidated.value,
+            cache_evictions=self.evicted.value,
+            cache_entries=sum(cache.size for cache in list(self._caches)),
         )
 
     def check_server(self, connection: Any) -> None:
@@ -268,6 +276,17 @@ class CountedCache(CacheInterface):
             "for this server."
         )
 
+
+class CountedCache(CacheInterface):
+    """One connection's cache: redis-py's (made by its :class:`~redis.cache.CacheFactory`,
+    with its LRU eviction), counted into its pool's :class:`PoolCache`. ``hits`` are the
+    reads that looked in the cache less those that went to the server (``misses``: each
+    stakes a placeholder entry while it waits)."""
+
+    def __init__(self, pool: PoolCache) -> None:
+        self._pool = pool
+        self._cache = CacheFactory(pool.config).get_cache()
+
     # CacheInterface: redis-py's cache, counted.
     @property
     def collection(self) -> OrderedDict[Any, Any]:
@@ -275,7 +294,7 @@ class CountedCache(CacheInterface):
 
     @property
     def config(self) -> CacheConfigurationInterface:
-        return self._config
+        return self._pool.config
 
     @property
     def eviction_policy(self) -> EvictionPolicyInterface:
@@ -291,10 +310,10 @@ class CountedCache(CacheInterface):
     def set(self, entry: CacheEntry) -> bool:
         cache = self._cache
         if entry.status is CacheEntryStatus.IN_PROGRESS:  # a read that goes to the server
-            self._misses.add()
+            self._pool.misses.add()
         before, new = cache.size, entry.cache_key not in cache.collection
         stored = cache.set(entry)
-        self._evicted.add_many(before + (1 if stored and new else 0) - cache.size)
+        self._pool.evicted.add_many(before + (1 if stored and new else 0) - cache.size)
         return stored
 
     def delete_by_cache_keys(self, cache_keys: list[CacheKey]) -> list[bool]:
@@ -303,7 +322,7 @@ class CountedCache(CacheInterface):
     def delete_by_redis_keys(self, redis_keys: list[bytes]) -> list[bool]:
         # Called only for the server's invalidation messages.
         deleted = self._cache.delete_by_redis_keys(redis_keys)
-        self._invalidated.add_many(sum(deleted))
+        self._pool.invalidated.add_many(sum(deleted))
         return deleted
 
     def flush(self) -> int:
@@ -322,7 +341,7 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def cache_figures(caches: list[CountedCache | None]) -> CacheFigures:
+def cache_figures(caches: list[PoolCache | None]) -> CacheFigures:
     """The figures of ``caches`` (a process's pools'; ``None`` for a pool without one), added up."""
     total = CacheFigures(cache_hits=0, cache_misses=0, cache_invalidations=0, cache_evictions=0, cache_entries=0)
     for cache in caches:
@@ -332,16 +351,28 @@ def cache_figures(caches: list[CountedCache | None]) -> CacheFigures:
     return total
 
 
+def cached_connection(connection: Any, cache: PoolCache) -> Any:
+    """``connection`` (new, of ``cache``'s pool) behind redis-py's cache proxy, with a cache
+    of its own (:meth:`PoolCache.connection_cache`).
+
+    The proxy's lock serialises reading the pending invalidations of the connection that
+    filled an entry: that connection is always the proxy's own, held by one thread at a
+    time, so a lock of its own serves, and hits in other threads do not wait on the pool."""
+    proxy: Any = _PROXY(connection, cache.connection_cache(), threading.RLock())
+    proxy.behind_cache = connection
+    return proxy
+
+
 def wrapped_connection(connection: Any) -> Any:
-    """The connection of ours behind redis-py's cache proxy (``connection`` itself without
-    one): its socket state and address (a Sentinel connection's is set at each connect, on
-    it, not on the proxy)."""
-    return connection._conn if isinstance(connection, _PROXY) else connection
+    """The connection of ours behind the cache proxy (``connection`` itself without one):
+    its socket state and address (a Sentinel connection's is set at each connect, on it,
+    not on the proxy)."""
+    return getattr(connection, "behind_cache", connection)
 
 
 _PROXY: Final = redis.connection.CacheProxyConnection
-#: Every cache of ours in this process, for the fork hook below.
-_CACHES: weakref.WeakSet[CountedCache] = weakref.WeakSet()
+#: Every pool cache of ours in this process, for the fork hook below.
+_CACHES: weakref.WeakSet[PoolCache] = weakref.WeakSet()
 
 
 def _start_afresh_in_child() -> None:

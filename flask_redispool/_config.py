@@ -555,11 +555,10 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
         "CLIENT_CACHE",
         parse_client_cache,
         None,
-        "Keep replies of reads in each sync pool's client-side cache, which the server invalidates "
+        "Keep replies of reads in a client-side cache per sync connection, which the server invalidates "
         "(redis-py's, RESP3 tracking; Redis 7.4 or later, redis-py 8.2 or later): ``True``, or a dict "
-        "of its options, ``max_size`` (default 10000), ``key_prefixes`` and ``commands`` (cache only "
-        "those). Turns RESP3 on; needs ``MAX_CONNECTIONS`` = 1. Async clients are unaffected. "
-        "See :doc:`caching`.",
+        "of its options, ``max_size`` (per connection, default 10000), ``key_prefixes`` and ``commands`` "
+        "(cache only those). Turns RESP3 on. Async clients are unaffected. See :doc:`caching`.",
     ),
     ConfigKey(
         "OPTIONS",

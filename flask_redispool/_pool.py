@@ -39,10 +39,12 @@ from urllib.parse import unquote, urlsplit
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.connection import Connection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
-from ._client_cache import CountedCache, check_client_cache, wrapped_connection
+from ._client_cache import PoolCache, cached_connection, check_client_cache, wrapped_connection
 from ._config import BACKOFF_BASE, BACKOFF_CAP, Settings, url_query_conflicts
 from ._connection import ConnectionPolicy, OnceRetry, PoolConnection, pool_connection_class
 from ._errors import ConfigError, PoolExhaustedError
@@ -110,11 +112,13 @@ class CountedPool(_PoolBase):
     #: 0.2 µs more each, twice per command (CPython 3.11).
     _pool_get_connection: Callable[..., Connection]
     _pool_release: Callable[..., None]
+    _pool_ensure_connection: Callable[..., None]  # redis-py 8 and later
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._pool_get_connection = super().get_connection
         cls._pool_release = super().release
+        cls._pool_ensure_connection = getattr(super(), "ensure_connection", None)  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -135,10 +139,9 @@ class CountedPool(_PoolBase):
         #: per-pool objects there that refer back to this pool and would keep it alive.
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
         kwargs["max_connections"] = settings.max_connections
-        #: Its client-side cache (``CLIENT_CACHE``), given to redis-py's pool; ``None`` when off.
-        self.client_cache = None if settings.client_cache is None else CountedCache(settings)
-        if self.client_cache is not None:
-            kwargs["cache"] = self.client_cache
+        #: Its client-side caching (``CLIENT_CACHE``): a cache per connection, made here
+        #: (:meth:`make_connection`), not redis-py's one per pool; ``None`` when off.
+        self.client_cache = None if settings.client_cache is None else PoolCache(settings)
         #: Who listens to what happens to the pool (:mod:`~flask_redispool._events`): its
         #: counters, OpenTelemetry, the owner that starts publishing at the first connection.
         self.events = PoolEvents()
@@ -216,10 +219,11 @@ class CountedPool(_PoolBase):
 
     def make_connection(self) -> Connection:
         connection: Connection = super().make_connection()  # type: ignore[assignment]
-        self._made.append(connection)  # type: ignore[arg-type]  # of our connection_class
-        self._check_drift(wrapped_connection(connection).made_with)
-        if self.client_cache is not None:  # behind redis-py's cache proxy: a server it can serve?
+        self._check_drift(connection.made_with)  # type: ignore[attr-defined]  # of our connection_class
+        if self.client_cache is not None:  # behind redis-py's cache proxy, with a cache of its own
+            connection = cached_connection(connection, self.client_cache)
             connection.register_connect_callback(self.client_cache.check_server)  # type: ignore[no-untyped-call]
+        self._made.append(connection)  # type: ignore[arg-type]
         for connected in self.events.connect:  # OpenTelemetry may have been turned on since
             connected()
         if not self._announced:  # this process's first connection: the owner starts publishing
@@ -227,6 +231,24 @@ class CountedPool(_PoolBase):
             for first in self.events.first_connect:
                 first()
         return connection
+
+    def ensure_connection(self, connection: Connection) -> None:
+        """Connect ``connection`` at its checkout (redis-py's, without a cache).
+
+        With a cache, what waits on an idle connection's socket are the server's
+        invalidations, which the cache proxy reads before its next command: the connection
+        is kept (redis-py's pool, which does not know of the caches, would close it as one
+        given back with a reply unread). One that the server closed connects afresh, its
+        cache flushed."""
+        if self.client_cache is None:
+            self._pool_ensure_connection(connection)
+            return
+        connection.connect()  # type: ignore[no-untyped-call]
+        try:
+            connection.can_read()
+        except (RedisConnectionError, RedisTimeoutError, OSError):
+            connection.disconnect()  # type: ignore[no-untyped-call]
+            connection.connect()  # type: ignore[no-untyped-call]
 
     def _in_use(self) -> int:
         return self.connection_counts()[0]

@@ -3,13 +3,16 @@
 Correctness is measured on a real Redis 8.2 server (``redis8_server``): another connection
 writes, and our next read after the write was acknowledged (plus one round trip: the
 server's invalidation is a push on our connection, on its way while the writer reads its
-``OK``) returns the new value, also after our connection was killed. Servers that cannot
+``OK``) returns the new value, also after our connection was killed, and with threads on
+a pool of several connections, each of which has a cache of its own. Servers that cannot
 serve the cache (Valkey 9, Redis 6.2) refuse it with one clear error and no stale read.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -50,9 +53,7 @@ def redis8(redis8_server: RedisServer) -> Iterator[Redis]:
 
 @pytest.fixture
 def cached_app(make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis) -> Flask:
-    return make_app(
-        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
-    )
+    return make_app(REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
 
 
 def cache_stats(redis_pool: RedisPool, app: Flask) -> dict[str, int]:
@@ -140,22 +141,6 @@ def test_fakeredis_is_refused_at_init_app(make_app: Callable[..., Flask]) -> Non
     )
 
 
-@needs_new_redis_py
-def test_more_than_one_connection_per_pool_is_refused_at_init_app(make_app: Callable[..., Flask]) -> None:
-    """redis-py 8.2's cache reads the socket of the connection that cached an entry, even
-    while another thread waits there for a reply: one connection per pool is never shared."""
-    app = make_app(REDIS_URL="redis://localhost:6379/0", REDIS_CLIENT_CACHE=True)
-    with pytest.raises(ConfigError) as info:
-        RedisPool(app)
-    assert str(info.value) == (
-        f"REDIS_CLIENT_CACHE needs REDIS_MAX_CONNECTIONS = 1 (it is 10): redis-py {redis.__version__}'s cache "
-        "answers a read from the cache only after reading the invalidations off the socket of the connection "
-        "that cached it, even while another thread's command waits there for its reply, which is then lost "
-        "(that command times out). One connection per pool, per process, is never in two threads at once: use "
-        "it with sync workers (gunicorn's default), or remove REDIS_CLIENT_CACHE."
-    )
-
-
 @pytest.mark.skipif(NEW_ENOUGH, reason="redis-py 8.2 has the cache this key needs")
 def test_an_older_redis_py_is_refused_at_init_app_naming_the_version_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app(REDIS_URL="redis://localhost:6379/0", REDIS_CLIENT_CACHE=True)
@@ -187,7 +172,7 @@ def test_a_server_without_redis_7_4_tracking_refuses_every_command_and_keeps_no_
     server: RedisServer = request.getfixturevalue(server_fixture)
     observer = Redis.from_url(server.url, socket_timeout=10)
     observer.set("k", "v")
-    app = make_app(REDIS_URL=server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
+    app = make_app(REDIS_URL=server.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
     with app.app_context():
         for _ in range(2):  # the first connection and the next: never a reply, never a stale one
@@ -239,11 +224,15 @@ def test_idle_connections_are_counted_behind_the_cache_proxy(cached_app: Flask, 
 
 
 @needs_new_redis_py
-def test_threads_share_the_one_connection_and_every_reply_is_theirs(cached_app: Flask, redis8: Redis) -> None:
-    """Four threads read cached keys, echo and count while another client writes one of the
-    keys: each gets its own replies (on a pool of several connections, redis-py 8.2 loses
-    some: its hit path reads another thread's connection)."""
-    redis_pool = RedisPool(cached_app)
+def test_threads_share_the_one_connection_and_every_reply_is_theirs(
+    make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis
+) -> None:
+    """Four threads on a pool of one connection read cached keys, echo and count while
+    another client writes one of the keys: each gets its own replies."""
+    app = make_app(
+        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
+    )
+    redis_pool = RedisPool(app)
     redis8.mset({f"hot:{i}": f"v{i}" for i in range(3)})
     wrong: list[object] = []
     stop = threading.Event()
@@ -254,7 +243,7 @@ def test_threads_share_the_one_connection_and_every_reply_is_theirs(cached_app: 
 
     def work() -> None:
         name = threading.current_thread().name
-        with cached_app.app_context():
+        with app.app_context():
             client = redis_pool.client
             for n in range(1, 301):
                 replies = [client.get(f"hot:{i}") for i in range(3)], client.echo(name), client.incr(name)
@@ -269,7 +258,133 @@ def test_threads_share_the_one_connection_and_every_reply_is_theirs(cached_app: 
         stop.set()
         writer.join(10)
     assert wrong == []
-    assert redis_pool.stats(cached_app)["cache_hits"] > 0
+    assert redis_pool.stats(app)["cache_hits"] > 0
+
+
+@needs_new_redis_py
+def test_eight_threads_on_ten_connections_get_their_own_fresh_replies_while_another_client_writes(
+    make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis
+) -> None:
+    """A threaded worker: 8 threads on a pool of 10 connections read hot keys, echo and count
+    while another client keeps writing one of them. No reply is lost (redis-py's one cache
+    per pool reads the socket of the connection that filled an entry, even while another
+    thread waits there for its reply: it times out), none is another's, and no read that
+    starts after the writer's acknowledgement plus one round trip is stale. Retries are off
+    and the timeout is long: a lost reply is an error here, not a retried GET."""
+    app = make_app(
+        REDIS_URL=redis8_server.url,
+        REDIS_CLIENT_CACHE=True,
+        REDIS_MAX_CONNECTIONS=10,
+        REDIS_SOCKET_TIMEOUT=5,
+        REDIS_RETRIES=0,
+        REDIS_STATS_INTERVAL=0,
+    )
+    redis_pool = RedisPool(app)
+    redis8.mset({"hot:0": "v0", "hot:1": "v1", "hot:written": 0})
+    acknowledged = [0]  # the last value the writer saw acknowledged, then pinged
+    failures: list[object] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with Redis.from_url(redis8_server.url, socket_timeout=10) as writer:
+            for value in itertools.count(1):
+                if stop.is_set():
+                    return
+                writer.set("hot:written", value)
+                writer.ping()
+                acknowledged[0] = value
+
+    def work() -> None:
+        name = threading.current_thread().name
+        try:
+            with app.app_context():
+                client = redis_pool.client
+                for n in range(1, 301):
+                    floor = acknowledged[0]
+                    replies = client.get("hot:0"), client.get("hot:1"), client.echo(name), client.incr(name)
+                    written = int(client.get("hot:written"))  # type: ignore[arg-type]
+                    if replies != (b"v0", b"v1", name.encode(), n):
+                        failures.append(replies)
+                    if written < floor:
+                        failures.append(f"stale: read {written} after {floor} was acknowledged")
+        except Exception as exc:  # a lost reply times out
+            failures.append(repr(exc))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        run_in_threads(work, 8, timeout=120)
+    finally:
+        stop.set()
+        writer.join(15)
+    assert failures == []
+    stats = redis_pool.stats(app)
+    assert stats["created"] > 1  # the threads did share the pool's connections
+    assert stats["cache_hits"] > 0
+    assert stats["cache_invalidations"] > 0
+
+
+@needs_new_redis_py
+def test_each_connection_caches_for_itself_and_the_figures_add_up(cached_app: Flask, redis8: Redis) -> None:
+    """Two connections read the same key: each caches it (``max_size`` is per connection).
+    The server invalidates both. Closing them empties their caches and keeps the counts."""
+    redis_pool = RedisPool(cached_app)
+    redis8.set("k", "old")
+    with cached_app.app_context():
+        pool = redis_pool.get_pool()
+        first, second = (Redis(connection_pool=pool, single_connection_client=True) for _ in range(2))
+        for client in (first, second, first, second):
+            assert client.get("k") == b"old"
+        assert cache_stats(redis_pool, cached_app) == {
+            "cache_hits": 2,
+            "cache_misses": 2,
+            "cache_invalidations": 0,
+            "cache_evictions": 0,
+            "cache_entries": 2,
+        }
+        redis8.set("k", "new")
+        redis8.ping()
+        assert (first.get("k"), second.get("k")) == (b"new", b"new")
+        first.close()
+        second.close()
+        pool.disconnect()
+        figures = cache_stats(redis_pool, cached_app)
+    assert figures == {
+        "cache_hits": 2,
+        "cache_misses": 4,
+        "cache_invalidations": 2,
+        "cache_evictions": 0,
+        "cache_entries": 0,
+    }
+
+
+@needs_new_redis_py
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_with_no_cache_and_its_own_figures(cached_app: Flask, redis8: Redis) -> None:
+    """The parent's cached reply is on the parent's connection: the child reads from the
+    server, and counts only its own reads."""
+    redis_pool = RedisPool(cached_app)
+    redis8.set("k", "v")
+    with cached_app.app_context():
+        assert redis_pool.client.get("k") == redis_pool.client.get("k") == b"v"
+        assert cache_stats(redis_pool, cached_app)["cache_hits"] == 1
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                fresh = cache_stats(redis_pool, cached_app) == dict.fromkeys(CACHE_FIGURES, 0)
+                read = redis_pool.client.get("k") == b"v"
+                after = cache_stats(redis_pool, cached_app)
+                code = 0 if fresh and read and (after["cache_misses"], after["cache_hits"]) == (1, 0) else 2
+            finally:
+                os._exit(code)
+        assert wait_until(lambda: _exit_code(pid), 30, "the child") == (0,)
+
+
+def _exit_code(pid: int) -> tuple[int] | None:
+    """``(exit code,)`` of the child ``pid`` once it ended, else ``None``."""
+    done, status = os.waitpid(pid, os.WNOHANG)
+    return (os.waitstatus_to_exitcode(status),) if done == pid else None
 
 
 @needs_new_redis_py
@@ -314,9 +429,7 @@ def test_a_killed_connection_flushes_the_cache(cached_app: Flask, redis8: Redis)
 
 @needs_new_redis_py
 def test_max_size_evicts_and_counts(make_app: Callable[..., Flask], redis8_server: RedisServer, redis8: Redis) -> None:
-    app = make_app(
-        REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE={"max_size": 2}, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
-    )
+    app = make_app(REDIS_URL=redis8_server.url, REDIS_CLIENT_CACHE={"max_size": 2}, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
     redis8.mset(dict.fromkeys("abcd", "v"))  # a missing key's None is not cached
     with app.app_context():
@@ -333,7 +446,6 @@ def test_only_the_key_prefixes_are_cached(
     app = make_app(
         REDIS_URL=redis8_server.url,
         REDIS_CLIENT_CACHE={"key_prefixes": ["config:"]},
-        REDIS_MAX_CONNECTIONS=1,
         REDIS_STATS_INTERVAL=0,
     )
     redis_pool = RedisPool(app)
@@ -410,9 +522,7 @@ def test_a_sentinel_failover_flushes_the_cache(
 ) -> None:
     """The master changes: a value cached from the old one is not read after a write to the
     new one was acknowledged (plus one round trip)."""
-    app = make_app(
-        REDIS_URL=redis8_sentinel.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0
-    )
+    app = make_app(REDIS_URL=redis8_sentinel.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
     redis_pool = RedisPool(app)
     old_port = redis8_sentinel.master_port()
     with Redis(port=old_port, socket_timeout=5) as old:
@@ -458,7 +568,7 @@ def _read_or_none(client: Redis) -> Any:
 def test_a_cluster_caches_per_node_and_stays_fresh(make_app: Callable[..., Flask], redis8_server: RedisServer) -> None:
     """Each node's pool has a cache; the node that holds a key invalidates it."""
     with RedisClusterServers(redis8_server.binary) as cluster:
-        app = make_app(REDIS_URL=cluster.url, REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
+        app = make_app(REDIS_URL=cluster.url, REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
         redis_pool = RedisPool(app)
         writer = RedisCluster(host="127.0.0.1", port=cluster.masters()[0].port, socket_timeout=5)
         writer.set("k", "old")
@@ -496,7 +606,7 @@ reader = InMemoryMetricReader()
 metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 get_observability_instance().init(OTelConfig(metric_groups=[MetricGroup.CSC]))
 app = Flask("otel_cache")
-app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_CACHE=True, REDIS_MAX_CONNECTIONS=1, REDIS_STATS_INTERVAL=0)
+app.config.update(REDIS_URL=sys.argv[1], REDIS_CLIENT_CACHE=True, REDIS_STATS_INTERVAL=0)
 redis_pool = RedisPool(app)
 with app.app_context():
     redis_pool.client.set("k", "v")

@@ -240,9 +240,9 @@ INVENTORY: tuple[Borrowed, ...] = (
     # redis-py: client-side cache
     Borrowed(
         "redis",
-        "CacheInterface as cache=; CacheConfig.should_cache(command, keys)",
-        "REDIS_CLIENT_CACHE counts what redis-py's cache does: each pool gets a CacheInterface of ours around "
-        "redis-py's own cache, as the pools' cache= argument. redis-py asks the config's should_cache() once per "
+        "CacheInterface as a cache proxy's cache; CacheConfig.should_cache(command, keys)",
+        "REDIS_CLIENT_CACHE counts what redis-py's cache does: each connection gets a CacheInterface of ours around "
+        "redis-py's own cache, in its cache proxy. redis-py asks the config's should_cache() once per "
         "read that may be answered from the cache, sets an IN_PROGRESS entry for each one sent to the server, "
         "and deletes by Redis key only for the server's invalidations: lookups less misses are the hits.",
         (
@@ -269,12 +269,22 @@ INVENTORY: tuple[Borrowed, ...] = (
     ),
     Borrowed(
         "redis",
-        "CacheProxyConnection._conn",
-        "The connection of ours behind redis-py's cache proxy: whether its socket is open (idle connections "
-        "counted) and, behind Sentinel, where it connected (the proxy keeps the address it was made with).",
-        ("tests/test_client_cache.py::test_idle_connections_are_counted_behind_the_cache_proxy",),
-        ("._conn",),
-        "A public accessor of the wrapped connection, or the proxy's address following the connection's.",
+        "CacheProxyConnection(conn, cache, pool_lock)",
+        "REDIS_CLIENT_CACHE gives each connection a cache of its own: our pools put redis-py's cache proxy "
+        "before each connection they make, with its own cache and lock, instead of redis-py's one cache per "
+        "pool, whose hits read the socket of the connection that filled the entry while another thread may "
+        "wait there for its reply. Relied on: the proxy drains only the connection that filled an entry (its "
+        "own), takes the lock only for that, flushes its cache at disconnect and reconnect, and enables "
+        "tracking at each connect.",
+        (
+            "tests/test_client_cache.py::test_eight_threads_on_ten_connections_get_their_own_fresh_replies_while_"
+            "another_client_writes",
+            "tests/test_client_cache.py::test_each_connection_caches_for_itself_and_the_figures_add_up",
+            "tests/test_client_cache.py::test_a_killed_connection_flushes_the_cache",
+        ),
+        ("redis.connection.CacheProxyConnection",),
+        "A cache per connection in redis-py's pools (cache_factory= called per connection), or a hit that "
+        "never reads another connection's socket.",
     ),
     # redis-py: cluster
     Borrowed(
@@ -390,6 +400,7 @@ PUBLIC_OVERRIDES = {
     "CountedPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
     "CountedPool.release": "ConnectionPool.release(), in the API reference",
     "CountedPool.make_connection": "ConnectionPool.make_connection(), in the API reference",
+    "CountedPool.ensure_connection": "ConnectionPool.ensure_connection(), in the API reference (redis-py 8 on)",
     "CountedSentinelPool.get_connection": "ConnectionPool.get_connection(), in the API reference",
     "CountedSentinelPool.release": "ConnectionPool.release(), in the API reference",
     "SidePool.get_connection": "ConnectionPool.get_connection(), in the API reference",
@@ -423,7 +434,9 @@ SHADOWED = {
 }
 
 #: Overrides of methods that some supported releases lack.
-NOT_ON_EVERY_RELEASE = frozenset({"AsyncClusterClient.pubsub", "_CountingConfig.should_cache"})
+NOT_ON_EVERY_RELEASE = frozenset(
+    {"AsyncClusterClient.pubsub", "_CountingConfig.should_cache", "CountedPool.ensure_connection"}
+)
 
 
 # --- the scan --------------------------------------------------------------------------

@@ -52,11 +52,15 @@ docs: $(STAMP)
 	$(BIN)/sphinx-build -W -q -b html docs docs/_build/html
 
 # The suite on the venv's Python, its tests of server behaviour on Redis 6.2, 7.0, 8.2 and
-# Valkey 9.1 (tests/conftest.py), then on the lowest and the highest supported Python, on one
-# server (.ci/other-pythons: found through pyenv or PATH, skipped with a line where absent).
+# Valkey 9.1 (tests/conftest.py); beside it, on the lowest and the highest supported Python,
+# on one server (.ci/other-pythons: found through pyenv or PATH, skipped with a line where
+# absent), whose output follows the main suite's. They mostly wait on servers, so side by
+# side they take about as long as the main suite alone.
 test: lint docs system-packages
-	$(BIN)/pytest
-	bash .ci/other-pythons
+	@bash .ci/other-pythons > .other-pythons.log 2>&1 & others=$$!; \
+	$(BIN)/pytest; main=$$?; \
+	wait $$others; others_failed=$$?; cat .other-pythons.log; rm -f .other-pythons.log; \
+	[ $$main -eq 0 ] && [ $$others_failed -eq 0 ]
 
 demo: $(STAMP)
 	$(BIN)/python -m example_app

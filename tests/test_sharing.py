@@ -28,6 +28,20 @@ from .test_cluster import ours_per_node
 from .test_docs import CLUSTER_URL_RE, ROOT, snippets
 
 
+class Worker(SimpleWorker):
+    """RQ's ``SimpleWorker`` without its command channel, which these tests do not use.
+
+    Its pubsub thread sleeps up to 60 s between reads once unsubscribed, and redis-py 8.2's
+    ``PubSubWorkerThread.stop()`` waits for the thread: a burst's teardown then took 60 s
+    whenever the unsubscribe reply was read before ``stop()``."""
+
+    def subscribe(self) -> None:
+        """No command channel."""
+
+    def unsubscribe(self) -> None:
+        """No command channel."""
+
+
 @pytest.fixture
 def observer(own_server: RedisServer) -> Iterator[Redis]:
     client = Redis(port=own_server.port, socket_timeout=5)
@@ -124,7 +138,7 @@ def test_an_rq_worker_runs_the_jobs_on_a_pool_of_its_own(
     worker_pool = RedisPool(app, config_prefix="RQ_REDIS")
     job_id = json_of(app.test_client().post("/jobs"))["id"]
 
-    worker = SimpleWorker(["jobs"], connection=worker_pool.get_client(app))
+    worker = Worker(["jobs"], connection=worker_pool.get_client(app))
     assert worker.work(burst=True)
     job = Queue("jobs", connection=redis_pool.get_client(app)).fetch_job(job_id)
     assert job is not None
@@ -139,7 +153,7 @@ def test_a_worker_on_the_web_pool_is_reported(
     app, redis_pool = shared_app(make_app, own_server.url)
     app.test_client().post("/jobs")
     caplog.set_level(logging.WARNING, "flask_redispool")
-    worker = SimpleWorker(["jobs"], connection=redis_pool.get_client(app))
+    worker = Worker(["jobs"], connection=redis_pool.get_client(app))
     worker.work(burst=True)
     pool = redis_pool.get_pool(app)
     pool.disconnect()

@@ -150,10 +150,12 @@ def test_an_rq_worker_runs_the_jobs_on_a_pool_of_its_own(
 def test_a_worker_on_the_web_pool_is_reported(
     make_app: Callable[..., Flask], own_server: RedisServer, observer: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # RQ's own worker, command channel included: its pubsub connection is made with the
+    # timeout RQ raised (its teardown may take up to 60 s, see Worker).
     app, redis_pool = shared_app(make_app, own_server.url)
     app.test_client().post("/jobs")
     caplog.set_level(logging.WARNING, "flask_redispool")
-    worker = Worker(["jobs"], connection=redis_pool.get_client(app))
+    worker = SimpleWorker(["jobs"], connection=redis_pool.get_client(app))
     worker.work(burst=True)
     pool = redis_pool.get_pool(app)
     pool.disconnect()

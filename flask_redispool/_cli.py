@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 from flask.cli import ScriptInfo
@@ -64,18 +65,28 @@ def _not_a_server(app: App) -> None:
         state.pools.publisher.stop()
 
 
+#: What a command reads from Redis: a report, or advice.
+Read = TypeVar("Read", PoolReport, PoolAdvice)
+
+
 def _report(state: AppState) -> PoolReport:
+    return _read(state, lambda: build_report(state.reader(), state.pools), "its client list")
+
+
+def _read(state: AppState, build: Callable[[], Read], server_part: str) -> Read:
+    """What ``build()`` read from Redis (a report or advice), or the command's error: Redis
+    failed, or showed neither the snapshots nor ``server_part``."""
     try:
-        report = build_report(state.reader(), state.pools)
+        read = build()
     except REDIS_ERRORS as exc:
         raise click.ClickException(failure_message(state.settings, exc)) from None
-    if report["snapshots_error"] and report["server_error"]:
+    if read["snapshots_error"] and read["server_error"]:
         settings = state.settings
         raise click.ClickException(
             f"Redis for {settings.key('URL')} ({settings.redacted_url}) showed neither the published "
-            f"snapshots ({report['snapshots_error']}) nor its client list ({report['server_error']})."
+            f"snapshots ({read['snapshots_error']}) nor {server_part} ({read['server_error']})."
         )
-    return report
+    return read
 
 
 #: (title, row key, width): the process, its snapshot's figures, then what is not in a snapshot.
@@ -138,17 +149,7 @@ _POOL_FIGURES: Final = ("in_use", "idle", "created", "max_connections", "checkou
 
 
 def _advice(state: AppState, thresholds: Thresholds) -> PoolAdvice:
-    try:
-        advice = build_advice(state.reader(), state.pools, thresholds)
-    except REDIS_ERRORS as exc:
-        raise click.ClickException(failure_message(state.settings, exc)) from None
-    if advice["snapshots_error"] and advice["server_error"]:
-        settings = state.settings
-        raise click.ClickException(
-            f"Redis for {settings.key('URL')} ({settings.redacted_url}) showed neither the published "
-            f"snapshots ({advice['snapshots_error']}) nor its clients ({advice['server_error']})."
-        )
-    return advice
+    return _read(state, lambda: build_advice(state.reader(), state.pools, thresholds), "its clients")
 
 
 def _render(app: App, as_json: bool, compact: bool = False, advise: Thresholds | None = None) -> str:

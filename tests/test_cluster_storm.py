@@ -21,8 +21,11 @@ Ours runs without its circuit breaker, as raw redis-py has none: the comparison 
 cluster client itself, on the same redis-py. (With the breaker, which covers the whole
 cluster, a dead master opens it: writes to the healthy masters fail at once too, and each
 probe asks for the slots on a client of its own.) The two clients' threads meet the dead
-node at different moments, so even two identical clients differ by a refresh now and then:
-the slack allowed is one request per surviving node, about what one refresh asks.
+node at different moments, so two clients that behave alike still differ from run to
+run: measured over 15 failovers, ours asked 222 times and raw redis-py 231, but within one
+failover either may ask up to twice as often as the other (28 against 15, 9 against 27).
+So ours may ask at most twice as often as raw redis-py, plus one request per surviving
+node: that noise passes, a tenfold storm fails.
 """
 
 from __future__ import annotations
@@ -130,11 +133,14 @@ class Writers:
     threads: list[threading.Thread] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, who: str, write: Callable[[str], object]) -> None:
+    def start(self, clients: dict[str, Callable[[str], object]]) -> None:
+        """Start the clients' threads in turns: the threads started first meet the dead
+        node first, and would ask for the slots more often."""
         for i in range(THREADS):
-            thread = threading.Thread(target=self._run, args=(who, f"{who}:{i}", write), daemon=True)
-            self.threads.append(thread)
-            thread.start()
+            for who, write in clients.items():
+                thread = threading.Thread(target=self._run, args=(who, f"{who}:{i}", write), daemon=True)
+                self.threads.append(thread)
+                thread.start()
 
     def _run(self, who: str, prefix: str, write: Callable[[str], object]) -> None:
         n = 0
@@ -200,8 +206,7 @@ def test_a_dead_master_makes_ours_ask_for_the_slots_no_more_than_raw_redis_py(
     raw = raw_cluster(storm_cluster)
     writers = Writers()
     try:
-        writers.start("ours", ours)
-        writers.start("raw", lambda key: raw.set(key, 1))
+        writers.start({"ours": ours, "raw": lambda key: raw.set(key, 1)})
         wait_until(lambda: writers.written["ours"] > 100 and writers.written["raw"] > 100, 20, "writes from both")
         victim = storm_cluster.masters()[0]
         monitors: list[Monitor] = [Monitor(server) for server in storm_cluster.nodes if server is not victim]
@@ -223,4 +228,4 @@ def test_a_dead_master_makes_ours_ask_for_the_slots_no_more_than_raw_redis_py(
     )
     record_property("storm", figures)
     print(figures, dict(counts))
-    assert ours_asked <= raw_asked + len(monitors), figures  # one refresh more at most
+    assert ours_asked <= 2 * raw_asked + len(monitors), figures

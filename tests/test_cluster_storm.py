@@ -148,7 +148,8 @@ class Writers:
             n += 1
             try:
                 write(f"storm:{prefix}:{n}")
-            except (RedisError, RedisClusterException, CircuitOpenError):
+            # redis-py 7's cluster client raises an AttributeError where a connection failed
+            except (RedisError, RedisClusterException, CircuitOpenError, AttributeError):
                 with self.lock:
                     self.failed[who] += 1
             else:

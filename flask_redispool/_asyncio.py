@@ -27,6 +27,7 @@ one pool on it, closed after serving.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import threading
@@ -318,7 +319,8 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
         announced (:mod:`~flask_redispool._sentinel_watch`): one check of an int."""
         watch = getattr(self.sentinel_manager, "watch", None)
         if watch is not None and getattr(connection, "generation", 0) != watch.generation:
-            await connection.disconnect()
+            with contextlib.suppress(RedisError, OSError):  # a dead old master: nothing to wait for
+                await connection.disconnect(nowait=True)
 
     async def aclose(self) -> None:
         try:

@@ -88,7 +88,10 @@ class CircuitBreaker:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.enabled = settings.circuit_breaker
+        #: On unless the key says otherwise; by default off behind ``redis+cluster://``: one
+        #: node down would open it for every node.
+        chosen = settings.circuit_breaker
+        self.enabled = chosen if chosen is not None else not settings.scheme.endswith("+cluster")
         #: Whether commands are refused now (open or half-open): checked before every send.
         self.refusing = False
         #: Whether a streak of failures runs, or the breaker is open: checked after every

@@ -530,19 +530,22 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey(
         "CIRCUIT_BREAKER",
-        _boolean,
-        True,
+        _optional_boolean,
+        None,
         "Fail commands at once while Redis is out of reach, instead of letting each wait out "
         "its timeouts: after ``CIRCUIT_BREAKER_FAILURES`` connection failures in a row, commands "
         "raise ``CircuitOpenError`` until a probe outside the request path finds the server "
-        "answering again. False: off. See :doc:`breaker`.",
+        "answering again. None (the default): on, except behind ``redis+cluster://``, where one "
+        "breaker for every node would stop the healthy masters' commands while one is down. "
+        "True or False: on or off. See :doc:`breaker`.",
     ),
     ConfigKey(
         "CIRCUIT_BREAKER_FAILURES",
         _integer(1),
         5,
         "Connection failures (refused, reset, timed out; not command errors) in a row, with "
-        "no reply from the server in between, that open the circuit breaker.",
+        "no reply from the server in between, that open the circuit breaker; never fewer than "
+        "``RETRIES`` + 2, so that one command's tries cannot open it alone.",
     ),
     ConfigKey(
         "CIRCUIT_BREAKER_COOLDOWN",
@@ -610,7 +613,7 @@ class Settings:
     sentinel_ssl_enabled: bool | None
     credential_provider: CredentialProvider | None = field(repr=False)
     max_connection_age: float | None
-    circuit_breaker: bool
+    circuit_breaker: bool | None
     circuit_breaker_failures: int
     circuit_breaker_cooldown: float
     client_cache: ClientCacheSettings | None

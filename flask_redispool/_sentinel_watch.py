@@ -112,7 +112,9 @@ class SentinelWatch:
     def _start_afresh(self) -> None:
         """No thread, a new lock: at birth, and in a forked child (where the parent's
         thread does not run and its lock may be held forever)."""
-        self._lock = threading.Lock()
+        # Reentrant: an app collected without close() closes its watch inside the garbage
+        # collector, which may run in a thread that holds this lock already.
+        self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None

@@ -443,7 +443,7 @@ def test_a_hung_cluster_fails_at_once_and_is_served_again(own_cluster: RedisClus
     """The breaker spans a Redis Cluster's nodes as it does one server's connections: the
     cluster client fails at once while every node is hung, and serves again when they resume."""
     app = Flask("cluster_breaker")
-    app.config.update(REDIS_URL=own_cluster.url, REDIS_STATS_INTERVAL=0)
+    app.config.update(REDIS_URL=own_cluster.url, REDIS_STATS_INTERVAL=0, REDIS_CIRCUIT_BREAKER=True)
     redis_pool = RedisPool(app)
     pids = [node.pid for node in own_cluster.nodes if node.pid is not None]
     try:

@@ -335,8 +335,8 @@ BOOLEAN = "a boolean (True/False, or one of 1/0, true/false, yes/no, on/off)"
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("CIRCUIT_BREAKER", "maybe", "a boolean (True/False, or one of 1/0, true/false, yes/no, on/off), "
-         "got 'maybe' (str)"),
+        ("CIRCUIT_BREAKER", "maybe", "None (the default) or a boolean (True/False, or one of 1/0, true/false, "
+         "yes/no, on/off), got 'maybe' (str)"),
         ("CIRCUIT_BREAKER_FAILURES", 0, "an integer >= 1, got 0 (int)"),
         ("CIRCUIT_BREAKER_COOLDOWN", 0, "a number of seconds > 0 and <= 86400, got 0 (int)"),
     ],

@@ -70,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -r requirements/bench.txt
 	$(BIN)/python bench/bench_apps.py
 	$(BIN)/python bench/bench_scaleout.py
+	$(BIN)/python bench/bench_client_cache.py
 	$(BIN)/python bench/bench_pool.py
 	$(BIN)/python bench/bench_load.py
 

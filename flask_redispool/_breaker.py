@@ -18,7 +18,10 @@ failures:
 - **half-open**: the probe runs, off the request path, in a thread of the breaker's own:
   a PING on a connection of its own outside the pools (the topology's side connection,
   which finds a Sentinel master or a cluster node as the pools do). Requests still fail
-  at once. It answers: closed. It does not: open for another cooldown.
+  at once. It answers: closed. It does not: open for another cooldown. A reply read
+  while open (a command in flight when it opened) makes the probe try at once: a hung
+  server that resumes is served again within milliseconds, while a reply that was on
+  its way before a crash closes nothing.
 
 The hot path pays two attribute checks per command (:attr:`CircuitBreaker.refusing`
 before a send, :attr:`CircuitBreaker.failing` after a reply); the rest runs on failures
@@ -110,6 +113,8 @@ class CircuitBreaker:
         self.next_try = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: Set to end the probe's wait early: a reply while open, or the pools closing.
+        self._wake = threading.Event()
         self._prober: threading.Thread | None = None
         self._probe: Callable[[], object] | None = None
         self._telemetry_name = ""
@@ -144,14 +149,16 @@ class CircuitBreaker:
                 self._open()
 
     def succeeded(self) -> None:
-        """The server answered: the streak ends, and an open breaker closes (a command
-        in flight when it opened, retrying, got its reply: the server is back)."""
+        """The server answered: the streak ends; while open, the probe tries at once (a
+        command in flight when it opened got its reply: the server may be back, or that
+        reply was on its way before a crash, so the probe decides)."""
         with self._lock:
             if self.state == CLOSED:
                 self.failures = 0
                 self.failing = False
                 return
-        self._close()
+            self.next_try = min(self.next_try, time.monotonic())
+        self._wake.set()
 
     def refuse(self) -> None:
         """Refuse a command while open, unless this thread is the probe's.
@@ -209,7 +216,9 @@ class CircuitBreaker:
         leaves :attr:`_prober` in the same lock section as it decides to end, so that a
         breaker opening again meanwhile starts another."""
         while True:
-            stopped = self._stop.wait(max(0.0, self.next_try - time.monotonic()))
+            self._wake.wait(max(0.0, self.next_try - time.monotonic()))  # a cooldown, or a reply
+            self._wake.clear()
+            stopped = self._stop.is_set()
             with self._lock:
                 if stopped or self.state == CLOSED:
                     self._prober = None
@@ -238,12 +247,6 @@ class CircuitBreaker:
             return False
         return True
 
-    def _close(self) -> None:
-        with self._lock:
-            closed_now = self._set_closed()
-        if closed_now:
-            self._closed()
-
     def _set_closed(self) -> bool:
         """Close (holding the lock); whether it was not closed already."""
         if self.state == CLOSED:
@@ -262,6 +265,7 @@ class CircuitBreaker:
         """The pools closed: stop probing, and wait for a probe in flight to end (at most
         one command's worst case)."""
         self._stop.set()
+        self._wake.set()
         prober = self._prober
         if prober is not None and prober is not threading.current_thread():
             prober.join(self.settings.worst_case_seconds + 1.0)
@@ -269,11 +273,13 @@ class CircuitBreaker:
     def orphan(self) -> None:
         """The app was collected: stop probing, without waiting (inside the collector)."""
         self._stop.set()
+        self._wake.set()
 
     def _start_afresh(self) -> None:
         """In a forked child: the parent's probe thread does not exist here, and its lock
         may be held forever. The child starts closed and finds out for itself."""
         self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._prober = None
         self.refusing = self.failing = False
         self.failures = 0

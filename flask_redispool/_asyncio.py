@@ -49,7 +49,7 @@ from ._config import BACKOFF_BASE, BACKOFF_CAP
 from ._connection import AsyncOnceRetry, pool_connection_class
 from ._errors import ConfigError
 from ._events import PoolEvents
-from ._pool import address_of, pool_repr
+from ._pool import address_of, made_before_failover, pool_repr
 from ._stats import PoolCounters
 from ._streaming import run_soon
 from ._telemetry import PoolTelemetry, name_sentinel_pool
@@ -317,8 +317,7 @@ class CountedAsyncSentinelPool(CountedAsyncPool, aio_sentinel.SentinelConnection
     async def _drop_if_stale(self, connection: Any) -> None:
         """Disconnect ``connection`` if it was made before the last failover the sentinels
         announced (:mod:`~flask_redispool._sentinel_watch`): one check of an int."""
-        watch = getattr(self.sentinel_manager, "watch", None)
-        if watch is not None and getattr(connection, "generation", 0) != watch.generation:
+        if made_before_failover(connection, self.sentinel_manager):
             with contextlib.suppress(RedisError, OSError):  # a dead old master: nothing to wait for
                 await connection.disconnect(nowait=True)
 

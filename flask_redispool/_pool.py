@@ -65,6 +65,7 @@ __all__ = [
     "check_query_options",
     "connection_options",
     "create_pool",
+    "made_before_failover",
     "parse_addresses",
     "pool_repr",
     "side_client",
@@ -345,6 +346,14 @@ class _Unwatched:
     generation = 0
 
 
+def made_before_failover(connection: Any, sentinel_manager: object) -> bool:
+    """Whether a Sentinel pool's ``connection`` (sync or async) was made before the last
+    failover its sentinels' listener heard of (:mod:`~flask_redispool._sentinel_watch`):
+    one check of an int, on each checkout and release."""
+    made_after = getattr(wrapped_connection(connection), "generation", 0)  # through a cache proxy
+    return bool(made_after != getattr(sentinel_manager, "watch", _Unwatched).generation)
+
+
 class _KeepsSlotAfterFailover(_SentinelPoolBase):
     """What our pools on a Sentinel service, counted or not, do with a connection made
     before a failover (:mod:`~flask_redispool._sentinel_watch`), or that comes back from a
@@ -352,10 +361,8 @@ class _KeepsSlotAfterFailover(_SentinelPoolBase):
     sentinels say now and the pool keeps its size."""
 
     def _drop_if_stale(self, connection: Connection) -> None:
-        """Disconnect ``connection`` if it was made before the last failover heard of: one
-        check of an int on each checkout and release."""
-        made_after = getattr(wrapped_connection(connection), "generation", 0)  # through a cache proxy
-        if made_after != getattr(self.sentinel_manager, "watch", _Unwatched).generation:
+        """Disconnect ``connection`` if it was made before the last failover heard of."""
+        if made_before_failover(connection, self.sentinel_manager):
             connection.disconnect()  # type: ignore[no-untyped-call]
 
     def _forget_former_master(self, connection: Connection) -> None:

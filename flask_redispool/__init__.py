@@ -25,6 +25,7 @@ from ._errors import (
     MayHaveRunError,
     MayHaveRunTimeoutError,
     PoolExhaustedError,
+    WrongRoleError,
 )
 from ._extension import RedisPool
 from ._health import Health
@@ -53,5 +54,6 @@ __all__ = [
     "RedisPool",
     "Settings",
     "Totals",
+    "WrongRoleError",
     "__version__",
 ]

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Final, TypedDict
 
 from redis.exceptions import AuthenticationError, ConnectionError, MaxConnectionsError, ReadOnlyError, TimeoutError
 
-from ._errors import BlockingCommandError, CircuitOpenError
+from ._errors import BlockingCommandError, CircuitOpenError, WrongRoleError
 from ._telemetry import record_circuit
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ HALF_OPEN: Final = "half-open"
 OFF: Final = "off"
 
 # Errors that are ConnectionError or TimeoutError subclasses, yet no sign of a server down.
-_NOT_OUTAGES: Final = (AuthenticationError, MaxConnectionsError, BlockingCommandError, CircuitOpenError)
+_NOT_OUTAGES: Final = (AuthenticationError, MaxConnectionsError, BlockingCommandError, CircuitOpenError, WrongRoleError)
 
 
 class CircuitFigures(TypedDict):
@@ -74,8 +74,8 @@ class CircuitFigures(TypedDict):
 def is_outage(error: BaseException) -> bool:
     """Whether ``error`` says the server could not be reached or did not answer: a
     connection error or timeout, not a refusal (credentials, a full pool, a blocking
-    command refused before sending), and not a demoted master's ``READONLY`` (a
-    failover, which the Sentinel connections follow)."""
+    command refused before sending), and not a demoted master's ``READONLY`` nor a server
+    of the wrong role behind Sentinel (a failover, which the Sentinel connections follow)."""
     return (
         isinstance(error, ConnectionError | TimeoutError)
         and not isinstance(error, _NOT_OUTAGES)

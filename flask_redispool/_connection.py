@@ -56,6 +56,7 @@ from ._errors import (
     MayHaveRunConnectionError,
     MayHaveRunError,
     MayHaveRunTimeoutError,
+    WrongRoleError,
 )
 from ._stats import HOST
 from ._topology import TLS_TWINS
@@ -330,6 +331,11 @@ class ConnectionPolicy:
             return (
                 f"flask-redispool: the server at {where} wants valid credentials: give them in "
                 f"{settings.key('URL')} as redis://user:password@host:port/db (percent-encode the password)."
+            )
+        if isinstance(error, WrongRoleError):
+            return (
+                f"flask-redispool: the Sentinel service at {where} is failing over: the connection was "
+                "closed before use, and the next one asks the sentinels again."
             )
         if isinstance(error, TimeoutError):
             return self._timeout_note(where, connection)

@@ -20,6 +20,7 @@ __all__ = [
     "MayHaveRunError",
     "MayHaveRunTimeoutError",
     "PoolExhaustedError",
+    "WrongRoleError",
 ]
 
 #: What redis-py raises when Redis cannot serve a command: its ``RedisError``\ s, and the
@@ -74,6 +75,19 @@ class CircuitOpenError(ConnectionError):
     """
 
 
+class WrongRoleError(ConnectionError):
+    """Behind Sentinel, a new connection reached a server whose role is not the one its
+    pool serves now: a replica (or a master being demoted) where the master was asked
+    for, or the promoted master where a replica was. A failover is under way; the
+    connection was closed before it was lent, and the next connection asks the sentinels
+    again.
+
+    A subclass of :class:`redis.exceptions.ConnectionError` (so :attr:`RedisPool.Unavailable
+    <flask_redispool.RedisPool.Unavailable>` catches it) that the circuit breaker does not
+    count: the server answered.
+    """
+
+
 #: What a view catches to serve without Redis (:attr:`RedisPool.Unavailable
 #: <flask_redispool.RedisPool.Unavailable>`): the server is down, hung, unreachable, or
 #: refused the connection, the pool is full, or the circuit breaker is open. Not a
@@ -109,14 +123,6 @@ class MayHaveRunTimeoutError(MayHaveRunError, TimeoutError):
 
 
 # Users import these from ``flask_redispool``: tracebacks and the docs name them so.
-for _public in (
-    ConfigError,
-    ConfigWarning,
-    PoolExhaustedError,
-    BlockingCommandError,
-    CircuitOpenError,
-    MayHaveRunError,
-    MayHaveRunConnectionError,
-    MayHaveRunTimeoutError,
-):
-    _public.__module__ = "flask_redispool"
+for _public in (globals()[name] for name in __all__):
+    if isinstance(_public, type):
+        _public.__module__ = "flask_redispool"

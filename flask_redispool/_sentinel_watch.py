@@ -24,8 +24,9 @@ instead, and this module does it:
 - **Check the role** of every new connection before lending it (``ROLE``, once per
   connection): the master's pool refuses a server that is a replica now, or that a
   failover demoted; the replicas' pool refuses a server that still serves as a master
-  after a failover named another one. A refusal is a redis-py ``ConnectionError``, which
-  the connection's retry answers by asking the sentinels again.
+  after a failover named another one. A refusal is a :class:`~flask_redispool.WrongRoleError`
+  (a redis-py ``ConnectionError`` the circuit breaker does not count), which the
+  connection's retry answers by asking the sentinels again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ import redis.asyncio
 import redis.asyncio.sentinel as aio_sentinel
 from redis.exceptions import ConnectionError, RedisError, ResponseError
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
+
+from ._errors import WrongRoleError
 
 __all__ = [
     "AsyncFollowingConnection",
@@ -348,13 +351,13 @@ def _admit(connection: Any, reply: Any, watch: SentinelWatch) -> None:
     """Lend ``connection``, whose server answered ``ROLE`` with ``reply`` (``None``: not
     allowed to ask), or refuse it; a first one lent starts the process's listener.
 
-    :raises ConnectionError: the server's role is not the one its pool serves now."""
+    :raises WrongRoleError: the server's role is not the one its pool serves now."""
     if reply is not None:
         role = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
         address = (connection.host, connection.port)
         refusal = watch.refusal(address, role, is_master=connection.connection_pool.is_master)
         if refusal is not None:
-            raise ConnectionError(refusal)
+            raise WrongRoleError(refusal)
     watch.start()  # this process reaches the service: follow its failovers
 
 

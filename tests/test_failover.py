@@ -22,8 +22,8 @@ from redis import Redis
 from redis.exceptions import RedisError
 from redis.sentinel import Sentinel
 
-from flask_redispool import RedisPool
-from flask_redispool._sentinel_watch import ABORTED, PROMOTING, SWITCHED, SentinelWatch
+from flask_redispool import RedisPool, WrongRoleError
+from flask_redispool._sentinel_watch import ABORTED, PROMOTING, SWITCHED, SentinelWatch, _watch_of
 
 from .conftest import SentinelService, calls, our_connections, wait_until
 
@@ -147,6 +147,39 @@ def test_a_forked_child_listens_for_itself(
     assert os.read(read_end, 64).decode() == "1 3"  # one thread in the child, subscribed to each sentinel
     assert len(set(listeners()) - others) == 1  # the parent's still runs
     wait_until(lambda: subscribed(sentinel_service, app, each=1) == 3, 10, "the child's subscriptions to end")
+
+
+def test_a_server_of_the_wrong_role_is_refused_and_not_counted_as_an_outage(
+    sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
+) -> None:
+    """Told of a failover to a replica (which the sentinels never made), the master's pool
+    reaches that replica and refuses it, sync and async, with a ``WrongRoleError`` that
+    names the server and the failover; the circuit breaker, on by default, counts none
+    of them, since the server answered."""
+    app, redis_pool = sentinel_app
+    master, replica = sentinel_service.master, sentinel_service.replicas[0]
+    watch = _watch_of(redis_pool.get_pool(app))
+    assert watch is not None
+    watch.heard(SWITCHED, f"{sentinel_service.name} 127.0.0.1 {master.port} 127.0.0.1 {replica.port}")
+    refused = f"127.0.0.1:{replica.port} is a slave now, not the master of 'mymaster'"
+
+    @app.get("/async")
+    async def view() -> str:
+        try:
+            await redis_pool.async_client.get("key")
+        except WrongRoleError as error:
+            return str(error)
+        return "lent"
+
+    with app.app_context():
+        for _ in range(10):
+            with pytest.raises(WrongRoleError, match=refused) as raised:
+                redis_pool.client.get("key")
+    assert "is failing over" in "".join(getattr(raised.value, "__notes__", [str(raised.value)]))
+    for _ in range(10):
+        assert app.test_client().get("/async").text == refused
+    stats = redis_pool.stats(app)
+    assert (stats["circuit_breaker"], stats["circuit_failures"], stats["circuit_opened"]) == ("closed", 0, 0)
 
 
 def test_the_watch_hears_only_its_service_and_each_failover_once() -> None:

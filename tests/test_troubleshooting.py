@@ -20,9 +20,10 @@ import pytest
 from flask import Flask
 
 from flask_redispool import ConfigWarning, RedisPool
+from flask_redispool._sentinel_watch import SWITCHED, _watch_of
 from flask_redispool.testing import RedisServer, free_port
 
-from .conftest import PASSWORD, close_pools
+from .conftest import PASSWORD, SentinelService, close_pools
 from .test_errors import writes_paused
 from .test_retry import SLOW_INCR, SLOW_READ, SOCKET_TIMEOUT
 
@@ -177,6 +178,23 @@ def circuit_opened_warning(case: Case) -> str:
         _fail_until_open(app, redis_pool)
     [record] = [record for record in caplog.records if "circuit breaker is open" in record.getMessage()]
     return f"WARNING:flask_redispool:{record.getMessage()}"
+
+
+def wrong_role(case: Case) -> str:
+    """A master's pool told of a failover to a replica reaches that replica: the page's
+    service is ``mymaster`` at ``localhost:26379``, the replica ``10.0.0.2:6379``."""
+    service: SentinelService = case.request.getfixturevalue("sentinel_service")
+    service.wait_ready(replicas=2)
+    app, redis_pool = case.app(service.url, REDIS_CIRCUIT_BREAKER=False)
+    case.urls.remove(service.url)  # not a server's URL: written as the page's below
+    master, replica = service.master, service.replicas[0]
+    watch = _watch_of(redis_pool.get_pool(app))
+    assert watch is not None
+    watch.heard(SWITCHED, f"{service.name} 127.0.0.1 {master.port} 127.0.0.1 {replica.port}")
+    with app.app_context():
+        message = raised(lambda: redis_pool.client.get("key"))
+    sentinels = urlsplit(service.url).netloc
+    return message.replace(sentinels, "localhost:26379").replace(f"127.0.0.1:{replica.port}", "10.0.0.2:6379")
 
 
 def read_timeout(message: str, address: str) -> str:
@@ -353,6 +371,7 @@ CASES: list[Callable[[Case], str]] = [
     client_cache_refused,
     unreachable,
     circuit_open,
+    wrong_role,
     no_answer,
     credentials,
     may_have_run,

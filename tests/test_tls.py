@@ -5,6 +5,7 @@ sentinel, ``rediss+cluster://`` on a cluster whose bus is TLS too."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import time
@@ -21,7 +22,7 @@ from flask_redispool import ConfigError, RedisPool
 from flask_redispool._sentinel_watch import CHANNELS
 from flask_redispool.testing import RedisClusterServers, RedisServer, TLSFiles, find_redis_server, free_port
 
-from .conftest import PASSWORD, SentinelService, notes, our_connections, wait_until
+from .conftest import PASSWORD, SentinelService, calls, notes, our_connections, wait_until
 from .test_config import URL
 from .test_failover import WRITING_ON, assert_little_lost, calls_to, count_lost, failing_over, writing_side_by_side
 
@@ -322,8 +323,8 @@ def test_plain_tcp_to_a_tls_only_port_fails_saying_so(make_app: Callable[..., Fl
 
 @pytest.fixture(scope="module")
 def tls_cluster(tls_server: RedisServer) -> Iterator[RedisClusterServers]:
-    """Three masters, TLS only, their cluster bus too."""
-    with RedisClusterServers(tls_server.binary, replicas=0, tls=tls_server.tls) as cluster:
+    """Three masters with a replica each, TLS only: the cluster bus and replication too."""
+    with RedisClusterServers(tls_server.binary, tls=tls_server.tls) as cluster:
         yield cluster
 
 
@@ -341,7 +342,8 @@ def test_a_cluster_over_tls(make_app: Callable[..., Flask], tls_cluster: RedisCl
         client = redis_pool.cluster_client
         for i in range(12):  # keys on every master
             client.set(f"tls:{i}", i)
-        assert {client.get_node_from_key(f"tls:{i}").port for i in range(12)} == {n.port for n in tls_cluster.nodes}
+        masters = {node.port for node in tls_cluster.masters()}
+        assert {client.get_node_from_key(f"tls:{i}").port for i in range(12)} == masters
         assert [client.get(f"tls:{i}") for i in range(12)] == [str(i).encode() for i in range(12)]
         assert redis_pool.health()["ok"] is True
     assert app.test_client().get("/async").json == {"written": [True] * 6}
@@ -351,6 +353,41 @@ def test_a_cluster_over_tls(make_app: Callable[..., Flask], tls_cluster: RedisCl
     result = app.test_cli_runner().invoke(args=["redis-ping"])
     assert result.exit_code == 0, result.output
     assert "PONG" in result.output
+
+
+def test_the_replicas_of_a_cluster_serve_reads_over_tls(
+    make_app: Callable[..., Flask], tls_cluster: RedisClusterServers, certs: Path
+) -> None:
+    app = make_app(
+        REDIS_URL=tls_cluster.url,
+        REDIS_SSL_CA_CERTS=str(certs / "ca.pem"),
+        REDIS_STATS_INTERVAL=0,
+        REDIS_OPTIONS={"load_balancing_strategy": "round_robin_replicas"},
+    )
+    redis_pool = RedisPool(app)
+    masters = tls_cluster.masters()
+    replicas = [node for node in tls_cluster.nodes if node not in masters]
+
+    def gets_on_replicas() -> int:
+        total = 0
+        for replica in replicas:
+            with replica.client(socket_timeout=5) as client:
+                total += calls(client, "get")
+        return total
+
+    before = gets_on_replicas()
+    with app.app_context():
+        client = redis_pool.cluster_client
+        for i in range(12):
+            client.set(f"tls-read:{i}", i)
+
+        def replicated(i: int) -> bool:  # a replica may answer before it has the key
+            return bool(client.get(f"tls-read:{i}") == str(i).encode())
+
+        for i in range(12):
+            wait_until(functools.partial(replicated, i), 5, f"tls-read:{i} on its replica")
+    assert gets_on_replicas() - before >= 12  # each key read from its master's replica at least once
+    assert redis_pool.stats(app)["in_use"] == 0
 
 
 def test_a_plain_cluster_url_to_tls_nodes_fails(

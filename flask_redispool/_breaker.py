@@ -3,9 +3,10 @@
 While Redis is unreachable or hung, every command waits out its timeouts (up to
 ``Settings.worst_case_seconds``), and request threads pile up behind a dead dependency.
 One :class:`CircuitBreaker` per app and prefix, shared by every connection of its pools
-(sync, ``redis.asyncio``, one server, Sentinel, Cluster: it hangs on their
-:class:`~flask_redispool._connection.ConnectionPolicy`), counts connection-level
-failures:
+(sync and ``redis.asyncio``, one server or a Sentinel service), or one per node of a
+Redis Cluster, so that a dead node fails at once while the others serve (the
+:class:`Breakers` of their :class:`~flask_redispool._connection.ConnectionPolicy`),
+counts connection-level failures:
 
 - **closed** (the normal state): commands go through. Each connection-level failure
   (connect refused or timed out, connection reset, no reply in time) lengthens a
@@ -17,8 +18,9 @@ failures:
   write runs twice). After ``CIRCUIT_BREAKER_COOLDOWN`` seconds, one probe tries.
 - **half-open**: the probe runs, off the request path, in a thread of the breaker's own:
   a PING on a connection of its own outside the pools (the topology's side connection,
-  which finds a Sentinel master or a cluster node as the pools do). Requests still fail
-  at once. It answers: closed. It does not: open for another cooldown. A reply read
+  which finds a Sentinel master as the pools do; a cluster node's, to that node alone, or
+  none once the node left the cluster). Requests still fail at once. It answers: closed.
+  It does not: open for another cooldown. A reply read
   while open (a command in flight when it opened) makes the probe try at once: a hung
   server that resumes is served again within milliseconds, while a reply that was on
   its way before a crash closes nothing.
@@ -47,7 +49,18 @@ if TYPE_CHECKING:
     from ._config import Settings
     from ._topology import SideConnection
 
-__all__ = ["CLOSED", "HALF_OPEN", "OFF", "OPEN", "CircuitBreaker", "CircuitFigures", "is_outage", "ping_through"]
+__all__ = [
+    "CLOSED",
+    "HALF_OPEN",
+    "OFF",
+    "OPEN",
+    "Breakers",
+    "CircuitBreaker",
+    "CircuitFigures",
+    "NodeLeft",
+    "is_outage",
+    "ping_through",
+]
 
 logger = logging.getLogger("flask_redispool")
 
@@ -83,18 +96,25 @@ def is_outage(error: BaseException) -> bool:
     )
 
 
+class NodeLeft(Exception):
+    """Raised by a cluster node's probe: the cluster lists the node no more, so there is
+    nothing to try, and its breaker closes (a command that goes there again counts anew)."""
+
+
 class CircuitBreaker:
-    """The breaker of one app and prefix's pools (see the module).
+    """The breaker of one app and prefix's pools, or of one node of their cluster (see the
+    module).
 
     :param settings: its ``CIRCUIT_BREAKER*`` keys, and the URL its errors name.
+    :param node: the cluster node it covers (``host:port``), named in its errors and logs.
+    :param enabled: whether it counts at all (default: the ``CIRCUIT_BREAKER`` key).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, node: str | None = None, enabled: bool | None = None) -> None:
         self.settings = settings
-        #: On unless the key says otherwise; by default off behind ``redis+cluster://``: one
-        #: node down would open it for every node.
-        chosen = settings.circuit_breaker
-        self.enabled = chosen if chosen is not None else not settings.scheme.endswith("+cluster")
+        self.node = node
+        #: On unless the key says otherwise.
+        self.enabled = settings.circuit_breaker if enabled is None else enabled
         #: Whether commands are refused now (open or half-open): checked before every send.
         self.refusing = False
         #: Whether a streak of failures runs, or the breaker is open: checked after every
@@ -119,16 +139,24 @@ class CircuitBreaker:
         self._probe: Callable[[], object] | None = None
         self._telemetry_name = ""
         self._recorded = False  # whether OpenTelemetry recorded the last opening
+        self._left = False  # whether the probe found its node gone from the cluster
         #: The refusal's words, before and after when it tries again: made once, as
         #: commands meet it by the thousand.
         self._message = (
-            f"Redis at {settings.key('URL')} ({settings.redacted_url}) is out of reach: "
+            f"Redis at {self.where()} is out of reach: "
             f"{self.threshold} connection failures in a row opened the circuit breaker, so commands "
             "fail at once instead of waiting out their timeouts. It tries the server again ",
             f" (every {settings.key('CIRCUIT_BREAKER_COOLDOWN')}={settings.circuit_breaker_cooldown:g} s); "
             f"{settings.key('CIRCUIT_BREAKER')} = False turns it off.",
         )
         _BREAKERS.add(self)
+
+    def where(self, *, key: bool = True) -> str:
+        """What it covers, as its errors (``key``) and logs name it: the URL (behind its config
+        key), and the node."""
+        settings = self.settings
+        url = f"{settings.key('URL')} ({settings.redacted_url})" if key else settings.redacted_url
+        return url if self.node is None else f"{url}, node {self.node},"
 
     def probe_with(self, probe: Callable[[], object], name: str) -> None:
         """Try the server with ``probe`` (raises when it does not answer) when a cooldown
@@ -199,7 +227,7 @@ class CircuitBreaker:
         logger.warning(
             "Redis at %s is out of reach (%d connection failures in a row): %s's circuit breaker is open, "
             "commands fail at once; the server is tried again every %g s.",
-            settings.redacted_url,
+            self.where(key=False),
             self.failures,
             settings.prefix,
             settings.circuit_breaker_cooldown,
@@ -242,8 +270,11 @@ class CircuitBreaker:
         try:
             if probe is not None:
                 probe()
+        except NodeLeft:  # nothing to try: no command goes there any more
+            self._left = True
+            return True
         except Exception as exc:  # whatever the probe met, the server did not answer it
-            logger.debug("The circuit breaker's probe of %s failed: %s", self.settings.redacted_url, exc)
+            logger.debug("The circuit breaker's probe of %s failed: %s", self.where(key=False), exc)
             return False
         return True
 
@@ -256,7 +287,11 @@ class CircuitBreaker:
 
     def _closed(self) -> None:
         """Say that it closed (outside the lock)."""
-        logger.warning("Redis at %s answers again: the circuit breaker is closed.", self.settings.redacted_url)
+        if self._left:
+            self._left = False
+            logger.warning("Redis at %s left the cluster: its circuit breaker is closed.", self.where(key=False))
+        else:
+            logger.warning("Redis at %s answers again: the circuit breaker is closed.", self.where(key=False))
         if self._recorded:  # what was recorded open is recorded closed
             record_circuit(self._telemetry_name, opened=False)
             self._recorded = False
@@ -286,6 +321,91 @@ class CircuitBreaker:
         self.state = CLOSED if self.enabled else OFF
 
 
+class Breakers:
+    """The circuit breakers of one app and prefix's pools: one for them all (one server, a
+    Sentinel service), or one per node of a Redis Cluster, made as the first pool or
+    connection to the node is, so that a dead node fails at once while the others serve.
+
+    :param per_node: a breaker per node (a cluster); else :attr:`shared` is the only one.
+    """
+
+    def __init__(self, settings: Settings, *, per_node: bool) -> None:
+        self.settings = settings
+        self.per_node = per_node
+        #: The breaker of every connection, or on a cluster of none (it stays off there).
+        self.shared = CircuitBreaker(settings, enabled=None if not per_node else False)
+        self._nodes: dict[str, CircuitBreaker] = {}
+        self._probe_node: Callable[[str], Callable[[], object]] | None = None
+        self._lock = threading.Lock()
+        _BREAKER_SETS.add(self)
+
+    def probe_with(self, probe: Callable[[], object], name: str) -> None:
+        """How :attr:`shared` tries the server (see :meth:`CircuitBreaker.probe_with`)."""
+        self.shared.probe_with(probe, name)
+
+    def probe_nodes_with(self, make: Callable[[str], Callable[[], object]]) -> None:
+        """How a node's breaker tries its node: ``make(address)`` gives its probe."""
+        self._probe_node = make
+
+    def of(self, address: str) -> CircuitBreaker:
+        """The breaker of the connections to ``address`` (``host:port``)."""
+        if not self.per_node:
+            return self.shared
+        breaker = self._nodes.get(address)
+        if breaker is None:
+            with self._lock:
+                breaker = self._nodes.get(address)
+                if breaker is None:
+                    breaker = self._nodes[address] = CircuitBreaker(self.settings, node=address)
+                    if self._probe_node is not None:
+                        breaker.probe_with(self._probe_node(address), address)
+        return breaker
+
+    def every(self) -> list[CircuitBreaker]:
+        """Each breaker now: :attr:`shared`, or the nodes'."""
+        if not self.per_node:
+            return [self.shared]
+        with self._lock:
+            return list(self._nodes.values())
+
+    @property
+    def state(self) -> str:
+        """:attr:`CircuitBreaker.state`, or on a cluster the nodes' worst: ``open`` while any
+        node's is open, ``half-open`` while one is probing, else ``closed`` (``off`` when off)."""
+        if not self.per_node:
+            return self.shared.state
+        if not self.settings.circuit_breaker:
+            return OFF
+        states = {breaker.state for breaker in self.every()}
+        return next((state for state in (OPEN, HALF_OPEN) if state in states), CLOSED)
+
+    def figures(self) -> CircuitFigures:
+        """Their part of the pools' snapshot: on a cluster, the nodes' added up (``circuit_open``
+        counts the nodes refusing now, ``circuit_failures`` is the longest streak, and
+        ``circuit_retry_in`` the soonest probe)."""
+        if not self.per_node:
+            return self.shared.figures()
+        every = [breaker.figures() for breaker in self.every()]
+        waits = [figures["circuit_retry_in"] for figures in every if figures["circuit_open"]]
+        return CircuitFigures(
+            circuit_breaker=self.state,
+            circuit_open=sum(figures["circuit_open"] for figures in every),
+            circuit_opened=sum(figures["circuit_opened"] for figures in every),
+            circuit_failures=max((figures["circuit_failures"] for figures in every), default=0),
+            circuit_retry_in=min(waits, default=0.0),
+        )
+
+    def close(self) -> None:
+        """The pools closed: stop every probe (see :meth:`CircuitBreaker.close`)."""
+        for breaker in [self.shared, *self.every()]:
+            breaker.close()
+
+    def orphan(self) -> None:
+        """The app was collected: stop every probe, without waiting."""
+        for breaker in [self.shared, *self.every()]:
+            breaker.orphan()
+
+
 def ping_through(side: SideConnection) -> Callable[[], object]:
     """The probe of a breaker: PING on a connection of its own, opened like ``side`` (the
     topology's connection outside the pools: it finds a Sentinel master or a cluster's
@@ -301,13 +421,16 @@ def ping_through(side: SideConnection) -> Callable[[], object]:
     return ping
 
 
-#: Every breaker in this process, for the fork hook below.
+#: Every breaker, and every set of them, in this process, for the fork hook below.
 _BREAKERS: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
+_BREAKER_SETS: weakref.WeakSet[Breakers] = weakref.WeakSet()
 
 
 def _start_afresh_in_child() -> None:
     for breaker in list(_BREAKERS):
         breaker._start_afresh()
+    for breakers in list(_BREAKER_SETS):  # another thread may have held the lock at the fork
+        breakers._lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_start_afresh_in_child)

@@ -40,6 +40,7 @@ from redis.connection import Connection, SSLConnection
 from redis.exceptions import ConnectionError, MaxConnectionsError, RedisClusterException, TimeoutError
 
 from ._asyncio import remember_async
+from ._breaker import NodeLeft
 from ._client import held_here
 from ._commands import command_kind
 from ._config import BACKOFF_BASE, BACKOFF_CAP
@@ -200,15 +201,16 @@ class ClusterClient(RedisCluster):
         raises the "closed" :class:`RuntimeError` before it routes the command.
 
         redis-py 7's cluster client replaces an error raised by a node's checkout (a
-        :class:`~flask_redispool.PoolExhaustedError`, the "closed" error of an app closed
-        while the command waited) with an ``AttributeError`` of its own, raised while it
-        records the command's duration on no connection: that error is raised instead."""
+        :class:`~flask_redispool.PoolExhaustedError`, a refused connection, an open circuit
+        breaker, the "closed" error of an app closed while the command waited) with an
+        ``AttributeError`` of its own, raised while it records the command's duration on
+        no connection: that error is raised instead."""
         self.policy.check_open()
         try:
             return super().execute_command(*args, **kwargs)  # type: ignore[no-untyped-call]
         except AttributeError as exc:
             lost = exc.__context__
-            if isinstance(lost, MaxConnectionsError | RuntimeError):
+            if isinstance(lost, ConnectionError | TimeoutError | RuntimeError):
                 raise lost from None
             raise
 
@@ -317,6 +319,11 @@ class LazyCluster:
         node = client.get_node(node_name=address) if client is not None and address else None  # type: ignore[no-untyped-call]
         return str(node.server_type) if node is not None and node.server_type else "node"
 
+    def lists(self, address: str) -> bool:
+        """Whether the client knows a node at ``address`` now (true before it is made)."""
+        client = self._client
+        return client is None or client.get_node(node_name=address) is not None  # type: ignore[no-untyped-call]
+
     def close(self) -> None:
         """Forget the client; a later :meth:`get` raises. Its connections are those of the
         nodes' pools, which the :class:`~flask_redispool._poolset.PoolSet` closes (leaving a
@@ -422,6 +429,7 @@ class Cluster:
         self._cluster = LazyCluster(functools.partial(make, self._node_pool, held_key=held_key))
         self.client = self.replica_client = cast(Redis, _ClusterOnly(settings))
         self.pools = PoolSet(settings, policy, (), self, loops, held_key)
+        policy.breakers.probe_nodes_with(self._node_probe)
 
     def _node_pool(self, **given: Any) -> CountedNodePool:
         """A node's counted pool, as redis-py's cluster client asks for it: the node's address
@@ -441,6 +449,25 @@ class Cluster:
         )
         pools.add(pool, weakly=True)
         return pool
+
+    def _node_probe(self, address: str) -> Callable[[], object]:
+        """The probe of the circuit breaker of the node at ``address``: a PING on a
+        connection of its own to that node alone, outside the pools, closed after; none
+        once the cluster client lists the node no more (it left the cluster).
+
+        :raises NodeLeft: the node left the cluster."""
+        host, _, port = address.rpartition(":")
+
+        def ping() -> object:
+            if not self._cluster.lists(address):
+                raise NodeLeft(address)
+            pool = _side_pool(self.settings, self._node_options, host=host, port=int(port))
+            try:
+                return Redis(connection_pool=pool).ping()
+            finally:
+                pool.disconnect()
+
+        return ping
 
     def cluster_client(self) -> ClusterClient:
         return self._cluster.get()

@@ -530,14 +530,14 @@ CONFIG_KEYS: Final[tuple[ConfigKey, ...]] = (
     ),
     ConfigKey(
         "CIRCUIT_BREAKER",
-        _optional_boolean,
-        None,
+        _boolean,
+        True,
         "Fail commands at once while Redis is out of reach, instead of letting each wait out "
         "its timeouts: after ``CIRCUIT_BREAKER_FAILURES`` connection failures in a row, commands "
         "raise ``CircuitOpenError`` until a probe outside the request path finds the server "
-        "answering again. None (the default): on, except behind ``redis+cluster://``, where one "
-        "breaker for every node would stop the healthy masters' commands while one is down. "
-        "True or False: on or off. See :doc:`breaker`.",
+        "answering again. Behind ``redis+cluster://``, each node has a breaker of its own: a "
+        "dead node's commands fail at once while the others serve. False turns it off. See "
+        ":doc:`breaker`.",
     ),
     ConfigKey(
         "CIRCUIT_BREAKER_FAILURES",
@@ -613,7 +613,7 @@ class Settings:
     sentinel_ssl_enabled: bool | None
     credential_provider: CredentialProvider | None = field(repr=False)
     max_connection_age: float | None
-    circuit_breaker: bool | None
+    circuit_breaker: bool
     circuit_breaker_failures: int
     circuit_breaker_cooldown: float
     client_cache: ClientCacheSettings | None

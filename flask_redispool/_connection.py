@@ -48,7 +48,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import SentinelManagedConnection
 
-from ._breaker import CircuitBreaker
+from ._breaker import Breakers, CircuitBreaker
 from ._commands import KINDS, Kind, Transaction, command_kind, judge_send, packed_kinds, refused_whole
 from ._errors import (
     BlockingCommandError,
@@ -216,8 +216,9 @@ class ConnectionPolicy:
         #: <flask_redispool.RedisPool.close>` closed them: no connection of theirs connects
         #: again, and this is the message of the error raised instead.
         self.closed: str | None = None
-        #: Opens after repeated connection failures: told of each in :meth:`explain`.
-        self.breaker = CircuitBreaker(settings)
+        #: Open after repeated connection failures: told of each in :meth:`explain`. One
+        #: for all connections, or one per node of a cluster.
+        self.breakers = Breakers(settings, per_node=settings.scheme.endswith("+cluster"))
 
     def deadline(self) -> float | None:
         """When a connection that connects now is to be replaced (:func:`time.monotonic`),
@@ -294,10 +295,12 @@ class ConnectionPolicy:
         unsafe_sent: bool = False,
         in_transaction: bool = False,
         connection: _Sending | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         """Mark ``error`` when an unsafe command may have run, or when what was sent
-        continued a transaction of its connection (neither is retried), and add one note
-        naming our keys (and fitting the command ``connection`` last sent, when given)."""
+        continued a transaction of its connection (neither is retried), tell the circuit
+        breaker (``breaker``, or ``connection``'s), and add one note naming our keys (and
+        fitting the command ``connection`` last sent, when given)."""
         if unsafe_sent:
             setattr(error, _MAY_HAVE_RUN, True)
             _mark_may_have_run(error)
@@ -306,7 +309,9 @@ class ConnectionPolicy:
         if getattr(error, _NOTED, False) or isinstance(error, CircuitOpenError):
             return
         setattr(error, _NOTED, True)
-        self.breaker.failed(error)  # once per error: here, after the check above
+        if breaker is None:
+            breaker = self.breakers.shared if connection is None else connection.breaker
+        breaker.failed(error)  # once per error: here, after the check above
         note = self._note(error, connection)
         if isinstance(error, ConnectionError | TimeoutError):
             if unsafe_sent:
@@ -391,7 +396,9 @@ class _Sending:
     """State and decisions shared by the sync and async mixins (no I/O)."""
 
     policy: ConnectionPolicy  # set on each pool's subclass
-    breaker: CircuitBreaker  # the policy's, on the class: read on every send and reply
+    #: The policy's shared breaker, on the class; a cluster node's, on the connection
+    #: (:meth:`_init_breaker`): read on every send and reply.
+    breaker: CircuitBreaker
     #: The bytes of a send that may change data may have left.
     unsafe_sent = False
     #: The name of the command last sent if it waits on the server on purpose (``BLPOP``), else None.
@@ -416,6 +423,12 @@ class _Sending:
     #: reconnect it (``None``: never; ``MAX_CONNECTION_AGE``).
     connected_at: float | None = None
     deadline: float | None = None
+
+    def _init_breaker(self) -> None:
+        """A cluster node's connection takes its node's breaker (once it knows its address)."""
+        breakers = self.policy.breakers
+        if breakers.per_node:
+            self.breaker = breakers.of(f"{self.host}:{self.port}")  # type: ignore[attr-defined]
 
     def _init_name(self, name_suffix: str) -> None:
         self.unsafe_sent = False
@@ -485,6 +498,7 @@ class PoolConnection(_Sending, _SyncBase):
         #: connection class, and ours compares them with what it was given.
         self.made_with = kwargs
         super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._init_breaker()
 
     def on_connect_check_health(self, check_health: bool = True) -> None:
         self._before_handshake()
@@ -534,7 +548,7 @@ class PoolConnection(_Sending, _SyncBase):
                 else:
                     self.connect_check_health(check_health=False)
             except RedisError as exc:
-                self.policy.explain(exc)
+                self.policy.explain(exc, breaker=self.breaker)
                 raise
         if check_health and self.health_check_interval:  # redis-py's check_health() tests the same
             self.check_health()  # type: ignore[no-untyped-call]
@@ -563,6 +577,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
     def __init__(self, *args: Any, name_suffix: str = "", **kwargs: Any) -> None:
         self._init_name(name_suffix)
         super().__init__(*args, **kwargs)
+        self._init_breaker()
 
     async def on_connect_check_health(self, check_health: bool = True) -> None:
         self._before_handshake()
@@ -608,7 +623,7 @@ class AsyncPoolConnection(_Sending, _AsyncBase):
                 else:
                     await self.connect_check_health(check_health=False)
             except RedisError as exc:
-                self.policy.explain(exc)
+                self.policy.explain(exc, breaker=self.breaker)
                 raise
         if check_health:
             await self.check_health()  # type: ignore[no-untyped-call]
@@ -637,7 +652,7 @@ def pool_connection_class(base: type[Any], policy: ConnectionPolicy, *, asynchro
     attributes = {
         "__module__": __name__,
         "policy": policy,
-        "breaker": policy.breaker,
+        "breaker": policy.breakers.shared,
         "base": base,
         "asks_sentinels": issubclass(base, SentinelManagedConnection | AsyncSentinelManagedConnection),
     }

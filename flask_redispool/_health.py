@@ -98,7 +98,7 @@ def probe(pools: PoolSet) -> tuple[Health, Exception | None]:
         max_connections=max_connections,
         saturated=in_use >= max_connections,
         timeouts=pools.timeouts,
-        circuit_breaker=pools.policy.breaker.state,
+        circuit_breaker=pools.policy.breakers.state,
     )
     return health, failure
 

@@ -132,13 +132,13 @@ class CountedPool(_PoolBase):
         self.settings = settings
         #: What this pool's connections share: names, refusals, error notes.
         self.policy = policy
-        #: The policy's circuit breaker, read on every checkout (:mod:`~flask_redispool._breaker`).
-        self.breaker = policy.breaker
         self.role = role
         #: The connection keyword arguments flask-redispool built from the settings, for the
         #: publisher's connection and the async pools. Not ``connection_kwargs``: redis-py adds
         #: per-pool objects there that refer back to this pool and would keep it alive.
         self.connection_options = {name: value for name, value in kwargs.items() if name != "connection_class"}
+        #: Its connections' circuit breaker, read on every checkout (:mod:`~flask_redispool._breaker`).
+        self.breaker = policy.breakers.of(address_of(self.connection_options))
         kwargs["max_connections"] = settings.max_connections
         #: Its client-side caching (``CLIENT_CACHE``): a cache per connection, made here
         #: (:meth:`make_connection`), not redis-py's one per pool; ``None`` when off.
@@ -178,7 +178,7 @@ class CountedPool(_PoolBase):
         except MaxConnectionsError:
             connection = None
         except RedisError as exc:  # redis-py connects on checkout: say what to check
-            self.policy.explain(exc)
+            self.policy.explain(exc, breaker=self.breaker)
             raise
         if connection is None:  # out of the except block: an error raised now has no chain
             connection = self._wait.take(functools.partial(self._checkout, args, kwargs))
@@ -193,7 +193,7 @@ class CountedPool(_PoolBase):
         except MaxConnectionsError:
             return None
         except RedisError as exc:
-            self.policy.explain(exc)
+            self.policy.explain(exc, breaker=self.breaker)
             raise
 
     def release(self, connection: Connection) -> None:  # type: ignore[override]

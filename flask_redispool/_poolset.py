@@ -85,7 +85,7 @@ class PoolSet:
         for pool in pools:
             self.add(pool)
         name = self.pools[0].telemetry_name() if self.pools else settings.redacted_url
-        policy.breaker.probe_with(ping_through(self._side), name)  # the side connection: no pool's
+        policy.breakers.probe_with(ping_through(self._side), name)  # the side connection: no pool's
         _SETS.add(self)
 
     def add(self, pool: CountedPool, *, weakly: bool = False) -> None:
@@ -180,7 +180,7 @@ class PoolSet:
             async_checkouts=async_pools.counters.checkouts,
             async_waits=async_pools.counters.waits,
             async_timeouts=async_pools.counters.timeouts,
-            **self.policy.breaker.figures(),
+            **self.policy.breakers.figures(),
             **cache_figures([pool.client_cache for pool in self.pools]),
             pools=pools,
         )
@@ -201,7 +201,7 @@ class PoolSet:
         """
         self.publisher.stop()
         self.policy.closed = message
-        self.policy.breaker.close()  # after: a probe in flight connects no more
+        self.policy.breakers.close()  # after: a probe in flight connects no more
         wake_closed(self.policy)  # async waiters, on their loops
         self.publisher.close()  # a health check may have opened its connection again meanwhile
         for pool in self.pools:
@@ -212,7 +212,7 @@ class PoolSet:
         """The app was collected without ``close()``: end the publisher's thread and close
         the sockets, without network I/O (this runs inside the garbage collector)."""
         self.publisher.orphan()
-        self.policy.breaker.orphan()
+        self.policy.breakers.orphan()
         self.disconnect()
         self._close_topology()
 

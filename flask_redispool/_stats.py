@@ -87,12 +87,13 @@ class PoolStats(TypedDict):
     async_checkouts: int  #: connections checked out of them so far
     async_waits: int  #: async checkouts that found their loop's pool full and queued
     async_timeouts: int  #: async checkouts that ended in PoolExhaustedError
-    #: the circuit breaker: ``"closed"``, ``"open"``, ``"half-open"`` or ``"off"``
+    #: the circuit breaker: ``"closed"``, ``"open"``, ``"half-open"`` or ``"off"`` (on a
+    #: cluster, whose nodes have one each, ``"open"`` while any node's is)
     circuit_breaker: str
-    circuit_open: int  #: 1 while the circuit breaker is open or half-open, else 0
-    circuit_opened: int  #: times the circuit breaker opened
-    circuit_failures: int  #: connection failures in a row now (0 after a reply)
-    circuit_retry_in: float  #: seconds until the open breaker's probe tries again (0 otherwise)
+    circuit_open: int  #: 1 while the circuit breaker is open or half-open, else 0 (a cluster: its nodes')
+    circuit_opened: int  #: times the circuit breaker opened (a cluster: its nodes' in all)
+    circuit_failures: int  #: connection failures in a row now, 0 after a reply (a cluster: the longest)
+    circuit_retry_in: float  #: seconds until the open breaker's probe tries again (0 otherwise; a cluster: the soonest)
     cache_hits: int  #: reads the client-side cache answered (``CLIENT_CACHE``)
     cache_misses: int  #: reads it sent to the server, and cached
     cache_invalidations: int  #: cached replies the server invalidated
@@ -155,7 +156,7 @@ FIGURES: Final[tuple[Figure, ...]] = (
     # Absent from snapshots published before the circuit breaker: read as 0 (since_async).
     Figure(
         "circuit_open",
-        "1 while the circuit breaker is open: commands fail at once.",
+        "Circuit breakers open now (1 at most, on a cluster one per node): their commands fail at once.",
         "CB_OPEN",
         7,
         True,

@@ -5,12 +5,14 @@ command errors do not count; one key turns it off; every report shows its state.
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from redis import Redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
 from flask_redispool import CircuitOpenError, ConfigError, RedisPool, _telemetry
+from flask_redispool._breaker import Breakers
+from flask_redispool._config import load_settings
 from flask_redispool._errors import REDIS_ERRORS
 from flask_redispool._state import app_states
 from flask_redispool.prometheus import RedisPoolCollector
@@ -317,6 +321,36 @@ def test_async_commands_are_refused_too(make_app: Callable[..., Flask], own_serv
     assert time.monotonic() - started < 0.5
 
 
+def test_a_cluster_has_a_breaker_per_node_reported_added_up() -> None:
+    """Behind ``redis+cluster://`` each node's connections share a breaker of their own;
+    the reports add them up, and a refusal names its node."""
+    settings = load_settings({"REDIS_URL": "redis+cluster://127.0.0.1:7000"}, "REDIS", "app")
+    breakers = Breakers(settings, per_node=True)
+    one, other = breakers.of("127.0.0.1:7000"), breakers.of("127.0.0.1:7001")
+    assert breakers.of("127.0.0.1:7000") is one
+    assert other is not one
+    assert (breakers.state, breakers.figures()["circuit_open"]) == ("closed", 0)
+    for _ in range(settings.circuit_breaker_failures):
+        one.failed(ConnectionError("refused"))
+    other.failed(ConnectionError("refused"))
+    try:
+        assert breakers.figures() == {
+            "circuit_breaker": "open",
+            "circuit_open": 1,
+            "circuit_opened": 1,
+            "circuit_failures": 5,
+            "circuit_retry_in": one.retry_in(),
+        }
+        with pytest.raises(
+            CircuitOpenError, match=re.escape("(redis+cluster://127.0.0.1:7000), node 127.0.0.1:7000, is")
+        ):
+            one.refuse()
+        other.refuse()  # the other node's commands go through
+        assert breakers.shared.state == "off"  # no connection of a cluster uses it
+    finally:
+        breakers.close()
+
+
 def test_it_is_off_with_one_key(make_app: Callable[..., Flask], own_server: RedisServer) -> None:
     app = make_app(REDIS_URL=own_server.url, REDIS_STATS_INTERVAL=0, REDIS_CIRCUIT_BREAKER=False)
     redis_pool = RedisPool(app)
@@ -335,8 +369,7 @@ BOOLEAN = "a boolean (True/False, or one of 1/0, true/false, yes/no, on/off)"
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
     [
-        ("CIRCUIT_BREAKER", "maybe", "None (the default) or a boolean (True/False, or one of 1/0, true/false, "
-         "yes/no, on/off), got 'maybe' (str)"),
+        ("CIRCUIT_BREAKER", "maybe", f"{BOOLEAN}, got 'maybe' (str)"),
         ("CIRCUIT_BREAKER_FAILURES", 0, "an integer >= 1, got 0 (int)"),
         ("CIRCUIT_BREAKER_COOLDOWN", 0, "a number of seconds > 0 and <= 86400, got 0 (int)"),
     ],
@@ -439,35 +472,139 @@ def test_the_documented_fallbacks_serve_every_request_with_redis_killed(own_serv
                 state.extension.close(app)
 
 
-def test_a_hung_cluster_fails_at_once_and_is_served_again(own_cluster: RedisClusterServers) -> None:
-    """The breaker spans a Redis Cluster's nodes as it does one server's connections: the
-    cluster client fails at once while every node is hung, and serves again when they resume."""
+@pytest.fixture
+def slow_cluster(redis_server: RedisServer) -> Iterator[RedisClusterServers]:
+    """Three masters that fail no node over for a minute: a hung one stays hung."""
+    with RedisClusterServers(redis_server.binary, replicas=0, node_timeout_ms=60_000) as cluster:
+        yield cluster
+
+
+def test_a_hung_cluster_node_fails_at_once_while_the_others_serve(slow_cluster: RedisClusterServers) -> None:
+    """Behind ``redis+cluster://`` each node has a breaker of its own, on by default: the
+    commands for a hung master's slots fail at once once its breaker opens, those for the
+    other masters' are served throughout, and the hung one's are served again when it
+    resumes."""
     app = Flask("cluster_breaker")
-    app.config.update(REDIS_URL=own_cluster.url, REDIS_STATS_INTERVAL=0, REDIS_CIRCUIT_BREAKER=True)
+    app.config.update(REDIS_URL=slow_cluster.url, REDIS_STATS_INTERVAL=0, REDIS_SOCKET_TIMEOUT=0.5)
     redis_pool = RedisPool(app)
-    pids = [node.pid for node in own_cluster.nodes if node.pid is not None]
+    hung = slow_cluster.masters()[0]
+    assert hung.pid is not None
     try:
         with app.app_context():
             client = redis_pool.cluster_client
-            client.set("key", "value")
-            for pid in pids:
-                os.kill(pid, signal.SIGSTOP)
-            try:  # five commands fail after their timeouts (or more, on redis-py 7), then at once
-                errors = [_error_of(lambda: client.get("key")) for _ in range(5)]
+            keys = {client.get_node_from_key(f"key:{i}").port: f"key:{i}" for i in range(30)}
+            on_hung, elsewhere = keys.pop(hung.port), list(keys.values())
+            assert len(elsewhere) == 2
+            os.kill(hung.pid, signal.SIGSTOP)
+            try:
+                errors = [_error_of(lambda: client.get(on_hung)) for _ in range(8)]  # five time out, then at once
                 started = time.monotonic()
-                refused = _error_of(lambda: client.get("key"))
+                refused = _error_of(lambda: client.get(on_hung))
                 seconds = time.monotonic() - started
+                served = [_error_of(functools.partial(client.set, key, "served")) for key in elsewhere * 10]
+                figures = redis_pool.stats(app)
             finally:
-                for pid in pids:
-                    os.kill(pid, signal.SIGCONT)
+                os.kill(hung.pid, signal.SIGCONT)
             # redis-py 8 raises it as it is; 7's cluster client, as "cannot be connected".
             assert refused in {"CircuitOpenError", "RedisClusterException"}, errors
-            assert redis_pool.stats(app)["circuit_open"] == 1
             assert seconds < 0.1
-            wait_until(lambda: _error_of(lambda: client.get("key")) is None, 10, "the cluster served again")
+            assert served == [None] * 20
+            assert (figures["circuit_breaker"], figures["circuit_open"]) == ("open", 1)
+            wait_until(lambda: _error_of(lambda: client.get(on_hung)) is None, 10, "the node served again")
         assert redis_pool.stats(app)["circuit_breaker"] == "closed"
     finally:
         redis_pool.close(app)
+
+
+def test_a_dead_masters_breaker_closes_once_it_left_the_cluster(
+    own_cluster: RedisClusterServers, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master killed: its breaker opens, the cluster promotes its replica, which serves its
+    keys; the dead node's probe then finds it gone from the cluster and closes its breaker,
+    saying so, instead of probing it for the life of the app."""
+    app = Flask("cluster_breaker")
+    app.config.update(REDIS_URL=own_cluster.url, REDIS_STATS_INTERVAL=0)
+    redis_pool = RedisPool(app)
+    dead = own_cluster.masters()[0]
+    try:
+        with app.app_context(), caplog.at_level(logging.WARNING, logger="flask_redispool"):
+            client = redis_pool.cluster_client
+            key = next(f"key:{i}" for i in range(100) if client.get_node_from_key(f"key:{i}").port == dead.port)
+            dead.kill()
+
+            def opened() -> bool:
+                _error_of(functools.partial(client.get, key))
+                return bool(redis_pool.stats(app)["circuit_open"] == 1)
+
+            wait_until(opened, 10, "its breaker to open")
+            assert redis_pool.stats(app)["circuit_opened"] == 1
+            wait_until(lambda: _error_of(functools.partial(client.set, key, 1)) is None, 20, "the replica to serve it")
+            wait_until(lambda: redis_pool.stats(app)["circuit_breaker"] == "closed", 10, "the breaker to close")
+        left = [r.getMessage() for r in caplog.records if "left the cluster" in r.getMessage()]
+        assert left == [
+            f"Redis at {own_cluster.url}, node 127.0.0.1:{dead.port}, left the cluster: its circuit breaker is closed."
+        ]
+    finally:
+        redis_pool.close(app)
+
+
+def test_under_load_a_hung_master_stalls_the_other_masters_writes_only_without_it(
+    slow_cluster: RedisClusterServers,
+) -> None:
+    """Two apps on one cluster, with their breakers on and off, 8 threads each writing keys
+    spread over the slots, while one master hangs: with the breaker, the writes to the
+    other masters go on at full speed; without it, every thread spends most of its time
+    waiting out the hung master's timeouts."""
+    apps = {}
+    for name, on in (("on", True), ("off", False)):
+        app = Flask(f"cluster_breaker_{name}")
+        app.config.update(REDIS_URL=slow_cluster.url, REDIS_STATS_INTERVAL=0, REDIS_CIRCUIT_BREAKER=on)
+        apps[name] = (app, RedisPool(app))
+    hung = slow_cluster.masters()[0]
+    assert hung.pid is not None
+    stop, hanging = threading.Event(), threading.Event()
+    served: dict[str, int] = dict.fromkeys(apps, 0)  # writes to the other masters while one hangs
+    written: dict[str, int] = dict.fromkeys(apps, 0)  # any write, before
+    lock = threading.Lock()
+
+    def write(name: str, number: int) -> None:
+        app, redis_pool = apps[name]
+        deadline = time.monotonic() + 60  # bounded even if the test body fails
+        with app.app_context():
+            client = redis_pool.cluster_client
+            sent = 0
+            while not stop.is_set() and time.monotonic() < deadline:
+                sent += 1
+                key = f"{name}:{number}:{sent}"
+                if _error_of(functools.partial(client.set, key, 1)) is not None:
+                    continue
+                with lock:
+                    if not hanging.is_set():
+                        written[name] += 1
+                    elif client.get_node_from_key(key).port != hung.port:
+                        served[name] += 1
+
+    threads = [threading.Thread(target=write, args=(name, n)) for name in apps for n in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: min(written.values()) >= 50, 30, "both apps to write")
+        os.kill(hung.pid, signal.SIGSTOP)
+        hanging.set()
+        try:
+            time.sleep(MEASURED)  # the measurement's window, not a synchronisation
+            hanging.clear()
+        finally:
+            os.kill(hung.pid, signal.SIGCONT)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        for app, redis_pool in apps.values():
+            redis_pool.close(app)
+    assert not any(thread.is_alive() for thread in threads)
+    print(f"writes to the other masters in {MEASURED:g} s of a hung one: on {served['on']}, off {served['off']}")
+    assert served["on"] >= 5 * max(served["off"], 1)
 
 
 def _error_of(run: Callable[[], object]) -> str | None:

@@ -176,8 +176,8 @@ def test_a_server_of_the_wrong_role_is_refused_and_not_counted_as_an_outage(
             with pytest.raises(WrongRoleError, match=refused) as raised:
                 redis_pool.client.get("key")
     assert "is failing over" in "".join(getattr(raised.value, "__notes__", [str(raised.value)]))
-    for _ in range(10):
-        assert app.test_client().get("/async").text == refused
+    for _ in range(10):  # the error's text (on Python 3.10, with its note joined to it)
+        assert app.test_client().get("/async").text.startswith(refused)
     stats = redis_pool.stats(app)
     assert (stats["circuit_breaker"], stats["circuit_failures"], stats["circuit_opened"]) == ("closed", 0, 0)
 

@@ -762,7 +762,9 @@ class _OpenPolicy:
     """What our connection classes ask of their pool's policy, with nothing to say."""
 
     naming_refused = None
-    breaker = SimpleNamespace(refusing=False, failing=False, refuse=lambda: None)
+    breakers = SimpleNamespace(
+        per_node=False, shared=SimpleNamespace(refusing=False, failing=False, refuse=lambda: None)
+    )
 
     def check_open(self) -> None:
         pass

@@ -115,9 +115,14 @@ def test_redis_killed_and_restarted_under_load(own_app: tuple[Flask, RedisPool],
     assert {o.error for o in failures} <= {"ConnectionError", "TimeoutError", "CircuitOpenError", *may_have_run}
     assert all(o.started >= killed - worst_case for o in failures)
     assert max(o.ended - o.started for o in failures) <= min(worst_case, 2.0)
-    recovered = [o for o in outcomes if o.started >= back + 1.0]
+    # Served again by itself (the breaker's probe closes it within a cooldown of 0.5 s, later
+    # on a busy machine), and for good: every request begun once one was served succeeds.
+    # (By when it ended: a thread may take its start time, then wait for the GIL.)
+    first_served = min(o.ended for o in outcomes if o.started >= back and o.error is None)
+    assert first_served - back < 5.0
+    recovered = [o for o in outcomes if o.started >= first_served]
     assert recovered
-    assert all(o.error is None for o in recovered), [(o.started - back, o.error) for o in recovered if o.error]
+    assert all(o.error is None for o in recovered), sorted((o.started - back, o.error) for o in recovered if o.error)
     assert_pool_is_clean(app, redis_pool, Redis.from_url(own_server.url))
 
 

@@ -20,10 +20,10 @@ counts connection-level failures:
   a PING on a connection of its own outside the pools (the topology's side connection,
   which finds a Sentinel master as the pools do; a cluster node's, to that node alone, or
   none once the node left the cluster). Requests still fail at once. It answers: closed.
-  It does not: open for another cooldown. A reply read
-  while open (a command in flight when it opened) makes the probe try at once: a hung
-  server that resumes is served again within milliseconds, while a reply that was on
-  its way before a crash closes nothing.
+  It does not: open for another cooldown. A reply read while open (a command in flight
+  when it opened) makes the probe try at once: a hung server that resumes is served
+  again within milliseconds, while a reply that was on its way before a crash closes
+  nothing.
 
 The hot path pays two attribute checks per command (:attr:`CircuitBreaker.refusing`
 before a send, :attr:`CircuitBreaker.failing` after a reply); the rest runs on failures

@@ -397,13 +397,16 @@ class Breakers:
 
     def close(self) -> None:
         """The pools closed: stop every probe (see :meth:`CircuitBreaker.close`)."""
-        for breaker in [self.shared, *self.every()]:
+        for breaker in self._all():
             breaker.close()
 
     def orphan(self) -> None:
         """The app was collected: stop every probe, without waiting."""
-        for breaker in [self.shared, *self.every()]:
+        for breaker in self._all():
             breaker.orphan()
+
+    def _all(self) -> list[CircuitBreaker]:
+        return [*self.every(), self.shared] if self.per_node else [self.shared]
 
 
 def ping_through(side: SideConnection) -> Callable[[], object]:

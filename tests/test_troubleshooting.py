@@ -197,6 +197,26 @@ def wrong_role(case: Case) -> str:
     return message.replace(sentinels, "localhost:26379").replace(f"127.0.0.1:{replica.port}", "10.0.0.2:6379")
 
 
+def sentinels_down(case: Case) -> str:
+    """``flask redis-ping`` with every sentinel of the service down: the page's sentinels
+    are ``localhost:26379`` to ``26381``."""
+    service: SentinelService = case.request.getfixturevalue("sentinel_service")
+    service.wait_ready(replicas=2)
+    app, _redis_pool = case.app(service.url)
+    case.urls.remove(service.url)  # not a server's URL: written as the page's below
+    for sentinel in service.sentinels:
+        sentinel.kill()
+    try:
+        output = app.test_cli_runner().invoke(args=["redis-ping"]).output.strip()
+    finally:
+        for sentinel in service.sentinels:
+            sentinel.start()
+        service.wait_ready(replicas=2)
+    for number, sentinel in enumerate(service.sentinels):
+        output = output.replace(f"127.0.0.1:{sentinel.port}", f"localhost:{26379 + number}")
+    return output
+
+
 def read_timeout(message: str, address: str) -> str:
     """The page quotes redis-py 8.2's words for a read timeout, which name the server;
     redis-py before 8.2 says "from socket" (the page says so too)."""
@@ -372,6 +392,7 @@ CASES: list[Callable[[Case], str]] = [
     unreachable,
     circuit_open,
     wrong_role,
+    sentinels_down,
     no_answer,
     credentials,
     may_have_run,

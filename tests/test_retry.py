@@ -449,7 +449,7 @@ def test_each_connection_class_sends_and_reads_through_its_base(base_name: str) 
 
     bases: dict[str, type[Any]] = {"Sentinel": SentinelManagedConnection, "fake": FakeRedisConnection}
     base = bases.get(base_name) or getattr(redis, base_name)
-    made = pool_connection_class(base, SimpleNamespace(breaker=None))  # type: ignore[arg-type]
+    made = pool_connection_class(base, SimpleNamespace(breakers=SimpleNamespace(shared=None)))  # type: ignore[arg-type]
     classes: tuple[Any, ...] = (made, type("Sub", (made,), {}))
     for cls in classes:
         assert cls._base_send_packed_command is base.send_packed_command

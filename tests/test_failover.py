@@ -24,6 +24,7 @@ from redis.sentinel import Sentinel
 
 from flask_redispool import RedisPool, WrongRoleError
 from flask_redispool._sentinel_watch import ABORTED, PROMOTING, SWITCHED, SentinelWatch, _watch_of
+from flask_redispool.testing import RedisServer
 
 from .conftest import SentinelService, calls, our_connections, wait_until
 
@@ -149,6 +150,16 @@ def test_a_forked_child_listens_for_itself(
     wait_until(lambda: subscribed(sentinel_service, app, each=1) == 3, 10, "the child's subscriptions to end")
 
 
+def tell_of_a_switch_to_a_replica(app: Flask, redis_pool: RedisPool, service: SentinelService) -> RedisServer:
+    """Have ``app``'s listener hear of a failover to the service's first replica, which the
+    sentinels never made: the master's pool then reaches that replica. Returns it."""
+    master, replica = service.master, service.replicas[0]
+    watch = _watch_of(redis_pool.get_pool(app))
+    assert watch is not None
+    watch.heard(SWITCHED, f"{service.name} 127.0.0.1 {master.port} 127.0.0.1 {replica.port}")
+    return replica
+
+
 def test_a_server_of_the_wrong_role_is_refused_and_not_counted_as_an_outage(
     sentinel_app: tuple[Flask, RedisPool], sentinel_service: SentinelService
 ) -> None:
@@ -157,10 +168,7 @@ def test_a_server_of_the_wrong_role_is_refused_and_not_counted_as_an_outage(
     names the server and the failover; the circuit breaker, on by default, counts none
     of them, since the server answered."""
     app, redis_pool = sentinel_app
-    master, replica = sentinel_service.master, sentinel_service.replicas[0]
-    watch = _watch_of(redis_pool.get_pool(app))
-    assert watch is not None
-    watch.heard(SWITCHED, f"{sentinel_service.name} 127.0.0.1 {master.port} 127.0.0.1 {replica.port}")
+    replica = tell_of_a_switch_to_a_replica(app, redis_pool, sentinel_service)
     refused = f"127.0.0.1:{replica.port} is a slave now, not the master of 'mymaster'"
 
     @app.get("/async")

@@ -20,11 +20,11 @@ import pytest
 from flask import Flask
 
 from flask_redispool import ConfigWarning, RedisPool
-from flask_redispool._sentinel_watch import SWITCHED, _watch_of
 from flask_redispool.testing import RedisServer, free_port
 
 from .conftest import PASSWORD, SentinelService, close_pools
 from .test_errors import writes_paused
+from .test_failover import tell_of_a_switch_to_a_replica
 from .test_retry import SLOW_INCR, SLOW_READ, SOCKET_TIMEOUT
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "troubleshooting.rst"
@@ -187,10 +187,7 @@ def wrong_role(case: Case) -> str:
     service.wait_ready(replicas=2)
     app, redis_pool = case.app(service.url, REDIS_CIRCUIT_BREAKER=False)
     case.urls.remove(service.url)  # not a server's URL: written as the page's below
-    master, replica = service.master, service.replicas[0]
-    watch = _watch_of(redis_pool.get_pool(app))
-    assert watch is not None
-    watch.heard(SWITCHED, f"{service.name} 127.0.0.1 {master.port} 127.0.0.1 {replica.port}")
+    replica = tell_of_a_switch_to_a_replica(app, redis_pool, service)
     with app.app_context():
         message = raised(lambda: redis_pool.client.get("key"))
     sentinels = urlsplit(service.url).netloc
